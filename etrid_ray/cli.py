@@ -1,0 +1,355 @@
+"""``etrid-ray``: the command line (devnet, chain info, provider registration, job submission).
+
+Why these rules: secrets come only from ``ETRID_SEED`` or ``--seed-file`` (a
+path on argv is fine, a seed is not); every configuration mistake exits with a
+message that names the option and the fix instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from etrid_ray.chain.errors import (
+    ChainConnectionError,
+    ChainError,
+    ConfigError,
+    ExtrinsicFailed,
+    KeyLoadError,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_URL = "ws://127.0.0.1:9944"
+URL_HELP = "node WebSocket URL (env ETRID_WS_URL)"
+SEED_FILE_HELP = "file holding the seed phrase or //Dev URI (default: the ETRID_SEED env var)"
+
+
+def _friendly(fn: F) -> F:
+    """Turns the client's typed errors into one clear line and a non-zero exit, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from etrid_ray.blobs import BlobError
+
+        try:
+            return fn(*args, **kwargs)
+        except KeyLoadError as exc:
+            raise click.UsageError(str(exc)) from None
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        except ChainConnectionError as exc:
+            raise click.ClickException(f"{exc}\n  check --url, or start a devnet: etrid-ray devnet") from None
+        except ExtrinsicFailed as exc:
+            raise click.ClickException(f"the chain rejected {exc.call or 'the call'}: {exc.error}") from None
+        except BlobError as exc:
+            raise click.ClickException(f"blob store: {exc}") from None
+        except ChainError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _signer(seed_file: str | None, *, required: bool = True) -> Any:
+    from etrid_ray.chain.keys import load_signer
+
+    if not required:
+        try:
+            return load_signer(file=seed_file)
+        except KeyLoadError:
+            if seed_file is not None:
+                raise
+            return None
+    return load_signer(file=seed_file)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="etrid-ray", prog_name="etrid-ray")
+def main() -> None:
+    """Ray-based GPU provider for the Etrid AI-Compute chain, with an embedded devnet."""
+
+
+# devnet -----------------------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option(
+    "--port",
+    default=9944,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="RPC port (WebSocket and HTTP); 0 picks a free one",
+)
+@click.option(
+    "--block-time",
+    default=6.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="seconds between blocks; 0 seals a block per ready batch of extrinsics",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="persist chain state here (SQLite); without it the chain is ephemeral",
+)
+@click.option(
+    "--blob-limit-mb",
+    default=64,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="largest blob the built-in blob store accepts",
+)
+def devnet(host: str, port: int, block_time: float, data_dir: Path | None, blob_limit_mb: int) -> None:
+    """Run the embedded Etrid AI-Compute development chain (prints its ws:// URL when ready)."""
+    from etrid_ray.devnet.server import main_from_cli
+
+    main_from_cli(host, port, block_time, str(data_dir) if data_dir else None, blob_limit_mb * 1024 * 1024)
+
+
+# chain ------------------------------------------------------------------------------------------
+@main.group()
+def chain() -> None:
+    """Inspect the chain."""
+
+
+@chain.command("info")
+@click.option("--url", default=DEFAULT_URL, envvar="ETRID_WS_URL", show_default=True, help=URL_HELP)
+@click.option("--address", "addresses", multiple=True, help="also show this account's balance (repeatable)")
+@click.option("--seed-file", type=click.Path(dir_okay=False), default=None, help=SEED_FILE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@_friendly
+def chain_info(url: str, addresses: tuple[str, ...], seed_file: str | None, as_json: bool) -> None:
+    """Chain name, runtime, best/finalized block, pallets, and balances of our account."""
+    from etrid_ray.chain.client import ChainClient
+    from etrid_ray.chain.codec import account_bytes
+    from etrid_ray.chain.units import format_edsc
+
+    for a in addresses:
+        try:
+            account_bytes(a)
+        except Exception:  # noqa: BLE001 - any decoding failure means the same thing to the user
+            raise click.BadParameter(f"{a!r} is not an SS58 address", param_hint="--address") from None
+    signer = _signer(seed_file, required=False)
+    with ChainClient(url) as client:
+        info = client.info()
+        accounts: list[tuple[str, str]] = []
+        if signer is not None:
+            accounts.append(("ours", signer.address))
+        accounts.extend(("--address", a) for a in addresses)
+        balances = [(label, client.balance(a)) for label, a in accounts]
+    if as_json:
+        data = asdict(info)
+        data["balances"] = [{"label": label, **asdict(b)} for label, b in balances]
+        _print_json(data)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{info.chain} ({info.url})", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    table.add_row("runtime", f"{info.spec_name} v{info.spec_version}")
+    table.add_row("best block", f"#{info.best_number} {info.best_hash}")
+    table.add_row("finalized block", f"#{info.finalized_number}")
+    table.add_row(
+        "token", f"{info.token_symbol} ({info.token_decimals} decimals), SS58 prefix {info.ss58_format}"
+    )
+    table.add_row("pallets", ", ".join(info.pallets))
+    console.print(table)
+    if balances:
+        bt = Table(title="balances")
+        for col in ("account", "address", "free", "reserved", "nonce"):
+            bt.add_column(col, justify="right" if col in ("free", "reserved", "nonce") else "left")
+        for label, b in balances:
+            bt.add_row(label, b.address, format_edsc(b.free), format_edsc(b.reserved), str(b.nonce))
+        console.print(bt)
+    else:
+        console.print("[dim]no account: set ETRID_SEED or pass --seed-file / --address to see balances[/dim]")
+
+
+# provider ---------------------------------------------------------------------------------------
+@main.group()
+def provider() -> None:
+    """Act as a GPU provider."""
+
+
+@provider.command("register")
+@click.option("--url", default=DEFAULT_URL, envvar="ETRID_WS_URL", show_default=True, help=URL_HELP)
+@click.option(
+    "--gpus", default=1, show_default=True, type=click.IntRange(1, 100), help="how many GPUs to register"
+)
+@click.option("--model", required=True, help="GPU model, e.g. A100 (at most 64 bytes)")
+@click.option("--vram-gb", required=True, type=click.IntRange(1, 65535), help="memory per GPU in GB")
+@click.option("--compute-units", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
+@click.option("--clock-mhz", default=0, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--tdp-watts", default=0, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--stake", required=True, help="stake per GPU in ËDSC (minimum 100), e.g. 100 or 250.5")
+@click.option(
+    "--schedule", type=click.Choice(["AlwaysOn", "BusinessHours"]), default="AlwaysOn", show_default=True
+)
+@click.option("--seed-file", type=click.Path(dir_okay=False), default=None, help=SEED_FILE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@_friendly
+def provider_register(
+    url: str,
+    gpus: int,
+    model: str,
+    vram_gb: int,
+    compute_units: int,
+    clock_mhz: int,
+    tdp_watts: int,
+    stake: str,
+    schedule: str,
+    seed_file: str | None,
+    as_json: bool,
+) -> None:
+    """Register GPUs on chain (reserving the stake) and print their ids."""
+    from etrid_ray.chain.client import ChainClient
+    from etrid_ray.chain.models import GpuSpecs, Schedule
+    from etrid_ray.chain.units import format_edsc, to_planck
+
+    if len(model.encode("utf-8")) > 64:
+        raise click.BadParameter("at most 64 bytes", param_hint="--model")
+    stake_planck = to_planck(stake, what="--stake")
+    if stake_planck == 0:
+        raise click.BadParameter(
+            "must be positive (the chain's minimum stake is 100 ËDSC)", param_hint="--stake"
+        )
+    signer = _signer(seed_file)
+    specs = GpuSpecs(model, vram_gb, compute_units, clock_mhz, tdp_watts)
+    with ChainClient(url) as client:
+        prov = client.provider(signer)
+        if gpus == 1:
+            ids = [prov.register_gpu(specs, stake_planck, schedule=Schedule(schedule))]
+        else:
+            ids = prov.register_gpus([(specs, stake_planck)] * gpus, schedule=Schedule(schedule))
+        bal = prov.balance()
+    if as_json:
+        _print_json(
+            {
+                "provider": signer.address,
+                "gpu_ids": ids,
+                "stake_per_gpu": str(stake_planck),
+                "free": str(bal.free),
+                "reserved": str(bal.reserved),
+            }
+        )
+        return
+    click.echo(f"registered {len(ids)} GPU(s) for {signer.address}: ids {', '.join(map(str, ids))}")
+    click.echo(
+        f"stake {format_edsc(stake_planck)} each; free {format_edsc(bal.free)}, "
+        f"reserved {format_edsc(bal.reserved)}"
+    )
+
+
+# submit -----------------------------------------------------------------------------------------
+@main.command()
+@click.option("--url", default=DEFAULT_URL, envvar="ETRID_WS_URL", show_default=True, help=URL_HELP)
+@click.option(
+    "--manifest",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="job manifest (JSON) to store and hash",
+)
+@click.option("--payment", required=True, help="payment in ËDSC, escrowed until the job is confirmed")
+@click.option("--max-compute-time", required=True, type=click.IntRange(1, 2**32 - 1), help="seconds")
+@click.option(
+    "--blob-store",
+    default=None,
+    help="where to store the manifest: http://…, file://DIR or s3://BUCKET/PREFIX "
+    "(default: the devnet's store on the --url host:port)",
+)
+@click.option(
+    "--model-type",
+    default="Custom",
+    show_default=True,
+    type=click.Choice(
+        ["LLM", "ImageGen", "ImageRecognition", "AudioProcessing", "VideoProcessing", "Custom"]
+    ),
+)
+@click.option("--model-id", default=0, show_default=True, type=click.IntRange(0, 2**64 - 1))
+@click.option(
+    "--priority", default="Standard", show_default=True, type=click.Choice(["Economy", "Standard", "Premium"])
+)
+@click.option("--output-format", default="json", show_default=True, help="at most 32 bytes")
+@click.option("--seed-file", type=click.Path(dir_okay=False), default=None, help=SEED_FILE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@_friendly
+def submit(
+    url: str,
+    manifest: Path,
+    payment: str,
+    max_compute_time: int,
+    blob_store: str | None,
+    model_type: str,
+    model_id: int,
+    priority: str,
+    output_format: str,
+    seed_file: str | None,
+    as_json: bool,
+) -> None:
+    """Store a job manifest, submit the job, and print its id."""
+    from etrid_ray.blobs import open_blob_store
+    from etrid_ray.chain.client import ChainClient
+    from etrid_ray.chain.connection import validate_url
+    from etrid_ray.chain.units import to_planck
+
+    validate_url(url)
+    payment_planck = to_planck(payment, what="--payment")
+    if payment_planck == 0:
+        raise click.BadParameter("must be positive", param_hint="--payment")
+    if len(output_format.encode("utf-8")) > 32:
+        raise click.BadParameter("at most 32 bytes", param_hint="--output-format")
+    data = manifest.read_bytes()
+    try:
+        json.loads(data)
+    except ValueError as exc:
+        raise click.BadParameter(f"{manifest} is not JSON ({exc})", param_hint="--manifest") from None
+    try:
+        store = open_blob_store(blob_store or url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--blob-store") from None
+    signer = _signer(seed_file)
+    with ChainClient(url) as client:
+        job = client.consumer(signer, store).submit_job(
+            data,
+            payment=payment_planck,
+            max_compute_time=max_compute_time,
+            model_id=model_id,
+            model_type=model_type,
+            output_format=output_format,
+            priority=priority,
+        )
+    if as_json:
+        _print_json(
+            {
+                "job_id": job.job_id,
+                "input_hash": job.input_hash,
+                "payment": str(job.payment),
+                "block": job.receipt.block_number,
+                "submitter": signer.address,
+                "blob_store": store.url,
+            }
+        )
+        return
+    click.echo(job.job_id)
+    click.echo(
+        f"input_hash {job.input_hash} stored in {store.url}; included in block #{job.receipt.block_number}",
+        err=True,
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
