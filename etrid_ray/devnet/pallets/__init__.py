@@ -1,0 +1,1 @@
+"""The devnet runtime's pallets, one module each, in `construct_runtime!` order."""

@@ -1,0 +1,52 @@
+"""pallet_compliance (Etrid): per-account compliance template and data residency."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from etrid_ray.devnet.pallet import Origin, Pallet
+from etrid_ray.devnet.type_registry import Field, Variant
+
+TEMPLATES = ["HIPAA", "GDPR", "SOC2", "CCPA", "FedRAMP"]
+ENCRYPTION_REQUIRED = {"HIPAA", "GDPR", "FedRAMP", "SOC2", "CCPA"}
+
+
+class Compliance(Pallet):
+    def declare(self) -> None:
+        self.name, self.index, self.module = "Compliance", 13, "pallet_compliance"
+        c, reg = self.runtime.types, self.reg
+        p = ("pallet_compliance",)
+        self.template_ty = reg.variant(p + ("ComplianceTemplate",), [Variant(n, i) for i, n in enumerate(TEMPLATES)])
+        residency = reg.bounded_vec(c.u8, 32)
+        self.config_ty = reg.composite(p + ("ComplianceConfig",), [
+            Field("account", c.account_id, "AccountId"), Field("template", self.template_ty, "ComplianceTemplate"),
+            Field("data_residency", residency, "BoundedVec<u8, ConstU32<32>>"),
+            Field("encryption_required", c.bool, "bool"), Field("audit_logs_required", c.bool, "bool"),
+            Field("enabled_at", c.u64, "u64")], params=(("AccountId", c.account_id),))
+        self.ComplianceConfigs = self.storage("ComplianceConfigs", self.config_ty, optional=True,
+                                              key_ty=c.account_id)
+        self.call(0, "enable_compliance", [("template", self.template_ty, "ComplianceTemplate"),
+                                           ("data_residency", residency, "BoundedVec<u8, ConstU32<32>>")],
+                  self.enable_compliance)
+        self.call(1, "disable_compliance", [], self.disable_compliance)
+        self.event("ComplianceEnabled", [("account", c.account_id, "T::AccountId"),
+                                         ("template", self.template_ty, "ComplianceTemplate")])
+        self.event("ComplianceDisabled", [("account", c.account_id, "T::AccountId")])
+        self.error("ComplianceNotEnabled", "The account has no compliance configuration.")
+
+    def enable_compliance(self, origin: Origin, template: Any, data_residency: Any) -> None:
+        from etrid_ray.devnet.common_types import to_bytes
+
+        who = self.ensure_signed(origin)
+        self.runtime.state.put(self.ComplianceConfigs, who, {
+            "account": who, "template": template, "data_residency": to_bytes(data_residency),
+            "encryption_required": template in ENCRYPTION_REQUIRED, "audit_logs_required": True,
+            "enabled_at": self.runtime.now_secs()})
+        self.emit("ComplianceEnabled", account=who, template=template)
+
+    def disable_compliance(self, origin: Origin) -> None:
+        who = self.ensure_signed(origin)
+        if not self.runtime.state.contains(self.ComplianceConfigs, who):
+            raise self.fail("ComplianceNotEnabled")
+        self.runtime.state.remove(self.ComplianceConfigs, who)
+        self.emit("ComplianceDisabled", account=who)
