@@ -1,0 +1,160 @@
+"""The one configuration model, with the seed's key names.
+
+A file (YAML or JSON), environment variables (`ETRID_<KEY>`, and the seed's own
+upper-case names) and a Kubernetes ConfigMap all map onto `ProviderConfig`.
+Secrets are never fields here: the seed phrase is read from the env var or
+file that `seed_env` / `seed_file` name, at the moment it is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from etrid_ray.chain.errors import ConfigError
+
+PLANCK_PER_EDSC = 10**18
+
+
+class GpuConfig(BaseModel):
+    """What this provider declares about its GPUs (used when NVML is absent, and registered on chain)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(4, ge=0, le=100)
+    model: str = Field("A100", min_length=1, max_length=64)
+    vram_gb: int = Field(80, ge=1, le=65535)
+    compute_units: int = Field(108, ge=1)
+    clock_speed_mhz: int = Field(1410, ge=1, le=65535)
+    tdp_watts: int = Field(400, ge=1, le=65535)
+    tee: str | None = Field(None, description="TEE type these GPUs' nodes provide (sgx, sev-snp, tdx) or none")
+
+
+class ProviderConfig(BaseModel):
+    """Settings of one provider. Field names follow the seed where it has them."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    rpc_url: str = "http://127.0.0.1:9944"
+    websocket_url: str = "ws://127.0.0.1:9944"
+    PRICE_PER_SECOND: int = Field(10**14, ge=0, description="minimum price per GPU-second, in planck")
+    seed_env: str = Field("ETRID_SEED", description="env var holding the provider's seed phrase or //Dev URI")
+    seed_file: Path | None = Field(None, description="file holding the seed (used when seed_env is unset)")
+    blob_store: str | None = Field(None, description="http(s)://, file:// or s3:// store; default: the devnet's")
+    gpus: GpuConfig = Field(default_factory=GpuConfig)
+    stake_edsc: int = Field(100, ge=100, description="stake per GPU in ËDSC (chain minimum: 100)")
+    allowed_handlers: list[str] = Field(default_factory=lambda: ["echo", "sleep", "matmul", "embedding"])
+    max_input_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    claim_batch: int = Field(256, ge=1, le=5000)
+    result_batch: int = Field(256, ge=1, le=5000)
+    max_inflight_per_gpu: int = Field(64, ge=1, description="claimed-but-unfinished jobs allowed per GPU")
+    heartbeat_interval_s: float = Field(30.0, gt=0)
+    telemetry_interval_s: float = Field(30.0, gt=0)
+    poll_interval_s: float = Field(0.5, gt=0)
+    journal_path: Path = Path("~/.etrid-ray/journal.sqlite")
+    pool: str = "local"
+    region: str = "local"
+    edsc_usd: float = Field(1.0, ge=0, description="ËDSC→USD rate for reports")
+    ray_address: str | None = None
+    namespace: str = "etrid"
+    ENABLE_TEE: bool = False
+    ENABLE_COMPLIANCE: bool = False
+
+    @field_validator("websocket_url")
+    @classmethod
+    def _ws_scheme(cls, v: str) -> str:
+        if not v.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
+        return v
+
+    @field_validator("rpc_url")
+    @classmethod
+    def _http_scheme(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
+
+    @property
+    def blob_store_url(self) -> str:
+        return self.blob_store or self.rpc_url
+
+    @property
+    def journal_file(self) -> Path:
+        return self.journal_path.expanduser()
+
+
+ENV_PREFIX = "ETRID_"
+SEED_ENV_NAMES = {"PRICE_PER_SECOND", "ENABLE_TEE", "ENABLE_COMPLIANCE", "RPC_URL", "WEBSOCKET_URL"}
+
+
+def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
+    """`ETRID_PRICE_PER_SECOND=…`, `ETRID_GPUS__COUNT=2`, and the seed's bare names (`PRICE_PER_SECOND`)."""
+    fields = {name.lower(): name for name in ProviderConfig.model_fields}
+    out: dict[str, Any] = {}
+    for key, value in env.items():
+        if key.startswith(ENV_PREFIX):
+            name = key[len(ENV_PREFIX):]
+        elif key in SEED_ENV_NAMES:
+            name = key
+        else:
+            continue
+        parts = name.lower().split("__")
+        if parts[0] not in fields or name.upper() in ("SEED",):
+            continue
+        target = out
+        for part in [fields[parts[0]]] + parts[1:-1]:
+            target = target.setdefault(part, {})
+        leaf = fields[parts[0]] if len(parts) == 1 else parts[-1]
+        target[leaf] = _parse_scalar(value)
+    return out
+
+
+def _parse_scalar(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None,
+                overrides: dict[str, Any] | None = None) -> ProviderConfig:
+    """Reads a YAML/JSON file, then env vars, then explicit overrides; errors name the key and the fix."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {p} does not exist: pass --config with an existing YAML or JSON file")
+        text = p.read_text()
+        try:
+            if p.suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text) or {}
+            else:
+                data = json.loads(text)
+        except Exception as err:
+            raise ConfigError(f"config file {p} is not valid {p.suffix.lstrip('.') or 'JSON'}: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of settings, not {type(data).__name__}")
+    data = _merge(data, _env_overrides(dict(os.environ if env is None else env)))
+    data = _merge(data, overrides or {})
+    try:
+        return ProviderConfig.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            key = ".".join(str(x) for x in e["loc"]) or "(root)"
+            hint = "remove it (unknown setting)" if e["type"] == "extra_forbidden" else e["msg"]
+            problems.append(f"{key}: {hint}")
+        raise ConfigError("invalid provider config — " + "; ".join(problems)) from None

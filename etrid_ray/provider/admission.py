@@ -1,0 +1,97 @@
+"""Which jobs this provider takes: a pure function of the job, its manifest and our capabilities.
+
+Three outcomes. `claim`: we can and want to serve it. `skip`: we cannot or do
+not want to (capability, price, allow-list) — the job is left untouched for
+other providers. `reject`: the job is broken for everyone (bad manifest,
+unknown handler, oversized input) — we claim it only to fail it on chain with
+the reason, so the consumer is refunded instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from etrid_ray.manifest import Manifest, ManifestError
+from etrid_ray.workloads.registry import REGISTRY
+
+EU_PREFIXES = ("eu", "europe")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What one provider (one pool, for now) offers."""
+
+    gpus_per_node: int
+    vram_gb: int
+    accelerator: str
+    tee: str | None
+    region: str
+    handlers: frozenset[str]
+    price_per_gpu_second: int  # planck
+    max_input_bytes: int
+
+
+@dataclass(frozen=True)
+class JobTerms:
+    """The parts of an on-chain job admission looks at."""
+
+    job_id: int
+    model_type: str
+    max_compute_time: int
+    payment: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Literal["claim", "skip", "reject"]
+    reason: str = ""
+
+
+CLAIM = Verdict("claim")
+
+
+def region_allowed(region: str, manifest: Manifest) -> bool:
+    """GDPR data stays in the EU; explicit `allowed_regions` are prefixes of region names."""
+    region = region.lower()
+    if manifest.compliance.template == "GDPR" and not region.startswith(EU_PREFIXES):
+        return False
+    allowed = [r.lower() for r in manifest.compliance.allowed_regions]
+    return not allowed or any(region.startswith(r) for r in allowed)
+
+
+def price_per_gpu_second(terms: JobTerms, manifest: Manifest) -> float:
+    """What the job pays per GPU-second if it runs for its whole max_compute_time (the worst case)."""
+    gpus = max(manifest.resources.gpus, 1e-9)
+    seconds = max(terms.max_compute_time, 1)
+    return terms.payment / (seconds * gpus)
+
+
+def admit(terms: JobTerms, manifest: Manifest | ManifestError, caps: Capabilities) -> Verdict:
+    if isinstance(manifest, ManifestError):
+        return Verdict("reject", str(manifest))
+    workload = REGISTRY.get(manifest.handler)
+    if workload is None:
+        return Verdict("reject", f"unknown handler {manifest.handler!r}")
+    if terms.model_type not in workload.model_types:
+        return Verdict("reject", f"handler {manifest.handler!r} does not serve model type {terms.model_type}")
+    declared = sum(ref.size or 0 for ref in manifest.inputs)
+    if declared > caps.max_input_bytes:
+        return Verdict("reject", f"inputs too large: {declared} bytes > {caps.max_input_bytes}")
+    if manifest.handler not in caps.handlers:
+        return Verdict("skip", f"handler {manifest.handler!r} not offered here")
+    res = manifest.resources
+    if res.gpus > caps.gpus_per_node:
+        return Verdict("skip", f"needs {res.gpus:g} GPUs on one node; nodes have {caps.gpus_per_node}")
+    if res.min_vram_gb > caps.vram_gb:
+        return Verdict("skip", f"needs {res.min_vram_gb} GB VRAM; GPUs have {caps.vram_gb}")
+    if res.accelerator and res.accelerator.lower() != caps.accelerator.lower():
+        return Verdict("skip", f"needs {res.accelerator}; GPUs are {caps.accelerator}")
+    if res.tee and res.tee != caps.tee:
+        return Verdict("skip", f"needs TEE {res.tee}")
+    if not region_allowed(caps.region, manifest):
+        return Verdict("skip", f"region {caps.region} not allowed by compliance rules")
+    offered = price_per_gpu_second(terms, manifest)
+    if offered < caps.price_per_gpu_second:
+        return Verdict("skip", f"pays {offered:.3g} planck/GPU-s < {caps.price_per_gpu_second}")
+    return CLAIM

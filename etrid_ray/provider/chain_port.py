@@ -1,0 +1,106 @@
+"""The head's view of the chain: the few operations it needs, each batched, each item judged alone.
+
+Claims and settlements go through `Utility.force_batch` when the runtime has
+it: one extrinsic carries hundreds of calls, and a lost claim race (the job
+was taken by another provider a moment earlier) fails only its own item. On a
+runtime without it, calls go as separate extrinsics in flight together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from etrid_ray.chain import Call, Connection, ProviderClient, Receipt, Signer, truncate_utf8
+from etrid_ray.chain.models import Job
+
+MARKET = "JobMarketplace"
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    ok: bool
+    error: str = ""
+
+
+class ChainPort:
+    def __init__(self, conn: Connection, signer: Signer, batch_size: int = 256) -> None:
+        self.conn = conn
+        self.client = ProviderClient(conn, signer)
+        self.batch_size = batch_size
+
+    @property
+    def address(self) -> str:
+        return self.client.address
+
+    # reads ----------------------------------------------------------------------------------------
+
+    def pending_ids(self) -> list[int]:
+        return self.client.reader.pending_job_ids()
+
+    def jobs(self, ids: list[int]) -> dict[int, Job]:
+        return self.client.reader.jobs(ids) if ids else {}
+
+    def gpu_jobs(self, gpu_ids: list[int]) -> dict[int, list[int]]:
+        return self.client.reader.gpu_jobs_many(gpu_ids) if gpu_ids else {}
+
+    def my_gpus(self) -> list[int]:
+        return self.client.my_gpus()
+
+    # writes ---------------------------------------------------------------------------------------
+
+    def each(self, calls: Sequence[Call]) -> list[ItemResult]:
+        """Applies every call; returns one result per call, in order."""
+        if not calls:
+            return []
+        meta = self.conn.metadata
+        if not meta.has_call("Utility", "force_batch"):
+            receipts = self.client.submitter.submit_many(list(calls), check=False)
+            return [ItemResult(r.error is None, str(r.error) if r.error else "") for r in receipts]
+        out: list[ItemResult] = []
+        flights = []
+        for start in range(0, len(calls), self.batch_size):
+            chunk = list(calls[start:start + self.batch_size])
+            inner = self.conn.run(lambda sub, chunk=chunk: [
+                sub.compose_call(c.pallet, c.function, c.params).value for c in chunk])
+            flights.append((chunk, Call("Utility", "force_batch", {"calls": inner})))
+        receipts = self.client.submitter.submit_many([f for _, f in flights], check=False)
+        for (chunk, _), receipt in zip(flights, receipts, strict=True):
+            out.extend(_item_results(receipt, len(chunk), meta))
+        return out
+
+    def claim(self, pairs: Sequence[tuple[int, int]]) -> list[ItemResult]:
+        return self.each([Call(MARKET, "claim_job", {"job_id": j, "gpu_id": g}) for j, g in pairs])
+
+    def settle(self, results: Sequence[tuple[int, bool, str | None, str]]) -> list[ItemResult]:
+        """(job_id, ok, result_hash, reason) → submit_result or report_failure (reason cut to 128 bytes)."""
+        calls = [Call(MARKET, "submit_result", {"job_id": j, "result_hash": h}) if ok
+                 else Call(MARKET, "report_failure", {"job_id": j, "reason": truncate_utf8(reason or "failed")})
+                 for j, ok, h, reason in results]
+        return self.each(calls)
+
+    def heartbeat(self, gpu_ids: list[int]) -> None:
+        self.each([Call("GpuRegistry", "report_heartbeat", {"gpu_id": g}) for g in gpu_ids])
+
+    def telemetry(self, items: list[tuple[int, int, int, int]]) -> None:
+        if not self.client.supports_telemetry():
+            return
+        self.each([Call("GpuRegistry", "report_telemetry", {"gpu_id": g, "utilization_bps": u,
+                                                             "jobs_completed": n, "earnings": e})
+                   for g, u, n, e in items])
+
+
+def _item_results(receipt: Receipt, n: int, meta: Any) -> list[ItemResult]:
+    if receipt.error is not None:  # the whole extrinsic failed (e.g. fees): every item failed
+        return [ItemResult(False, str(receipt.error))] * n
+    results: list[ItemResult] = []
+    for event in receipt.events:
+        if event.is_("Utility", "ItemCompleted"):
+            results.append(ItemResult(True))
+        elif event.is_("Utility", "ItemFailed"):
+            err = meta.dispatch_error(event.get("error"))
+            results.append(ItemResult(False, f"{err.module}.{err.name}" if err.module else str(err.name)))
+    if len(results) != n:
+        raise RuntimeError(f"force_batch of {n} calls reported {len(results)} item results")
+    return results

@@ -1,0 +1,447 @@
+"""The provider head: one loop that turns chain jobs into Ray tasks, results and earnings.
+
+Each `step()` does, in order: take queue updates (new pending jobs, events),
+fetch and verify new candidates' manifests, decide (pure `admit`), claim the
+chosen ones in one batched extrinsic, dispatch them as Ray tasks, harvest
+finished and timed-out tasks, journal their outcomes, settle them on chain in
+one batched extrinsic, and keep heartbeats and telemetry flowing. The live
+Ray actor (`actor.py`) and the tests drive the same object.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from etrid_ray.blobs import BlobIntegrityError, BlobNotFound, open_blob_store
+from etrid_ray.chain import Connection, GpuSpecs, HardwareAttestation, QueueUpdate, QueueWatcher, Signer
+from etrid_ray.chain.models import Job, JobStatus
+from etrid_ray.config import PLANCK_PER_EDSC, ProviderConfig
+from etrid_ray.manifest import Manifest, ManifestError, parse_manifest
+from etrid_ray.provider.admission import Capabilities, JobTerms, Verdict, admit
+from etrid_ray.provider.chain_port import ChainPort
+from etrid_ray.provider.gpu_info import GpuFacts, gpu_facts
+from etrid_ray.provider.journal import Journal
+from etrid_ray.provider.task import Outcome, run_job
+
+log = logging.getLogger(__name__)
+
+PRIORITY_ORDER = {"Premium": 0, "Standard": 1, "Economy": 2}
+MANIFEST_RETRY_S = 5.0
+MANIFEST_CACHE = 4096
+
+
+@dataclass
+class Running:
+    job_id: int
+    gpu_id: int
+    ref: Any
+    deadline: float
+    dispatched_at: float
+    gpus: float
+    submitted_at: float
+
+
+@dataclass
+class Candidate:
+    job: Job
+    verdict: Verdict
+    manifest: Manifest | None
+    first_seen: float
+
+
+@dataclass
+class Stats:
+    claimed: int = 0
+    lost_claims: int = 0
+    completed: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    reported: int = 0
+    report_errors: int = 0
+    earnings_planck: int = 0
+    payments: int = 0
+    gpu_seconds: float = 0.0
+    queue_to_start: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+    result_to_chain: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+    waits: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+
+
+def _failure_kind(reason: str) -> str:
+    return reason.split(":")[0].split(" (")[0][:40]
+
+
+class ProviderHead:
+    def __init__(self, config: ProviderConfig, signer: Signer, *, chain_url: str | None = None,
+                 journal: Journal | None = None) -> None:
+        self.config = config
+        self.signer = signer
+        self.chain_url = chain_url or config.websocket_url
+        self.conn = Connection(self.chain_url)
+        self.chain = ChainPort(self.conn, signer, batch_size=config.claim_batch)
+        self.store_url = config.blob_store or self.chain_url
+        self.store = open_blob_store(self.store_url)
+        self.journal = journal or Journal(config.journal_file)
+        self.facts: GpuFacts = gpu_facts(config.gpus)
+        self.caps = Capabilities(
+            gpus_per_node=max(self.facts.count, 1), vram_gb=self.facts.vram_gb, accelerator=self.facts.model,
+            tee=config.gpus.tee, region=config.region, handlers=frozenset(config.allowed_handlers),
+            price_per_gpu_second=config.PRICE_PER_SECOND, max_input_bytes=config.max_input_bytes)
+        self.gpu_ids: list[int] = []
+        self.running: dict[int, Running] = {}
+        self.gpu_load: Counter[int] = Counter()
+        self.candidates: OrderedDict[int, Candidate] = OrderedDict()
+        self.seen: dict[int, float] = {}          # job id -> when we first saw it pending
+        self.retry_manifest: dict[int, float] = {}
+        self.to_settle: list[tuple[int, bool, str | None, str]] = []
+        self.finished_at: dict[int, float] = {}
+        self.pending_ids: list[int] = []
+        self.best_block = 0
+        self.stats = Stats()
+        self._manifests: OrderedDict[str, Manifest | ManifestError] = OrderedDict()
+        self._updates: queue.Queue[QueueUpdate] = queue.Queue()
+        self._watcher: QueueWatcher | None = None
+        self._fetch_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="etrid-manifest")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_heartbeat = 0.0
+        self._last_telemetry = 0.0
+        self._pool_resource: dict[str, float] = {}
+        self.started_at = time.time()
+        self.loop_seconds: deque[float] = deque(maxlen=1000)
+        self.errors: Counter[str] = Counter()
+
+    # lifecycle ------------------------------------------------------------------------------------
+
+    def start(self, *, background: bool = True) -> ProviderHead:
+        """Registers missing GPUs, recovers in-flight work from chain + journal, starts watching."""
+        self.gpu_ids = self._ensure_gpus()
+        pool_key = f"pool:{self.config.pool}"
+        if ray.is_initialized() and pool_key in ray.cluster_resources():
+            self._pool_resource = {pool_key: 0.001}
+        self.recover()
+        self._watcher = QueueWatcher(self.conn, self._updates.put, poll_interval=self.config.poll_interval_s)
+        self._watcher.start()
+        if background:
+            self._thread = threading.Thread(target=self.run_forever, name="etrid-provider-head", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.stop()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+        self._fetch_pool.shutdown(wait=False, cancel_futures=True)
+        self.conn.close()
+
+    def run_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.step()
+            except Exception as err:  # one bad step must not stop the head; it is counted and logged
+                self.errors[type(err).__name__] += 1
+                log.exception("provider head step failed")
+                busy = False
+            if not busy:
+                try:
+                    self._updates_wait(self.config.poll_interval_s)
+                except queue.Empty:
+                    pass
+
+    def _updates_wait(self, timeout: float) -> None:
+        update = self._updates.get(timeout=timeout)
+        self._updates.put(update)  # leave it for step() to consume in order
+
+    # GPUs -----------------------------------------------------------------------------------------
+
+    def _ensure_gpus(self) -> list[int]:
+        mine = self.chain.my_gpus()
+        missing = self.facts.count - len(mine)
+        if missing > 0:
+            specs = GpuSpecs(self.facts.model, self.facts.vram_gb, self.config.gpus.compute_units,
+                             self.config.gpus.clock_speed_mhz, self.config.gpus.tdp_watts)
+            stake = self.config.stake_edsc * PLANCK_PER_EDSC
+            attestation = HardwareAttestation(tpm_quote=self.facts.source.encode(), benchmark_score=1000,
+                                              timestamp=int(time.time()))
+            new = self.chain.client.register_gpus([(specs, stake)] * missing, attestation=attestation)
+            log.info("registered %d GPUs on chain: %s", len(new), new)
+            mine = mine + new
+        return mine[: max(self.facts.count, 0)] if self.facts.count else mine
+
+    def _pick_gpu(self, gpus_needed: float) -> int | None:
+        """The least loaded of our GPUs with room for another in-flight job."""
+        cap = self.config.max_inflight_per_gpu
+        best = min(self.gpu_ids, key=lambda g: self.gpu_load[g], default=None)
+        if best is None or self.gpu_load[best] >= cap:
+            return None
+        return best
+
+    # recovery -------------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Rebuilds in-flight state: every Processing job on our GPUs is either reported (its result is
+        journalled) or dispatched again; nothing is lost and nothing is reported twice."""
+        on_chain = self.chain.gpu_jobs(self.gpu_ids)
+        ours = {j: g for g, jobs in on_chain.items() for j in jobs}
+        jobs = self.chain.jobs(list(ours))
+        redo: list[tuple[Job, int]] = []
+        for job_id, gpu_id in ours.items():
+            job = jobs.get(job_id)
+            if job is None or job.status != JobStatus.PROCESSING:
+                continue
+            entry = self.journal.get(job_id)
+            if entry is not None and entry.state in ("finished", "reported") and entry.ok is not None:
+                self.to_settle.append((job_id, entry.ok, entry.result_hash, entry.reason or ""))
+                self.finished_at[job_id] = time.time()
+            else:
+                redo.append((job, gpu_id))
+        for entry in self.journal.in_state("finished") + self.journal.in_state("claimed"):
+            if entry.job_id not in ours:
+                self.journal.reported([entry.job_id])  # settled before the crash (or timed out on chain)
+        manifests = self._fetch_manifests([job for job, _ in redo])
+        for job, gpu_id in redo:
+            manifest = manifests.get(job.input_hash)
+            if isinstance(manifest, Manifest):
+                self._dispatch(job, manifest, gpu_id)
+            else:
+                reason = str(manifest) if manifest is not None else "manifest unavailable"
+                self.to_settle.append((job.job_id, False, None, reason))
+                self.finished_at[job.job_id] = time.time()
+        if ours:
+            log.info("recovered %d in-flight jobs (%d re-dispatched, %d to report)", len(ours), len(redo),
+                     len(self.to_settle))
+
+    # manifests ------------------------------------------------------------------------------------
+
+    def _fetch_one(self, input_hash: str) -> Manifest | ManifestError | None:
+        cached = self._manifests.get(input_hash)
+        if cached is not None:
+            return cached
+        try:
+            data = self.store.get(input_hash)
+        except BlobIntegrityError:
+            result: Manifest | ManifestError = ManifestError("manifest hash mismatch")
+        except BlobNotFound:
+            return None
+        except Exception as err:  # store unreachable: try again later, touch nothing
+            log.warning("manifest %s: %s", input_hash, err)
+            return None
+        else:
+            try:
+                result = parse_manifest(data)
+            except ManifestError as err:
+                result = err
+        self._manifests[input_hash] = result
+        while len(self._manifests) > MANIFEST_CACHE:
+            self._manifests.popitem(last=False)
+        return result
+
+    def _fetch_manifests(self, jobs: list[Job]) -> dict[str, Manifest | ManifestError | None]:
+        hashes = list({j.input_hash for j in jobs})
+        return dict(zip(hashes, self._fetch_pool.map(self._fetch_one, hashes), strict=True))
+
+    # the loop -------------------------------------------------------------------------------------
+
+    def step(self) -> bool:
+        """One pass; returns True when it did work (so the loop goes again without waiting)."""
+        t0 = time.perf_counter()
+        self._take_updates()
+        self._evaluate()
+        claimed = self._claim_and_dispatch()
+        harvested = self._harvest()
+        settled = self._settle()
+        self._keepalive()
+        did = bool(claimed or harvested or settled)
+        if did:
+            self.loop_seconds.append(time.perf_counter() - t0)
+        return did
+
+    def _take_updates(self) -> None:
+        latest: QueueUpdate | None = None
+        while True:
+            try:
+                update = self._updates.get_nowait()
+            except queue.Empty:
+                break
+            latest = update
+            for job_id, job in update.new_jobs.items():
+                if job.status == JobStatus.PENDING and job_id not in self.candidates and job_id not in self.running:
+                    self.candidates[job_id] = Candidate(job, Verdict("skip", "unevaluated"), None, time.time())
+            for event in update.events:
+                if event.is_("JobMarketplace", "PaymentReleased") and event.get("provider") == self.chain.address:
+                    self.stats.earnings_planck += int(event.get("amount"))
+                    self.stats.payments += 1
+        if latest is not None:
+            self.best_block = latest.block_number
+            self.pending_ids = latest.pending_ids
+            pending = set(latest.pending_ids)
+            for job_id in [j for j in self.candidates if j not in pending]:
+                del self.candidates[job_id]  # taken by someone else or cancelled
+
+    def _evaluate(self) -> None:
+        now = time.time()
+        todo = [c.job for c in self.candidates.values()
+                if c.verdict.reason == "unevaluated" and self.retry_manifest.get(c.job.job_id, 0) <= now]
+        if not todo:
+            return
+        manifests = self._fetch_manifests(todo)
+        for job in todo:
+            manifest = manifests.get(job.input_hash)
+            if manifest is None:
+                self.retry_manifest[job.job_id] = now + MANIFEST_RETRY_S
+                continue
+            terms = JobTerms(job.job_id, job.model_type, job.max_compute_time, job.payment)
+            verdict = admit(terms, manifest, self.caps)
+            cand = self.candidates[job.job_id]
+            cand.verdict = verdict
+            cand.manifest = manifest if isinstance(manifest, Manifest) else None
+            if verdict.action == "skip":
+                self.stats.skipped[_failure_kind(verdict.reason)] += 1
+
+    def _claim_and_dispatch(self) -> int:
+        chosen = [c for c in self.candidates.values() if c.verdict.action in ("claim", "reject")]
+        if not chosen:
+            return 0
+        chosen.sort(key=lambda c: (c.verdict.action != "reject", PRIORITY_ORDER.get(c.job.priority, 1),
+                                   c.job.submitted_at, c.job.job_id))
+        pairs: list[tuple[Candidate, int]] = []
+        for cand in chosen[: self.config.claim_batch]:
+            gpus = cand.manifest.resources.gpus if cand.manifest else 0
+            gpu = self._pick_gpu(gpus)
+            if gpu is None:
+                break
+            self.gpu_load[gpu] += 1
+            pairs.append((cand, gpu))
+        if not pairs:
+            return 0
+        results = self.chain.claim([(c.job.job_id, g) for c, g in pairs])
+        won = [(c, g) for (c, g), r in zip(pairs, results, strict=True) if r.ok]
+        for (c, g), r in zip(pairs, results, strict=True):
+            self.candidates.pop(c.job.job_id, None)
+            if not r.ok:
+                self.gpu_load[g] -= 1
+                self.stats.lost_claims += 1  # another provider won the race: quietly move on
+        self.journal.claimed([(c.job.job_id, g) for c, g in won])
+        self.stats.claimed += len(won)
+        now = time.time()
+        for cand, gpu in won:
+            if cand.verdict.action == "reject" or cand.manifest is None:
+                self.gpu_load[gpu] -= 1
+                self.to_settle.append((cand.job.job_id, False, None, cand.verdict.reason))
+                self.finished_at[cand.job.job_id] = now
+                self.journal.finished([(cand.job.job_id, False, None, cand.verdict.reason)])
+            else:
+                self.gpu_load[gpu] -= 1  # _dispatch counts it again
+                self._dispatch(cand.job, cand.manifest, gpu)
+        return len(won)
+
+    def _dispatch(self, job: Job, manifest: Manifest, gpu_id: int) -> None:
+        timeout = min(manifest.timeout_s or job.max_compute_time, job.max_compute_time)
+        options: dict[str, Any] = {"num_gpus": manifest.resources.gpus}
+        if self._pool_resource:
+            options["resources"] = dict(self._pool_resource)
+        ref = run_job.options(**options).remote(job.job_id, manifest.model_dump_json(), self.store_url,
+                                                self.config.max_input_bytes)
+        now = time.time()
+        self.running[job.job_id] = Running(job.job_id, gpu_id, ref, now + timeout, now, manifest.resources.gpus,
+                                           float(job.submitted_at))
+        self.gpu_load[gpu_id] += 1
+        self.stats.waits.append(max(0.0, now - job.submitted_at))
+
+    def _harvest(self) -> int:
+        if not self.running:
+            return 0
+        by_ref = {r.ref: r for r in self.running.values()}
+        ready, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=0, fetch_local=False)
+        now = time.time()
+        finished: list[tuple[int, bool, str | None, str]] = []
+        for ref in ready:
+            run = by_ref[ref]
+            try:
+                outcome: Outcome = ray.get(ref)
+                item = (run.job_id, outcome.ok, outcome.result_hash, outcome.reason)
+                self.stats.queue_to_start.append(max(0.0, outcome.started_at - run.submitted_at))
+                self.stats.gpu_seconds += (outcome.finished_at - outcome.started_at) * run.gpus
+            except ray.exceptions.TaskCancelledError:
+                item = (run.job_id, False, None, f"timeout after {run.deadline - run.dispatched_at:.0f}s")
+            except ray.exceptions.RayError as err:  # node lost beyond retries, worker crashed, …
+                item = (run.job_id, False, None, f"execution lost: {type(err).__name__}")
+            finished.append(item)
+        done = {f[0] for f in finished}
+        for run in list(self.running.values()):
+            if run.job_id not in done and now > run.deadline:
+                ray.cancel(run.ref, force=True)
+                finished.append((run.job_id, False, None, f"timeout after {run.deadline - run.dispatched_at:.0f}s"))
+        if not finished:
+            return 0
+        self.journal.finished(finished)
+        for job_id, ok, _h, reason in finished:
+            run = self.running.pop(job_id)
+            self.gpu_load[run.gpu_id] -= 1
+            self.finished_at[job_id] = now
+            if ok:
+                self.stats.completed += 1
+            else:
+                self.stats.failed[_failure_kind(reason)] += 1
+        self.to_settle.extend(finished)
+        return len(finished)
+
+    def _settle(self) -> int:
+        if not self.to_settle:
+            return 0
+        batch, self.to_settle = self.to_settle[: self.config.result_batch], self.to_settle[self.config.result_batch:]
+        results = self.chain.settle(batch)
+        now = time.time()
+        done = []
+        for (job_id, _ok, _h, _reason), res in zip(batch, results, strict=True):
+            done.append(job_id)
+            self.stats.result_to_chain.append(now - self.finished_at.pop(job_id, now))
+            if res.ok:
+                self.stats.reported += 1
+            else:
+                # e.g. the chain timed the job out meanwhile: it is settled either way; never retry
+                self.stats.report_errors += 1
+                log.warning("settling job %d failed: %s", job_id, res.error)
+        self.journal.reported(done)
+        return len(batch)
+
+    def _keepalive(self) -> None:
+        now = time.time()
+        if self.gpu_ids and now - self._last_heartbeat >= self.config.heartbeat_interval_s:
+            self._last_heartbeat = now
+            self.chain.heartbeat(self.gpu_ids)
+        if self.gpu_ids and now - self._last_telemetry >= self.config.telemetry_interval_s:
+            self._last_telemetry = now
+            per_gpu_busy = {g: min(1.0, self.gpu_load[g] / max(1, self.config.max_inflight_per_gpu) * 4)
+                            for g in self.gpu_ids}
+            if self.facts.source == "nvml":
+                utils = self.facts.utilization_pct
+                per_gpu_busy = {g: (utils[i] / 100 if i < len(utils) else 0.0) for i, g in enumerate(self.gpu_ids)}
+            share = self.stats.earnings_planck // max(1, len(self.gpu_ids))
+            done = self.stats.completed // max(1, len(self.gpu_ids))
+            self.chain.telemetry([(g, int(per_gpu_busy[g] * 10_000), done, share) for g in self.gpu_ids])
+
+    # observation ----------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "address": self.chain.address, "gpus": list(self.gpu_ids), "gpu_source": self.facts.source,
+            "best_block": self.best_block, "queue_depth": len(self.pending_ids),
+            "candidates": len(self.candidates), "running": len(self.running), "to_settle": len(self.to_settle),
+            "claimed": s.claimed, "lost_claims": s.lost_claims, "completed": s.completed,
+            "failed": dict(s.failed), "skipped": dict(s.skipped), "reported": s.reported,
+            "report_errors": s.report_errors, "earnings_planck": s.earnings_planck,
+            "earnings_edsc": s.earnings_planck / PLANCK_PER_EDSC, "payments": s.payments,
+            "gpu_seconds": s.gpu_seconds, "errors": dict(self.errors), "uptime_s": time.time() - self.started_at,
+        }

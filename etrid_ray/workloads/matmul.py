@@ -1,0 +1,69 @@
+"""GEMM benchmark: multiplies seeded random matrices, returns achieved FLOP/s and a checksum.
+
+The checksum (sum of the product, rounded) lets a verifier with the same seed
+recompute the result: a cheap proof that the work was done. Torch on a visible
+GPU when present, NumPy on the CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from etrid_ray.workloads.registry import WorkloadContext
+
+MAX_N = 16384
+DTYPES = {"float32", "float64", "float16", "bfloat16"}
+
+
+def _torch_cuda() -> Any:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() else None
+
+
+def run(args: dict[str, Any], ctx: WorkloadContext) -> dict[str, Any]:
+    n = int(args.get("n", 512))
+    iterations = int(args.get("iterations", 1))
+    dtype = str(args.get("dtype", "float32"))
+    seed = int(args.get("seed", 0))
+    if not 1 <= n <= MAX_N:
+        raise ValueError(f"n must be within 1..{MAX_N}")
+    if not 1 <= iterations <= 1000:
+        raise ValueError("iterations must be within 1..1000")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}")
+    torch = _torch_cuda()
+    if torch is not None:
+        gen = torch.Generator(device="cuda").manual_seed(seed)
+        tdtype = getattr(torch, dtype)
+        a = torch.rand((n, n), generator=gen, device="cuda", dtype=torch.float32).to(tdtype)
+        b = torch.rand((n, n), generator=gen, device="cuda", dtype=torch.float32).to(tdtype)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(iterations):
+            c = a @ b
+        torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        checksum = float(c.float().sum().item())
+        device = f"cuda:{torch.cuda.get_device_name(0)}"
+    else:
+        if dtype == "bfloat16":
+            raise ValueError("bfloat16 needs a GPU")
+        rng = np.random.default_rng(seed)
+        a = rng.random((n, n), dtype=np.float64).astype(dtype)
+        b = rng.random((n, n), dtype=np.float64).astype(dtype)
+        start = time.perf_counter()
+        for _ in range(iterations):
+            c = a @ b
+        elapsed = time.perf_counter() - start
+        checksum = float(c.astype(np.float64).sum())
+        device = "cpu"
+    flops = 2.0 * n**3 * iterations
+    return {"n": n, "dtype": dtype, "iterations": iterations, "seconds": elapsed,
+            "flops_per_s": flops / elapsed if elapsed > 0 else None, "checksum": round(checksum, 1),
+            "device": device}
