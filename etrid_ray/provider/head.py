@@ -178,6 +178,17 @@ class ProviderHead:
             mine = mine + new
         return mine[: max(self.facts.count, 0)] if self.facts.count else mine
 
+    def _capacity(self) -> float:
+        """GPUs the Ray cluster has now (it grows and shrinks with the autoscaler)."""
+        if ray.is_initialized():
+            total = float(ray.cluster_resources().get("GPU", 0.0))
+            if total > 0:
+                return total
+        return float(self.facts.count)
+
+    def _free_gpus(self) -> float:
+        return self._capacity() - sum(r.gpus for r in self.running.values())
+
     def _pick_gpu(self, gpus_needed: float) -> int | None:
         """The least loaded of our GPUs with room for another in-flight job."""
         cap = self.config.max_inflight_per_gpu
@@ -315,11 +326,15 @@ class ProviderHead:
         chosen.sort(key=lambda c: (c.verdict.action != "reject", PRIORITY_ORDER.get(c.job.priority, 1),
                                    c.job.submitted_at, c.job.job_id))
         pairs: list[tuple[Candidate, int]] = []
+        free = self._free_gpus()
         for cand in chosen[: self.config.claim_batch]:
-            gpus = cand.manifest.resources.gpus if cand.manifest else 0
+            gpus = cand.manifest.resources.gpus if cand.manifest and cand.verdict.action == "claim" else 0.0
+            if gpus > free + 1e-9:
+                continue  # claim only what can start now: the chain's timeout clock starts at the claim
             gpu = self._pick_gpu(gpus)
             if gpu is None:
                 break
+            free -= gpus
             self.gpu_load[gpu] += 1
             pairs.append((cand, gpu))
         if not pairs:
@@ -433,9 +448,10 @@ class ProviderHead:
 
     # observation ----------------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self, detail: bool = False) -> dict[str, Any]:
+        """A snapshot for dashboards and the demo; `detail` adds the raw latency samples."""
         s = self.stats
-        return {
+        out = {
             "address": self.chain.address, "gpus": list(self.gpu_ids), "gpu_source": self.facts.source,
             "best_block": self.best_block, "queue_depth": len(self.pending_ids),
             "candidates": len(self.candidates), "running": len(self.running), "to_settle": len(self.to_settle),
@@ -444,4 +460,18 @@ class ProviderHead:
             "report_errors": s.report_errors, "earnings_planck": s.earnings_planck,
             "earnings_edsc": s.earnings_planck / PLANCK_PER_EDSC, "payments": s.payments,
             "gpu_seconds": s.gpu_seconds, "errors": dict(self.errors), "uptime_s": time.time() - self.started_at,
+            "queue_to_start_p50": _pct(s.queue_to_start, 50), "queue_to_start_p95": _pct(s.queue_to_start, 95),
+            "result_to_chain_p50": _pct(s.result_to_chain, 50), "result_to_chain_p99": _pct(s.result_to_chain, 99),
+            "loop_p50_ms": _pct(self.loop_seconds, 50) * 1000,
         }
+        if detail:
+            out["waits"] = list(s.queue_to_start)
+            out["result_latencies"] = list(s.result_to_chain)
+        return out
+
+
+def _pct(samples: Any, pct: float) -> float:
+    data = sorted(samples)
+    if not data:
+        return 0.0
+    return float(data[min(len(data) - 1, int(round(pct / 100 * (len(data) - 1))))])

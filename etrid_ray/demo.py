@@ -1,0 +1,241 @@
+"""`etrid-ray demo`: the whole product on one machine, nothing else to start.
+
+It launches the devnet, a local Ray cluster with simulated GPUs and the
+provider head (a detached Ray actor), replays a time-compressed slice of the
+Philly GPU trace as consumer jobs with a mix of handlers (and a few broken
+manifests), shows live progress, confirms finished jobs as a consumer would,
+and ends with a summary. Everything it starts, it stops by handle or pid.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from etrid_ray.blobs import open_blob_store
+from etrid_ray.chain import ChainClient, dev_signer
+from etrid_ray.chain.errors import ExtrinsicFailed
+from etrid_ray.chain.events import events_in_range
+from etrid_ray.chain.models import JobStatus
+from etrid_ray.config import PLANCK_PER_EDSC, load_config
+from etrid_ray.testing.devnet_process import DevnetProcess
+from etrid_ray.trace import trace_slice
+
+PRICE_PER_SECOND = 10**14  # planck per GPU-second asked by the demo provider (0.36 ËDSC per GPU-hour)
+MAX_ARRIVAL_WINDOW_S = 40.0
+
+
+@dataclass
+class DemoJob:
+    index: int
+    at: float
+    manifest: Any
+    gpus: float
+    max_compute_time: int
+    payment: int
+    kind: str
+    job_id: int | None = None
+
+
+@dataclass
+class DemoResult:
+    submitted: int = 0
+    completed: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+    unserved: int = 0
+    waits: list[float] = field(default_factory=list)
+    gpu_seconds: float = 0.0
+    earnings_planck: int = 0
+    elapsed_s: float = 0.0
+    edsc_usd: float = 1.0
+
+    @property
+    def earnings_edsc(self) -> float:
+        return self.earnings_planck / PLANCK_PER_EDSC
+
+
+def plan_jobs(count: int, speedup: float, seed: int, gpus: int, max_job_s: float, bad: int) -> list[DemoJob]:
+    """Turns a Philly slice into consumer jobs: arrivals and durations compressed by `speedup`."""
+    rng = random.Random(seed)
+    from etrid_ray.trace import philly_jobs
+
+    trace = trace_slice(count, rng.randrange(0, len(philly_jobs()) - count))
+    span = (trace[-1].submit_s / speedup) if trace else 0.0
+    squeeze = MAX_ARRIVAL_WINDOW_S / span if span > MAX_ARRIVAL_WINDOW_S else 1.0
+    jobs: list[DemoJob] = []
+    for i, t in enumerate(trace):
+        duration = max(0.05, min(t.duration_s / speedup, max_job_s))
+        need = float(min(t.num_gpus, gpus))
+        roll = rng.random()
+        if roll < 0.70:
+            manifest: Any = {"handler": "sleep", "args": {"seconds": round(duration, 2)}}
+            kind = "sleep"
+        elif roll < 0.85:
+            manifest = {"handler": "matmul", "args": {"n": rng.choice([128, 256, 384]), "seed": i}}
+            kind = "matmul"
+        elif roll < 0.95:
+            manifest = {"handler": "echo", "args": {"payload": f"job {i}"}}
+            kind = "echo"
+        else:
+            manifest = {"handler": "embedding", "args": {"texts": [f"GPU job {i}", "Etrid AI compute"]}}
+            kind = "embedding"
+        manifest["resources"] = {"gpus": need}
+        mct = int(max(10, duration * 4 + 10))
+        payment = int(PRICE_PER_SECOND * need * mct * rng.uniform(1.2, 3.0))
+        jobs.append(DemoJob(i, t.submit_s / speedup * squeeze, manifest, need, mct, payment, kind))
+    broken: list[tuple[Any, str]] = [
+        ("{ this is not json", "malformed manifest"),
+        ({"handler": "rm-rf", "args": {}}, "unknown handler"),
+        ({"handler": "matmul", "args": {"n": 0}}, "handler exception"),
+        ({"handler": "sleep", "args": {"seconds": 60}, "timeout_s": 2}, "timeout"),
+    ]
+    end = jobs[-1].at if jobs else 0.0
+    for k in range(bad):
+        manifest, kind = broken[k % len(broken)]
+        jobs.append(DemoJob(len(jobs), rng.uniform(0, end), manifest, 1.0, 20, PRICE_PER_SECOND * 60, kind))
+    jobs.sort(key=lambda j: j.at)
+    return jobs
+
+
+def _progress_table(status: dict[str, Any], submitted: int, total: int, nodes: str, elapsed: float) -> Table:
+    table = Table(title=f"etrid-ray demo — {elapsed:5.1f}s", show_header=True)
+    for col in ("jobs", "queue", "in Ray", "done", "failed", "ËDSC", "block", "nodes"):
+        table.add_column(col, justify="right")
+    failed = sum(status.get("failed", {}).values())
+    table.add_row(f"{submitted}/{total}", str(status.get("queue_depth", 0)), str(status.get("running", 0)),
+                  str(status.get("completed", 0)), str(failed), f"{status.get('earnings_edsc', 0.0):.3f}",
+                  str(status.get("best_block", 0)), nodes)
+    return table
+
+
+def summary_table(result: DemoResult) -> Table:
+    table = Table(title="etrid-ray demo — summary", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("jobs submitted", str(result.submitted))
+    table.add_row("completed", str(result.completed))
+    for reason, n in sorted(result.failed.items()):
+        table.add_row(f"failed: {reason}", str(n))
+    if result.unserved:
+        table.add_row("not served (left for other providers)", str(result.unserved))
+    waits = sorted(result.waits)
+    if waits:
+        p95 = waits[min(len(waits) - 1, int(0.95 * len(waits)))]
+        table.add_row("wait p50 / p95 (s)", f"{statistics.median(waits):.2f} / {p95:.2f}")
+    table.add_row("GPU-seconds", f"{result.gpu_seconds:.1f}")
+    table.add_row("earnings", f"{result.earnings_edsc:.4f} ËDSC  (${result.earnings_edsc * result.edsc_usd:.4f})")
+    table.add_row("elapsed", f"{result.elapsed_s:.1f}s")
+    return table
+
+
+def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 4, bad: int = 4,
+             max_job_s: float = 6.0, timeout_s: float = 150.0, console: Console | None = None) -> DemoResult:
+    import ray
+
+    from etrid_ray.provider.actor import launch_head, stop_head
+
+    console = console or Console()
+    plan = plan_jobs(jobs, speedup, seed, gpus, max_job_s, bad)
+    workdir = Path(tempfile.mkdtemp(prefix="etrid-demo-"))
+    os.environ["ETRID_SEED"] = "//Bob"  # the provider's key: a dev account, from the environment only
+    result = DemoResult(submitted=len(plan))
+    started = time.monotonic()
+    with DevnetProcess(block_time=0, extra_args=["--confirm-window", "20"]) as devnet:
+        console.print(f"[bold]devnet[/] {devnet.url} (pid {devnet.pid})")
+        ray.init(num_cpus=2, num_gpus=gpus, resources={"pool:local": 1000}, include_dashboard=False,
+                 namespace="etrid", logging_level="ERROR", log_to_driver=False)
+        try:
+            config = load_config(env={}, overrides={
+                "websocket_url": devnet.url, "rpc_url": devnet.http_url, "PRICE_PER_SECOND": PRICE_PER_SECOND,
+                "gpus": {"count": gpus}, "journal_path": str(workdir / "journal.sqlite"),
+                "heartbeat_interval_s": 5, "telemetry_interval_s": 5, "poll_interval_s": 0.2})
+            head = launch_head(config, detached=False)
+            client = ChainClient(devnet.url)
+            consumer = client.consumer(dev_signer("Charlie"), blobs=open_blob_store(devnet.http_url))
+            submitted = 0
+            lock = threading.Lock()
+
+            def submit_all() -> None:
+                nonlocal submitted
+                t0 = time.monotonic()
+                for job in plan:
+                    delay = job.at - (time.monotonic() - t0)
+                    if delay > 0:
+                        time.sleep(delay)
+                    sj = consumer.submit_job(job.manifest, payment=job.payment, max_compute_time=job.max_compute_time)
+                    job.job_id = sj.job_id
+                    with lock:
+                        submitted += 1
+
+            submitter = threading.Thread(target=submit_all, name="demo-consumer", daemon=True)
+            submitter.start()
+            confirmed: set[int] = set()
+            final: dict[int, str] = {}
+            status: dict[str, Any] = {}
+            with Live(console=console, refresh_per_second=4) as live:
+                while time.monotonic() - started < timeout_s:
+                    time.sleep(0.5)
+                    status = ray.get(head.status.remote())
+                    ids = [j.job_id for j in plan if j.job_id is not None and j.job_id not in final]
+                    for job_id, job in consumer_jobs(consumer, ids).items():
+                        if job.status == JobStatus.COMPLETED and job_id not in confirmed:
+                            try:
+                                consumer.confirm_job(job_id)
+                            except ExtrinsicFailed:
+                                pass  # the chain's auto-confirm window paid it first
+                            confirmed.add(job_id)
+                        if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+                            final[job_id] = "failed"
+                        elif job_id in confirmed:
+                            final[job_id] = "completed"
+                    nodes = str(len([n for n in ray.nodes() if n["Alive"]]))
+                    live.update(_progress_table(status, submitted, len(plan), nodes, time.monotonic() - started))
+                    if submitted == len(plan) and len(final) == len(plan) and \
+                            status.get("earnings_planck", 0) and status.get("payments", 0) >= len(confirmed):
+                        break
+            submitter.join(timeout=5)
+            status = ray.get(head.status.remote(True))
+            result.completed = sum(1 for s in final.values() if s == "completed")
+            result.failed = failure_reasons(client, devnet_best(client))
+            result.unserved = len(plan) - len(final)
+            result.waits = list(status.get("waits", []))
+            result.gpu_seconds = float(status.get("gpu_seconds", 0.0))
+            result.earnings_planck = int(status.get("earnings_planck", 0))
+            stop_head(head)
+            client.close()
+        finally:
+            ray.shutdown()
+    result.elapsed_s = time.monotonic() - started
+    console.print(summary_table(result))
+    return result
+
+
+def consumer_jobs(consumer: Any, ids: list[int]) -> dict[int, Any]:
+    return consumer.reader.jobs(ids) if ids else {}
+
+
+def devnet_best(client: ChainClient) -> int:
+    return client.conn.best_number()
+
+
+def failure_reasons(client: ChainClient, best: int) -> dict[str, int]:
+    """Counts `JobFailed` reasons as the chain recorded them."""
+    reasons: dict[str, int] = {}
+    for event in events_in_range(client.conn, 1, best):
+        if event.is_("JobMarketplace", "JobFailed"):
+            raw = event.get("reason")
+            text = raw.decode(errors="replace") if isinstance(raw, bytes | bytearray) else str(raw)
+            key = text.split(":")[0][:48]
+            reasons[key] = reasons.get(key, 0) + 1
+    return reasons
