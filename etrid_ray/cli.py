@@ -163,9 +163,7 @@ def chain_info(url: str, addresses: tuple[str, ...], seed_file: str | None, as_j
     table.add_row("runtime", f"{info.spec_name} v{info.spec_version}")
     table.add_row("best block", f"#{info.best_number} {info.best_hash}")
     table.add_row("finalized block", f"#{info.finalized_number}")
-    table.add_row(
-        "token", f"{info.token_symbol} ({info.token_decimals} decimals), SS58 prefix {info.ss58_format}"
-    )
+    table.add_row("token", f"{info.token_symbol} ({info.token_decimals} decimals), SS58 prefix {info.ss58_format}")
     table.add_row("pallets", ", ".join(info.pallets))
     console.print(table)
     if balances:
@@ -187,18 +185,21 @@ def provider() -> None:
 
 @provider.command("register")
 @click.option("--url", default=DEFAULT_URL, envvar="ETRID_WS_URL", show_default=True, help=URL_HELP)
-@click.option(
-    "--gpus", default=1, show_default=True, type=click.IntRange(1, 100), help="how many GPUs to register"
-)
+@click.option("--gpus", default=1, show_default=True, type=click.IntRange(1, 100), help="how many GPUs to register")
 @click.option("--model", required=True, help="GPU model, e.g. A100 (at most 64 bytes)")
 @click.option("--vram-gb", required=True, type=click.IntRange(1, 65535), help="memory per GPU in GB")
 @click.option("--compute-units", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
 @click.option("--clock-mhz", default=0, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--tdp-watts", default=0, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--stake", required=True, help="stake per GPU in ËDSC (minimum 100), e.g. 100 or 250.5")
 @click.option(
-    "--schedule", type=click.Choice(["AlwaysOn", "BusinessHours"]), default="AlwaysOn", show_default=True
+    "--benchmark-score",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 2**32 - 1),
+    help="measured benchmark score put in the hardware attestation",
 )
+@click.option("--stake", required=True, help="stake per GPU in ËDSC (minimum 100), e.g. 100 or 250.5")
+@click.option("--schedule", type=click.Choice(["AlwaysOn", "BusinessHours"]), default="AlwaysOn", show_default=True)
 @click.option("--seed-file", type=click.Path(dir_okay=False), default=None, help=SEED_FILE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @_friendly
@@ -210,31 +211,33 @@ def provider_register(
     compute_units: int,
     clock_mhz: int,
     tdp_watts: int,
+    benchmark_score: int,
     stake: str,
     schedule: str,
     seed_file: str | None,
     as_json: bool,
 ) -> None:
     """Register GPUs on chain (reserving the stake) and print their ids."""
+    import time
+
     from etrid_ray.chain.client import ChainClient
-    from etrid_ray.chain.models import GpuSpecs, Schedule
+    from etrid_ray.chain.models import GpuSpecs, HardwareAttestation, Schedule
     from etrid_ray.chain.units import format_edsc, to_planck
 
     if len(model.encode("utf-8")) > 64:
         raise click.BadParameter("at most 64 bytes", param_hint="--model")
     stake_planck = to_planck(stake, what="--stake")
     if stake_planck == 0:
-        raise click.BadParameter(
-            "must be positive (the chain's minimum stake is 100 ËDSC)", param_hint="--stake"
-        )
+        raise click.BadParameter("must be positive (the chain's minimum stake is 100 ËDSC)", param_hint="--stake")
     signer = _signer(seed_file)
     specs = GpuSpecs(model, vram_gb, compute_units, clock_mhz, tdp_watts)
+    attestation = HardwareAttestation(b"", benchmark_score, int(time.time()))
     with ChainClient(url) as client:
         prov = client.provider(signer)
         if gpus == 1:
-            ids = [prov.register_gpu(specs, stake_planck, schedule=Schedule(schedule))]
+            ids = [prov.register_gpu(specs, stake_planck, attestation, Schedule(schedule))]
         else:
-            ids = prov.register_gpus([(specs, stake_planck)] * gpus, schedule=Schedule(schedule))
+            ids = prov.register_gpus([(specs, stake_planck)] * gpus, attestation, Schedule(schedule))
         bal = prov.balance()
     if as_json:
         _print_json(
@@ -249,8 +252,7 @@ def provider_register(
         return
     click.echo(f"registered {len(ids)} GPU(s) for {signer.address}: ids {', '.join(map(str, ids))}")
     click.echo(
-        f"stake {format_edsc(stake_planck)} each; free {format_edsc(bal.free)}, "
-        f"reserved {format_edsc(bal.reserved)}"
+        f"stake {format_edsc(stake_planck)} each; free {format_edsc(bal.free)}, reserved {format_edsc(bal.reserved)}"
     )
 
 
@@ -275,9 +277,7 @@ def provider_register(
     "--model-type",
     default="Custom",
     show_default=True,
-    type=click.Choice(
-        ["LLM", "ImageGen", "ImageRecognition", "AudioProcessing", "VideoProcessing", "Custom"]
-    ),
+    type=click.Choice(["LLM", "ImageGen", "ImageRecognition", "AudioProcessing", "VideoProcessing", "Custom"]),
 )
 @click.option("--model-id", default=0, show_default=True, type=click.IntRange(0, 2**64 - 1))
 @click.option(

@@ -66,8 +66,7 @@ def validate_url(url: str, option: str = "--url") -> str:
     parsed = urlparse(url or "")
     if parsed.scheme not in ("ws", "wss", "http", "https") or not parsed.hostname:
         raise ConfigError(
-            f"{option} {url!r} is not a node URL: use ws://HOST:PORT (e.g. ws://127.0.0.1:9944) "
-            f"or http://HOST:PORT"
+            f"{option} {url!r} is not a node URL: use ws://HOST:PORT (e.g. ws://127.0.0.1:9944) or http://HOST:PORT"
         )
     return url
 
@@ -89,11 +88,7 @@ class _Substrate(SubstrateInterface):
 
     def init_runtime(self, block_hash: str | None = None, block_id: int | None = None) -> None:
         latest = block_hash is None and block_id is None
-        if (
-            latest
-            and self.metadata is not None
-            and time.monotonic() - self._checked_at < self.runtime_check_s
-        ):
+        if latest and self.metadata is not None and time.monotonic() - self._checked_at < self.runtime_check_s:
             return
         super().init_runtime(block_hash=block_hash, block_id=block_id)
         if latest:
@@ -144,7 +139,8 @@ class Connection:
         is_ws = self.url.startswith(("ws://", "wss://"))
         sub = _Substrate(
             url=self.url,
-            ws_options={"timeout": self.timeout} if is_ws else None,
+            # websocket-client validates UTF-8 in pure Python (0.8 s for 10,000 jobs); json does it anyway
+            ws_options={"timeout": self.timeout, "skip_utf8_validation": True} if is_ws else None,
             auto_reconnect=False,
             use_remote_preset=False,
         )
@@ -289,9 +285,7 @@ class Connection:
         value = self.rpc("state_getStorage", [key_hex, at] if at else [key_hex])
         return None if value is None else bytes.fromhex(value[2:])
 
-    def storage_many(
-        self, keys_hex: list[str], at: str | None = None, chunk: int = 4096
-    ) -> dict[str, bytes | None]:
+    def storage_many(self, keys_hex: list[str], at: str | None = None, chunk: int = 4096) -> dict[str, bytes | None]:
         """Reads many keys with ``state_queryStorageAt``, ``chunk`` keys per request, at one block."""
         out: dict[str, bytes | None] = {}
         if not keys_hex:

@@ -16,7 +16,7 @@ from etrid_ray.blobs import BlobStore, blob_hash
 from etrid_ray.chain.connection import Connection
 from etrid_ray.chain.errors import UnsupportedError
 from etrid_ray.chain.keys import Signer
-from etrid_ray.chain.models import Job, ModelType, Priority
+from etrid_ray.chain.models import AccountBalance, Job, ModelType, Priority
 from etrid_ray.chain.reader import ChainReader
 from etrid_ray.chain.submit import Call, Receipt, Submitter
 
@@ -115,9 +115,7 @@ class ConsumerClient:
     ) -> SubmittedJob:
         """Stores ``manifest`` and submits a job for it; ``payment`` (planck) is reserved as escrow."""
         input_hash = self.store_manifest(manifest)
-        call = self._submit_call(
-            input_hash, payment, max_compute_time, model_id, model_type, output_format, priority
-        )
+        call = self._submit_call(input_hash, payment, max_compute_time, model_id, model_type, output_format, priority)
         receipt = self.submitter.submit(call)
         return SubmittedJob(_job_id(receipt), input_hash, payment, receipt)
 
@@ -156,6 +154,10 @@ class ConsumerClient:
 
     def dispute_job(self, job_id: int) -> Receipt:
         return self.submitter.submit(Call(MARKET, "dispute_job", {"job_id": job_id}))
+
+    def balance(self) -> AccountBalance:
+        """Our free and reserved (escrowed) balance."""
+        return self.reader.balance(self.address)
 
     def job(self, job_id: int) -> Job | None:
         return self.reader.job(job_id)

@@ -74,9 +74,7 @@ def keypair_from_secret(secret: str, ss58_format: int = 42) -> Keypair:
         return Keypair.create_from_mnemonic(secret, ss58_format=ss58_format, crypto_type=KeypairType.SR25519)
     except Exception as exc:  # noqa: BLE001 - the library's errors may quote the secret: never chain them
         kind = type(exc).__name__
-        raise KeyLoadError(
-            f"the seed is not a valid //Dev URI, BIP-39 mnemonic or 0x hex seed ({kind})"
-        ) from None
+        raise KeyLoadError(f"the seed is not a valid //Dev URI, BIP-39 mnemonic or 0x hex seed ({kind})") from None
 
 
 def dev_signer(name: str, ss58_format: int = 42) -> Signer:
@@ -115,12 +113,11 @@ def load_signer(
 
 def _from_file(path: Path, ss58_format: int) -> Signer:
     try:
-        mode = path.stat().st_mode
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise KeyLoadError(f"seed file {path} is not a regular file: --seed-file must name a file")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise KeyLoadError(f"seed file {path} does not exist: check --seed-file / ETRID_SEED_FILE") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise KeyLoadError(f"seed file {path} cannot be read ({type(exc).__name__})") from None
-    if not stat.S_ISREG(mode):
-        raise KeyLoadError(f"seed file {path} is not a regular file")
     return Signer(keypair_from_secret(text, ss58_format), source=f"file:{path}")

@@ -103,9 +103,7 @@ class HardwareAttestation:
 
     @classmethod
     def from_chain(cls, v: dict[str, Any]) -> HardwareAttestation:
-        return cls(
-            bytes(v.get("tpm_quote") or b""), int(v.get("benchmark_score", 0)), int(v.get("timestamp", 0))
-        )
+        return cls(bytes(v.get("tpm_quote") or b""), int(v.get("benchmark_score", 0)), int(v.get("timestamp", 0)))
 
 
 @dataclass(frozen=True)
@@ -143,10 +141,7 @@ class Reputation:
     def from_chain(cls, v: dict[str, Any] | None) -> Reputation:
         v = v or {}
         return cls(
-            *(
-                int(v.get(k, 0))
-                for k in ("jobs_completed", "jobs_failed", "uptime_bps", "rating", "rating_count")
-            )
+            *(int(v.get(k, 0)) for k in ("jobs_completed", "jobs_failed", "uptime_bps", "rating", "rating_count"))
         )
 
 
@@ -243,9 +238,7 @@ class AccountBalance:
     def from_chain(cls, address: str, v: dict[str, Any]) -> AccountBalance:
         data = v.get("data") or {}
         frozen = int(data.get("frozen", data.get("misc_frozen", 0)) or 0)
-        return cls(
-            address, int(data.get("free", 0)), int(data.get("reserved", 0)), frozen, int(v.get("nonce", 0))
-        )
+        return cls(address, int(data.get("free", 0)), int(data.get("reserved", 0)), frozen, int(v.get("nonce", 0)))
 
 
 @dataclass(frozen=True)

@@ -80,9 +80,10 @@ class ProviderClient:
 
     # GPUs -----------------------------------------------------------------------------------------
     def _register_call(
-        self, specs: GpuSpecs, stake: int, attestation: HardwareAttestation | None, schedule: Schedule | None
+        self, specs: GpuSpecs, stake: int, attestation: HardwareAttestation, schedule: Schedule | None
     ) -> Call:
-        attestation = attestation or HardwareAttestation(timestamp=int(time.time()))
+        if attestation.benchmark_score <= 0:
+            raise ValueError("the attestation needs a positive benchmark_score (the chain rejects 0)")
         return Call(
             REGISTRY,
             "register_gpu",
@@ -98,17 +99,20 @@ class ProviderClient:
         self,
         specs: GpuSpecs,
         stake: int,
-        attestation: HardwareAttestation | None = None,
+        attestation: HardwareAttestation,
         schedule: Schedule | None = None,
     ) -> int:
-        """Registers one GPU (reserving ``stake`` planck) and returns its ``gpu_id``."""
+        """Registers one GPU (reserving ``stake`` planck) and returns its ``gpu_id``.
+
+        ``attestation`` carries the hardware quote and the measured ``benchmark_score`` (must be > 0).
+        """
         receipt = self.submitter.submit(self._register_call(specs, stake, attestation, schedule))
         return _gpu_ids(receipt)[0]
 
     def register_gpus(
         self,
         gpus: Sequence[tuple[GpuSpecs, int]],
-        attestation: HardwareAttestation | None = None,
+        attestation: HardwareAttestation,
         schedule: Schedule | None = None,
     ) -> list[int]:
         """Registers several GPUs in one ``batch_all`` (all or none); returns their ids in order."""
@@ -137,9 +141,7 @@ class ProviderClient:
     def supports_telemetry(self) -> bool:
         return self.conn.metadata.has_call(REGISTRY, "report_telemetry")
 
-    def report_telemetry(
-        self, gpu_id: int, utilization_bps: int, jobs_completed: int, earnings: int
-    ) -> Receipt:
+    def report_telemetry(self, gpu_id: int, utilization_bps: int, jobs_completed: int, earnings: int) -> Receipt:
         """The devnet extension ``report_telemetry``; :class:`UnsupportedError` on a runtime without it."""
         if not 0 <= utilization_bps <= 10_000:
             raise ValueError(f"utilization_bps must be 0..10000, got {utilization_bps}")
@@ -226,9 +228,7 @@ class ProviderClient:
 
     # settling -------------------------------------------------------------------------------------
     def submit_result(self, job_id: int, result_hash: str) -> Receipt:
-        return self.submitter.submit(
-            Call(MARKET, "submit_result", {"job_id": job_id, "result_hash": result_hash})
-        )
+        return self.submitter.submit(Call(MARKET, "submit_result", {"job_id": job_id, "result_hash": result_hash}))
 
     def submit_results(self, results: Sequence[tuple[int, str]]) -> list[Receipt]:
         """Many ``submit_result`` calls through ``batch_all``."""

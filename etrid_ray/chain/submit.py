@@ -92,6 +92,8 @@ class Submitter:
 
     #: calls per ``Utility.batch_all`` extrinsic; large enough to amortize, small enough for a block
     max_batch: int = 256
+    #: ``None``: batch when the runtime has ``Utility``; ``False``: always one extrinsic per call
+    use_batch: bool | None = None
 
     def __init__(
         self,
@@ -111,8 +113,11 @@ class Submitter:
         self.conn.metadata.require_call(call.pallet, call.function)
         return sub.compose_call(call.pallet, call.function, call.params)
 
-    def has_batch(self) -> bool:
-        return self.conn.metadata.has_call("Utility", "batch_all")
+    def has_batch(self, function: str = "batch_all") -> bool:
+        """Whether to batch: ``use_batch`` when set, else whether the runtime has ``Utility.<function>``."""
+        if self.use_batch is not None:
+            return self.use_batch
+        return self.conn.metadata.has_call("Utility", function)
 
     # sending --------------------------------------------------------------------------------------
     def _sign_and_send(self, call: Call, index: int) -> _InFlight:
@@ -181,7 +186,7 @@ class Submitter:
         if not calls:
             return []
         fn = "batch_all" if atomic else "batch"
-        if not self.conn.metadata.has_call("Utility", fn):
+        if not self.has_batch(fn):
             return self.submit_many(calls, check=check)
         if len(calls) == 1:
             return self.submit_many(calls, check=check)
@@ -212,9 +217,7 @@ class Submitter:
         return self._sign_and_send(Call("Utility", batch.function, inner), index)
 
     # waiting --------------------------------------------------------------------------------------
-    def wait_for(
-        self, flights: list[_InFlight], start_number: int, timeout: float | None = None
-    ) -> list[Receipt]:
+    def wait_for(self, flights: list[_InFlight], start_number: int, timeout: float | None = None) -> list[Receipt]:
         """Scans blocks after ``start_number`` until every extrinsic is found (or the timeout)."""
         timeout = self.inclusion_timeout if timeout is None else timeout
         by_hash = {f.extrinsic_hash: f for f in flights}
@@ -246,9 +249,7 @@ class Submitter:
                     for e in own:
                         if e.is_("System", "ExtrinsicFailed"):
                             error = meta.dispatch_error(e.get("dispatch_error"))
-                    found[f.extrinsic_hash] = Receipt(
-                        f.extrinsic_hash, block_hash, scanned, idx, own, f.call, error
-                    )
+                    found[f.extrinsic_hash] = Receipt(f.extrinsic_hash, block_hash, scanned, idx, own, f.call, error)
             if len(found) == len(by_hash):
                 break
             if time.monotonic() > deadline:

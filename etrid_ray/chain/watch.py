@@ -160,9 +160,7 @@ class QueueWatcher:
         ws = websocket.create_connection(self.conn.url, timeout=10)
         self._ws = ws
         try:
-            ws.send(
-                json.dumps({"jsonrpc": "2.0", "id": 1, "method": "chain_subscribeNewHeads", "params": []})
-            )
+            ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "chain_subscribeNewHeads", "params": []}))
             ws.settimeout(1.0)
             sub_id = None
             while not self._stop.is_set():

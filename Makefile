@@ -1,0 +1,26 @@
+# `make demo` and `make test` work from a fresh clone: each creates .venv when missing and
+# (re)installs the project with its test extras only when pyproject.toml changed.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.etrid-ray-installed
+
+.PHONY: venv test demo lint
+
+venv: $(STAMP)
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(VPY)
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+test: venv
+	$(VPY) -m pytest -q
+
+demo: venv
+	$(VPY) -m etrid_ray.demo_lifecycle
+
+lint: venv
+	$(VPY) -m ruff check etrid_ray tests

@@ -1,0 +1,182 @@
+"""The ``etrid-ray`` command line: config errors without a chain, then the real commands on the devnet."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from etrid_ray.blobs import blob_hash
+from etrid_ray.chain import ChainClient, dev_signer
+from etrid_ray.cli import main
+
+MNEMONIC = "bottom drive obey lake curtain smoke basket hold race lonely fit walk"
+
+
+def run(args: list[str], env: dict[str, str] | None = None):
+    runner = CliRunner()
+    base = {"ETRID_SEED": "", "ETRID_SEED_FILE": "", "ETRID_WS_URL": ""}
+    base.update(env or {})
+    return runner.invoke(main, args, env=base, catch_exceptions=False)
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    out = subprocess.run([sys.executable, "-m", "etrid_ray", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for cmd in ("devnet", "chain", "provider", "submit"):
+        assert cmd in out.stdout
+
+
+def test_devnet_command_documents_its_options() -> None:
+    res = run(["devnet", "--help"])
+    assert res.exit_code == 0
+    for opt in ("--host", "--port", "--block-time", "--data-dir", "--blob-limit-mb"):
+        assert opt in res.output
+
+
+def test_missing_key_names_the_env_var_and_the_option() -> None:
+    res = run(["provider", "register", "--model", "A100", "--vram-gb", "80", "--stake", "100"])
+    assert res.exit_code == 2
+    assert "ETRID_SEED" in res.output and "--seed-file" in res.output
+
+
+def test_bad_amounts_and_urls_name_the_option() -> None:
+    res = run(
+        ["provider", "register", "--model", "A100", "--vram-gb", "80", "--stake", "lots"], env={"ETRID_SEED": "//Bob"}
+    )
+    assert res.exit_code == 2 and "--stake" in res.output
+    res = run(
+        ["provider", "register", "--model", "A100", "--vram-gb", "80", "--stake", "0"], env={"ETRID_SEED": "//Bob"}
+    )
+    assert res.exit_code == 2 and "--stake" in res.output
+    res = run(["chain", "info", "--url", "localhost:9944"])
+    assert res.exit_code == 2 and "--url" in res.output and "ws://" in res.output
+
+
+def test_invalid_seed_is_never_echoed(tmp_path) -> None:
+    secret = "correct horse battery staple is not bip39"
+    res = run(
+        ["provider", "register", "--model", "A100", "--vram-gb", "80", "--stake", "100"], env={"ETRID_SEED": secret}
+    )
+    assert res.exit_code == 2
+    assert secret not in res.output and "horse" not in res.output
+
+
+def test_submit_rejects_a_manifest_that_is_not_json(tmp_path) -> None:
+    bad = tmp_path / "m.json"
+    bad.write_text("{not json")
+    res = run(
+        ["submit", "--manifest", str(bad), "--payment", "1", "--max-compute-time", "60"],
+        env={"ETRID_SEED": "//Charlie"},
+    )
+    assert res.exit_code == 2 and "--manifest" in res.output
+
+
+def test_unreachable_node_is_a_clear_error() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = run(["chain", "info", "--url", f"ws://127.0.0.1:{port}"])
+    assert res.exit_code == 1
+    assert "cannot connect" in res.output and "etrid-ray devnet" in res.output
+
+
+# against the devnet --------------------------------------------------------------------------------
+def test_chain_info_json_and_table(devnet, tmp_path) -> None:
+    seed = tmp_path / "seed"
+    seed.write_text(MNEMONIC)
+    res = run(
+        [
+            "chain",
+            "info",
+            "--url",
+            devnet.url,
+            "--json",
+            "--seed-file",
+            str(seed),
+            "--address",
+            dev_signer("Alice").address,
+        ]
+    )
+    assert res.exit_code == 0, res.output
+    assert "bottom" not in res.output and "walk" not in res.output
+    data = json.loads(res.output)
+    assert data["spec_name"] == "ai-compute-pbc"
+    assert data["token_decimals"] == 18 and data["ss58_format"] == 42
+    for pallet in ("GpuRegistry", "JobMarketplace", "ConfidentialCompute", "Compliance", "Utility", "Sudo"):
+        assert pallet in data["pallets"]
+    alice = next(b for b in data["balances"] if b["label"] == "--address")
+    assert int(alice["free"]) > 0
+    res = run(["chain", "info", "--url", devnet.url], env={"ETRID_SEED": "//Alice"})
+    assert res.exit_code == 0, res.output
+    assert "JobMarketplace" in res.output and "ËDSC" in res.output and "//Alice" not in res.output
+
+
+def test_provider_register_reserves_stake(devnet) -> None:
+    eve = dev_signer("Eve")
+    with ChainClient(devnet.url) as client:
+        before = client.balance(eve.address)
+        before_gpus = client.reader.provider_gpus(eve.address)
+    res = run(
+        [
+            "provider",
+            "register",
+            "--url",
+            devnet.url,
+            "--gpus",
+            "2",
+            "--model",
+            "A100",
+            "--vram-gb",
+            "80",
+            "--stake",
+            "100",
+            "--json",
+        ],
+        env={"ETRID_SEED": "//Eve"},
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert len(data["gpu_ids"]) == 2
+    with ChainClient(devnet.url) as client:
+        after = client.balance(eve.address)
+        assert client.reader.provider_gpus(eve.address) == before_gpus + data["gpu_ids"]
+        node = client.reader.gpu(data["gpu_ids"][0])
+    assert after.reserved - before.reserved == 2 * 100 * 10**18
+    assert node is not None and node.specs.model == "A100" and node.specs.vram_gb == 80
+    # below the minimum stake the pallet error is reported by name
+    res = run(
+        ["provider", "register", "--url", devnet.url, "--model", "A100", "--vram-gb", "80", "--stake", "99"],
+        env={"ETRID_SEED": "//Eve"},
+    )
+    assert res.exit_code == 1 and "InsufficientStake" in res.output
+
+
+def test_submit_prints_the_job_id(devnet, tmp_path) -> None:
+    manifest = tmp_path / "job.json"
+    manifest.write_text(json.dumps({"handler": "matmul", "args": {"n": 8}}))
+    res = CliRunner().invoke(
+        main,
+        ["submit", "--url", devnet.url, "--manifest", str(manifest), "--payment", "2.5", "--max-compute-time", "120"],
+        env={"ETRID_SEED": "//Ferdie", "ETRID_SEED_FILE": ""},
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.output
+    job_id = int(res.stdout.strip().splitlines()[0])
+    with ChainClient(devnet.url) as client:
+        job = client.reader.job(job_id)
+    assert job is not None
+    assert job.submitter == dev_signer("Ferdie").address
+    assert job.payment == 25 * 10**17 and job.max_compute_time == 120
+    assert job.input_hash == blob_hash(manifest.read_bytes())
+
+
+@pytest.mark.parametrize("cmd", [["chain", "info"], ["provider", "register"], ["submit"]])
+def test_every_command_has_help(cmd: list[str]) -> None:
+    res = run([*cmd, "--help"])
+    assert res.exit_code == 0 and "--url" in res.output
