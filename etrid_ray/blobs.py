@@ -113,9 +113,7 @@ class HttpBlobStore(BlobStore):
         except urllib.error.HTTPError as exc:
             body = exc.read()[:200].decode("utf-8", "replace")
             if exc.code == 413:
-                raise BlobTooLarge(
-                    f"{len(data)} bytes exceed the blob limit of {self.url} ({body})"
-                ) from None
+                raise BlobTooLarge(f"{len(data)} bytes exceed the blob limit of {self.url} ({body})") from None
             if exc.code == 400:
                 raise BlobIntegrityError(f"{self.url} refused blob {h}: {body}") from None
             raise BlobError(f"PUT {self._endpoint(h)} failed: HTTP {exc.code} {body}") from None

@@ -82,7 +82,8 @@ def main() -> int:
         def balances(label: str) -> None:
             for name, who in (("Bob (provider)", bob), ("Charlie (consumer)", charlie)):
                 b = client.balance(who.address)
-                print(f"    {label:>8} {name:<19} free {format_edsc(b.free):>28}  reserved {format_edsc(b.reserved)}")
+                free, reserved = format_edsc(b.free, places=6), format_edsc(b.reserved, places=6)
+                print(f"    {label:>8} {name:<19} free {free:>30}  reserved {reserved}")
 
         balances("genesis")
 
