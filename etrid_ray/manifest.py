@@ -17,8 +17,18 @@ HASH_RE = re.compile(r"^0x[0-9a-f]{64}$")
 MAX_MANIFEST_BYTES = 1024 * 1024
 
 
+MAX_REASON_BYTES = 128
+
+
 class ManifestError(ValueError):
-    """Why a manifest is refused; its message goes on chain (≤ 128 bytes)."""
+    """Why a manifest is refused; its message goes on chain, so it is cut to 128 bytes of UTF-8."""
+
+    def __init__(self, message: str) -> None:
+        raw = message.encode("utf-8")
+        if len(raw) > MAX_REASON_BYTES:
+            # the message may echo a stranger's key names: cut without splitting a character
+            message = raw[:MAX_REASON_BYTES].decode("utf-8", errors="ignore")
+        super().__init__(message)
 
 
 class BlobRef(BaseModel):
@@ -80,16 +90,21 @@ def parse_manifest(data: bytes) -> Manifest:
         raise ManifestError(f"manifest too large ({len(data)} bytes)")
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise ManifestError(f"malformed manifest JSON: {type(err).__name__}") from None
     if not isinstance(obj, dict):
         raise ManifestError("manifest must be a JSON object")
     try:
-        return Manifest.model_validate(obj)
+        manifest = Manifest.model_validate(obj)
     except ValidationError as err:
         first = err.errors()[0]
         loc = ".".join(str(x) for x in first["loc"]) or "manifest"
         raise ManifestError(f"invalid manifest: {loc}: {first['msg']}") from None
+    try:
+        manifest.model_dump_json()  # the head re-encodes it to dispatch; args nested too deeply cannot be
+    except ValueError:
+        raise ManifestError("invalid manifest: args nested too deeply") from None
+    return manifest
 
 
 def manifest_json_schema() -> dict[str, Any]:
