@@ -114,6 +114,7 @@ class ProviderHead:
         self._thread: threading.Thread | None = None
         self._last_heartbeat = 0.0
         self._last_telemetry = 0.0
+        self._settle_retry = False
         self._pool_resource: dict[str, float] = {}
         self.started_at = time.time()
         self.loop_seconds: deque[float] = deque(maxlen=1000)
@@ -298,6 +299,12 @@ class ProviderHead:
             pending = set(latest.pending_ids)
             for job_id in [j for j in self.candidates if j not in pending]:
                 del self.candidates[job_id]  # taken by someone else or cancelled
+            # Pending jobs we hold no view of (e.g. a claim whose extrinsic was lost in a node restart)
+            unknown = [j for j in latest.pending_ids if j not in self.candidates and j not in self.running]
+            if unknown:
+                for job_id, job in self.chain.jobs(unknown).items():
+                    if job.status == JobStatus.PENDING:
+                        self.candidates[job_id] = Candidate(job, Verdict("skip", "unevaluated"), None, time.time())
 
     def _evaluate(self) -> None:
         now = time.time()
@@ -339,7 +346,12 @@ class ProviderHead:
             pairs.append((cand, gpu))
         if not pairs:
             return 0
-        results = self.chain.claim([(c.job.job_id, g) for c, g in pairs])
+        try:
+            results = self.chain.claim([(c.job.job_id, g) for c, g in pairs])
+        except Exception:
+            for _c, g in pairs:
+                self.gpu_load[g] -= 1
+            raise
         won = [(c, g) for (c, g), r in zip(pairs, results, strict=True) if r.ok]
         for (c, g), r in zip(pairs, results, strict=True):
             self.candidates.pop(c.job.job_id, None)
@@ -415,7 +427,17 @@ class ProviderHead:
         if not self.to_settle:
             return 0
         batch, self.to_settle = self.to_settle[: self.config.result_batch], self.to_settle[self.config.result_batch:]
-        results = self.chain.settle(batch)
+        if self._settle_retry:
+            batch = self._still_ours(batch)
+        try:
+            results = self.chain.settle(batch)
+        except Exception:
+            # Unknown whether the extrinsic landed: keep the batch, and before sending it again,
+            # drop the jobs the chain already settled, so nothing is reported twice.
+            self.to_settle = batch + self.to_settle
+            self._settle_retry = True
+            raise
+        self._settle_retry = False
         now = time.time()
         done = []
         for (job_id, _ok, _h, _reason), res in zip(batch, results, strict=True):
@@ -429,6 +451,18 @@ class ProviderHead:
                 log.warning("settling job %d failed: %s", job_id, res.error)
         self.journal.reported(done)
         return len(batch)
+
+    def _still_ours(self, batch: list[tuple[int, bool, str | None, str]]) -> list[tuple[int, bool, str | None, str]]:
+        jobs = self.chain.jobs([j for j, *_ in batch])
+        keep = []
+        for item in batch:
+            job = jobs.get(item[0])
+            if job is not None and job.status == JobStatus.PROCESSING and job.assigned_gpu in self.gpu_ids:
+                keep.append(item)
+            else:
+                self.journal.reported([item[0]])
+                self.finished_at.pop(item[0], None)
+        return keep
 
     def _keepalive(self) -> None:
         now = time.time()

@@ -1,0 +1,229 @@
+"""The provider end to end: chain jobs in, Ray tasks run, results and money back on chain.
+
+Real devnet over sockets, real local Ray with simulated GPUs, the real head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from etrid_ray.blobs import open_blob_store
+from etrid_ray.chain import ChainClient, dev_signer
+from etrid_ray.chain.events import ChainEvent
+from etrid_ray.chain.models import JobStatus
+from etrid_ray.manifest import encode_manifest
+from tests.provider_support import (
+    CONSUMER,
+    PROVIDER,
+    all_final,
+    chain_events,
+    completions,
+    failure_reasons,
+    provider_config,
+    read_jobs,
+    start_head,
+    wait_until,
+)
+
+PAY = 10**18  # 1 ËDSC per job
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray() -> Any:
+    os.environ["ETRID_SEED"] = "//" + PROVIDER  # the head actor reads its key from its environment
+    ray.init(num_cpus=2, num_gpus=4, resources={"pool:local": 1000}, include_dashboard=False,
+             logging_level="ERROR", namespace="etrid-tests")
+    yield
+    ray.shutdown()
+
+
+def _sum(events: list[ChainEvent], pallet: str, name: str, field: str, who: str, key: str = "who") -> int:
+    return sum(int(e.get(field)) for e in events if e.is_(pallet, name) and e.get(key) == who)
+
+
+def test_happy_path_pays_the_provider_payment_minus_five_percent_to_the_planck(fresh_devnet: Any,
+                                                                               tmp_path: Path) -> None:
+    client = ChainClient(fresh_devnet.url)
+    provider, consumer_key = dev_signer(PROVIDER), dev_signer(CONSUMER)
+    before = client.balance(provider.address)
+    head = start_head(provider_config(fresh_devnet, tmp_path))
+    try:
+        consumer = client.consumer(consumer_key, blobs=open_blob_store(fresh_devnet.http_url))
+        manifests = [{"handler": "echo", "args": {"payload": i}} for i in range(6)]
+        manifests += [{"handler": "matmul", "args": {"n": 64, "seed": 3}}]
+        payments = [PAY + i * 12345 for i in range(len(manifests))]
+        ids = [consumer.submit_job(m, payment=p, max_compute_time=60).job_id
+               for m, p in zip(manifests, payments, strict=True)]
+        wait_until(lambda: all_final(client, ids), 60, "all jobs final")
+        jobs = read_jobs(client, ids)
+        assert {j.status for j in jobs.values()} == {JobStatus.COMPLETED}
+        for job_id in ids:  # the result on chain is the hash of a stored result naming the job
+            result = json.loads(consumer.fetch_result(jobs[job_id]))
+            assert result["job_id"] == job_id
+        assert json.loads(consumer.fetch_result(jobs[ids[0]]))["result"] == {"payload": 0}
+        assert json.loads(consumer.fetch_result(jobs[ids[-1]]))["result"]["checksum"] > 0
+        for job_id in ids:
+            consumer.confirm_job(job_id)
+        wait_until(lambda: head.status()["payments"] == len(ids), 30, "earnings seen by the head")
+        events = chain_events(client)
+        paid = {int(e.get("job_id")): int(e.get("amount")) for e in events
+                if e.is_("JobMarketplace", "PaymentReleased") and e.get("provider") == provider.address}
+        assert paid == {j: p - p * 500 // 10_000 for j, p in zip(ids, payments, strict=True)}
+        assert head.status()["earnings_planck"] == sum(paid.values())
+        after = client.balance(provider.address)
+        fees = _sum(events, "TransactionPayment", "TransactionFeePaid", "actual_fee", provider.address)
+        reserved = _sum(events, "Balances", "Reserved", "amount", provider.address)
+        unreserved = _sum(events, "Balances", "Unreserved", "amount", provider.address)
+        assert after.free - before.free == sum(paid.values()) - fees - reserved + unreserved
+        assert after.reserved - before.reserved == 4 * 100 * 10**18  # the stake of the 4 GPUs it registered
+        consumer_after = client.balance(consumer_key.address)
+        assert consumer_after.reserved == 0  # every escrow released
+    finally:
+        head.stop()
+        client.close()
+
+
+BAD_CASES = {
+    "malformed": (b"{not json", "malformed manifest JSON"),
+    "unknown_handler": ({"handler": "os-system", "args": {"cmd": "id"}}, "unknown handler 'os-system'"),
+    "dotted_handler": ({"handler": "etrid_ray.workloads.basic.echo"}, "invalid manifest: handler"),
+    "exception": ({"handler": "matmul", "args": {"n": 0}}, "matmul failed: ValueError"),
+    "timeout": ({"handler": "sleep", "args": {"seconds": 60}, "timeout_s": 1}, "timeout after 1s"),
+    "wrong_model_type": ({"handler": "embedding", "args": {"texts": ["x"]}}, "handler 'embedding' does not serve"),
+}
+
+
+def test_every_bad_manifest_fails_its_job_on_chain_with_a_clear_reason(fresh_devnet: Any, tmp_path: Path) -> None:
+    store_dir = tmp_path / "blobs"
+    store = open_blob_store(f"file://{store_dir}")
+    client = ChainClient(fresh_devnet.url)
+    head = start_head(provider_config(fresh_devnet, tmp_path, blob_store=f"file://{store_dir}",
+                                      max_input_bytes=1024))
+    try:
+        consumer = client.consumer(dev_signer(CONSUMER), blobs=store)
+        expected: dict[int, str] = {}
+        for case, (manifest, reason) in BAD_CASES.items():
+            model_type = "ImageGen" if case == "wrong_model_type" else "Custom"
+            job = consumer.submit_job(manifest, payment=PAY, max_compute_time=60, model_type=model_type)
+            expected[job.job_id] = reason
+        # a manifest whose stored bytes were replaced after hashing
+        good = encode_manifest({"handler": "echo", "args": {}})
+        h = store.put(good)
+        stored = next(p for p in store_dir.iterdir() if h.removeprefix("0x") in p.name)
+        stored.write_bytes(b'{"handler":"sleep","args":{"seconds":3600}}')
+        job = consumer.submit_job(good, payment=PAY, max_compute_time=60)  # the store keeps the tampered file
+        expected[job.job_id] = "manifest hash mismatch"
+        # inputs larger than the provider accepts: declared (refused at admission) and undeclared (in the task)
+        big = store.put(b"x" * 4096)
+        declared = consumer.submit_job({"handler": "echo", "inputs": [{"name": "a", "hash": big, "size": 4096}]},
+                                       payment=PAY, max_compute_time=60)
+        expected[declared.job_id] = "inputs too large"
+        hidden = consumer.submit_job({"handler": "echo", "inputs": [{"name": "a", "hash": big}]},
+                                     payment=PAY, max_compute_time=60)
+        expected[hidden.job_id] = "inputs too large"
+        ids = list(expected)
+        wait_until(lambda: all_final(client, ids), 60, "bad jobs failed on chain")
+        reasons = failure_reasons(chain_events(client))
+        for job_id, reason in expected.items():
+            assert reason in reasons.get(job_id, ""), (job_id, reasons.get(job_id))
+            assert len(reasons[job_id].encode()) <= 128
+        jobs = read_jobs(client, ids)
+        assert all(j.status == JobStatus.FAILED for j in jobs.values())
+        assert client.balance(dev_signer(CONSUMER).address).reserved == 0  # every failed job refunded
+        assert head.status()["errors"] == {}
+    finally:
+        head.stop()
+        client.close()
+
+
+def test_jobs_this_provider_will_not_serve_are_left_pending_for_others(fresh_devnet: Any, tmp_path: Path) -> None:
+    client = ChainClient(fresh_devnet.url)
+    head = start_head(provider_config(fresh_devnet, tmp_path, allowed_handlers=["echo"]))
+    try:
+        consumer = client.consumer(dev_signer(CONSUMER), blobs=open_blob_store(fresh_devnet.http_url))
+        left = [
+            consumer.submit_job({"handler": "matmul"}, payment=PAY, max_compute_time=60),  # not on our allow-list
+            consumer.submit_job({"handler": "echo", "resources": {"gpus": 8}}, payment=PAY, max_compute_time=60),
+            consumer.submit_job({"handler": "echo", "resources": {"tee": "sev-snp"}}, payment=PAY,
+                                max_compute_time=60),
+            consumer.submit_job({"handler": "echo", "compliance": {"template": "GDPR"}}, payment=PAY,
+                                max_compute_time=60),
+            consumer.submit_job({"handler": "echo"}, payment=10, max_compute_time=60),  # underpaid
+        ]
+        served = consumer.submit_job({"handler": "echo"}, payment=PAY, max_compute_time=60)
+        wait_until(lambda: all_final(client, [served.job_id]), 30, "the servable job")
+        wait_until(lambda: sum(head.status()["skipped"].values()) >= len(left), 10, "skips counted")
+        jobs = read_jobs(client, [j.job_id for j in left])
+        assert all(j.status == JobStatus.PENDING and j.assigned_gpu is None for j in jobs.values())
+        assert head.status()["claimed"] == 1
+    finally:
+        head.stop()
+        client.close()
+
+
+def _fuzzed_manifest(rng: random.Random) -> bytes | dict[str, Any]:
+    junk: list[Any] = [None, 0, -1, 2**70, 1e308, "", "x" * 300, [], {}, {"a": [1, {"b": None}]}, True, "💥"]
+    roll = rng.random()
+    if roll < 0.2:
+        return bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 200)))
+    base: dict[str, Any] = {"handler": rng.choice(["echo", "sleep", "matmul", "nope", "", "ECHO", "../x"]),
+                            "args": {"payload": rng.choice(junk), "seconds": rng.choice([0, 0.01, -5, "1"]),
+                                     "n": rng.choice([1, 8, 0, -3, "big", 10**9]), "dtype": rng.choice(
+                                         ["float32", "int8", None])}}
+    for _ in range(rng.randrange(0, 4)):
+        key = rng.choice(["version", "inputs", "resources", "timeout_s", "output", "compliance", "extra", "args"])
+        base[key] = rng.choice(junk + [{"gpus": rng.choice([0, 0.5, 1, 99, -1])}, [{"name": "a", "hash": "0x12"}]])
+    return base
+
+
+def test_a_thousand_fuzzed_manifests_never_crash_the_head(fresh_devnet: Any, tmp_path: Path) -> None:
+    rng = random.Random(20261129)
+    client = ChainClient(fresh_devnet.url)
+    head = start_head(provider_config(fresh_devnet, tmp_path, claim_batch=500, result_batch=500))
+    try:
+        consumer = client.consumer(dev_signer(CONSUMER), blobs=open_blob_store(fresh_devnet.http_url))
+        manifests = [_fuzzed_manifest(rng) for _ in range(1000)]
+        jobs = consumer.submit_jobs(manifests, payment=PAY, max_compute_time=5)
+        ids = [j.job_id for j in jobs]
+
+        def settled() -> bool:
+            status = head.status()
+            final = read_jobs(client, ids)
+            done = sum(1 for j in final.values() if j.status in (JobStatus.COMPLETED, JobStatus.FAILED))
+            return done + sum(status["skipped"].values()) >= len(ids) and status["running"] == 0
+
+        wait_until(settled, 240, "every fuzzed job settled or skipped", poll=1.0)
+        status = head.status()
+        assert status["errors"] == {}, status["errors"]
+        reasons = failure_reasons(chain_events(client))
+        assert all(len(r.encode()) <= 128 for r in reasons.values())
+        assert len(reasons) > 500  # most junk is refused on chain, with a reason
+    finally:
+        head.stop()
+        client.close()
+
+
+def test_only_registry_handlers_ever_run(fresh_devnet: Any, tmp_path: Path) -> None:
+    """R7: a stranger's manifest names a handler; nothing outside the registry executes."""
+    marker = tmp_path / "pwned"
+    client = ChainClient(fresh_devnet.url)
+    head = start_head(provider_config(fresh_devnet, tmp_path))
+    try:
+        consumer = client.consumer(dev_signer(CONSUMER), blobs=open_blob_store(fresh_devnet.http_url))
+        attempts = [{"handler": h, "args": {"path": str(marker), "cmd": f"touch {marker}"}}
+                    for h in ("os.system", "subprocess", "builtins.exec", "eval", "shell", "python")]
+        ids = [consumer.submit_job(m, payment=PAY, max_compute_time=30).job_id for m in attempts]
+        wait_until(lambda: all_final(client, ids), 30, "refusals")
+        assert all(j.status == JobStatus.FAILED for j in read_jobs(client, ids).values())
+        assert not marker.exists()
+        assert sum(completions(chain_events(client)).values()) == 0
+    finally:
+        head.stop()
+        client.close()
