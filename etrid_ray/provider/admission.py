@@ -9,7 +9,9 @@ the reason, so the consumer is refunded instead of waiting forever.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal
 
 from etrid_ray.manifest import Manifest, ManifestError
@@ -60,6 +62,18 @@ def region_allowed(region: str, manifest: Manifest) -> bool:
     return not allowed or any(region.startswith(r) for r in allowed)
 
 
+def accelerator_matches(wanted: str, ours: str) -> bool:
+    """`A100` is served by NVML's `A100-SXM4-80GB` or `Tesla A100 PCIe`, but not `A10` by `A100`: whole tokens."""
+    return re.search(rf"(?:^|[\s\-_]){re.escape(wanted.strip())}(?:$|[\s\-_])", ours.strip(), re.I) is not None
+
+
+def pays_enough(terms: JobTerms, manifest: Manifest, price_per_gpu_second: int) -> bool:
+    """payment / (max_compute_time × gpus) ≥ price, in exact arithmetic (planck sums exceed a float's 53 bits)."""
+    gpus = Fraction(repr(max(float(manifest.resources.gpus), 1e-9)))  # the decimal the manifest wrote
+    seconds = max(terms.max_compute_time, 1)
+    return terms.payment >= price_per_gpu_second * seconds * gpus
+
+
 def price_per_gpu_second(terms: JobTerms, manifest: Manifest) -> float:
     """What the job pays per GPU-second if it runs for its whole max_compute_time (the worst case)."""
     gpus = max(manifest.resources.gpus, 1e-9)
@@ -85,13 +99,13 @@ def admit(terms: JobTerms, manifest: Manifest | ManifestError, caps: Capabilitie
         return Verdict("skip", f"needs {res.gpus:g} GPUs on one node; nodes have {caps.gpus_per_node}")
     if res.min_vram_gb > caps.vram_gb:
         return Verdict("skip", f"needs {res.min_vram_gb} GB VRAM; GPUs have {caps.vram_gb}")
-    if res.accelerator and res.accelerator.lower() != caps.accelerator.lower():
+    if res.accelerator and not accelerator_matches(res.accelerator, caps.accelerator):
         return Verdict("skip", f"needs {res.accelerator}; GPUs are {caps.accelerator}")
     if res.tee and res.tee != caps.tee:
         return Verdict("skip", f"needs TEE {res.tee}")
     if not region_allowed(caps.region, manifest):
         return Verdict("skip", f"region {caps.region} not allowed by compliance rules")
-    offered = price_per_gpu_second(terms, manifest)
-    if offered < caps.price_per_gpu_second:
+    if not pays_enough(terms, manifest, caps.price_per_gpu_second):
+        offered = price_per_gpu_second(terms, manifest)
         return Verdict("skip", f"pays {offered:.3g} planck/GPU-s < {caps.price_per_gpu_second}")
     return CLAIM
