@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import signal
 import struct
 import threading
 import time
@@ -606,12 +607,13 @@ def test_reconnects_with_backoff_after_a_node_restart(tmp_path) -> None:
         bob = Submitter(conn, dev_signer("Bob"))
         bob.submit(Call("System", "remark", {"remark": b"before"}))
         best = conn.best_number()
-        node.restart()  # same port, same data dir: the socket drops, the chain stays
+        node.stop(signal.SIGKILL)  # a crash: the socket drops ...
+        node.start()  # ... and the node comes back on the same port with the same data dir
         assert conn.best_number() == best  # the call reconnects behind the scenes
         assert conn.reconnects == 1
         r = bob.submit(Call("System", "remark", {"remark": b"after"}))  # nonce re-seeded after reconnect
         assert r.success and conn.reconnects == 1
-        node.stop()
+        node.stop(signal.SIGKILL)
         conn.retry = RetryPolicy(initial_delay=0.05, max_delay=0.1, max_attempts=3)
         t0 = time.monotonic()
         with pytest.raises(ChainConnectionError):
@@ -638,3 +640,32 @@ def test_reading_10000_pending_jobs_takes_under_a_second() -> None:
         assert len(jobs) == 10_000 and all(j.status == JobStatus.PENDING for j in jobs)
         assert best <= 1.0, f"reading 10,000 pending jobs took {best:.2f}s"
         print(f"read 10,000 pending jobs in {best:.3f}s")
+
+
+def test_unregister_tee_attestation_and_compliance(client) -> None:
+    from etrid_ray.chain import TeeAttestation
+
+    provider = client.provider(fund(client))
+    keep, drop = provider.register_gpus([(SPECS, 100 * EDSC)] * 2, ATTEST)
+    reserved = provider.balance().reserved
+    r = provider.unregister_gpu(drop)
+    assert r.first("GpuRegistry", "GpuUnregistered").get("gpu_id") == drop
+    assert provider.my_gpus() == [keep] and provider.gpu(drop) is None
+    assert reserved - provider.balance().reserved == 100 * EDSC
+    # ConfidentialCompute: an SEV-SNP report (1184 bytes) fits the devnet's larger bound
+    quote = bytes(range(256)) * 4 + bytes(160)
+    att = TeeAttestation("AMDSEV", quote, b"\x01" * 32, 1_700_000_000)
+    r = provider.submit_tee_attestation(keep, att)
+    assert r.first("ConfidentialCompute", "AttestationVerified").get("gpu_id") == keep
+    assert client.reader.tee_attestation(keep) == att
+    with pytest.raises(ExtrinsicFailed, match="InvalidQuote"):
+        provider.submit_tee_attestation(keep, TeeAttestation("IntelSGX", b""))
+    # Compliance, consumer side
+    consumer = client.consumer(fund(client))
+    consumer.enable_compliance("GDPR", "eu-west-1")
+    cfg = client.reader.compliance(consumer.address)
+    assert cfg is not None and (cfg.template, cfg.data_residency) == ("GDPR", "eu-west-1")
+    consumer.disable_compliance()
+    assert client.reader.compliance(consumer.address) is None
+    with pytest.raises(ExtrinsicFailed, match="ComplianceNotEnabled"):
+        consumer.disable_compliance()

@@ -29,6 +29,7 @@ from etrid_ray.chain.keys import Signer, dev_signer, load_signer
 from etrid_ray.chain.models import (
     AccountBalance,
     ChainInfo,
+    ComplianceConfig,
     GpuNode,
     GpuSpecs,
     GpuStatus,
@@ -39,6 +40,7 @@ from etrid_ray.chain.models import (
     Payment,
     Priority,
     Schedule,
+    TeeAttestation,
 )
 from etrid_ray.chain.provider import ClaimOutcome, ProviderClient, truncate_utf8
 from etrid_ray.chain.reader import ChainReader
@@ -55,6 +57,7 @@ __all__ = [
     "ChainInfo",
     "ChainReader",
     "ClaimOutcome",
+    "ComplianceConfig",
     "ConfigError",
     "Connection",
     "ConsumerClient",
@@ -81,6 +84,7 @@ __all__ = [
     "Signer",
     "SubmittedJob",
     "Submitter",
+    "TeeAttestation",
     "UnsupportedError",
     "dev_signer",
     "format_edsc",

@@ -155,6 +155,18 @@ class ConsumerClient:
     def dispute_job(self, job_id: int) -> Receipt:
         return self.submitter.submit(Call(MARKET, "dispute_job", {"job_id": job_id}))
 
+    def enable_compliance(self, template: str, data_residency: str = "") -> Receipt:
+        """``Compliance.enable_compliance``: HIPAA, GDPR, SOC2, CCPA or FedRAMP, and a residency (≤ 32 bytes)."""
+        residency = data_residency.encode("utf-8")
+        if len(residency) > 32:
+            raise ValueError("data_residency is at most 32 bytes")
+        return self.submitter.submit(
+            Call("Compliance", "enable_compliance", {"template": template, "data_residency": residency})
+        )
+
+    def disable_compliance(self) -> Receipt:
+        return self.submitter.submit(Call("Compliance", "disable_compliance", {}))
+
     def balance(self) -> AccountBalance:
         """Our free and reserved (escrowed) balance."""
         return self.reader.balance(self.address)

@@ -223,6 +223,60 @@ class Job:
 
 
 @dataclass(frozen=True)
+class TeeAttestation:
+    """``ConfidentialCompute.TeeAttestations[gpu_id]``: a TEE quote bound to a GPU."""
+
+    tee_type: str  # IntelSGX | AMDSEV | ARMTrustZone
+    quote: bytes
+    mrenclave: bytes = b""
+    timestamp: int = 0  # unix seconds
+
+    def to_call(self) -> dict[str, Any]:
+        if self.tee_type not in ("IntelSGX", "AMDSEV", "ARMTrustZone"):
+            raise ValueError(f"unknown TEE type {self.tee_type!r}: IntelSGX, AMDSEV or ARMTrustZone")
+        if len(self.mrenclave) > 32:
+            raise ValueError("mrenclave is at most 32 bytes")
+        return {
+            "tee_type": self.tee_type,
+            "quote": bytes(self.quote),
+            "mrenclave": bytes(self.mrenclave),
+            "timestamp": self.timestamp,
+        }
+
+    @classmethod
+    def from_chain(cls, v: dict[str, Any]) -> TeeAttestation:
+        return cls(
+            _variant_name(v.get("tee_type")),
+            bytes(v.get("quote") or b""),
+            bytes(v.get("mrenclave") or b""),
+            int(v.get("timestamp", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class ComplianceConfig:
+    """``Compliance.ComplianceConfigs[account]``."""
+
+    account: str
+    template: str  # HIPAA | GDPR | SOC2 | CCPA | FedRAMP
+    data_residency: str
+    encryption_required: bool
+    audit_logs_required: bool
+    enabled_at: int
+
+    @classmethod
+    def from_chain(cls, v: dict[str, Any]) -> ComplianceConfig:
+        return cls(
+            str(v.get("account")),
+            _variant_name(v.get("template")),
+            _text(v.get("data_residency")),
+            bool(v.get("encryption_required")),
+            bool(v.get("audit_logs_required")),
+            int(v.get("enabled_at", 0)),
+        )
+
+
+@dataclass(frozen=True)
 class AccountBalance:
     address: str
     free: int

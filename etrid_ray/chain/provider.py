@@ -28,6 +28,7 @@ from etrid_ray.chain.models import (
     JobStatus,
     Payment,
     Schedule,
+    TeeAttestation,
 )
 from etrid_ray.chain.reader import ChainReader
 from etrid_ray.chain.submit import Call, Receipt, Submitter
@@ -157,6 +158,12 @@ class ProviderClient:
                     "earnings": earnings,
                 },
             )
+        )
+
+    def submit_tee_attestation(self, gpu_id: int, attestation: TeeAttestation) -> Receipt:
+        """``ConfidentialCompute.submit_attestation``: binds a TEE quote to one of our GPUs."""
+        return self.submitter.submit(
+            Call("ConfidentialCompute", "submit_attestation", {"gpu_id": gpu_id, "attestation": attestation.to_call()})
         )
 
     def my_gpus(self) -> list[int]:

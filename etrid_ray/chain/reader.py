@@ -14,7 +14,7 @@ from typing import Any
 
 from etrid_ray.chain.codec import account_bytes
 from etrid_ray.chain.connection import Connection
-from etrid_ray.chain.models import AccountBalance, GpuNode, Job, Telemetry
+from etrid_ray.chain.models import AccountBalance, ComplianceConfig, GpuNode, Job, TeeAttestation, Telemetry
 
 JOBS = "JobMarketplace"
 GPUS = "GpuRegistry"
@@ -103,3 +103,16 @@ class ChainReader:
             return None
         v = self.value(GPUS, "GpuTelemetry", gpu_id, at=at)
         return None if v is None else Telemetry.from_chain(v)
+
+    # confidential compute and compliance ----------------------------------------------------------
+    def tee_attestation(self, gpu_id: int, at: str | None = None) -> TeeAttestation | None:
+        if not self.conn.metadata.has_storage("ConfidentialCompute", "TeeAttestations"):
+            return None
+        v = self.value("ConfidentialCompute", "TeeAttestations", gpu_id, at=at)
+        return None if v is None else TeeAttestation.from_chain(v)
+
+    def compliance(self, address: str, at: str | None = None) -> ComplianceConfig | None:
+        if not self.conn.metadata.has_storage("Compliance", "ComplianceConfigs"):
+            return None
+        v = self.value("Compliance", "ComplianceConfigs", address, at=at)
+        return None if v is None else ComplianceConfig.from_chain(v)
