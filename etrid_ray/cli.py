@@ -110,11 +110,36 @@ def main() -> None:
     type=click.IntRange(min=1),
     help="largest blob the built-in blob store accepts",
 )
-def devnet(host: str, port: int, block_time: float, data_dir: Path | None, blob_limit_mb: int) -> None:
+@click.option(
+    "--confirm-window",
+    type=click.IntRange(min=1),
+    default=None,
+    help="blocks after a result before the job auto-confirms (devnet default when omitted)",
+)
+@click.option(
+    "--timeout-grace",
+    type=click.IntRange(min=0),
+    default=None,
+    help="seconds past max_compute_time before a Processing job times out and is refunded",
+)
+def devnet(
+    host: str,
+    port: int,
+    block_time: float,
+    data_dir: Path | None,
+    blob_limit_mb: int,
+    confirm_window: int | None,
+    timeout_grace: int | None,
+) -> None:
     """Run the embedded Etrid AI-Compute development chain (prints its ws:// URL when ready)."""
     from etrid_ray.devnet.server import main_from_cli
 
-    main_from_cli(host, port, block_time, str(data_dir) if data_dir else None, blob_limit_mb * 1024 * 1024)
+    extra = {}
+    if confirm_window is not None:
+        extra["confirm_window_blocks"] = confirm_window
+    if timeout_grace is not None:
+        extra["timeout_grace_secs"] = timeout_grace
+    main_from_cli(host, port, block_time, str(data_dir) if data_dir else None, blob_limit_mb * 1024 * 1024, **extra)
 
 
 # chain ------------------------------------------------------------------------------------------

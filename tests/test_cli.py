@@ -37,6 +37,64 @@ def test_devnet_command_documents_its_options() -> None:
         assert opt in res.output
 
 
+def test_devnet_command_serves_and_stops_on_sigterm(tmp_path) -> None:
+    """`etrid-ray devnet` itself (not `python -m etrid_ray.devnet`): prints its URL, answers, stops by pid."""
+    import os
+    import selectors
+    import signal
+    import time
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "etrid_ray",
+            "devnet",
+            "--port",
+            "0",
+            "--block-time",
+            "0",
+            "--data-dir",
+            str(tmp_path / "chain"),
+            "--blob-limit-mb",
+            "1",
+            "--confirm-window",
+            "5",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        url, deadline = "", time.monotonic() + 60
+        while not url and time.monotonic() < deadline and proc.poll() is None:
+            if sel.select(0.2):
+                line = proc.stdout.readline().strip()
+                url = line if line.startswith("ws://") else ""
+        assert url.startswith("ws://127.0.0.1:")
+        req = urllib.request.Request(
+            url.replace("ws://", "http://"),
+            method="POST",
+            data=b'{"id":1,"jsonrpc":"2.0","method":"system_health"}',
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert json.loads(resp.read())["result"]["isSyncing"] is False
+        # --blob-limit-mb 1 reached the server: a 2 MiB blob is refused
+        from etrid_ray.blobs import BlobTooLarge, open_blob_store
+
+        with pytest.raises(BlobTooLarge):
+            open_blob_store(url).put(b"x" * (2 * 1024 * 1024))
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        rc = proc.wait(30)
+    assert rc == 0
+    assert (tmp_path / "chain").is_dir()
+
+
 def test_missing_key_names_the_env_var_and_the_option() -> None:
     res = run(["provider", "register", "--model", "A100", "--vram-gb", "80", "--stake", "100"])
     assert res.exit_code == 2
