@@ -208,3 +208,85 @@ def test_embedding_refuses_bad_input_with_a_value_error(args, inputs, match):
     # validated before the model is touched, so these need no model load
     with pytest.raises(ValueError, match=match):
         run("embedding", args, inputs=inputs)
+
+
+# --- running one job: task.execute (what the Ray task calls; works without Ray) ----------------------
+
+
+@pytest.fixture()
+def store(tmp_path):
+    from etrid_ray.blobs import open_blob_store
+
+    return open_blob_store(f"file://{tmp_path / 'blobs'}")
+
+
+def execute(manifest: dict, store, max_input_bytes: int = 1 << 20, job_id: int = 11):
+    from etrid_ray.manifest import Manifest
+    from etrid_ray.provider.task import execute as _execute
+
+    return _execute(job_id, Manifest.model_validate(manifest).model_dump_json(), store.url, max_input_bytes)
+
+
+def test_execute_stores_the_result_blob_and_returns_its_hash(store):
+    out = execute({"handler": "echo", "args": {"payload": [1, "two"]}}, store)
+    assert out.ok and out.reason == "" and out.job_id == 11
+    assert json.loads(store.get(out.result_hash)) == {"job_id": 11, "handler": "echo",
+                                                       "result": {"payload": [1, "two"]}}
+    assert 0 < out.started_at <= out.finished_at
+    assert out.node_id == ""  # no Ray here
+
+
+def test_execute_hands_verified_inputs_to_the_handler_by_name(store):
+    h = store.put(b"hello blob")
+    out = execute({"handler": "echo", "inputs": [{"name": "doc", "hash": h, "size": 10}]}, store)
+    assert out.ok
+    assert json.loads(store.get(out.result_hash))["result"] == {"inputs": {"doc": "hello blob"}}
+
+
+def test_execute_runs_matmul_and_its_result_carries_the_checksum(store):
+    out = execute({"handler": "matmul", "args": {"n": 32, "seed": 5}}, store)
+    result = json.loads(store.get(out.result_hash))["result"]
+    assert out.ok and result["checksum"] == run("matmul", {"n": 32, "seed": 5})["checksum"]
+
+
+def test_execute_fails_an_input_whose_bytes_do_not_match_its_hash(store):
+    h = store.put(b"original bytes")
+    (store.dir / h).write_bytes(b"tampered bytes")  # the store (or an attacker) serves other bytes
+    out = execute({"handler": "echo", "inputs": [{"name": "doc", "hash": h}]}, store)
+    assert not out.ok and out.result_hash is None
+    assert out.reason == "input doc: BlobIntegrityError"
+
+
+def test_execute_fails_a_missing_input(store):
+    out = execute({"handler": "echo", "inputs": [{"name": "doc", "hash": "0x" + "00" * 32}]}, store)
+    assert not out.ok and out.reason == "input doc: BlobNotFound"
+
+
+def test_execute_fails_inputs_larger_than_the_limit_whatever_they_declared(store):
+    a, b = store.put(b"a" * 600), store.put(b"b" * 500)
+    refs = [{"name": "a", "hash": a, "size": 1}, {"name": "b", "hash": b, "size": 1}]
+    out = execute({"handler": "echo", "inputs": refs}, store, max_input_bytes=1000)
+    assert not out.ok and out.reason == "inputs too large: > 1000 bytes"
+    assert execute({"handler": "echo", "inputs": refs}, store, max_input_bytes=1100).ok  # exactly at the limit
+
+
+def test_execute_fails_a_handler_exception_with_its_type_name(store):
+    out = execute({"handler": "matmul", "args": {"n": 0}}, store)
+    assert not out.ok and out.result_hash is None
+    assert out.reason.startswith("matmul failed: ValueError: n must be within")
+
+
+def test_execute_fails_an_unknown_handler_without_running_anything(store):
+    out = execute({"handler": "nosuch"}, store)
+    assert not out.ok and out.reason == "unknown handler 'nosuch'"
+
+
+@pytest.mark.parametrize("junk", ["x" * 500, "é" * 300, "🚀" * 200, "a\u0301" * 150])
+def test_failure_reasons_fit_the_chain_once_truncated(store, junk):
+    from etrid_ray.chain.provider import truncate_utf8
+
+    out = execute({"handler": "sleep", "args": {"seconds": junk}}, store)
+    assert not out.ok and "ValueError" in out.reason
+    cut = truncate_utf8(out.reason)
+    assert len(cut) <= 128
+    assert cut.decode("utf-8").startswith("sleep failed: ValueError")   # cut on a character boundary
