@@ -16,11 +16,29 @@ from typing import Any
 
 import ray
 
-from etrid_ray.blobs import BlobError, open_blob_store
+from etrid_ray.blobs import BlobError, BlobIntegrityError, BlobNotFound, BlobTooLarge, open_blob_store
 from etrid_ray.manifest import Manifest
 from etrid_ray.workloads.registry import UnknownHandler, WorkloadContext, get_workload
 
 TASK_MAX_RETRIES = 3
+STORE_RETRY_S = 90.0  # ride out a blob store restart (the devnet's store restarts with the chain)
+PERMANENT = (BlobIntegrityError, BlobNotFound, BlobTooLarge)
+
+
+def _with_retry(fn: Any, *args: Any) -> Any:
+    """Retries transient store failures with backoff; integrity, absence and size errors are final."""
+    deadline = time.monotonic() + STORE_RETRY_S
+    delay = 0.2
+    while True:
+        try:
+            return fn(*args)
+        except PERMANENT:
+            raise
+        except BlobError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 @dataclass(frozen=True)
@@ -74,7 +92,7 @@ def execute(job_id: int, manifest_json: str, store_url: str, max_input_bytes: in
     total = 0
     for ref in manifest.inputs:
         try:
-            data = store.get(ref.hash)
+            data = _with_retry(store.get, ref.hash)
         except BlobError as err:
             return fail(f"input {ref.name}: {type(err).__name__}")
         total += len(data)
@@ -95,7 +113,7 @@ def execute(job_id: int, manifest_json: str, store_url: str, max_input_bytes: in
         payload = json.dumps({"job_id": job_id, "handler": manifest.handler, "result": result},
                              sort_keys=True, separators=(",", ":")).encode()
     try:
-        result_hash = store.put(payload)
+        result_hash = _with_retry(store.put, payload)
     except BlobError as err:
         return fail(f"result upload failed: {type(err).__name__}")
     return Outcome(job_id, True, result_hash, "", started, time.time(), node_id)
