@@ -105,11 +105,11 @@ def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
         parts = name.lower().split("__")
         if parts[0] not in fields or name.upper() in ("SEED",):
             continue
+        path = [fields[parts[0]], *parts[1:]]  # ETRID_GPUS__COUNT -> gpus.count; ETRID_REGION -> region
         target = out
-        for part in [fields[parts[0]]] + parts[1:-1]:
+        for part in path[:-1]:
             target = target.setdefault(part, {})
-        leaf = fields[parts[0]] if len(parts) == 1 else parts[-1]
-        target[leaf] = _parse_scalar(value)
+        target[path[-1]] = _parse_scalar(value)
     return out
 
 
