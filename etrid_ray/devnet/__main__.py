@@ -15,9 +15,11 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="persist state here (SQLite); default ephemeral")
     parser.add_argument("--blob-limit-mb", type=float, default=DEFAULT_BLOB_LIMIT / (1024 * 1024))
     parser.add_argument("--confirm-window", type=int, default=None, help="blocks before auto-confirm")
+    parser.add_argument("--timeout-grace", type=int, default=None,
+                        help="seconds past max_compute_time before a Processing job times out (default 30)")
     args = parser.parse_args()
     main_from_cli(args.host, args.port, args.block_time, args.data_dir, int(args.blob_limit_mb * 1024 * 1024),
-                  args.confirm_window)
+                  args.confirm_window, args.timeout_grace)
 
 
 if __name__ == "__main__":

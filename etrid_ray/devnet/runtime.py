@@ -18,7 +18,11 @@ from etrid_ray.devnet.pallets.balances import Balances
 from etrid_ray.devnet.pallets.compliance import Compliance
 from etrid_ray.devnet.pallets.confidential_compute import ConfidentialCompute
 from etrid_ray.devnet.pallets.gpu_registry import GpuRegistry
-from etrid_ray.devnet.pallets.job_marketplace import DEFAULT_CONFIRM_WINDOW_BLOCKS, JobMarketplace
+from etrid_ray.devnet.pallets.job_marketplace import (
+    DEFAULT_CONFIRM_WINDOW_BLOCKS,
+    TIMEOUT_GRACE_SECS,
+    JobMarketplace,
+)
 from etrid_ray.devnet.pallets.sudo import Sudo
 from etrid_ray.devnet.pallets.system import SS58_PREFIX, System
 from etrid_ray.devnet.pallets.timestamp import Timestamp
@@ -44,6 +48,7 @@ RUNTIME_APIS = [  # (name, version): what `state_getRuntimeVersion.apis` adverti
 @dataclass
 class RuntimeConfig:
     confirm_window_blocks: int = DEFAULT_CONFIRM_WINDOW_BLOCKS
+    timeout_grace_secs: int = TIMEOUT_GRACE_SECS  # devnet option --timeout-grace (tests shorten it)
 
 
 class InvalidTransaction(Exception):

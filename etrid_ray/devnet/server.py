@@ -7,13 +7,14 @@ clients get errors, never the node's attention for long.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from etrid_ray.devnet.blob_store import BlobStore
 from etrid_ray.devnet.node import Node
@@ -24,6 +25,7 @@ from etrid_ray.devnet.runtime import RuntimeConfig
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 MAX_BATCH = 1000
 DEFAULT_BLOB_LIMIT = 64 * 1024 * 1024
+SHUTDOWN_TIMEOUT = 2.0  # seconds granted to open connections on SIGTERM/SIGINT
 
 
 def _error(code: int, message: str, req_id: Any = None) -> dict[str, Any]:
@@ -44,6 +46,7 @@ class DevnetServer:
         self.app.router.add_get("/health", self.health)
         self.runner: web.AppRunner | None = None
         self.port = 0
+        self._sockets: set[web.WebSocketResponse] = set()
 
     # JSON-RPC payloads ----------------------------------------------------------------------------
 
@@ -73,6 +76,7 @@ class DevnetServer:
             return web.Response(text="etrid-ray devnet: JSON-RPC over WebSocket or HTTP POST\n")
         ws = web.WebSocketResponse(max_msg_size=self.max_frame, heartbeat=30)
         await ws.prepare(request)
+        self._sockets.add(ws)
         loop = asyncio.get_running_loop()
         outbox: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -102,6 +106,7 @@ class DevnetServer:
                 elif msg.type == WSMsgType.ERROR:
                     break
         finally:
+            self._sockets.discard(ws)
             session.close()
             outbox.put_nowait(None)
             await writer_task
@@ -140,7 +145,7 @@ class DevnetServer:
     # lifecycle ------------------------------------------------------------------------------------
 
     async def start(self, host: str, port: int) -> str:
-        self.runner = web.AppRunner(self.app, access_log=None)
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port)
         await site.start()
@@ -149,28 +154,39 @@ class DevnetServer:
         return f"ws://{host}:{self.port}"
 
     async def stop(self) -> None:
+        """Closes every client websocket (1001 going away) first: aiohttp would otherwise wait for
+        connected clients to leave before the process can exit."""
+        if self._sockets:
+            closing = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"devnet shutting down")
+                       for ws in list(self._sockets)]
+            await asyncio.wait([asyncio.ensure_future(c) for c in closing], timeout=SHUTDOWN_TIMEOUT)
         if self.runner is not None:
             await self.runner.cleanup()
 
 
 async def serve(host: str, port: int, block_time: float, data_dir: str | None, blob_limit: int,
-                confirm_window_blocks: int | None = None) -> None:
+                confirm_window_blocks: int | None = None, timeout_grace_secs: int | None = None) -> None:
     store = SqliteStore(Path(data_dir) / "chain.sqlite") if data_dir else None
     config = RuntimeConfig()
     if confirm_window_blocks is not None:
         config.confirm_window_blocks = confirm_window_blocks
+    if timeout_grace_secs is not None:
+        config.timeout_grace_secs = timeout_grace_secs
     node = Node(block_time=block_time, config=config, store=store)
     blobs = BlobStore(Path(data_dir) / "blobs" if data_dir else None, blob_limit)
     server = DevnetServer(node, blobs)
+    # The runtime's type machinery (scalecodec classes, metadata) is a large, long-lived object graph:
+    # keep it out of the cyclic GC, or every full collection (and the one at exit, for seconds) walks it.
+    gc.freeze()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the URL is printed: a client may stop us at once
+        loop.add_signal_handler(sig, stop.set)
     url = await server.start(host, port)
     print(url, flush=True)
     print(f"etrid-ray devnet: chain {server.rpc.chain_name!r}, best block #{node.best.number}, "
           f"block time {'instant' if block_time == 0 else f'{block_time}s'}, "
           f"state {'in ' + str(data_dir) if data_dir else 'in memory (ephemeral)'}", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     author = asyncio.create_task(node.run())
     await stop.wait()
     author.cancel()
@@ -181,9 +197,12 @@ async def serve(host: str, port: int, block_time: float, data_dir: str | None, b
 
 
 def main_from_cli(host: str = "127.0.0.1", port: int = 9944, block_time: float = 6.0, data_dir: str | None = None,
-                  blob_limit_bytes: int = DEFAULT_BLOB_LIMIT, confirm_window_blocks: int | None = None) -> None:
+                  blob_limit_bytes: int = DEFAULT_BLOB_LIMIT, confirm_window_blocks: int | None = None,
+                  timeout_grace_secs: int | None = None) -> None:
     if block_time < 0:
         raise SystemExit("--block-time must be >= 0 (0 seals a block per batch of transactions)")
+    if timeout_grace_secs is not None and timeout_grace_secs < 0:
+        raise SystemExit("--timeout-grace must be >= 0 seconds")
     if data_dir:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
-    asyncio.run(serve(host, port, block_time, data_dir, blob_limit_bytes, confirm_window_blocks))
+    asyncio.run(serve(host, port, block_time, data_dir, blob_limit_bytes, confirm_window_blocks, timeout_grace_secs))

@@ -92,7 +92,7 @@ class JobMarketplace(Pallet):
                          ("Overflow", "Arithmetic overflow.")):
             self.error(err, doc)
         self.constant("PlatformFeeBps", c.u32, PLATFORM_FEE_BPS)
-        self.constant("TimeoutGraceSecs", c.u64, TIMEOUT_GRACE_SECS)
+        self.constant("TimeoutGraceSecs", c.u64, self.runtime.config.timeout_grace_secs)
         self.constant("ConfirmWindowBlocks", c.u32, self.runtime.config.confirm_window_blocks)
         self._deadlines: list[tuple[int, int]] = []
         self._confirmations: list[tuple[int, int]] = []
@@ -137,7 +137,7 @@ class JobMarketplace(Pallet):
         state.put(self.Jobs, job_id, {**job, "status": "Processing", "assigned_gpu": gpu_id})
         state.put(self.PendingJobs, None, [j for j in state.get(self.PendingJobs) if j != job_id])
         state.put(self.GpuJobs, gpu_id, gpu_jobs + [job_id])
-        deadline = self.runtime.now_secs() + int(job["max_compute_time"]) + TIMEOUT_GRACE_SECS
+        deadline = self.runtime.now_secs() + int(job["max_compute_time"]) + self.runtime.config.timeout_grace_secs
         state.put(self.JobDeadlines, job_id, deadline)
         heapq.heappush(self._deadlines, (deadline, job_id))
         self.emit("JobAssigned", job_id=job_id, gpu_id=gpu_id)
