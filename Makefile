@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.etrid-ray-installed
 
-.PHONY: venv test demo lint
+.PHONY: venv test demo lifecycle bench lint
 
 venv: $(STAMP)
 
@@ -13,14 +13,21 @@ $(VPY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(VPY)
-	$(VPY) -m pip install -q -e '.[test]'
+	$(VPY) -m pip install -q -e '.[test,embedding]'
 	touch $(STAMP)
 
 test: venv
 	$(VPY) -m pytest -q
 
 demo: venv
+	$(VPY) -m etrid_ray demo
+
+lifecycle: venv
 	$(VPY) -m etrid_ray.demo_lifecycle
+
+bench: venv
+	$(VPY) bench/devnet.py
+	$(VPY) bench/throughput.py
 
 lint: venv
 	$(VPY) -m ruff check etrid_ray tests

@@ -376,5 +376,45 @@ def submit(
     )
 
 
+@provider.command("run")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="provider config (YAML or JSON); env ETRID_* settings override it")
+@click.option("--address", default=None, help="Ray cluster address (default: ray_address from the config, "
+              "else a local Ray)")
+@click.option("--run-for", type=float, default=None, help="stop after this many seconds (default: until SIGTERM)")
+@click.option("--status-every", type=float, default=10.0, show_default=True)
+@click.option("--leave-running", is_flag=True, help="leave the detached head actor running on exit")
+@_friendly
+def provider_run(config_path: str | None, address: str | None, run_for: float | None, status_every: float,
+                 leave_running: bool) -> None:
+    """Run the provider head (a detached Ray actor) against the chain in the config.
+
+    The signing key comes from the env var the config names (ETRID_SEED by default) or its seed_file.
+    """
+    from etrid_ray.chain.keys import load_signer
+    from etrid_ray.config import load_config
+    from etrid_ray.provider.runner import run_provider
+
+    config = load_config(config_path)
+    load_signer(env_var=config.seed_env, file=config.seed_file)  # fail fast, here, with a clear message
+    run_provider(config, address=address, run_for=run_for, status_every=status_every,
+                 leave_running=leave_running, echo=click.echo)
+
+
+@main.command()
+@click.option("--jobs", default=60, show_default=True, type=click.IntRange(1, 5000), help="trace jobs to replay")
+@click.option("--speedup", default=600.0, show_default=True, type=click.FloatRange(1, 1e6),
+              help="time compression of the Philly trace")
+@click.option("--seed", default=7, show_default=True, help="picks the trace slice and the handler mix")
+@click.option("--gpus", default=4, show_default=True, type=click.IntRange(1, 64), help="simulated GPUs")
+@click.option("--bad", default=4, show_default=True, type=click.IntRange(0, 100), help="broken manifests to add")
+@click.option("--timeout", "timeout_s", default=150.0, show_default=True, help="give up after this many seconds")
+def demo(jobs: int, speedup: float, seed: int, gpus: int, bad: int, timeout_s: float) -> None:
+    """Everything on one machine: devnet, local Ray with simulated GPUs, the provider, a trace replay."""
+    from etrid_ray.demo import run_demo
+
+    run_demo(jobs=jobs, speedup=speedup, seed=seed, gpus=gpus, bad=bad, timeout_s=timeout_s)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

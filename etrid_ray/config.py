@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -31,7 +31,7 @@ class GpuConfig(BaseModel):
     compute_units: int = Field(108, ge=1)
     clock_speed_mhz: int = Field(1410, ge=1, le=65535)
     tdp_watts: int = Field(400, ge=1, le=65535)
-    tee: str | None = Field(None, description="TEE type these GPUs' nodes provide (sgx, sev-snp, tdx) or none")
+    tee: Literal["sgx", "sev-snp", "tdx"] | None = Field(None, description="TEE type these GPUs' nodes provide")
 
 
 class ProviderConfig(BaseModel):

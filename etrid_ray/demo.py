@@ -153,7 +153,8 @@ def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 
     started = time.monotonic()
     with DevnetProcess(block_time=0, extra_args=["--confirm-window", "20"]) as devnet:
         console.print(f"[bold]devnet[/] {devnet.url} (pid {devnet.pid})")
-        ray.init(num_cpus=2, num_gpus=gpus, resources={"pool:local": 1000}, include_dashboard=False,
+        ray.init(address="local", num_cpus=2, num_gpus=gpus, resources={"pool:local": 1000},
+                 include_dashboard=False,
                  namespace="etrid", logging_level="ERROR", log_to_driver=False)
         try:
             config = load_config(env={}, overrides={

@@ -254,3 +254,10 @@ def test_every_non_claim_verdict_has_a_reason():
     for m in cases:
         v = verdict(m)
         assert v.action != "claim" and v.reason
+
+
+def test_a_job_asking_for_zero_gpus_is_still_priced_as_a_minimum_gpu_fraction():
+    zero = manifest(resources={"gpus": 0})
+    assert verdict(zero, payment=1).action == "skip"  # one planck does not buy 100 s of anything
+    floor = int(CAPS.price_per_gpu_second * 100 * 0.01) + 1
+    assert verdict(zero, payment=floor).action == "claim"

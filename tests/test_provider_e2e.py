@@ -38,7 +38,8 @@ PAY = 10**18  # 1 ËDSC per job
 @pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Any:
     os.environ["ETRID_SEED"] = "//" + PROVIDER  # the head actor reads its key from its environment
-    ray.init(num_cpus=2, num_gpus=4, resources={"pool:local": 1000}, include_dashboard=False,
+    ray.init(address="local", num_cpus=2, num_gpus=4, resources={"pool:local": 1000},
+             include_dashboard=False,
              logging_level="ERROR", namespace="etrid-tests")
     yield
     ray.shutdown()

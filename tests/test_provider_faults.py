@@ -68,7 +68,8 @@ def test_a_job_on_a_killed_worker_node_is_retried_elsewhere_and_completes_once(f
 @pytest.fixture()
 def local_ray() -> Any:
     os.environ["ETRID_SEED"] = "//" + PROVIDER  # the head actor reads its key from its environment
-    ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, logging_level="ERROR", namespace="etrid-faults")
+    ray.init(address="local", num_cpus=2, num_gpus=4, include_dashboard=False, logging_level="ERROR",
+             namespace="etrid-faults")
     yield
     ray.shutdown()
 

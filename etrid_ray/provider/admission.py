@@ -18,6 +18,7 @@ from etrid_ray.manifest import Manifest, ManifestError
 from etrid_ray.workloads.registry import REGISTRY
 
 EU_PREFIXES = ("eu", "europe")
+MIN_BILLABLE_GPUS = 0.01
 
 
 @dataclass(frozen=True)
@@ -67,18 +68,22 @@ def accelerator_matches(wanted: str, ours: str) -> bool:
     return re.search(rf"(?:^|[\s\-_]){re.escape(wanted.strip())}(?:$|[\s\-_])", ours.strip(), re.I) is not None
 
 
+def billable_gpus(manifest: Manifest) -> float:
+    """GPUs a job is priced for: at least MIN_BILLABLE_GPUS, so a `gpus: 0` job cannot run for free."""
+    return max(float(manifest.resources.gpus), MIN_BILLABLE_GPUS)
+
+
 def pays_enough(terms: JobTerms, manifest: Manifest, price_per_gpu_second: int) -> bool:
     """payment / (max_compute_time × gpus) ≥ price, in exact arithmetic (planck sums exceed a float's 53 bits)."""
-    gpus = Fraction(repr(max(float(manifest.resources.gpus), 1e-9)))  # the decimal the manifest wrote
+    gpus = Fraction(repr(billable_gpus(manifest)))  # the decimal the manifest wrote
     seconds = max(terms.max_compute_time, 1)
     return terms.payment >= price_per_gpu_second * seconds * gpus
 
 
 def price_per_gpu_second(terms: JobTerms, manifest: Manifest) -> float:
     """What the job pays per GPU-second if it runs for its whole max_compute_time (the worst case)."""
-    gpus = max(manifest.resources.gpus, 1e-9)
     seconds = max(terms.max_compute_time, 1)
-    return terms.payment / (seconds * gpus)
+    return terms.payment / (seconds * billable_gpus(manifest))
 
 
 def admit(terms: JobTerms, manifest: Manifest | ManifestError, caps: Capabilities) -> Verdict:

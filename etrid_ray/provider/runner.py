@@ -21,7 +21,7 @@ def run_provider(config: ProviderConfig, *, address: str | None = None, run_for:
     launches the head actor and reports its status until stopped (SIGINT/SIGTERM) or `run_for` elapses."""
     addr = address or config.ray_address
     if not ray.is_initialized():
-        ray.init(address=addr, namespace=config.namespace, logging_level="WARNING",
+        ray.init(address=addr or "local", namespace=config.namespace, logging_level="WARNING",
                  **({} if addr else {"include_dashboard": False}))
     head = launch_head(config)
     stop = threading.Event()
