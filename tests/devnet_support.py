@@ -11,12 +11,14 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from scalecodec.utils.ss58 import ss58_encode
 from substrateinterface import ExtrinsicReceipt, Keypair, SubstrateInterface
 
 EDSC = 10**18
 MIN_STAKE = 100 * EDSC
 PLATFORM_FEE_BPS = 500
 TREASURY = "0x" + (b"modlpy/trsry" + b"\x00" * 20).hex()
+TREASURY_ADDRESS = ss58_encode(TREASURY, 42)
 DEV_NAMES = ("Alice", "Bob", "Charlie", "Dave", "Eve", "Ferdie")
 SPECS = {"model": "NVIDIA A100-SXM4-80GB", "vram_gb": 80, "compute_units": 108, "clock_speed_mhz": 1410,
          "tdp_watts": 400}
