@@ -49,7 +49,8 @@ class RayHeadProcess:
                 "--num-cpus", str(self.num_cpus), "--num-gpus", str(self.num_gpus), "--resources", self.resources,
                 "--include-dashboard", "true", "--disable-usage-stats"]
         self.log = log
-        env = {**os.environ, "RAY_AUTH_MODE": "token", **self.env, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+        path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+        env = {**os.environ, "RAY_AUTH_MODE": "token", **self.env, "PATH": path}
         self.proc = subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
         deadline = time.monotonic() + timeout
