@@ -74,7 +74,7 @@ class SqliteStore:
                     continue
                 key = rt.codec.decode(item.key_ty, raw[32 + skip:])
                 key = _normalise_key(rt, item, key)
-            rt.state.load_raw(item, key, _normalise_value(rt.codec.decode(item.value_ty, bytes(value))))
+            rt.state.load_raw(item, key, _normalise_value(rt.codec.decode(item.value_ty, bytes(value))), bytes(value))
         for row in self.db.execute("SELECT number, hash, parent, state_root, extrinsics_root, extrinsics, events "
                                    "FROM blocks ORDER BY number"):
             number, hsh, parent, sroot, xroot, exts, events = row

@@ -154,6 +154,9 @@ class RpcHandler:
         if req_id is not None and not isinstance(req_id, int | str):
             return {"jsonrpc": "2.0", "id": None, "error": RpcError(-32600, "Invalid request").json()}
         method = request["method"]
+        fn = self.methods.get(method)
+        if fn is None:  # as jsonrpsee: an unknown method is "not found" whatever its params
+            return {"jsonrpc": "2.0", "id": req_id, "error": RpcError(-32601, "Method not found").json()}
         params = request.get("params", [])
         if params is None:
             params = []
@@ -161,9 +164,6 @@ class RpcHandler:
             params = list(params.values())
         if not isinstance(params, list):
             return {"jsonrpc": "2.0", "id": req_id, "error": invalid_params("params must be an array").json()}
-        fn = self.methods.get(method)
-        if fn is None:
-            return {"jsonrpc": "2.0", "id": req_id, "error": RpcError(-32601, "Method not found").json()}
         self._current_method = method
         try:
             result = fn(session, params)

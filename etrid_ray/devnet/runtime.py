@@ -248,7 +248,7 @@ class Runtime:
         self.state.put(self.sudo.Key, None, dev_account("Alice"))
         self.state.put(self.timestamp.Now, None, 0)
         self._events.clear()
-        self.state.take_block_changes()
+        # The genesis writes stay in the block changes: the node takes them with block 0 (and persists them).
         self.after_load()
 
     def after_load(self) -> None:

@@ -53,7 +53,7 @@ class DevnetServer:
     def answer(self, session: Session, text: str | bytes) -> Any:
         try:
             payload = json.loads(text)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
             return _error(-32700, "Parse error")
         if isinstance(payload, list):
             if not payload:

@@ -184,6 +184,9 @@ class Storage:
             idx += 1
         return out
 
-    def load_raw(self, item: StorageItem, key: Any, value: Any) -> None:
-        """Sets a value without journaling: genesis and restoring from disk."""
+    def load_raw(self, item: StorageItem, key: Any, value: Any, encoded: bytes | None = None) -> None:
+        """Sets a value without journaling: genesis and restoring from disk (with the stored bytes, which
+        RPC reads then serve as they were: a decoded `System.Events` is not in a re-encodable shape)."""
         self._apply(item, key, value)
+        if encoded is not None:
+            self._encoded[self.raw_key(item, key)] = encoded
