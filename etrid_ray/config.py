@@ -52,6 +52,7 @@ class ProviderConfig(BaseModel):
     claim_batch: int = Field(256, ge=1, le=5000)
     result_batch: int = Field(256, ge=1, le=5000)
     max_inflight_per_gpu: int = Field(64, ge=1, description="claimed-but-unfinished jobs allowed per GPU")
+    task_cpus: float = Field(1.0, ge=0, le=64, description="CPUs each job's Ray task reserves besides its GPUs")
     heartbeat_interval_s: float = Field(30.0, gt=0)
     telemetry_interval_s: float = Field(30.0, gt=0)
     poll_interval_s: float = Field(0.5, gt=0)

@@ -73,6 +73,9 @@ class Stats:
     queue_to_start: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
     result_to_chain: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
     waits: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+    started_at: dict[int, float] = field(default_factory=dict)    # job id -> task start (wall clock)
+    ended_at: dict[int, float] = field(default_factory=dict)      # job id -> task end
+    on_chain_at: dict[int, float] = field(default_factory=dict)   # job id -> settlement included
 
 
 def _failure_kind(reason: str) -> str:
@@ -111,6 +114,12 @@ class ProviderHead:
         self._watcher: QueueWatcher | None = None
         self._fetch_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="etrid-manifest")
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._done: queue.Queue[tuple[int, Any]] = queue.Queue()  # (job id, finished future)
+        self._last_deadline_scan = 0.0
+        self._capacity_read_at = -1e9
+        self._capacity_cache = 0.0
+        self._lock = threading.RLock()  # running, gpu_load, to_settle, stats: shared by the two loops
         self._thread: threading.Thread | None = None
         self._last_heartbeat = 0.0
         self._last_telemetry = 0.0
@@ -129,7 +138,7 @@ class ProviderHead:
         if ray.is_initialized() and pool_key in ray.cluster_resources():
             self._pool_resource = {pool_key: 0.001}
         self.recover()
-        self._watcher = QueueWatcher(self.conn, self._updates.put, poll_interval=self.config.poll_interval_s)
+        self._watcher = QueueWatcher(self.conn, self._on_update, poll_interval=self.config.poll_interval_s)
         self._watcher.start()
         if background:
             self._thread = threading.Thread(target=self.run_forever, name="etrid-provider-head", daemon=True)
@@ -145,23 +154,41 @@ class ProviderHead:
         self._fetch_pool.shutdown(wait=False, cancel_futures=True)
         self.conn.close()
 
-    def run_forever(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = self.step()
-            except Exception as err:  # one bad step must not stop the head; it is counted and logged
-                self.errors[type(err).__name__] += 1
-                log.exception("provider head step failed")
-                busy = False
-            if not busy:
-                try:
-                    self._updates_wait(self.config.poll_interval_s)
-                except queue.Empty:
-                    pass
+    def _on_update(self, update: QueueUpdate) -> None:
+        self._updates.put(update)
+        self._wake.set()
 
-    def _updates_wait(self, timeout: float) -> None:
-        update = self._updates.get(timeout=timeout)
-        self._updates.put(update)  # leave it for step() to consume in order
+    def run_forever(self) -> None:
+        """Two loops in two threads, so chain round trips overlap: this one takes the queue, claims and
+        dispatches; the reporter harvests finished tasks and settles them on chain."""
+        reporter = threading.Thread(target=self._report_forever, name="etrid-provider-reporter", daemon=True)
+        reporter.start()
+        while not self._stop.is_set():
+            busy = self._guarded(self._intake_step)
+            if not busy:
+                self._wake.wait(self.config.poll_interval_s)
+                self._wake.clear()
+        reporter.join(timeout=30)
+
+    def _report_forever(self) -> None:
+        while not self._stop.is_set():
+            self._guarded(lambda: bool(self._harvest(wait=0.05) + self._settle()))
+
+    def _guarded(self, fn: Any) -> bool:
+        try:
+            return bool(fn())
+        except Exception as err:  # one bad pass must not stop the head; it is counted and logged
+            self.errors[type(err).__name__] += 1
+            log.exception("provider head step failed")
+            self._stop.wait(0.5)
+            return False
+
+    def _intake_step(self) -> bool:
+        self._take_updates()
+        self._evaluate()
+        claimed = self._claim_and_dispatch()
+        self._keepalive()
+        return claimed > 0
 
     # GPUs -----------------------------------------------------------------------------------------
 
@@ -180,12 +207,14 @@ class ProviderHead:
         return mine[: max(self.facts.count, 0)] if self.facts.count else mine
 
     def _capacity(self) -> float:
-        """GPUs the Ray cluster has now (it grows and shrinks with the autoscaler)."""
-        if ray.is_initialized():
-            total = float(ray.cluster_resources().get("GPU", 0.0))
-            if total > 0:
-                return total
-        return float(self.facts.count)
+        """GPUs the Ray cluster has now (it grows and shrinks with the autoscaler); read at most every
+        second, since `ray.cluster_resources()` walks every node."""
+        now = time.monotonic()
+        if now - self._capacity_read_at > 1.0:
+            self._capacity_read_at = now
+            total = float(ray.cluster_resources().get("GPU", 0.0)) if ray.is_initialized() else 0.0
+            self._capacity_cache = total if total > 0 else float(self.facts.count)
+        return self._capacity_cache
 
     def _free_gpus(self) -> float:
         return self._capacity() - sum(r.gpus for r in self.running.values())
@@ -333,34 +362,42 @@ class ProviderHead:
         chosen.sort(key=lambda c: (c.verdict.action != "reject", PRIORITY_ORDER.get(c.job.priority, 1),
                                    c.job.submitted_at, c.job.job_id))
         pairs: list[tuple[Candidate, int]] = []
-        free = self._free_gpus()
-        for cand in chosen[: self.config.claim_batch]:
-            gpus = cand.manifest.resources.gpus if cand.manifest and cand.verdict.action == "claim" else 0.0
-            if gpus > free + 1e-9:
-                continue  # claim only what can start now: the chain's timeout clock starts at the claim
-            gpu = self._pick_gpu(gpus)
-            if gpu is None:
-                break
-            free -= gpus
-            self.gpu_load[gpu] += 1
-            pairs.append((cand, gpu))
+        with self._lock:
+            free = self._free_gpus()
+            for cand in chosen[: self.config.claim_batch]:
+                gpus = cand.manifest.resources.gpus if cand.manifest and cand.verdict.action == "claim" else 0.0
+                if gpus > free + 1e-9:
+                    continue  # claim only what can start now: the chain's timeout clock starts at the claim
+                gpu = self._pick_gpu(gpus)
+                if gpu is None:
+                    break
+                free -= gpus
+                self.gpu_load[gpu] += 1
+                pairs.append((cand, gpu))
         if not pairs:
             return 0
         try:
             results = self.chain.claim([(c.job.job_id, g) for c, g in pairs])
         except Exception:
-            for _c, g in pairs:
-                self.gpu_load[g] -= 1
+            with self._lock:
+                for _c, g in pairs:
+                    self.gpu_load[g] -= 1
             raise
         won = [(c, g) for (c, g), r in zip(pairs, results, strict=True) if r.ok]
-        for (c, g), r in zip(pairs, results, strict=True):
-            self.candidates.pop(c.job.job_id, None)
-            if not r.ok:
-                self.gpu_load[g] -= 1
-                self.stats.lost_claims += 1  # another provider won the race: quietly move on
+        with self._lock:
+            for (c, g), r in zip(pairs, results, strict=True):
+                self.candidates.pop(c.job.job_id, None)
+                if not r.ok:
+                    self.gpu_load[g] -= 1
+                    self.stats.lost_claims += 1  # another provider won the race: quietly move on
         self.journal.claimed([(c.job.job_id, g) for c, g in won])
         self.stats.claimed += len(won)
         now = time.time()
+        with self._lock:
+            self._dispatch_won(won, now)
+        return len(won)
+
+    def _dispatch_won(self, won: list[tuple[Candidate, int]], now: float) -> None:
         for cand, gpu in won:
             if cand.verdict.action == "reject" or cand.manifest is None:
                 self.gpu_load[gpu] -= 1
@@ -370,11 +407,10 @@ class ProviderHead:
             else:
                 self.gpu_load[gpu] -= 1  # _dispatch counts it again
                 self._dispatch(cand.job, cand.manifest, gpu)
-        return len(won)
 
     def _dispatch(self, job: Job, manifest: Manifest, gpu_id: int) -> None:
         timeout = min(manifest.timeout_s or job.max_compute_time, job.max_compute_time)
-        options: dict[str, Any] = {"num_gpus": manifest.resources.gpus}
+        options: dict[str, Any] = {"num_gpus": manifest.resources.gpus, "num_cpus": self.config.task_cpus}
         if self._pool_resource:
             options["resources"] = dict(self._pool_resource)
         ref = run_job.options(**options).remote(job.job_id, manifest.model_dump_json(), self.store_url,
@@ -382,51 +418,73 @@ class ProviderHead:
         now = time.time()
         self.running[job.job_id] = Running(job.job_id, gpu_id, ref, now + timeout, now, manifest.resources.gpus,
                                            float(job.submitted_at))
+        ref.future().add_done_callback(lambda fut, job_id=job.job_id: self._done.put((job_id, fut)))
         self.gpu_load[gpu_id] += 1
         self.stats.waits.append(max(0.0, now - job.submitted_at))
 
-    def _harvest(self) -> int:
-        if not self.running:
-            return 0
-        by_ref = {r.ref: r for r in self.running.values()}
-        ready, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=0, fetch_local=False)
-        now = time.time()
+    def _harvest(self, wait: float = 0.0) -> int:
+        """Collects finished tasks (pushed by their futures' callbacks: no scans over every running
+        task) and cancels tasks past their deadline."""
         finished: list[tuple[int, bool, str | None, str]] = []
-        for ref in ready:
-            run = by_ref[ref]
+        try:
+            first = self._done.get(timeout=wait) if wait > 0 else self._done.get_nowait()
+        except queue.Empty:
+            first = None
+        batch = [first] if first is not None else []
+        while len(batch) < self.config.result_batch:
             try:
-                outcome: Outcome = ray.get(ref)
-                item = (run.job_id, outcome.ok, outcome.result_hash, outcome.reason)
-                self.stats.queue_to_start.append(max(0.0, outcome.started_at - run.submitted_at))
-                self.stats.gpu_seconds += (outcome.finished_at - outcome.started_at) * run.gpus
-            except ray.exceptions.TaskCancelledError:
-                item = (run.job_id, False, None, f"timeout after {run.deadline - run.dispatched_at:.0f}s")
-            except ray.exceptions.RayError as err:  # node lost beyond retries, worker crashed, …
-                item = (run.job_id, False, None, f"execution lost: {type(err).__name__}")
-            finished.append(item)
-        done = {f[0] for f in finished}
-        for run in list(self.running.values()):
-            if run.job_id not in done and now > run.deadline:
-                ray.cancel(run.ref, force=True)
-                finished.append((run.job_id, False, None, f"timeout after {run.deadline - run.dispatched_at:.0f}s"))
+                batch.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        now = time.time()
+        with self._lock:
+            for job_id, future in batch:
+                run = self.running.get(job_id)
+                if run is None or run.ref is None:
+                    continue  # already settled as timed out
+                finished.append(self._outcome_item(run, future))
+            if now - self._last_deadline_scan >= 0.25:
+                self._last_deadline_scan = now
+                for run in self.running.values():
+                    if now > run.deadline and run.ref is not None:
+                        ray.cancel(run.ref, force=True)
+                        run.ref = None
+                        finished.append((run.job_id, False, None,
+                                         f"timeout after {run.deadline - run.dispatched_at:.0f}s"))
         if not finished:
             return 0
         self.journal.finished(finished)
-        for job_id, ok, _h, reason in finished:
-            run = self.running.pop(job_id)
-            self.gpu_load[run.gpu_id] -= 1
-            self.finished_at[job_id] = now
-            if ok:
-                self.stats.completed += 1
-            else:
-                self.stats.failed[_failure_kind(reason)] += 1
-        self.to_settle.extend(finished)
+        with self._lock:
+            for job_id, ok, _h, reason in finished:
+                run = self.running.pop(job_id)
+                self.gpu_load[run.gpu_id] -= 1
+                self.finished_at[job_id] = now
+                if ok:
+                    self.stats.completed += 1
+                else:
+                    self.stats.failed[_failure_kind(reason)] += 1
+            self.to_settle.extend(finished)
         return len(finished)
 
+    def _outcome_item(self, run: Running, future: Any) -> tuple[int, bool, str | None, str]:
+        try:
+            outcome: Outcome = future.result()
+        except ray.exceptions.TaskCancelledError:
+            return (run.job_id, False, None, f"timeout after {run.deadline - run.dispatched_at:.0f}s")
+        except ray.exceptions.RayError as err:  # node lost beyond retries, worker crashed, …
+            return (run.job_id, False, None, f"execution lost: {type(err).__name__}")
+        self.stats.queue_to_start.append(max(0.0, outcome.started_at - run.submitted_at))
+        self.stats.started_at[run.job_id] = outcome.started_at
+        self.stats.ended_at[run.job_id] = outcome.finished_at
+        self.stats.gpu_seconds += (outcome.finished_at - outcome.started_at) * run.gpus
+        return (run.job_id, outcome.ok, outcome.result_hash, outcome.reason)
+
     def _settle(self) -> int:
-        if not self.to_settle:
-            return 0
-        batch, self.to_settle = self.to_settle[: self.config.result_batch], self.to_settle[self.config.result_batch:]
+        with self._lock:
+            if not self.to_settle:
+                return 0
+            batch = self.to_settle[: self.config.result_batch]
+            self.to_settle = self.to_settle[self.config.result_batch:]
         if self._settle_retry:
             batch = self._still_ours(batch)
         try:
@@ -434,7 +492,8 @@ class ProviderHead:
         except Exception:
             # Unknown whether the extrinsic landed: keep the batch, and before sending it again,
             # drop the jobs the chain already settled, so nothing is reported twice.
-            self.to_settle = batch + self.to_settle
+            with self._lock:
+                self.to_settle = batch + self.to_settle
             self._settle_retry = True
             raise
         self._settle_retry = False
@@ -442,7 +501,12 @@ class ProviderHead:
         done = []
         for (job_id, _ok, _h, _reason), res in zip(batch, results, strict=True):
             done.append(job_id)
-            self.stats.result_to_chain.append(now - self.finished_at.pop(job_id, now))
+            self.stats.result_to_chain.append(now - self.stats.ended_at.get(job_id, self.finished_at.get(job_id, now)))
+            self.finished_at.pop(job_id, None)
+            self.stats.on_chain_at[job_id] = now
+            for timeline in (self.stats.started_at, self.stats.ended_at, self.stats.on_chain_at):
+                while len(timeline) > 50_000:
+                    timeline.pop(next(iter(timeline)))
             if res.ok:
                 self.stats.reported += 1
             else:
