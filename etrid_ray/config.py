@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from etrid_ray.chain.errors import ConfigError
+from etrid_ray.pools import Pool
 
 PLANCK_PER_EDSC = 10**18
 
@@ -57,13 +58,47 @@ class ProviderConfig(BaseModel):
     telemetry_interval_s: float = Field(30.0, gt=0)
     poll_interval_s: float = Field(0.5, gt=0)
     journal_path: Path = Path("~/.etrid-ray/journal.sqlite")
-    pool: str = "local"
+    pool: str = Field("local-gpu", description="pool the head steers jobs to when no placement policy runs")
     region: str = "local"
     edsc_usd: float = Field(1.0, ge=0, description="ËDSC→USD rate for reports")
     ray_address: str | None = None
     namespace: str = "etrid"
     ENABLE_TEE: bool = False
     ENABLE_COMPLIANCE: bool = False
+    # pools: the local GPU nodes and the seed's cloud spot pools (see etrid_ray/pools.py)
+    local_nodes: int = Field(1, ge=0, le=1000, description="local GPU nodes (each with gpus.count GPUs)")
+    local_cpus_per_node: int = Field(32, ge=1)
+    local_memory_gib: int = Field(256, ge=1)
+    electricity_usd_per_kwh: float = Field(0.12, ge=0)
+    aws_enabled: bool = True
+    aws_region: str = "us-east-1"
+    aws_instance_type: str = "p4d.24xlarge"
+    aws_spot_max_price: float | None = Field(12.0, gt=0, description="USD per node-hour")
+    aws_max_nodes: int = Field(4, ge=0)
+    gcp_enabled: bool = True
+    gcp_region: str = "europe-west4"
+    gcp_machine_type: str = "a2-ultragpu-8g"
+    gcp_spot_max_price: float | None = Field(24.0, gt=0, description="USD per node-hour")
+    gcp_max_nodes: int = Field(4, ge=0)
+    azure_enabled: bool = True
+    azure_region: str = "eastus"
+    azure_vm_size: str = "Standard_ND96amsr_A100_v4"
+    azure_spot_max_price: float | None = Field(8.0, gt=0, description="USD per node-hour")
+    azure_max_nodes: int = Field(4, ge=0)
+    tee_region: str = "eastus2"
+    tee_max_nodes: int = Field(2, ge=0)
+    daily_cloud_budget_usd: float = Field(2000.0, ge=0, description="cloud spend per UTC day; no growth above")
+    pools: list[Pool] = Field(default_factory=list, description="extra or overriding pools, by name")
+    # scaling policy (the seed's rules by default)
+    scale_up_queue_per_gpu: float = Field(5.0, ge=0, description="queue depth per GPU that triggers +50 %")
+    scale_up_sustain_s: float = Field(60.0, ge=0)
+    scale_up_factor: float = Field(0.5, gt=0, description="+50 %")
+    scale_up_wait_s: float = Field(30.0, ge=0, description="average wait that triggers a scale-up")
+    scale_down_queue_per_gpu: float = Field(1.0, ge=0)
+    scale_down_sustain_s: float = Field(300.0, ge=0)
+    scale_down_factor: float = Field(0.1, gt=0, description="−10 %")
+    stabilization_s: float = Field(60.0, ge=0, description="no opposite decision for a pool within this window")
+    idle_timeout_s: float = Field(300.0, ge=0, description="idle nodes removed after this (KubeRay/Ray)")
 
     @field_validator("websocket_url")
     @classmethod
@@ -89,7 +124,8 @@ class ProviderConfig(BaseModel):
 
 
 ENV_PREFIX = "ETRID_"
-SEED_ENV_NAMES = {"PRICE_PER_SECOND", "ENABLE_TEE", "ENABLE_COMPLIANCE", "RPC_URL", "WEBSOCKET_URL"}
+SEED_ENV_NAMES = {"PRICE_PER_SECOND", "ENABLE_TEE", "ENABLE_COMPLIANCE", "RPC_URL", "WEBSOCKET_URL", "AWS_ENABLED",
+                  "AWS_REGION", "AWS_INSTANCE_TYPE", "AWS_SPOT_MAX_PRICE"}
 
 
 def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
