@@ -1,0 +1,397 @@
+"""The KubeRay manifests, rendered from the one config: what `etrid-ray render` writes under `cluster/`.
+
+Pools are worker groups (principle 4): every pool of `pools_from_config(config)` becomes one
+worker group of the `etrid-provider` RayCluster, advertising the same Ray resources the
+policy, the head and the simulator use (`Pool.resources()`), ordered and `priority`-ranked by
+cost per GPU-hour (cheapest first: Ray's autoscaler v2 prefers the higher `priority` when
+node types otherwise tie). Ray's own KubeRay translation
+(`ray.autoscaler._private.kuberay.autoscaling_config`) turns this manifest into the
+autoscaler's node types; the tests check that it does so pool for pool.
+
+No secret value is ever rendered: the seed phrase and cloud keys are `secretKeyRef`s to the
+`etrid-provider-credentials` Secret, whose committed file is a template of placeholders.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from functools import lru_cache
+from importlib import resources as importlib_resources
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import yaml
+
+from etrid_ray.config import ProviderConfig
+from etrid_ray.pools import Pool, pools_from_config
+
+NAMESPACE = "etrid-ai-compute"
+CLUSTER_NAME = "etrid-provider"
+CONFIGMAP_NAME = "etrid-provider-config"  # the seed's keys, as env vars (envFrom)
+CONFIG_FILE_CONFIGMAP_NAME = "etrid-provider-file"  # provider.yaml, mounted at CONFIG_DIR
+SECRET_NAME = "etrid-provider-credentials"
+CONFIG_DIR = "/etc/etrid"
+CONFIG_PATH = f"{CONFIG_DIR}/provider.yaml"
+APP_DIR = "/home/ray/etrid-ray"  # where docker/Dockerfile puts the project (jobs/ included)
+IMAGE_REPOSITORY = "ghcr.io/etrid/etrid-ray"
+LABEL_PREFIX = "etrid.ai"
+
+PORTS = {"gcs": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080}
+WORKER_GRACE_S = 180  # pod termination grace: AWS gives 2 minutes of spot notice, GCP/Azure 30 s
+PRESTOP_DEADLINE_S = 150  # the drain deadline the preStop hook announces; the rest is Ray's own shutdown
+RAY_UID, RAY_GID = 1000, 100  # the `ray` user of the rayproject/ray images
+
+# The seed's own env var names (see etrid_ray.config.SEED_ENV_NAMES): ConfigMap keys, read by load_config.
+SEED_ENV_KEYS = {
+    "RPC_URL": "rpc_url",
+    "WEBSOCKET_URL": "websocket_url",
+    "PRICE_PER_SECOND": "PRICE_PER_SECOND",
+    "ENABLE_TEE": "ENABLE_TEE",
+    "ENABLE_COMPLIANCE": "ENABLE_COMPLIANCE",
+    "AWS_ENABLED": "aws_enabled",
+    "AWS_REGION": "aws_region",
+    "AWS_INSTANCE_TYPE": "aws_instance_type",
+    "AWS_SPOT_MAX_PRICE": "aws_spot_max_price",
+}
+# Secret keys: the seed phrase (required) and optional cloud credentials for the price/quota APIs and S3 blobs.
+SECRET_KEYS = ["ETRID_SEED", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET",
+               "AZURE_TENANT_ID", "AZURE_SUBSCRIPTION_ID"]
+WORKER_SECRET_KEYS = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]  # workers only read s3:// blobs
+PLACEHOLDER = "REPLACE_ME"
+
+HEADER = ("# Rendered by `etrid-ray render --config FILE --out cluster/` from {what}.\n"
+          "# Do not edit by hand: change the config and render again (a test fails when these drift).\n")
+
+# GKE's accelerator label values (cloud.google.com/gke-accelerator), by (accelerator, VRAM GB).
+GKE_ACCELERATORS = {("A100", 40): "nvidia-tesla-a100", ("A100", 80): "nvidia-a100-80gb",
+                    ("H100", 80): "nvidia-h100-80gb", ("H100", 94): "nvidia-h100-80gb",
+                    ("L4", 24): "nvidia-l4", ("T4", 16): "nvidia-tesla-t4", ("V100", 16): "nvidia-tesla-v100",
+                    ("A10G", 24): "nvidia-a10g"}
+
+
+def ray_version() -> str:
+    return version("ray")
+
+
+def project_version() -> str:
+    try:
+        return version("etrid-ray")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0.1.0"
+
+
+def project_image() -> str:
+    """The image docker/Dockerfile builds: rayproject/ray:<ray>-py311-gpu plus this package."""
+    return f"{IMAGE_REPOSITORY}:{project_version()}"
+
+
+# ---------------------------------------------------------------------------------------------- cost order
+
+
+@lru_cache(maxsize=1)
+def _catalog_spot_prices() -> dict[tuple[str, str, str], float]:
+    """Median spot USD per node-hour over the zones of (cloud, instance type, region), from the shipped catalog."""
+    by_key: dict[tuple[str, str, str], list[float]] = {}
+    text = importlib_resources.files("etrid_ray").joinpath("data/gpu_prices.csv").read_text()
+    for row in csv.DictReader(text.splitlines()):
+        if row.get("spot_usd_per_hour"):
+            key = (row["cloud"], row["instance_type"], row["region"])
+            by_key.setdefault(key, []).append(float(row["spot_usd_per_hour"]))
+    return {k: statistics.median(v) for k, v in by_key.items()}
+
+
+def cost_per_gpu_hour(pool: Pool) -> float:
+    """What one GPU-hour of this pool costs: electricity for local pools, the catalog's spot price for
+    cloud pools (the pool's max spot price when the catalog lacks it; +inf when neither is known)."""
+    if not pool.is_cloud:
+        return pool.local_cost_per_gpu_hour()
+    node_hour = _catalog_spot_prices().get((pool.kind, pool.instance_type or "", pool.region))
+    if node_hour is None:
+        node_hour = pool.max_spot_price
+    return math.inf if node_hour is None else node_hour / pool.gpus_per_node
+
+
+def pools_by_cost(config: ProviderConfig) -> list[tuple[Pool, int, float]]:
+    """(pool, priority, USD per GPU-hour), cheapest first; local pools always before cloud ones.
+    Priorities are 10, 20, … with the highest for the cheapest (Ray's autoscaler v2 prefers higher)."""
+    pools = pools_from_config(config)
+    ranked = sorted(pools, key=lambda p: (p.is_cloud, cost_per_gpu_hour(p), p.name))
+    n = len(ranked)
+    return [(p, 10 * (n - i), cost_per_gpu_hour(p)) for i, p in enumerate(ranked)]
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+
+
+def _labels(component: str, **extra: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "etrid-ray", "app.kubernetes.io/component": component,
+            "app.kubernetes.io/part-of": "etrid-ai-compute", "app.kubernetes.io/version": project_version(),
+            **extra}
+
+
+def ray_resources_param(pool: Pool) -> str:
+    """rayStartParams.resources: the pool's custom resources (everything but GPU, which is num-gpus) as the
+    quoted JSON KubeRay passes to `ray start --resources` and Ray's KubeRay translation parses."""
+    custom = {k: int(v) for k, v in pool.resources().items() if k != "GPU"}
+    return '"' + json.dumps(custom, separators=(", ", ": ")).replace('"', '\\"') + '"'
+
+
+def _quantity_cpu(pool: Pool) -> str:
+    # leave the kubelet, the GPU/device plugins and daemonsets a slice of the node (8 %, at least 2 cores)
+    reserve = max(2, math.ceil(pool.cpus_per_node * 0.08))
+    return str(max(1, pool.cpus_per_node - reserve))
+
+
+def _quantity_memory(pool: Pool) -> str:
+    return f"{max(1, int(pool.memory_gib * 0.9))}Gi"
+
+
+def _scheduling(pool: Pool) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """nodeSelector and tolerations that put the pool's pods on its node pool (local, EKS/Karpenter, GKE, AKS)."""
+    gpu_toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    selector: dict[str, str] = {}
+    tolerations = [gpu_toleration]
+    if pool.kind == "local":
+        # the provider's own GPU machines: label them `etrid.ai/pool=<name>` when joining them to the cluster
+        selector[f"{LABEL_PREFIX}/pool"] = pool.name
+        return selector, tolerations
+    if pool.instance_type:
+        selector["node.kubernetes.io/instance-type"] = pool.instance_type
+    selector["topology.kubernetes.io/region"] = pool.region
+    if pool.kind == "aws":
+        selector["karpenter.sh/capacity-type"] = "spot" if pool.spot else "on-demand"
+    elif pool.kind == "gcp":
+        gke = GKE_ACCELERATORS.get((pool.accelerator, pool.vram_gb))
+        if gke:
+            selector["cloud.google.com/gke-accelerator"] = gke
+        if pool.spot:
+            selector["cloud.google.com/gke-spot"] = "true"
+            tolerations.append({"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true",
+                                "effect": "NoSchedule"})
+    elif pool.kind == "azure" and pool.spot:
+        selector["kubernetes.azure.com/scalesetpriority"] = "spot"
+        tolerations.append({"key": "kubernetes.azure.com/scalesetpriority", "operator": "Equal", "value": "spot",
+                            "effect": "NoSchedule"})
+    return selector, tolerations
+
+
+def _secret_env(keys: list[str], required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": key,
+                                                          "optional": key not in required}}}
+            for key in keys]
+
+
+def _pod_security() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "runAsUser": RAY_UID, "runAsGroup": RAY_GID, "fsGroup": RAY_GID}
+
+
+def _container_security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def _shm_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    # Ray's object store lives in /dev/shm: the container default (64 MiB) is far too small
+    return {"name": "dshm", "emptyDir": {"medium": "Memory"}}, {"name": "dshm", "mountPath": "/dev/shm"}
+
+
+def head_group(config: ProviderConfig) -> dict[str, Any]:
+    shm, shm_mount = _shm_volume()
+    container = {
+        "name": "ray-head",
+        "image": project_image(),
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": name, "containerPort": port} for name, port in PORTS.items()],
+        "resources": {"limits": {"cpu": "4", "memory": "16Gi"}, "requests": {"cpu": "4", "memory": "16Gi"}},
+        "envFrom": [{"configMapRef": {"name": CONFIGMAP_NAME}}],
+        "env": _secret_env(SECRET_KEYS, required=("ETRID_SEED",)),
+        "volumeMounts": [{"name": "provider-config", "mountPath": CONFIG_DIR, "readOnly": True}, shm_mount],
+        "securityContext": _container_security(),
+    }
+    return {
+        "serviceType": "ClusterIP",
+        # num-cpus 0: no job task lands on the head; the provider head actor (num_cpus=0) and the driver do
+        "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0",
+                           "metrics-export-port": str(PORTS["metrics"])},
+        "template": {
+            "metadata": {"labels": _labels("head")},
+            "spec": {
+                "securityContext": _pod_security(),
+                "containers": [container],
+                "volumes": [{"name": "provider-config",
+                             "configMap": {"name": CONFIG_FILE_CONFIGMAP_NAME,
+                                           "items": [{"key": "provider.yaml", "path": "provider.yaml"}]}},
+                            shm],
+            },
+        },
+    }
+
+
+def worker_group(pool: Pool, priority: int, cost: float) -> dict[str, Any]:
+    # local pool: all of the provider's own nodes stay up (the seed's advice: minReplicas = local GPU nodes)
+    min_replicas = pool.max_nodes if not pool.is_cloud else pool.min_nodes
+    max_replicas = max(pool.max_nodes, min_replicas)
+    selector, tolerations = _scheduling(pool)
+    shm, shm_mount = _shm_volume()
+    limits = {"cpu": _quantity_cpu(pool), "memory": _quantity_memory(pool), "nvidia.com/gpu": str(pool.gpus_per_node)}
+    container = {
+        "name": "ray-worker",
+        "image": project_image(),
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "metrics", "containerPort": PORTS["metrics"]}],
+        "resources": {"limits": dict(limits), "requests": dict(limits)},
+        "envFrom": [{"configMapRef": {"name": CONFIGMAP_NAME}}],
+        "env": [{"name": "ETRID_POOL", "value": pool.name}, *_secret_env(WORKER_SECRET_KEYS)],
+        "lifecycle": {"preStop": {"exec": {"command": [
+            "python", "-m", "etrid_ray.kuberay.prestop", "--deadline-s", str(PRESTOP_DEADLINE_S),
+            "--reason", f"pod of pool {pool.name} is terminating"]}}},
+        "volumeMounts": [shm_mount],
+        "securityContext": _container_security(),
+    }
+    annotations = {f"{LABEL_PREFIX}/cost-usd-per-gpu-hour": "unknown" if math.isinf(cost) else f"{cost:.4f}",
+                   f"{LABEL_PREFIX}/priority": str(priority)}
+    if pool.max_spot_price is not None:
+        annotations[f"{LABEL_PREFIX}/max-spot-usd-per-node-hour"] = f"{pool.max_spot_price:g}"
+    pod_labels = _labels("worker", **{f"{LABEL_PREFIX}/pool": pool.name, f"{LABEL_PREFIX}/pool-kind": pool.kind})
+    if pool.tee:
+        pod_labels[f"{LABEL_PREFIX}/tee"] = pool.tee
+    return {
+        "groupName": pool.name,
+        "replicas": min_replicas,
+        "minReplicas": min_replicas,
+        "maxReplicas": max_replicas,
+        # read by Ray's KubeRay translation into the node type's priority (autoscaler v2: higher scales first)
+        "priority": priority,
+        "rayStartParams": {"num-gpus": str(pool.gpus_per_node), "resources": ray_resources_param(pool),
+                           "metrics-export-port": str(PORTS["metrics"])},
+        "template": {
+            "metadata": {"labels": pod_labels, "annotations": annotations},
+            "spec": {
+                # autoscaler v2 replaces failed worker pods itself: a restarted pod would reuse a dead node's identity
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": WORKER_GRACE_S,
+                "securityContext": _pod_security(),
+                "nodeSelector": selector,
+                "tolerations": tolerations,
+                "containers": [container],
+                "volumes": [shm],
+            },
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------- objects
+
+
+def raycluster(config: ProviderConfig) -> dict[str, Any]:
+    """The `ray.io/v1` RayCluster: one head (no job CPUs) and one worker group per pool, cheapest first."""
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": {"name": CLUSTER_NAME, "namespace": NAMESPACE, "labels": _labels("cluster")},
+        "spec": {
+            "rayVersion": ray_version(),
+            "enableInTreeAutoscaling": True,
+            "autoscalerOptions": {
+                "version": "v2",
+                "idleTimeoutSeconds": int(round(config.idle_timeout_s)),
+                "upscalingMode": "Default",
+                "imagePullPolicy": "IfNotPresent",
+                "resources": {"limits": {"cpu": "500m", "memory": "512Mi"},
+                              "requests": {"cpu": "500m", "memory": "512Mi"}},
+            },
+            "headGroupSpec": head_group(config),
+            "workerGroupSpecs": [worker_group(p, prio, cost) for p, prio, cost in pools_by_cost(config)],
+        },
+    }
+
+
+def rayjob(config: ProviderConfig) -> dict[str, Any]:
+    """The RayJob that runs the provider (`jobs/provider.py`) on the RayCluster above, selected by name,
+    so the RayCluster manifest stays the one source of the pools."""
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {"name": CLUSTER_NAME, "namespace": NAMESPACE, "labels": _labels("provider-job")},
+        "spec": {
+            "entrypoint": f"python {APP_DIR}/jobs/provider.py --config {CONFIG_PATH}",
+            "clusterSelector": {"ray.io/cluster": CLUSTER_NAME},
+            "submissionMode": "K8sJobMode",
+        },
+    }
+
+
+def namespace() -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": NAMESPACE, "labels": {"app.kubernetes.io/part-of": "etrid-ai-compute"}}}
+
+
+def _env_value(value: Any) -> str:
+    """ConfigMap values are strings; load_config parses each as JSON first, so write JSON for non-strings."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def provider_yaml(config: ProviderConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, default_flow_style=False, width=1000)
+
+
+def configmaps(config: ProviderConfig) -> list[dict[str, Any]]:
+    """`etrid-provider-config`: the seed's keys as env vars (they override the file), and
+    `etrid-provider-file`: provider.yaml, the whole config, mounted on the head at /etc/etrid."""
+    dumped = config.model_dump(mode="json")
+    env_data = {key: _env_value(dumped[field]) for key, field in SEED_ENV_KEYS.items()}
+    meta = {"namespace": NAMESPACE, "labels": _labels("config")}
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CONFIGMAP_NAME, **meta}, "data": env_data},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CONFIG_FILE_CONFIGMAP_NAME, **meta},
+         "data": {"provider.yaml": provider_yaml(config)}},
+    ]
+
+
+def secret_template() -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": SECRET_NAME, "namespace": NAMESPACE, "labels": _labels("credentials")},
+            "stringData": {key: PLACEHOLDER for key in SECRET_KEYS}}
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    style = "|" if "\n" in data else None  # provider.yaml as a readable block scalar
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def dump_yaml(*docs: dict[str, Any]) -> str:
+    return "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000)
+                        for d in docs)
+
+
+SECRET_NOTE = ("# A template: copy it, put the real values in (or create the Secret with\n"
+               "#   kubectl -n etrid-ai-compute create secret generic etrid-provider-credentials"
+               " --from-literal=ETRID_SEED=…),\n"
+               "# drop the cloud keys you do not use (they are optional), and never commit the filled-in copy.\n")
+
+
+def render_all(config: ProviderConfig) -> dict[str, str]:
+    """filename -> YAML text, the files `etrid-ray render` writes (committed under cluster/ for the default
+    config)."""
+    what = "the provider config"
+    return {
+        "namespace.yaml": HEADER.format(what=what) + dump_yaml(namespace()),
+        "configmap.yaml": HEADER.format(what=what)
+        + "# Env keys (etrid-provider-config) override provider.yaml (etrid-provider-file).\n"
+        + dump_yaml(*configmaps(config)),
+        "secret.template.yaml": HEADER.format(what=what) + SECRET_NOTE + dump_yaml(secret_template()),
+        "raycluster.yaml": HEADER.format(what=what) + dump_yaml(raycluster(config)),
+        "rayjob.yaml": HEADER.format(what=what) + dump_yaml(rayjob(config)),
+    }
