@@ -1,0 +1,57 @@
+"""Pure scaling: snapshot in, placements and per-pool decisions out (the head and the simulator share it).
+
+`POLICIES` names every policy the simulator compares, each a (place, decide) pair of pure functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from etrid_ray.scaling.baselines import (
+    always_burst_cheapest,
+    never_burst,
+    place_always_burst_cheapest,
+    place_cheapest,
+    place_local_only,
+    ray_default,
+)
+from etrid_ray.scaling.hpa import HpaMemory, first_scale_up, hpa_decide, hpa_place
+from etrid_ray.scaling.placement import Placement, PlacementPlan, PlaceReason, place
+from etrid_ray.scaling.policy import (
+    DecideFn,
+    Decision,
+    PlaceFn,
+    PolicyMemory,
+    PoolMemory,
+    Reason,
+    apply,
+    decide,
+)
+from etrid_ray.scaling.state import PoolState, QueuedJob, Snapshot
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A named policy: where jobs go (`place`) and how pools are sized (`decide`)."""
+
+    name: str
+    place: PlaceFn
+    decide: DecideFn
+    description: str
+
+
+POLICIES: dict[str, Policy] = {p.name: p for p in (
+    Policy("profit", place, decide, "ours: local first, cloud only when a node pays for its life; the seed's rules"),
+    Policy("seed-hpa", hpa_place, hpa_decide,
+           "the seed's rules as a Kubernetes HPA: 15 s sync, 60 s sustain, cost-blind"),
+    Policy("ray-default", place_cheapest, ray_default,
+           "Ray's autoscaler: all pending demand, cheapest pool, no profit"),
+    Policy("never-burst", place_local_only, never_burst, "local GPUs only"),
+    Policy("cheapest-burst", place_always_burst_cheapest, always_burst_cheapest,
+           "every job that does not fit locally bursts to the cheapest pool, within the budget"),
+)}
+
+__all__ = ["POLICIES", "DecideFn", "Decision", "HpaMemory", "PlaceFn", "PlaceReason", "Placement", "PlacementPlan",
+           "Policy", "PolicyMemory", "PoolMemory", "PoolState", "QueuedJob", "Reason", "Snapshot", "apply", "decide",
+           "first_scale_up", "hpa_decide", "hpa_place", "never_burst", "place", "place_always_burst_cheapest",
+           "place_cheapest", "place_local_only", "ray_default", "always_burst_cheapest"]

@@ -1,0 +1,292 @@
+"""Profit-aware placement: which pool each queued job is steered to, and which new nodes that needs.
+
+Local GPUs are already paid for (only electricity), so they come first. A cloud node costs
+money from the moment it is requested until it is gone: its startup time, the work, and the
+idle tail before the autoscaler removes it (`idle_timeout_s`). A new cloud node is therefore
+bought only when the jobs it would serve over that whole life pay more than it costs — the
+seed compared per-GPU revenue with per-instance cost; this compares like with like, per node
+life and per GPU. Hard rules come before money: TEE type, residency (GDPR → EU regions, via
+admission's `region_allowed`), accelerator, GPUs per node, the pool's max spot price and the
+daily cloud budget. Among eligible cloud pools the cheapest per GPU-hour is tried first.
+
+Pure: a function of the snapshot and the config; the head steers tasks with the answer and
+the scaling policy turns `new_nodes` into scale-up decisions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import lru_cache
+
+from etrid_ray.config import ProviderConfig
+from etrid_ray.manifest import ComplianceSpec, Manifest
+from etrid_ray.pools import Pool
+from etrid_ray.prices.catalog import PriceQuote
+from etrid_ray.provider.admission import accelerator_matches, region_allowed
+from etrid_ray.scaling.state import PoolState, QueuedJob, Snapshot
+
+
+class PlaceReason(StrEnum):
+    """Why a job went where it went (or nowhere): short codes for logs and metric labels."""
+
+    LOCAL = "local"  # room on a local pool now
+    CLOUD_CAPACITY = "cloud_capacity"  # room on a cloud node that is alive or already starting
+    CLOUD_NEW_NODE = "cloud_new_node"  # a new cloud node that pays for its whole life
+    NO_ELIGIBLE_POOL = "no_eligible_pool"  # TEE, residency, accelerator or size rule out every cloud pool
+    NO_PRICE = "no_price"  # the eligible cloud pools cannot be priced (no spot offer)
+    OVER_MAX_PRICE = "over_max_price"  # the eligible cloud pools cost more than their max spot price
+    UNPROFITABLE = "unprofitable"  # a new node would cost more than the jobs it serves pay
+    BUDGET = "budget"  # the daily cloud budget would be exceeded
+    POOL_FULL = "pool_full"  # the eligible cloud pools are at max nodes
+    CLOUD_DISABLED = "cloud_disabled"  # policy does not burst (never-burst baseline)
+
+
+# When a job cannot be placed, the reason from the cheapest pool that got furthest is reported:
+# a later stage (budget) says more than an earlier one (eligibility).
+_STAGE = {PlaceReason.NO_ELIGIBLE_POOL: 0, PlaceReason.CLOUD_DISABLED: 0, PlaceReason.NO_PRICE: 1,
+          PlaceReason.OVER_MAX_PRICE: 2, PlaceReason.UNPROFITABLE: 3, PlaceReason.POOL_FULL: 4,
+          PlaceReason.BUDGET: 5}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one job goes: a pool name, or None = wait for local capacity."""
+
+    job_id: int
+    pool: str | None
+    reason: PlaceReason
+    text: str
+
+
+@dataclass(frozen=True)
+class PlacementPlan:
+    """Placements in queue order, plus the new nodes they need per pool and what those cost."""
+
+    placements: tuple[Placement, ...]
+    new_nodes: Mapping[str, int] = field(default_factory=dict)
+    projected_cost_usd: float = 0.0  # new nodes' cost over their expected lives
+
+    def pool_for(self, job_id: int) -> str | None:
+        for p in self.placements:
+            if p.job_id == job_id:
+                return p.pool
+        raise KeyError(job_id)
+
+    def by_pool(self) -> dict[str | None, list[int]]:
+        out: dict[str | None, list[int]] = {}
+        for p in self.placements:
+            out.setdefault(p.pool, []).append(p.job_id)
+        return out
+
+
+# --- eligibility ------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def _residency_ok(region: str, template: str | None, allowed: tuple[str, ...]) -> bool:
+    """admission's `region_allowed`, memoized per rule set (one small Manifest per distinct rule)."""
+    manifest = Manifest(handler="placement",
+                        compliance=ComplianceSpec(template=template, allowed_regions=list(allowed)))
+    return region_allowed(region, manifest)
+
+
+def eligible(job: QueuedJob, pool: Pool) -> bool:
+    """Hard rules only (no money): TEE type, residency, accelerator, VRAM and GPUs on one node."""
+    if job.tee is not None and pool.tee != job.tee:
+        return False
+    if job.gpus > pool.gpus_per_node or job.min_vram_gb > pool.vram_gb:
+        return False
+    if job.accelerator and not accelerator_matches(job.accelerator, pool.accelerator):
+        return False
+    return _residency_ok(pool.region, job.compliance_template, job.allowed_regions)
+
+
+def within_max_price(pool: Pool, quote: PriceQuote) -> bool:
+    return pool.max_spot_price is None or quote.usd_per_node_hour <= pool.max_spot_price
+
+
+def queue_order(queue: Iterable[QueuedJob]) -> list[QueuedJob]:
+    """First come, first served (ties by job id), the order the chain queue is served in."""
+    return sorted(queue, key=lambda j: (j.waiting_since, j.job_id))
+
+
+# --- node economics ---------------------------------------------------------------------------------
+
+
+def node_life_s(pool: Pool, busy_span_s: float, config: ProviderConfig) -> float:
+    """A new node is paid from request to removal: startup + work + the idle tail before removal."""
+    return pool.startup_s + busy_span_s + config.idle_timeout_s
+
+
+def busy_span_s(jobs: Sequence[QueuedJob], gpus_per_node: int) -> float:
+    """How long a node is busy with these jobs: the longest one, or their GPU-seconds spread over its
+    GPUs when they queue behind each other (perfect packing: an estimate, not a schedule)."""
+    if not jobs:
+        return 0.0
+    longest = max(j.expected_duration_s for j in jobs)
+    work = sum(j.gpus * j.expected_duration_s for j in jobs)
+    return max(longest, work / gpus_per_node)
+
+
+def node_cost_usd(pool: Pool, quote: PriceQuote, busy_span: float, config: ProviderConfig) -> float:
+    return quote.usd_per_node_hour * node_life_s(pool, busy_span, config) / 3600
+
+
+def break_even_usd_per_gpu_hour(pool: Pool, quote: PriceQuote, busy_span: float, config: ProviderConfig) -> float:
+    """The price per busy GPU-hour at which a fully packed new node just pays for its life."""
+    return quote.usd_per_gpu_hour * node_life_s(pool, busy_span, config) / max(busy_span, 1e-9)
+
+
+@dataclass(frozen=True)
+class _Node:
+    jobs: tuple[QueuedJob, ...]
+    span: float
+    revenue: float
+    cost: float
+
+
+def _best_node(candidates: Sequence[QueuedJob], pool: Pool, quote: PriceQuote, config: ProviderConfig,
+               horizon_s: float) -> tuple[_Node | None, int]:
+    """Fill one new node from the best-paying candidates and keep the most profitable prefix.
+
+    Jobs join while the node's busy span stays within max(horizon, its longest job), so a job
+    waits behind others on the node for at most about the horizon. Returns the node (None if no
+    prefix pays) and how many candidates were considered (the caller moves past them).
+    """
+    taken: list[QueuedJob] = []
+    longest = work = revenue = 0.0
+    best: _Node | None = None
+    gpn = pool.gpus_per_node
+    for job in candidates:
+        new_longest = max(longest, job.expected_duration_s)
+        new_work = work + job.gpus * job.expected_duration_s
+        span = max(new_longest, new_work / gpn)
+        if taken and span > max(horizon_s, new_longest):
+            break
+        taken.append(job)
+        longest, work = new_longest, new_work
+        revenue += job.revenue_usd(config.edsc_usd)
+        cost = node_cost_usd(pool, quote, span, config)
+        if revenue > cost and (best is None or revenue - cost > best.revenue - best.cost):
+            best = _Node(tuple(taken), span, revenue, cost)
+    return best, max(1, len(taken))
+
+
+# --- placement --------------------------------------------------------------------------------------
+
+
+def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None = None) -> PlacementPlan:
+    """The profit-aware placement. `horizon_s` (default: the idle timeout) bounds how much queued
+    work one new node is expected to serve back to back."""
+    horizon = config.idle_timeout_s if horizon_s is None else horizon_s
+    jobs = queue_order(snapshot.queue)
+    placed: dict[int, Placement] = {}
+    remaining = place_local(jobs, snapshot, placed)
+    new_nodes: dict[str, int] = {}
+    why_not: dict[int, tuple[PlaceReason, str]] = {}
+    budget_left = config.daily_cloud_budget_usd - snapshot.spend_today_usd
+    projected = 0.0
+
+    def note(job: QueuedJob, reason: PlaceReason, text: str) -> None:
+        old = why_not.get(job.job_id)
+        if old is None or _STAGE[reason] > _STAGE[old[0]]:
+            why_not[job.job_id] = (reason, text)
+
+    for ps, quote in cloud_pools_cheapest_first(snapshot):
+        if not remaining:
+            break
+        pool = ps.pool
+        mine = [j for j in remaining if eligible(j, pool)]
+        if not mine:
+            continue
+        if quote is None:
+            for j in mine:
+                note(j, PlaceReason.NO_PRICE, f"{pool.name}: no spot offer in {pool.region}")
+            continue
+        if not within_max_price(pool, quote):
+            for j in mine:
+                note(j, PlaceReason.OVER_MAX_PRICE,
+                     f"{pool.name}: {quote.usd_per_node_hour:.4g} USD/node-h > max {pool.max_spot_price:g}")
+            continue
+        if budget_left <= 0:
+            for j in mine:
+                note(j, PlaceReason.BUDGET, f"daily cloud budget {config.daily_cloud_budget_usd:g} USD spent")
+            continue
+        floor_rate = quote.usd_per_gpu_hour
+        taken_ids: set[int] = set()
+        # 1) capacity already paid for (alive free GPUs, starting nodes): any job paying the GPU-hour
+        free = ps.free_capacity
+        for j in mine:
+            if j.gpus <= free and j.revenue_usd_per_gpu_hour(config.edsc_usd) >= floor_rate:
+                free -= j.gpus
+                taken_ids.add(j.job_id)
+                placed[j.job_id] = Placement(j.job_id, pool.name, PlaceReason.CLOUD_CAPACITY,
+                                             f"room on a running or starting {pool.name} node")
+        # 2) new nodes, best-paying jobs first, each node only if it pays for its whole life
+        candidates = sorted((j for j in mine if j.job_id not in taken_ids),
+                            key=lambda j: (-j.revenue_usd_per_gpu_hour(config.edsc_usd), j.waiting_since, j.job_id))
+        room = max(0, pool.max_nodes - ps.nodes)
+        added = 0
+        i = 0
+        while i < len(candidates):
+            rest = candidates[i:]
+            if added >= room:
+                for j in rest:
+                    note(j, PlaceReason.POOL_FULL, f"{pool.name} at max {pool.max_nodes} nodes")
+                break
+            node, seen = _best_node(rest, pool, quote, config, horizon)
+            if node is None:
+                for j in rest[:seen]:
+                    even = break_even_usd_per_gpu_hour(pool, quote, j.expected_duration_s, config)
+                    note(j, PlaceReason.UNPROFITABLE,
+                         f"{pool.name}: pays {j.revenue_usd_per_gpu_hour(config.edsc_usd):.4g} USD/GPU-h, "
+                         f"a new node breaks even at {even:.4g}")
+                i += seen
+                continue
+            if projected + node.cost > budget_left:
+                for j in node.jobs:
+                    note(j, PlaceReason.BUDGET,
+                         f"{pool.name}: a node costing {node.cost:.2f} USD would pass the daily budget")
+                i += len(node.jobs)
+                continue
+            projected += node.cost
+            added += 1
+            for j in node.jobs:
+                taken_ids.add(j.job_id)
+                placed[j.job_id] = Placement(
+                    j.job_id, pool.name, PlaceReason.CLOUD_NEW_NODE,
+                    f"new {pool.name} node: jobs pay {node.revenue:.2f} USD > its cost {node.cost:.2f} USD")
+            i += len(node.jobs)
+        if added:
+            new_nodes[pool.name] = added
+        remaining = [j for j in remaining if j.job_id not in taken_ids]
+
+    for j in remaining:
+        reason, text = why_not.get(j.job_id, (PlaceReason.NO_ELIGIBLE_POOL, "no cloud pool may run it"))
+        placed[j.job_id] = Placement(j.job_id, None, reason, text + "; waits for local")
+    return PlacementPlan(tuple(placed[j.job_id] for j in jobs), new_nodes, projected)
+
+
+def place_local(jobs: Sequence[QueuedJob], snapshot: Snapshot, placed: dict[int, Placement]) -> list[QueuedJob]:
+    """Local pools take every job they have room for, in queue order; returns the others."""
+    local = [ps for ps in snapshot.pools if not ps.pool.is_cloud]
+    free = {ps.name: ps.free_capacity for ps in local}
+    remaining: list[QueuedJob] = []
+    for j in jobs:
+        for ps in local:
+            if free[ps.name] >= j.gpus and eligible(j, ps.pool):
+                free[ps.name] -= j.gpus
+                placed[j.job_id] = Placement(j.job_id, ps.name, PlaceReason.LOCAL, f"room on local pool {ps.name}")
+                break
+        else:
+            remaining.append(j)
+    return remaining
+
+
+def cloud_pools_cheapest_first(snapshot: Snapshot) -> list[tuple[PoolState, PriceQuote | None]]:
+    """Cloud pools by USD per GPU-hour (unpriced last, then by name for determinism)."""
+    pools = [(ps, snapshot.prices.get(ps.name)) for ps in snapshot.pools if ps.pool.is_cloud]
+    return sorted(pools, key=lambda t: (t[1] is None, t[1].usd_per_gpu_hour if t[1] else math.inf, t[0].name))

@@ -1,0 +1,136 @@
+"""The state snapshot every scaling and placement policy reads: a value, built at the edges.
+
+Why a snapshot: the live head (from Ray's node table and the chain queue) and the simulator
+(from its event model) build the same value and call the same pure functions on it, so
+what the simulator proves about profit is what the head does (architecture, principle 1).
+Times are seconds on one clock chosen by the caller (wall time live, simulated time in the
+simulator); nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from etrid_ray.manifest import Manifest
+from etrid_ray.pools import Pool
+from etrid_ray.prices.catalog import PriceQuote
+from etrid_ray.provider.admission import JobTerms, billable_gpus
+
+PLANCK_PER_EDSC = 10**18
+# The chain keeps 5 % of every payment (pallet_job_marketplace PLATFORM_FEE_BPS); the provider earns the rest.
+PLATFORM_FEE_BPS = 500
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """One unit of demand: a chain job we could claim, or one claimed and not yet running.
+
+    `price_per_gpu_s × billable GPUs × expected_duration_s` is what the job pays (planck), so a
+    head that knows the job's payment and a duration estimate sets the price from them
+    (`from_chain`); the simulator sets both from the trace.
+    """
+
+    job_id: int
+    gpus: float  # GPUs the job occupies (fractions share a GPU; 0 = needs no GPU)
+    price_per_gpu_s: float  # planck per billable GPU-second offered
+    expected_duration_s: float
+    waiting_since: float  # when it entered the queue (on the policy clock)
+    tee: str | None = None  # required TEE type; None = any node
+    compliance_template: str | None = None  # e.g. "GDPR": data stays in EU regions
+    allowed_regions: tuple[str, ...] = ()  # region prefixes; empty = anywhere
+    accelerator: str | None = None
+    min_vram_gb: int = 0
+
+    @property
+    def billable_gpus(self) -> float:
+        """At least admission's minimum, so a zero-GPU job is never free (same rule as the price check)."""
+        return max(self.gpus, 0.01)
+
+    def revenue_usd(self, edsc_usd: float) -> float:
+        """What the provider keeps if it runs the job: payment less the chain's fee, in USD."""
+        planck = self.price_per_gpu_s * self.billable_gpus * self.expected_duration_s
+        return planck * (1 - PLATFORM_FEE_BPS / 10_000) / PLANCK_PER_EDSC * edsc_usd
+
+    def revenue_usd_per_gpu_hour(self, edsc_usd: float) -> float:
+        """The job's offered price as the provider's USD per GPU-hour (fee deducted)."""
+        return self.price_per_gpu_s * 3600 * (1 - PLATFORM_FEE_BPS / 10_000) / PLANCK_PER_EDSC * edsc_usd
+
+    @classmethod
+    def from_manifest(cls, job_id: int, manifest: Manifest, *, price_per_gpu_s: float, expected_duration_s: float,
+                      waiting_since: float) -> QueuedJob:
+        res, comp = manifest.resources, manifest.compliance
+        return cls(job_id=job_id, gpus=float(res.gpus), price_per_gpu_s=price_per_gpu_s,
+                   expected_duration_s=expected_duration_s, waiting_since=waiting_since, tee=res.tee,
+                   compliance_template=comp.template, allowed_regions=tuple(comp.allowed_regions),
+                   accelerator=res.accelerator, min_vram_gb=res.min_vram_gb)
+
+    @classmethod
+    def from_chain(cls, terms: JobTerms, manifest: Manifest, *, waiting_since: float,
+                   expected_duration_s: float | None = None) -> QueuedJob:
+        """A chain job: the payment is fixed, so the price per GPU-second follows the duration we expect
+        (default: its whole `max_compute_time`, the worst case admission also assumes)."""
+        seconds = float(expected_duration_s if expected_duration_s is not None else max(terms.max_compute_time, 1))
+        seconds = max(seconds, 1e-9)
+        price = terms.payment / (seconds * billable_gpus(manifest))
+        return cls.from_manifest(terms.job_id, manifest, price_per_gpu_s=price, expected_duration_s=seconds,
+                                 waiting_since=waiting_since)
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """One pool as observed now: its definition, its nodes and its GPUs.
+
+    `alive` nodes run tasks; `pending` nodes were requested and are still starting (they count
+    as capacity for steering, so a request is not repeated every tick while a node boots).
+    `idle_since` has one entry per alive node: when it became idle, or None while it is busy.
+    """
+
+    pool: Pool
+    alive: int = 0
+    pending: int = 0
+    idle_since: tuple[float | None, ...] = ()
+    gpus_busy: float = 0.0
+    gpus_free: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.alive < 0 or self.pending < 0:
+            raise ValueError(f"pool {self.pool.name}: node counts must be ≥ 0")
+        if len(self.idle_since) > self.alive:
+            raise ValueError(f"pool {self.pool.name}: idle_since has more entries than alive nodes")
+
+    @property
+    def name(self) -> str:
+        return self.pool.name
+
+    @property
+    def nodes(self) -> int:
+        """Alive + pending: what a scaling target is compared with."""
+        return self.alive + self.pending
+
+    @property
+    def busy_nodes(self) -> int:
+        """Alive nodes not known to be idle (no idle_since entry counts as busy): never scaled away."""
+        return self.alive - sum(1 for t in self.idle_since if t is not None)
+
+    @property
+    def free_capacity(self) -> float:
+        """GPUs a job steered here can use soon: free on alive nodes plus every GPU of pending nodes."""
+        return max(0.0, self.gpus_free) + self.pending * self.pool.gpus_per_node
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a policy may look at, at one instant."""
+
+    now: float
+    pools: tuple[PoolState, ...]
+    queue: tuple[QueuedJob, ...] = ()
+    spend_today_usd: float = 0.0  # cloud spend so far this UTC day
+    prices: Mapping[str, PriceQuote] = field(default_factory=dict)  # by pool name; cloud pools only
+
+    def pool(self, name: str) -> PoolState:
+        for ps in self.pools:
+            if ps.name == name:
+                return ps
+        raise KeyError(name)
