@@ -278,9 +278,15 @@ def test_placement_never_breaks_a_hard_rule_or_the_budget(world):
     for name, n in plan.new_nodes.items():
         ps = states[name]
         assert ps.nodes + n <= ps.pool.max_nodes
-    for name, gpus in steered.items():  # nothing steered beyond the room it has or buys
+    for name in steered:  # nothing steered beyond the room it has, or the work the nodes it buys can do
         ps = states[name]
-        assert gpus <= ps.free_capacity + plan.new_nodes.get(name, 0) * ps.pool.gpus_per_node + 1e-9
+        mine = [(p, jobs[p.job_id]) for p in plan.placements if p.pool == name]
+        assert sum(j.gpus for p, j in mine if p.reason == PlaceReason.CLOUD_CAPACITY) <= ps.free_capacity + 1e-9
+        bought = [j for p, j in mine if p.reason == PlaceReason.CLOUD_NEW_NODE]
+        if bought:  # queued back to back on the new nodes: at most a horizon (idle timeout) or the longest job
+            span = max(cfg.idle_timeout_s, max(j.expected_duration_s for j in bought))
+            work = sum(j.gpus * j.expected_duration_s for j in bought)
+            assert work <= plan.new_nodes[name] * ps.pool.gpus_per_node * span * (1 + 1e-9)
     new_node_revenue = sum(jobs[p.job_id].revenue_usd(cfg.edsc_usd) for p in plan.placements
                            if p.reason == PlaceReason.CLOUD_NEW_NODE)
     assert not plan.new_nodes or new_node_revenue > plan.projected_cost_usd  # every bought node pays
