@@ -1,0 +1,171 @@
+"""The worker pods' `preStop` hook: drain this pod's own Ray node, then wait for it to empty.
+
+`python -m etrid_ray.kuberay.prestop --deadline-s 150` asks the GCS to drain the local Ray node
+(reason PREEMPTION, which the raylet cannot refuse) with a deadline, so no new task or actor
+lands on it while the ones running finish; the raylet exits by itself once it is draining and
+idle. The hook returns when the node is dead or the deadline passes, and only then does the
+kubelet send SIGTERM. It touches nothing but its own node: no `ray stop`, no signals.
+
+The node is found without connecting a driver: by `RAY_CLOUD_INSTANCE_ID` (KubeRay sets it
+to the pod name), else by hostname, else by one of this host's IP addresses; `--node-id`
+names it outright. Exit status: 0 drained (or nothing left to drain), 1 the drain failed,
+2 the node could not be identified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_DEADLINE_S = 150.0
+
+
+@dataclass(frozen=True)
+class NodeView:
+    node_id: str  # hex
+    alive: bool
+    instance_id: str
+    hostname: str
+    address: str
+    is_head: bool
+    draining: bool
+
+
+def _view(info: Any) -> NodeView:
+    from ray.core.generated import gcs_pb2
+
+    return NodeView(node_id=info.node_id.hex(), alive=info.state == gcs_pb2.GcsNodeInfo.ALIVE,
+                    instance_id=info.instance_id, hostname=info.node_manager_hostname,
+                    address=info.node_manager_address, is_head=info.is_head_node,
+                    draining=info.state_snapshot.state == gcs_pb2.NodeSnapshot.DRAINING)
+
+
+def local_addresses() -> set[str]:
+    addrs = {"127.0.0.1"}
+    try:
+        addrs.update(socket.gethostbyname_ex(socket.gethostname())[2])
+    except OSError:
+        pass
+    for var in ("MY_POD_IP", "POD_IP", "RAY_NODE_IP_ADDRESS"):
+        if os.environ.get(var):
+            addrs.add(os.environ[var])
+    return addrs
+
+
+def find_local_node(nodes: Iterable[NodeView], *, node_id: str | None = None, instance_id: str | None = None,
+                    hostname: str | None = None, addresses: set[str] | None = None) -> NodeView:
+    """The one live node that is this pod's; raises LookupError naming the ambiguity otherwise."""
+    alive = [n for n in nodes if n.alive]
+    rules: list[tuple[str, Callable[[NodeView], bool]]] = []
+    if node_id:
+        rules.append((f"node id {node_id}", lambda n: n.node_id == node_id.lower()))
+    else:
+        if instance_id:
+            rules.append((f"instance id {instance_id}", lambda n: n.instance_id == instance_id))
+        if hostname:
+            rules.append((f"hostname {hostname}", lambda n: n.hostname == hostname))
+        if addresses:
+            rules.append((f"address in {sorted(addresses)}", lambda n: n.address in addresses))
+    for what, rule in rules:
+        matches = [n for n in alive if rule(n)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise LookupError(f"{len(matches)} live Ray nodes match {what}: pass --node-id")
+        if node_id:
+            break
+    tried = ", ".join(what for what, _ in rules) or "nothing"
+    raise LookupError(f"no live Ray node matches {tried} (of {len(alive)} live nodes)")
+
+
+class Drainer:
+    def __init__(self, address: str | None = None, connect_timeout_s: float = 10.0) -> None:
+        from ray._private import services
+        from ray._raylet import InnerGcsClient
+
+        # RAY_ADDRESS, else the cluster this pod's `ray start` recorded under the Ray temp dir
+        self.address = services.canonicalize_bootstrap_address_or_die(address)
+        self.gcs = InnerGcsClient.standalone(self.address, None, int(connect_timeout_s * 1000))
+
+    def nodes(self, timeout: float = 10.0) -> list[NodeView]:
+        return [_view(info) for info in self.gcs.get_all_node_info(timeout=timeout).values()]
+
+    def node(self, node_id: str) -> NodeView | None:
+        return next((n for n in self.nodes() if n.node_id == node_id), None)
+
+    def drain(self, node_id: str, reason: str, deadline_s: float) -> tuple[bool, str]:
+        from ray.core.generated import autoscaler_pb2
+
+        deadline_ms = int(time.time() * 1000 + deadline_s * 1000)
+        accepted, message = self.gcs.drain_node(node_id, autoscaler_pb2.DrainNodeReason.DRAIN_NODE_REASON_PREEMPTION,
+                                                reason, deadline_ms, timeout=min(30.0, max(1.0, deadline_s)))
+        return bool(accepted), (message.decode() if isinstance(message, bytes) else str(message or ""))
+
+    def wait_dead(self, node_id: str, until: float, poll_s: float = 1.0) -> bool:
+        """True once the node is dead or gone from the GCS; False when `until` (monotonic) passes first."""
+        while True:
+            try:
+                node = self.node(node_id)
+            except Exception:  # noqa: BLE001 - GCS briefly unreachable: keep waiting until the deadline
+                node = NodeView(node_id, True, "", "", "", False, True)
+            if node is None or not node.alive:
+                return True
+            if time.monotonic() >= until:
+                return False
+            time.sleep(min(poll_s, max(0.0, until - time.monotonic())))
+
+
+def run(argv: list[str] | None = None, *, echo: Callable[[str], Any] = print) -> int:
+    parser = argparse.ArgumentParser(prog="python -m etrid_ray.kuberay.prestop", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--deadline-s", type=float, default=DEFAULT_DEADLINE_S,
+                        help="seconds until the pod is killed: the drain deadline and the longest wait")
+    parser.add_argument("--reason", default="pod is terminating", help="drain reason shown by Ray")
+    parser.add_argument("--address", default=None, help="GCS address (default: RAY_ADDRESS or the local cluster)")
+    parser.add_argument("--node-id", default=None, help="hex id of the node to drain (default: this pod's)")
+    parser.add_argument("--poll-s", type=float, default=1.0)
+    parser.add_argument("--connect-timeout-s", type=float, default=10.0, help="give up reaching the GCS after this")
+    args = parser.parse_args(argv)
+    if args.deadline_s <= 0:
+        parser.error("--deadline-s must be positive")
+    until = time.monotonic() + args.deadline_s
+    try:
+        drainer = Drainer(args.address, args.connect_timeout_s)
+        node = find_local_node(drainer.nodes(), node_id=args.node_id,
+                               instance_id=os.environ.get("RAY_CLOUD_INSTANCE_ID"),
+                               hostname=socket.gethostname(), addresses=local_addresses())
+    except LookupError as err:
+        echo(f"prestop: {err}")
+        return 2
+    except Exception as err:  # noqa: BLE001 - no cluster to talk to: nothing this hook can drain
+        echo(f"prestop: cannot reach the Ray GCS ({type(err).__name__}: {err}); nothing drained")
+        return 1
+    echo(f"prestop: draining Ray node {node.node_id} ({node.hostname or node.address}) for up to "
+         f"{args.deadline_s:g}s: {args.reason}")
+    try:
+        accepted, message = drainer.drain(node.node_id, args.reason, args.deadline_s)
+    except Exception as err:  # noqa: BLE001
+        echo(f"prestop: drain request failed ({type(err).__name__}: {err})")
+        return 1
+    if not accepted:
+        echo(f"prestop: drain rejected: {message}")
+        return 1
+    if drainer.wait_dead(node.node_id, until, args.poll_s):
+        echo(f"prestop: node {node.node_id} drained and stopped")
+    else:
+        echo(f"prestop: deadline reached with work still on node {node.node_id}; the pod stops now")
+    return 0
+
+
+def main() -> None:  # pragma: no cover - exercised through `python -m` in the tests
+    sys.exit(run())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
