@@ -281,12 +281,14 @@ def test_placement_never_breaks_a_hard_rule_or_the_budget(world):
     for name in steered:  # nothing steered beyond the room it has, or the work the nodes it buys can do
         ps = states[name]
         mine = [(p, jobs[p.job_id]) for p in plan.placements if p.pool == name]
-        assert sum(j.gpus for p, j in mine if p.reason == PlaceReason.CLOUD_CAPACITY) <= ps.free_capacity + 1e-9
-        bought = [j for p, j in mine if p.reason == PlaceReason.CLOUD_NEW_NODE]
-        if bought:  # queued back to back on the new nodes: at most a horizon (idle timeout) or the longest job
-            span = max(cfg.idle_timeout_s, max(j.expected_duration_s for j in bought))
-            work = sum(j.gpus * j.expected_duration_s for j in bought)
-            assert work <= plan.new_nodes[name] * ps.pool.gpus_per_node * span * (1 + 1e-9)
+        # queued back to back: at most a horizon (the idle timeout) or the longest job's worth of work
+        for reason, gpus in ((PlaceReason.CLOUD_CAPACITY, ps.free_capacity),
+                             (PlaceReason.CLOUD_NEW_NODE, plan.new_nodes.get(name, 0) * ps.pool.gpus_per_node)):
+            these = [j for p, j in mine if p.reason == reason]
+            if these:
+                span = max(cfg.idle_timeout_s, max(j.expected_duration_s for j in these))
+                assert sum(j.gpus * j.expected_duration_s for j in these) <= gpus * span * (1 + 1e-9)
+                assert max(j.gpus for j in these) <= gpus
     new_node_revenue = sum(jobs[p.job_id].revenue_usd(cfg.edsc_usd) for p in plan.placements
                            if p.reason == PlaceReason.CLOUD_NEW_NODE)
     assert not plan.new_nodes or new_node_revenue > plan.projected_cost_usd  # every bought node pays
@@ -331,3 +333,15 @@ def test_pool_state_rejects_nonsense():
         PoolState(pool=pool, alive=-1)
     with pytest.raises(ValueError):
         PoolState(pool=pool, alive=1, idle_since=(0.0, 0.0))
+
+
+def test_nodes_bought_last_tick_are_not_bought_again_while_they_start():
+    # 100 one-minute jobs: two nodes take 40 each back to back (8 GPUs × 300 s); the last 20 cannot pay a third
+    queue = [job(i, gpus=1, rate=1.0, duration=60) for i in range(100)]
+    first = place(snapshot(queue=queue, **BUSY_LOCAL), CONFIG)
+    assert first.new_nodes == {AWS: 2}
+    assert Counter(p.pool for p in first.placements) == {AWS: 80, None: 20}
+    second = place(snapshot(queue=queue, local_gpu={"busy": 4}, aws_spot_a100={"alive": 0, "pending": 2}), CONFIG)
+    assert second.new_nodes == {}
+    assert Counter((p.pool, p.reason) for p in second.placements) == {(AWS, PlaceReason.CLOUD_CAPACITY): 80,
+                                                                      (None, PlaceReason.UNPROFITABLE): 20}

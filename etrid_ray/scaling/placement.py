@@ -217,14 +217,21 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
             continue
         floor_rate = quote.usd_per_gpu_hour
         taken_ids: set[int] = set()
-        # 1) capacity already paid for (alive free GPUs, starting nodes): any job paying the GPU-hour
-        free = ps.free_capacity
+        # 1) capacity already paid for (free GPUs on alive and starting nodes): any job paying the GPU-hour,
+        #    queued back to back like on a new node, so the nodes bought last tick are not bought again
+        room_now = ps.free_capacity
+        longest = work = 0.0
         for j in mine:
-            if j.gpus <= free and j.revenue_usd_per_gpu_hour(config.edsc_usd) >= floor_rate:
-                free -= j.gpus
-                taken_ids.add(j.job_id)
-                placed[j.job_id] = Placement(j.job_id, pool.name, PlaceReason.CLOUD_CAPACITY,
-                                             f"room on a running or starting {pool.name} node")
+            if j.gpus > room_now or j.revenue_usd_per_gpu_hour(config.edsc_usd) < floor_rate:
+                continue
+            new_longest = max(longest, j.expected_duration_s)
+            new_work = work + j.gpus * j.expected_duration_s
+            if room_now <= 0 or max(new_longest, new_work / room_now) > max(horizon, new_longest):
+                continue
+            longest, work = new_longest, new_work
+            taken_ids.add(j.job_id)
+            placed[j.job_id] = Placement(j.job_id, pool.name, PlaceReason.CLOUD_CAPACITY,
+                                         f"room on a running or starting {pool.name} node")
         # 2) new nodes, best-paying jobs first, each node only if it pays for its whole life
         candidates = sorted((j for j in mine if j.job_id not in taken_ids),
                             key=lambda j: (-j.revenue_usd_per_gpu_hour(config.edsc_usd), j.waiting_since, j.job_id))
