@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray on loopback only
 import resource
 import statistics
 import sys

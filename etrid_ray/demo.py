@@ -10,6 +10,10 @@ and ends with a summary. Everything it starts, it stops by handle or pid.
 from __future__ import annotations
 
 import os
+
+# The demo's Ray cluster is this machine only: keep every Ray process on loopback (Ray reads this
+# when first imported, and the demo imports Ray lazily, after this line).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 import random
 import statistics
 import tempfile

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
 
-import pytest
+# Ray binds to the machine's first interface address unless told otherwise; every Ray process the
+# tests start must live on loopback. (Ray reads this when it is first imported, hence here.)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # drivers present the cluster's token (Ray 2.60 default: on)
 
-from etrid_ray.testing.devnet_process import DevnetProcess
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from etrid_ray.testing.devnet_process import DevnetProcess  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -50,7 +50,8 @@ class RayHeadProcess:
                 "--include-dashboard", "true", "--disable-usage-stats"]
         self.log = log
         path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
-        env = {**os.environ, "RAY_AUTH_MODE": "token", **self.env, "PATH": path}
+        env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **self.env,
+               "PATH": path}
         self.proc = subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
         deadline = time.monotonic() + timeout
