@@ -433,26 +433,42 @@ def test_find_local_node_rules() -> None:
              _view("bb", instance_id="etrid-provider-aws-spot-a100-worker-1", hostname="pod-b", address="10.0.0.3"),
              _view("cc", alive=False, instance_id="etrid-provider-aws-spot-a100-worker-2", hostname="pod-c"),
              _view("dd", instance_id="etrid-provider-local-gpu-worker-1", address="10.0.0.4")]
-    find = prestop.find_local_node
-    assert find(nodes, instance_id="etrid-provider-aws-spot-a100-worker-1").node_id == "bb"
-    assert find(nodes, instance_id="nope", hostname="pod-b").node_id == "bb"
-    assert find(nodes, addresses={"10.0.0.2", "127.0.0.1"}).node_id == "aa"
-    assert find(nodes, node_id="BB").node_id == "bb"
+    find, Id = prestop.find_local_node, prestop.Identity
+    assert find(nodes, Id(instance_ids=("etrid-provider-aws-spot-a100-worker-1",))).node_id == "bb"
+    assert find(nodes, Id(instance_ids=("gone",), address="10.0.0.4")).node_id == "dd"  # instance id unset
+    assert find(nodes, Id(instance_ids=("nope",), hostname="pod-b")).node_id == "bb"
+    assert find(nodes, Id(node_id="BB")).node_id == "bb"
     with pytest.raises(LookupError, match="no live Ray node"):
-        find(nodes, instance_id="etrid-provider-aws-spot-a100-worker-2")  # dead: nothing to drain
+        find(nodes, Id(instance_ids=("etrid-provider-aws-spot-a100-worker-2",)))  # dead: nothing to drain
     with pytest.raises(LookupError, match="pass --node-id"):
-        find(nodes, hostname="h")  # two live nodes share the hostname: refuse to guess
+        find(nodes, Id(hostname="h"))  # two live nodes share the hostname: refuse to guess
     with pytest.raises(LookupError):
-        find(nodes, node_id="cc", hostname="pod-b")  # an explicit id never falls back
+        find(nodes, Id(node_id="cc", hostname="pod-b"))  # an explicit id never falls back
+    with pytest.raises(LookupError, match="nothing"):
+        find(nodes, Id())
 
 
-def test_prestop_without_a_cluster_fails_cleanly(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_TMPDIR"] = str(tmp_path)  # no cluster recorded there
+def test_pod_identity_uses_only_what_names_the_pod_uniquely() -> None:
+    identity = prestop.pod_identity({"RAY_CLOUD_INSTANCE_ID": "p-1", "ETRID_POD_NAME": "p-1",
+                                     "ETRID_POD_IP": "10.1.2.3"})
+    assert identity == prestop.Identity(instance_ids=("p-1",), address="10.1.2.3")
+    assert not prestop.pod_identity({})  # outside a pod: no hostname or local-IP guess (machines share those)
+    assert prestop.pod_identity({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}).hostname  # a pod's hostname is its name
+    # the manifest gives every worker the pod name and IP the hook matches on
+    (cluster,) = _committed("raycluster.yaml")
+    for group in cluster["spec"]["workerGroupSpecs"]:
+        env = {e["name"]: e for e in group["template"]["spec"]["containers"][0]["env"]}
+        assert env["ETRID_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        assert env["ETRID_POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+
+
+def test_prestop_without_an_identity_touches_no_cluster(tmp_path: Path) -> None:
+    hidden = {"RAY_CLOUD_INSTANCE_ID", "ETRID_POD_NAME", "ETRID_POD_IP", "KUBERNETES_SERVICE_HOST", "RAY_ADDRESS"}
+    env = {k: v for k, v in os.environ.items() if k not in hidden}
     proc = subprocess.run([sys.executable, "-m", "etrid_ray.kuberay.prestop", "--deadline-s", "5"], env=env,
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "nothing drained" in proc.stdout
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "nothing identifies this pod's Ray node" in proc.stdout and "nothing drained" in proc.stdout
 
 
 def test_prestop_drains_its_own_node_and_lets_running_work_finish() -> None:

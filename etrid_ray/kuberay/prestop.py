@@ -6,10 +6,14 @@ lands on it while the ones running finish; the raylet exits by itself once it is
 idle. The hook returns when the node is dead or the deadline passes, and only then does the
 kubelet send SIGTERM. It touches nothing but its own node: no `ray stop`, no signals.
 
-The node is found without connecting a driver: by `RAY_CLOUD_INSTANCE_ID` (KubeRay sets it
-to the pod name), else by hostname, else by one of this host's IP addresses; `--node-id`
-names it outright. Exit status: 0 drained (or nothing left to drain), 1 the drain failed,
-2 the node could not be identified.
+The node is found without connecting a driver, and only by what names this pod uniquely: its
+`--node-id`; else the instance id Ray registered (`RAY_CLOUD_INSTANCE_ID`, which KubeRay sets
+to the pod name, or the pod name itself, `ETRID_POD_NAME` from the downward API); else the pod
+IP (`ETRID_POD_IP`); else, inside Kubernetes only, the hostname (a pod's own name). Outside a
+pod there is no safe guess — several Ray nodes can share one machine — so without an identity
+the hook refuses before it talks to any cluster. Exit status: 0 drained (or the deadline
+passed while draining), 1 the drain failed or no GCS could be reached, 2 this pod's node could
+not be identified.
 """
 
 from __future__ import annotations
@@ -46,32 +50,42 @@ def _view(info: Any) -> NodeView:
                     draining=info.state_snapshot.state == gcs_pb2.NodeSnapshot.DRAINING)
 
 
-def local_addresses() -> set[str]:
-    addrs = {"127.0.0.1"}
-    try:
-        addrs.update(socket.gethostbyname_ex(socket.gethostname())[2])
-    except OSError:
-        pass
-    for var in ("MY_POD_IP", "POD_IP", "RAY_NODE_IP_ADDRESS"):
-        if os.environ.get(var):
-            addrs.add(os.environ[var])
-    return addrs
+@dataclass(frozen=True)
+class Identity:
+    node_id: str | None = None
+    instance_ids: tuple[str, ...] = ()
+    address: str | None = None
+    hostname: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.node_id or self.instance_ids or self.address or self.hostname)
 
 
-def find_local_node(nodes: Iterable[NodeView], *, node_id: str | None = None, instance_id: str | None = None,
-                    hostname: str | None = None, addresses: set[str] | None = None) -> NodeView:
+def pod_identity(env: dict[str, str] | None = None, node_id: str | None = None) -> Identity:
+    """What names this pod's Ray node, from the environment KubeRay and the manifest give the container."""
+    env = dict(os.environ if env is None else env)
+    instance_ids = tuple(dict.fromkeys(v for v in (env.get("RAY_CLOUD_INSTANCE_ID"), env.get("ETRID_POD_NAME"))
+                                       if v))
+    in_kubernetes = bool(env.get("KUBERNETES_SERVICE_HOST"))
+    return Identity(node_id=node_id, instance_ids=instance_ids, address=env.get("ETRID_POD_IP") or None,
+                    hostname=socket.gethostname() if in_kubernetes else None)
+
+
+def find_local_node(nodes: Iterable[NodeView], identity: Identity) -> NodeView:
     """The one live node that is this pod's; raises LookupError naming the ambiguity otherwise."""
     alive = [n for n in nodes if n.alive]
     rules: list[tuple[str, Callable[[NodeView], bool]]] = []
+    node_id = identity.node_id
     if node_id:
         rules.append((f"node id {node_id}", lambda n: n.node_id == node_id.lower()))
     else:
-        if instance_id:
-            rules.append((f"instance id {instance_id}", lambda n: n.instance_id == instance_id))
-        if hostname:
-            rules.append((f"hostname {hostname}", lambda n: n.hostname == hostname))
-        if addresses:
-            rules.append((f"address in {sorted(addresses)}", lambda n: n.address in addresses))
+        ids = identity.instance_ids
+        if ids:
+            rules.append((f"instance id {' or '.join(ids)}", lambda n: n.instance_id in ids))
+        if identity.address:
+            rules.append((f"pod IP {identity.address}", lambda n: n.address == identity.address))
+        if identity.hostname:
+            rules.append((f"hostname {identity.hostname}", lambda n: n.hostname == identity.hostname))
     for what, rule in rules:
         matches = [n for n in alive if rule(n)]
         if len(matches) == 1:
@@ -135,11 +149,14 @@ def run(argv: list[str] | None = None, *, echo: Callable[[str], Any] = print) ->
     if args.deadline_s <= 0:
         parser.error("--deadline-s must be positive")
     until = time.monotonic() + args.deadline_s
+    identity = pod_identity(node_id=args.node_id)
+    if not identity:
+        echo("prestop: nothing identifies this pod's Ray node (no --node-id, RAY_CLOUD_INSTANCE_ID, ETRID_POD_NAME "
+             "or ETRID_POD_IP, and not in Kubernetes); nothing drained")
+        return 2
     try:
         drainer = Drainer(args.address, args.connect_timeout_s)
-        node = find_local_node(drainer.nodes(), node_id=args.node_id,
-                               instance_id=os.environ.get("RAY_CLOUD_INSTANCE_ID"),
-                               hostname=socket.gethostname(), addresses=local_addresses())
+        node = find_local_node(drainer.nodes(), identity)
     except LookupError as err:
         echo(f"prestop: {err}")
         return 2

@@ -243,7 +243,11 @@ def worker_group(pool: Pool, priority: int, cost: float) -> dict[str, Any]:
         "ports": [{"name": "metrics", "containerPort": PORTS["metrics"]}],
         "resources": {"limits": dict(limits), "requests": dict(limits)},
         "envFrom": [{"configMapRef": {"name": CONFIGMAP_NAME}}],
-        "env": [{"name": "ETRID_POOL", "value": pool.name}, *_secret_env(WORKER_SECRET_KEYS)],
+        "env": [{"name": "ETRID_POOL", "value": pool.name},
+                # how the preStop hook tells this pod's Ray node from every other one
+                {"name": "ETRID_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "ETRID_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                *_secret_env(WORKER_SECRET_KEYS)],
         "lifecycle": {"preStop": {"exec": {"command": [
             "python", "-m", "etrid_ray.kuberay.prestop", "--deadline-s", str(PRESTOP_DEADLINE_S),
             "--reason", f"pod of pool {pool.name} is terminating"]}}},
