@@ -146,6 +146,8 @@ def main() -> None:
         while time.time() < deadline and not all(j in head.stats.on_chain_at for j in on_chain):
             time.sleep(0.05)
         starts = [head.stats.started_at[j] - on_chain[j] for j in on_chain if j in head.stats.started_at]
+        if not starts:
+            raise SystemExit(f"no streamed job started; head status: {head.status()}")
         results = [head.stats.on_chain_at[j] - head.stats.ended_at[j] for j in on_chain
                    if j in head.stats.on_chain_at and j in head.stats.ended_at]
         print(f"P2 job on chain -> task start: p50 {statistics.median(starts) * 1000:.0f} ms, "

@@ -121,7 +121,14 @@ class Submitter:
 
     # sending --------------------------------------------------------------------------------------
     def _sign_and_send(self, call: Call, index: int) -> _InFlight:
-        """Signs with the next local nonce and sends; resyncs and signs again on a nonce rejection."""
+        """Signs with the next local nonce and sends; resyncs and signs again on a nonce rejection.
+
+        Taking a nonce and sending happen under the connection's lock, so two threads sharing this
+        submitter cannot send nonces out of order (a node refuses a nonce from the future)."""
+        with self.conn.lock:
+            return self._sign_and_send_locked(call, index)
+
+    def _sign_and_send_locked(self, call: Call, index: int) -> _InFlight:
         attempts = 0
         while True:
             attempts += 1
