@@ -24,6 +24,7 @@ from etrid_ray.config import ProviderConfig, load_config
 from etrid_ray.kuberay import prestop
 from etrid_ray.kuberay import render as r
 from etrid_ray.pools import Pool, pools_from_config
+from etrid_ray.prices import default_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_DIR = ROOT / "cluster"
@@ -46,6 +47,8 @@ def _strict(schema: Any) -> Any:
 
 
 def _crd_validator(filename: str) -> jsonschema.protocols.Validator:
+    if not (CRD_DIR / filename).exists():
+        pytest.skip(f"no ../shared/kuberay/{filename} in this checkout")
     crd = yaml.safe_load((CRD_DIR / filename).read_text())
     served = [v for v in crd["spec"]["versions"] if v["name"] == "v1" and v.get("served")]
     assert served, f"{filename}: no served v1 version"
@@ -254,9 +257,13 @@ def test_groups_are_ordered_and_prioritised_by_cost() -> None:
     # Ray's autoscaler v2 reads `priority` into the node type, higher first: the cheapest wins a tie
     types = _derive(cr)["available_node_types"]
     assert [types[g["groupName"]]["priority"] for g in groups] == priorities
-    # the default catalog order: Azure ($3.60/node-h) < AWS (median $8.00) < GCP ($21.09) in the default regions
+    # the shipped catalog's quotes (what placement prices with) in the default regions, per GPU-hour:
+    # AWS p4d $2.47/8 = $0.31 < Azure ND96amsr $3.60/8 = $0.45 < GCP a2-ultragpu-8g $21.09/8 = $2.64
     default = [g["groupName"] for g in r.raycluster(ProviderConfig())["spec"]["workerGroupSpecs"]]
-    assert default == ["local-gpu", "azure-spot-a100", "aws-spot-a100", "gcp-spot-a100"]
+    assert default == ["local-gpu", "aws-spot-a100", "azure-spot-a100", "gcp-spot-a100"]
+    for pool in pools_from_config(ProviderConfig()):
+        if pool.is_cloud:
+            assert r.cost_per_gpu_hour(pool) == default_catalog().quote(pool).usd_per_gpu_hour
 
 
 def test_cost_falls_back_to_the_max_spot_price_then_to_last() -> None:

@@ -14,12 +14,8 @@ No secret value is ever rendered: the seed phrase and cloud keys are `secretKeyR
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import statistics
-from functools import lru_cache
-from importlib import resources as importlib_resources
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -27,6 +23,7 @@ import yaml
 
 from etrid_ray.config import ProviderConfig
 from etrid_ray.pools import Pool, pools_from_config
+from etrid_ray.prices import default_catalog
 
 NAMESPACE = "etrid-ai-compute"
 CLUSTER_NAME = "etrid-provider"
@@ -91,27 +88,16 @@ def project_image() -> str:
 # ---------------------------------------------------------------------------------------------- cost order
 
 
-@lru_cache(maxsize=1)
-def _catalog_spot_prices() -> dict[tuple[str, str, str], float]:
-    """Median spot USD per node-hour over the zones of (cloud, instance type, region), from the shipped catalog."""
-    by_key: dict[tuple[str, str, str], list[float]] = {}
-    text = importlib_resources.files("etrid_ray").joinpath("data/gpu_prices.csv").read_text()
-    for row in csv.DictReader(text.splitlines()):
-        if row.get("spot_usd_per_hour"):
-            key = (row["cloud"], row["instance_type"], row["region"])
-            by_key.setdefault(key, []).append(float(row["spot_usd_per_hour"]))
-    return {k: statistics.median(v) for k, v in by_key.items()}
-
-
 def cost_per_gpu_hour(pool: Pool) -> float:
-    """What one GPU-hour of this pool costs: electricity for local pools, the catalog's spot price for
-    cloud pools (the pool's max spot price when the catalog lacks it; +inf when neither is known)."""
+    """What one GPU-hour of this pool costs: electricity for local pools, the shipped catalog's price for
+    cloud pools (the same quote placement uses), the pool's max spot price when the catalog lacks it, and
+    +inf when neither is known."""
     if not pool.is_cloud:
         return pool.local_cost_per_gpu_hour()
-    node_hour = _catalog_spot_prices().get((pool.kind, pool.instance_type or "", pool.region))
-    if node_hour is None:
-        node_hour = pool.max_spot_price
-    return math.inf if node_hour is None else node_hour / pool.gpus_per_node
+    quote = default_catalog().quote(pool)
+    if quote is not None:
+        return quote.usd_per_gpu_hour
+    return math.inf if pool.max_spot_price is None else pool.max_spot_price / pool.gpus_per_node
 
 
 def pools_by_cost(config: ProviderConfig) -> list[tuple[Pool, int, float]]:
