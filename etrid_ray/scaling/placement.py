@@ -26,7 +26,7 @@ from etrid_ray.manifest import ComplianceSpec, Manifest
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote
 from etrid_ray.provider.admission import accelerator_matches, region_allowed
-from etrid_ray.scaling.state import PoolState, QueuedJob, Snapshot
+from etrid_ray.scaling.state import PLANCK_PER_EDSC, PLATFORM_FEE_BPS, PoolState, QueuedJob, Snapshot
 
 
 class PlaceReason(StrEnum):
@@ -148,31 +148,33 @@ class _Node:
     cost: float
 
 
-def _best_node(candidates: Sequence[QueuedJob], pool: Pool, quote: PriceQuote, config: ProviderConfig,
+def _best_node(candidates: Sequence[QueuedJob], start: int, pool: Pool, quote: PriceQuote, config: ProviderConfig,
                horizon_s: float) -> tuple[_Node | None, int]:
-    """Fill one new node from the best-paying candidates and keep the most profitable prefix.
+    """Fill one new node from the best-paying candidates (from `start` on) and keep the most profitable prefix.
 
     Jobs join while the node's busy span stays within max(horizon, its longest job), so a job
     waits behind others on the node for at most about the horizon. Returns the node (None if no
     prefix pays) and how many candidates were considered (the caller moves past them).
     """
-    taken: list[QueuedJob] = []
     longest = work = revenue = 0.0
     best: _Node | None = None
     gpn = pool.gpus_per_node
-    for job in candidates:
+    end = start
+    for end in range(start, len(candidates)):
+        job = candidates[end]
         new_longest = max(longest, job.expected_duration_s)
         new_work = work + job.gpus * job.expected_duration_s
         span = max(new_longest, new_work / gpn)
-        if taken and span > max(horizon_s, new_longest):
+        if end > start and span > max(horizon_s, new_longest):
             break
-        taken.append(job)
         longest, work = new_longest, new_work
         revenue += job.revenue_usd(config.edsc_usd)
         cost = node_cost_usd(pool, quote, span, config)
         if revenue > cost and (best is None or revenue - cost > best.revenue - best.cost):
-            best = _Node(tuple(taken), span, revenue, cost)
-    return best, max(1, len(taken))
+            best = _Node(tuple(candidates[start:end + 1]), span, revenue, cost)
+    else:
+        end = len(candidates)
+    return best, max(1, end - start)
 
 
 # --- placement --------------------------------------------------------------------------------------
@@ -186,14 +188,18 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
     placed: dict[int, Placement] = {}
     remaining = place_local(jobs, snapshot, placed)
     new_nodes: dict[str, int] = {}
-    why_not: dict[int, tuple[PlaceReason, str]] = {}
+    # why a job was not placed: (reason, pool, quote), the furthest stage wins; text is written once at the end
+    why_not: dict[int, tuple[PlaceReason, PoolState, PriceQuote | None]] = {}
     budget_left = config.daily_cloud_budget_usd - snapshot.spend_today_usd
     projected = 0.0
+    usd_per_planck_hour = 3600 * (1 - PLATFORM_FEE_BPS / 10_000) / PLANCK_PER_EDSC * config.edsc_usd
 
-    def note(job: QueuedJob, reason: PlaceReason, text: str) -> None:
-        old = why_not.get(job.job_id)
-        if old is None or _STAGE[reason] > _STAGE[old[0]]:
-            why_not[job.job_id] = (reason, text)
+    def note(batch: Iterable[QueuedJob], reason: PlaceReason, ps: PoolState, quote: PriceQuote | None) -> None:
+        stage = _STAGE[reason]
+        for job in batch:
+            old = why_not.get(job.job_id)
+            if old is None or stage > _STAGE[old[0]]:
+                why_not[job.job_id] = (reason, ps, quote)
 
     for ps, quote in cloud_pools_cheapest_first(snapshot):
         if not remaining:
@@ -203,78 +209,89 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
         if not mine:
             continue
         if quote is None:
-            for j in mine:
-                note(j, PlaceReason.NO_PRICE, f"{pool.name}: no spot offer in {pool.region}")
+            note(mine, PlaceReason.NO_PRICE, ps, quote)
             continue
         if not within_max_price(pool, quote):
-            for j in mine:
-                note(j, PlaceReason.OVER_MAX_PRICE,
-                     f"{pool.name}: {quote.usd_per_node_hour:.4g} USD/node-h > max {pool.max_spot_price:g}")
+            note(mine, PlaceReason.OVER_MAX_PRICE, ps, quote)
             continue
         if budget_left <= 0:
-            for j in mine:
-                note(j, PlaceReason.BUDGET, f"daily cloud budget {config.daily_cloud_budget_usd:g} USD spent")
+            note(mine, PlaceReason.BUDGET, ps, quote)
             continue
-        floor_rate = quote.usd_per_gpu_hour
+        # a job paying less than the GPU-hour itself can never pay for a node, new or running
+        floor_planck = quote.usd_per_gpu_hour / usd_per_planck_hour
+        paying = [j for j in mine if j.price_per_gpu_s >= floor_planck]
+        if len(paying) < len(mine):
+            note((j for j in mine if j.price_per_gpu_s < floor_planck), PlaceReason.UNPROFITABLE, ps, quote)
         taken_ids: set[int] = set()
-        # 1) capacity already paid for (free GPUs on alive and starting nodes): any job paying the GPU-hour,
-        #    queued back to back like on a new node, so the nodes bought last tick are not bought again
+        # 1) capacity already paid for (free GPUs on alive and starting nodes), queued back to back like
+        #    on a new node, so the nodes bought last tick are not bought again while they start
         room_now = ps.free_capacity
         longest = work = 0.0
-        for j in mine:
-            if j.gpus > room_now or j.revenue_usd_per_gpu_hour(config.edsc_usd) < floor_rate:
+        capacity_text = f"room on a running or starting {pool.name} node"
+        for j in paying if room_now > 0 else ():
+            if j.gpus > room_now:
                 continue
             new_longest = max(longest, j.expected_duration_s)
             new_work = work + j.gpus * j.expected_duration_s
-            if room_now <= 0 or max(new_longest, new_work / room_now) > max(horizon, new_longest):
+            if max(new_longest, new_work / room_now) > max(horizon, new_longest):
                 continue
             longest, work = new_longest, new_work
             taken_ids.add(j.job_id)
-            placed[j.job_id] = Placement(j.job_id, pool.name, PlaceReason.CLOUD_CAPACITY,
-                                         f"room on a running or starting {pool.name} node")
+            placed[j.job_id] = Placement(j.job_id, pool.name, PlaceReason.CLOUD_CAPACITY, capacity_text)
         # 2) new nodes, best-paying jobs first, each node only if it pays for its whole life
-        candidates = sorted((j for j in mine if j.job_id not in taken_ids),
-                            key=lambda j: (-j.revenue_usd_per_gpu_hour(config.edsc_usd), j.waiting_since, j.job_id))
+        candidates = sorted((j for j in paying if j.job_id not in taken_ids),
+                            key=lambda j: (-j.price_per_gpu_s, j.waiting_since, j.job_id))
         room = max(0, pool.max_nodes - ps.nodes)
         added = 0
         i = 0
         while i < len(candidates):
-            rest = candidates[i:]
             if added >= room:
-                for j in rest:
-                    note(j, PlaceReason.POOL_FULL, f"{pool.name} at max {pool.max_nodes} nodes")
+                note(candidates[i:], PlaceReason.POOL_FULL, ps, quote)
                 break
-            node, seen = _best_node(rest, pool, quote, config, horizon)
+            node, seen = _best_node(candidates, i, pool, quote, config, horizon)
             if node is None:
-                for j in rest[:seen]:
-                    even = break_even_usd_per_gpu_hour(pool, quote, j.expected_duration_s, config)
-                    note(j, PlaceReason.UNPROFITABLE,
-                         f"{pool.name}: pays {j.revenue_usd_per_gpu_hour(config.edsc_usd):.4g} USD/GPU-h, "
-                         f"a new node breaks even at {even:.4g}")
+                note(candidates[i:i + seen], PlaceReason.UNPROFITABLE, ps, quote)
                 i += seen
                 continue
+            i += len(node.jobs)
             if projected + node.cost > budget_left:
-                for j in node.jobs:
-                    note(j, PlaceReason.BUDGET,
-                         f"{pool.name}: a node costing {node.cost:.2f} USD would pass the daily budget")
-                i += len(node.jobs)
+                note(node.jobs, PlaceReason.BUDGET, ps, quote)
                 continue
             projected += node.cost
             added += 1
+            text = f"new {pool.name} node: its jobs pay {node.revenue:.2f} USD > its cost {node.cost:.2f} USD"
             for j in node.jobs:
                 taken_ids.add(j.job_id)
-                placed[j.job_id] = Placement(
-                    j.job_id, pool.name, PlaceReason.CLOUD_NEW_NODE,
-                    f"new {pool.name} node: jobs pay {node.revenue:.2f} USD > its cost {node.cost:.2f} USD")
-            i += len(node.jobs)
+                placed[j.job_id] = Placement(j.job_id, pool.name, PlaceReason.CLOUD_NEW_NODE, text)
         if added:
             new_nodes[pool.name] = added
-        remaining = [j for j in remaining if j.job_id not in taken_ids]
+        if taken_ids:
+            remaining = [j for j in remaining if j.job_id not in taken_ids]
 
     for j in remaining:
-        reason, text = why_not.get(j.job_id, (PlaceReason.NO_ELIGIBLE_POOL, "no cloud pool may run it"))
-        placed[j.job_id] = Placement(j.job_id, None, reason, text + "; waits for local")
+        why = why_not.get(j.job_id)
+        if why is None:
+            placed[j.job_id] = Placement(j.job_id, None, PlaceReason.NO_ELIGIBLE_POOL,
+                                         "no cloud pool may run it (TEE, residency, size); waits for local")
+        else:
+            placed[j.job_id] = Placement(j.job_id, None, why[0], _why_text(j, *why, config) + "; waits for local")
     return PlacementPlan(tuple(placed[j.job_id] for j in jobs), new_nodes, projected)
+
+
+def _why_text(job: QueuedJob, reason: PlaceReason, ps: PoolState, quote: PriceQuote | None,
+              config: ProviderConfig) -> str:
+    pool = ps.pool
+    if reason is PlaceReason.NO_PRICE or quote is None:
+        return f"{pool.name}: no spot offer in {pool.region}"
+    if reason is PlaceReason.OVER_MAX_PRICE:
+        return f"{pool.name}: {quote.usd_per_node_hour:.4g} USD/node-h > max {pool.max_spot_price:g}"
+    if reason is PlaceReason.BUDGET:
+        return f"{pool.name}: a new node would pass the daily cloud budget of {config.daily_cloud_budget_usd:g} USD"
+    if reason is PlaceReason.POOL_FULL:
+        return f"{pool.name} at max {pool.max_nodes} nodes"
+    even = break_even_usd_per_gpu_hour(pool, quote, job.expected_duration_s, config)
+    return (f"{pool.name}: pays {job.revenue_usd_per_gpu_hour(config.edsc_usd):.4g} USD/GPU-h, "
+            f"a new node breaks even at {even:.4g}")
 
 
 def place_local(jobs: Sequence[QueuedJob], snapshot: Snapshot, placed: dict[int, Placement]) -> list[QueuedJob]:
