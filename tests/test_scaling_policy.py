@@ -149,6 +149,13 @@ def test_busy_nodes_are_never_scaled_away():
     assert by_pool(decide(snap, CONFIG)[0])[AWS].target == 1
 
 
+def test_an_idle_node_that_jobs_were_just_steered_to_stays():
+    snap = snapshot(now=400, queue=jobs(8, rate=1.0, duration=60, now=400), local_gpu={"busy": 4},
+                    aws_spot_a100={"alive": 2, "idle_since": [0, 0]})
+    d = by_pool(decide(snap, CONFIG)[0])[AWS]
+    assert (d.reason, d.target) == (Reason.IDLE_TIMEOUT, 1)  # 8 one-GPU jobs fill one node: the other goes
+
+
 def test_starting_nodes_nobody_waits_for_are_cancelled():
     got = run([snapshot(now=100, aws_spot_a100={"pending": 2})])
     assert [(d.reason, d.target) for _, d in got] == [(Reason.DRAINED, 0)]

@@ -16,7 +16,8 @@ Rules, in the order they are weighed for each pool (thresholds and windows from 
 - idle timeout: alive nodes idle for `idle_timeout_s` go (what Ray/KubeRay do on their own —
   modelled here so the simulator and the head agree); starting nodes nobody is steered to
   any more are cancelled;
-- never below the pool's busy nodes (a decision never asks to kill running work).
+- never below the pool's busy nodes, nor below what the jobs steered to it need right now (a
+  decision never asks to kill running work or a node that work was just sent to).
 
 Stabilization: no decision in the opposite direction of the pool's last one within
 `stabilization_s` (bounds excepted), and a sustained window restarts after its rule fires —
@@ -146,7 +147,8 @@ def _decide_pool(ps: PoolState, jobs: Sequence[QueuedJob], new_nodes: int, snaps
     pm = replace(pm, over_since=(pm.over_since if pm.over_since is not None else now) if over else None,
                  under_since=(pm.under_since if pm.under_since is not None else now) if under else None)
     demand_gpus = sum(j.gpus for j in jobs)
-    usable = max(cur, math.ceil((max(ps.gpus_busy, 0.0) + demand_gpus) / gpn - 1e-9))  # nodes all of it fills
+    needed = math.ceil((max(ps.gpus_busy, 0.0) + demand_gpus) / gpn - 1e-9)  # nodes running all of it at once
+    usable = max(cur, needed)
     unmet = demand_gpus - ps.free_capacity
 
     target, reason, text = cur, None, ""
@@ -187,7 +189,7 @@ def _decide_pool(ps: PoolState, jobs: Sequence[QueuedJob], new_nodes: int, snaps
         target = min(target, hi)
     # --- shrinking (only when nothing asks for growth) ---
     if target == cur:
-        floor = max(lo, ps.busy_nodes)
+        floor = max(lo, ps.busy_nodes, min(cur, needed))  # never below busy nodes or what steered jobs need now
         expired = sum(1 for t in ps.idle_since if t is not None and now - t >= config.idle_timeout_s)
         downs: list[tuple[int, Reason, str]] = []
         if expired:
