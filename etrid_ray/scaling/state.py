@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from etrid_ray.manifest import Manifest
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote
-from etrid_ray.provider.admission import JobTerms, billable_gpus
+from etrid_ray.provider.admission import MIN_BILLABLE_GPUS, JobTerms, billable_gpus
 
 PLANCK_PER_EDSC = 10**18
 # The chain keeps 5 % of every payment (pallet_job_marketplace PLATFORM_FEE_BPS); the provider earns the rest.
@@ -45,7 +45,7 @@ class QueuedJob:
     @property
     def billable_gpus(self) -> float:
         """At least admission's minimum, so a zero-GPU job is never free (same rule as the price check)."""
-        return max(self.gpus, 0.01)
+        return max(self.gpus, MIN_BILLABLE_GPUS)
 
     def revenue_usd(self, edsc_usd: float) -> float:
         """What the provider keeps if it runs the job: payment less the chain's fee, in USD."""
