@@ -99,6 +99,7 @@ class ProviderConfig(BaseModel):
     scale_down_factor: float = Field(0.1, gt=0, description="−10 %")
     stabilization_s: float = Field(60.0, ge=0, description="no opposite decision for a pool within this window")
     idle_timeout_s: float = Field(300.0, ge=0, description="idle nodes removed after this (KubeRay/Ray)")
+    scale_interval_s: float = Field(1.0, gt=0, description="how often the head re-plans pools")
 
     @field_validator("websocket_url")
     @classmethod

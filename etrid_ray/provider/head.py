@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ray
@@ -26,6 +26,7 @@ from etrid_ray.chain import Connection, GpuSpecs, HardwareAttestation, QueueUpda
 from etrid_ray.chain.models import Job, JobStatus
 from etrid_ray.config import PLANCK_PER_EDSC, ProviderConfig
 from etrid_ray.manifest import Manifest, ManifestError, parse_manifest
+from etrid_ray.pools import STEER, Pool, pools_from_config
 from etrid_ray.provider.admission import Capabilities, JobTerms, Verdict, admit
 from etrid_ray.provider.chain_port import ChainPort
 from etrid_ray.provider.gpu_info import GpuFacts, gpu_facts
@@ -48,6 +49,7 @@ class Running:
     dispatched_at: float
     gpus: float
     submitted_at: float
+    pool: str | None = None
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Candidate:
     verdict: Verdict
     manifest: Manifest | None
     first_seen: float
+    pool: str | None = None
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Stats:
     started_at: dict[int, float] = field(default_factory=dict)    # job id -> task start (wall clock)
     ended_at: dict[int, float] = field(default_factory=dict)      # job id -> task end
     on_chain_at: dict[int, float] = field(default_factory=dict)   # job id -> settlement included
+    pool_of: dict[int, str | None] = field(default_factory=dict)   # job id -> pool its task was steered to
 
 
 def _failure_kind(reason: str) -> str:
@@ -98,6 +102,14 @@ class ProviderHead:
             gpus_per_node=max(self.facts.count, 1), vram_gb=self.facts.vram_gb, accelerator=self.facts.model,
             tee=config.gpus.tee, region=config.region, handlers=frozenset(config.allowed_handlers),
             price_per_gpu_second=config.PRICE_PER_SECOND, max_input_bytes=config.max_input_bytes)
+        self.pools: list[Pool] = pools_from_config(config)
+        self.pool_caps = {p.name: replace(self.caps, gpus_per_node=p.gpus_per_node, vram_gb=p.vram_gb,
+                                          accelerator=p.accelerator, tee=p.tee, region=p.region)
+                          for p in self.pools}
+        self.scaler: Any = None  # a Scaler once the cluster shows pool resources (KubeRay / fake autoscaler)
+        self.plan: Any = None
+        self._pool_free: dict[str, float] = {}
+        self._last_scale = 0.0
         self.gpu_ids: list[int] = []
         self.running: dict[int, Running] = {}
         self.gpu_load: Counter[int] = Counter()
@@ -147,6 +159,11 @@ class ProviderHead:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.scaler is not None:
+            try:
+                self.scaler.release()
+            except Exception:  # the cluster may already be gone
+                log.warning("could not release requested capacity")
         if self._watcher is not None:
             self._watcher.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -185,7 +202,9 @@ class ProviderHead:
 
     def _intake_step(self) -> bool:
         self._take_updates()
+        self._maybe_enable_scaling()
         self._evaluate()
+        self._scale()
         claimed = self._claim_and_dispatch()
         self._keepalive()
         return claimed > 0
@@ -297,7 +316,9 @@ class ProviderHead:
         """One pass; returns True when it did work (so the loop goes again without waiting)."""
         t0 = time.perf_counter()
         self._take_updates()
+        self._maybe_enable_scaling()
         self._evaluate()
+        self._scale()
         claimed = self._claim_and_dispatch()
         harvested = self._harvest()
         settled = self._settle()
@@ -348,12 +369,52 @@ class ProviderHead:
                 self.retry_manifest[job.job_id] = now + MANIFEST_RETRY_S
                 continue
             terms = JobTerms(job.job_id, job.model_type, job.max_compute_time, job.payment)
-            verdict = admit(terms, manifest, self.caps)
+            verdict = self._admit(terms, manifest)
             cand = self.candidates[job.job_id]
             cand.verdict = verdict
             cand.manifest = manifest if isinstance(manifest, Manifest) else None
             if verdict.action == "skip":
                 self.stats.skipped[_failure_kind(verdict.reason)] += 1
+
+    def _admit(self, terms: JobTerms, manifest: Manifest | ManifestError) -> Verdict:
+        """Without pools, against this provider's GPUs; with pools, claimable when any pool could run it."""
+        if self.scaler is None:
+            return admit(terms, manifest, self.caps)
+        verdicts = [admit(terms, manifest, caps) for caps in self.pool_caps.values()]
+        for verdict in verdicts:
+            if verdict.action != "skip":
+                return verdict
+        return verdicts[0]
+
+    # pools and scaling ----------------------------------------------------------------------------
+
+    def _maybe_enable_scaling(self) -> None:
+        if self.scaler is not None or not ray.is_initialized():
+            return
+        ours = {p.resource for p in self.pools}
+        if any(k in ours for k in ray.cluster_resources()):
+            from etrid_ray.provider.scaler import Scaler
+
+            self.scaler = Scaler(self.config, self.pools)
+            for cand in self.candidates.values():
+                cand.verdict = Verdict("skip", "unevaluated")  # re-admit against every pool
+            log.info("cluster advertises pools: scaling across %s", [p.name for p in self.pools])
+
+    def _scale(self) -> None:
+        """Places the admitted queue on pools and applies the policy's targets, about once a second."""
+        now = time.time()
+        if self.scaler is None or now - self._last_scale < self.config.scale_interval_s:
+            return
+        self._last_scale = now
+        from etrid_ray.scaling import QueuedJob
+
+        queue = [QueuedJob.from_chain(JobTerms(c.job.job_id, c.job.model_type, c.job.max_compute_time,
+                                               c.job.payment), c.manifest, waiting_since=c.first_seen)
+                 for c in self.candidates.values() if c.verdict.action == "claim" and c.manifest is not None]
+        step = self.scaler.step(queue, now)
+        self.plan = step.plan
+        with self._lock:
+            self._pool_free = {ps.name: ps.gpus_free for ps in step.snapshot.pools}
 
     def _claim_and_dispatch(self) -> int:
         chosen = [c for c in self.candidates.values() if c.verdict.action in ("claim", "reject")]
@@ -366,12 +427,19 @@ class ProviderHead:
             free = self._free_gpus()
             for cand in chosen[: self.config.claim_batch]:
                 gpus = cand.manifest.resources.gpus if cand.manifest and cand.verdict.action == "claim" else 0.0
-                if gpus > free + 1e-9:
+                pool = self._pool_for(cand) if self.scaler is not None and cand.verdict.action == "claim" else None
+                if self.scaler is not None and cand.verdict.action == "claim":
+                    if pool is None or gpus > self._pool_free.get(pool, 0.0) + 1e-9:
+                        continue  # its pool has no room yet: the scaler is asking for it
+                elif gpus > free + 1e-9:
                     continue  # claim only what can start now: the chain's timeout clock starts at the claim
                 gpu = self._pick_gpu(gpus)
                 if gpu is None:
                     break
                 free -= gpus
+                if pool is not None:
+                    self._pool_free[pool] = self._pool_free.get(pool, 0.0) - gpus
+                cand.pool = pool
                 self.gpu_load[gpu] += 1
                 pairs.append((cand, gpu))
         if not pairs:
@@ -406,18 +474,46 @@ class ProviderHead:
                 self.journal.finished([(cand.job.job_id, False, None, cand.verdict.reason)])
             else:
                 self.gpu_load[gpu] -= 1  # _dispatch counts it again
-                self._dispatch(cand.job, cand.manifest, gpu)
+                self._dispatch(cand.job, cand.manifest, gpu, cand.pool)
 
-    def _dispatch(self, job: Job, manifest: Manifest, gpu_id: int) -> None:
+    def _pool_for(self, cand: Candidate) -> str | None:
+        """The pool the placement chose; a job it left waiting goes to the first local pool that can run it."""
+        from etrid_ray.scaling.placement import eligible
+
+        chosen = None
+        if self.plan is not None:
+            try:
+                chosen = self.plan.pool_for(cand.job.job_id)
+            except KeyError:
+                return None  # placed at the next scaling step
+        if chosen is not None:
+            return chosen
+        job = next((q for q in [self._queued(cand)] if q is not None), None)
+        for pool in self.pools:
+            if not pool.is_cloud and job is not None and eligible(job, pool):
+                return pool.name
+        return None
+
+    def _queued(self, cand: Candidate) -> Any:
+        from etrid_ray.scaling import QueuedJob
+
+        if cand.manifest is None:
+            return None
+        return QueuedJob.from_chain(JobTerms(cand.job.job_id, cand.job.model_type, cand.job.max_compute_time,
+                                             cand.job.payment), cand.manifest, waiting_since=cand.first_seen)
+
+    def _dispatch(self, job: Job, manifest: Manifest, gpu_id: int, pool: str | None = None) -> None:
         timeout = min(manifest.timeout_s or job.max_compute_time, job.max_compute_time)
         options: dict[str, Any] = {"num_gpus": manifest.resources.gpus, "num_cpus": self.config.task_cpus}
-        if self._pool_resource:
+        if pool is not None:
+            options["resources"] = {f"pool:{pool}": STEER}  # the autoscaler grows exactly this group
+        elif self._pool_resource:
             options["resources"] = dict(self._pool_resource)
         ref = run_job.options(**options).remote(job.job_id, manifest.model_dump_json(), self.store_url,
                                                 self.config.max_input_bytes)
         now = time.time()
         self.running[job.job_id] = Running(job.job_id, gpu_id, ref, now + timeout, now, manifest.resources.gpus,
-                                           float(job.submitted_at))
+                                           float(job.submitted_at), pool)
         ref.future().add_done_callback(lambda fut, job_id=job.job_id: self._done.put((job_id, fut)))
         self.gpu_load[gpu_id] += 1
         self.stats.waits.append(max(0.0, now - job.submitted_at))
@@ -477,6 +573,7 @@ class ProviderHead:
         self.stats.started_at[run.job_id] = outcome.started_at
         self.stats.ended_at[run.job_id] = outcome.finished_at
         self.stats.gpu_seconds += (outcome.finished_at - outcome.started_at) * run.gpus
+        self.stats.pool_of[run.job_id] = run.pool
         return (run.job_id, outcome.ok, outcome.result_hash, outcome.reason)
 
     def _settle(self) -> int:

@@ -1,0 +1,157 @@
+"""The loop that applies scaling: observe Ray, ask the pure policy, steer and request capacity.
+
+`observe()` turns the live cluster into a `scaling.Snapshot` (nodes and free GPUs per pool,
+found through each node's `pool:<name>` resource); `plan()` runs the pure placement and
+decision functions on it; `apply()` turns per-pool targets into node-shaped
+`ray.autoscaler.sdk.request_resources` bundles, so the autoscaler (KubeRay in production, the
+fake multi-node provider in tests) grows exactly those worker groups before any task exists,
+and releases them when the queue drains. Every decision is logged with its reason and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray._private.state import available_resources_per_node
+from ray.autoscaler.sdk import request_resources
+
+from etrid_ray.config import ProviderConfig
+from etrid_ray.pools import Pool
+from etrid_ray.prices.catalog import PriceQuote, quotes_for
+from etrid_ray.scaling import POLICIES, Decision, PlacementPlan, Policy, PoolState, QueuedJob, Snapshot, apply
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScaleStep:
+    snapshot: Snapshot
+    plan: PlacementPlan
+    decisions: list[Decision]
+    targets: dict[str, int]
+
+
+@dataclass
+class Scaler:
+    config: ProviderConfig
+    pools: list[Pool]
+    policy: Policy = field(default_factory=lambda: POLICIES["profit"])
+    prices: dict[str, PriceQuote] = field(default_factory=dict)
+    memory: Any = None
+    requested: dict[str, int] = field(default_factory=dict)   # nodes asked for per pool (cloud pools)
+    decisions_total: Counter[tuple[str, str]] = field(default_factory=Counter)  # (pool, reason) → count
+    history: list[tuple[float, dict[str, int]]] = field(default_factory=list)  # alive nodes per pool over time
+    spend_usd: float = 0.0
+    _spend_day: int = -1
+    _idle_since: dict[str, float] = field(default_factory=dict)
+    _last_observed: float = 0.0
+    first_request_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.prices:
+            self.prices = quotes_for(self.pools)
+        self.by_name = {p.name: p for p in self.pools}
+
+    # observing -----------------------------------------------------------------------------------
+
+    def pool_of_node(self, resources: dict[str, float]) -> Pool | None:
+        for key in resources:
+            if key.startswith("pool:"):
+                return self.by_name.get(key[5:])
+        return None
+
+    def observe(self, queue: list[QueuedJob], now: float | None = None) -> Snapshot:
+        now = time.time() if now is None else now
+        free_by_node = available_resources_per_node()
+        alive: Counter[str] = Counter()
+        free: Counter[str] = Counter()
+        busy: Counter[str] = Counter()
+        idle: dict[str, list[float | None]] = {}
+        seen_nodes = set()
+        for node in ray.nodes():
+            if not node.get("Alive"):
+                continue
+            pool = self.pool_of_node(node.get("Resources", {}))
+            if pool is None:
+                continue
+            node_id = node["NodeID"]
+            seen_nodes.add(node_id)
+            total_gpus = float(node["Resources"].get("GPU", 0.0))
+            free_gpus = float(free_by_node.get(node_id, {}).get("GPU", 0.0))
+            alive[pool.name] += 1
+            free[pool.name] += free_gpus
+            busy[pool.name] += total_gpus - free_gpus
+            if free_gpus >= total_gpus - 1e-9:
+                since = self._idle_since.setdefault(node_id, now)
+            else:
+                self._idle_since.pop(node_id, None)
+                since = None
+            idle.setdefault(pool.name, []).append(since)
+        for node_id in [n for n in self._idle_since if n not in seen_nodes]:
+            del self._idle_since[node_id]
+        self._accrue_spend(alive, now)
+        states = []
+        for pool in self.pools:
+            pending = max(0, self.requested.get(pool.name, 0) - alive[pool.name]) if pool.is_cloud else 0
+            states.append(PoolState(pool, alive=alive[pool.name], pending=pending,
+                                    idle_since=tuple(idle.get(pool.name, [])), gpus_busy=busy[pool.name],
+                                    gpus_free=free[pool.name]))
+        self.history.append((now, dict(alive)))
+        return Snapshot(now=now, pools=tuple(states), queue=tuple(queue), spend_today_usd=self.spend_usd,
+                        prices=self.prices)
+
+    def _accrue_spend(self, alive: Counter[str], now: float) -> None:
+        """Cloud spend accrues per node-second at the pool's quoted price (reset each UTC day)."""
+        day = int(now // 86_400)
+        if day != self._spend_day:
+            self._spend_day, self.spend_usd = day, 0.0
+        if self._last_observed:
+            dt = max(0.0, now - self._last_observed)
+            for name, count in alive.items():
+                quote = self.prices.get(name)
+                if quote is not None:
+                    self.spend_usd += count * quote.usd_per_node_hour * dt / 3600
+        self._last_observed = now
+
+    # deciding and applying -----------------------------------------------------------------------
+
+    def step(self, queue: list[QueuedJob], now: float | None = None) -> ScaleStep:
+        snapshot = self.observe(queue, now)
+        plan = self.policy.place(snapshot, self.config)
+        if self.policy.name == "profit":  # the same plan the head steers with
+            decisions, self.memory = self.policy.decide(snapshot, self.config, self.memory, plan=plan)
+        else:
+            decisions, self.memory = self.policy.decide(snapshot, self.config, self.memory)
+        targets = apply(decisions, snapshot)
+        for d in decisions:
+            self.decisions_total[(d.pool, str(d.reason))] += 1
+            log.info("scale %s %s → %d nodes (%+d): %s [%s]", d.pool, d.direction, d.target, d.delta, d.text,
+                     d.reason)
+        self._request(targets)
+        return ScaleStep(snapshot, plan, decisions, targets)
+
+    def _request(self, targets: dict[str, int]) -> None:
+        """Node-shaped bundles per cloud pool: the autoscaler launches exactly those node types and
+        keeps them while asked; an empty request releases them to the idle timeout."""
+        wanted = {name: n for name, n in targets.items() if self.by_name[name].is_cloud and n > 0}
+        if wanted == {k: v for k, v in self.requested.items() if v > 0}:
+            return
+        bundles: list[dict[str, float]] = []
+        for name, count in wanted.items():
+            pool = self.by_name[name]
+            bundles += [{"GPU": float(pool.gpus_per_node), pool.resource: 1.0}] * count
+        request_resources(bundles=bundles)
+        if bundles and self.first_request_at is None:
+            self.first_request_at = time.time()
+        self.requested = dict(wanted)
+        log.info("requested capacity: %s", wanted or "none (released)")
+
+    def release(self) -> None:
+        if self.requested:
+            request_resources(bundles=[])
+            self.requested = {}
