@@ -14,6 +14,7 @@ import os
 # The demo's Ray cluster is this machine only: keep every Ray process on loopback (Ray reads this
 # when first imported, and the demo imports Ray lazily, after this line).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # the driver presents the cluster's token (Ray 2.60: on)
 import random
 import statistics
 import tempfile
@@ -33,10 +34,14 @@ from etrid_ray.chain.errors import ExtrinsicFailed
 from etrid_ray.chain.events import events_in_range
 from etrid_ray.chain.models import JobStatus
 from etrid_ray.config import PLANCK_PER_EDSC, load_config
+from etrid_ray.kuberay.render import raycluster
+from etrid_ray.pools import pools_from_config
 from etrid_ray.testing.devnet_process import DevnetProcess
+from etrid_ray.testing.fake_cluster import FakeKubeRayCluster
 from etrid_ray.trace import trace_slice
 
-PRICE_PER_SECOND = 10**14  # planck per GPU-second asked by the demo provider (0.36 ËDSC per GPU-hour)
+PRICE_PER_SECOND = 5 * 10**14  # planck per GPU-second the demo provider asks (1.8 ËDSC per GPU-hour)
+IDLE_TIMEOUT_S = 15.0  # the demo's idle timeout (production: 300 s, the seed's 5 minutes)
 MAX_ARRIVAL_WINDOW_S = 40.0
 
 
@@ -63,6 +68,7 @@ class DemoResult:
     earnings_planck: int = 0
     elapsed_s: float = 0.0
     edsc_usd: float = 1.0
+    timeline: list[tuple[float, dict[str, int]]] = field(default_factory=list)
 
     @property
     def earnings_edsc(self) -> float:
@@ -114,7 +120,7 @@ def plan_jobs(count: int, speedup: float, seed: int, gpus: int, max_job_s: float
 
 def _progress_table(status: dict[str, Any], submitted: int, total: int, nodes: str, elapsed: float) -> Table:
     table = Table(title=f"etrid-ray demo — {elapsed:5.1f}s", show_header=True)
-    for col in ("jobs", "queue", "in Ray", "done", "failed", "ËDSC", "block", "nodes"):
+    for col in ("jobs", "queue", "in Ray", "done", "failed", "ËDSC", "block", "nodes per pool"):
         table.add_column(col, justify="right")
     failed = sum(status.get("failed", {}).values())
     table.add_row(f"{submitted}/{total}", str(status.get("queue_depth", 0)), str(status.get("running", 0)),
@@ -152,19 +158,28 @@ def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 
     console = console or Console()
     plan = plan_jobs(jobs, speedup, seed, gpus, max_job_s, bad)
     workdir = Path(tempfile.mkdtemp(prefix="etrid-demo-"))
-    os.environ["ETRID_SEED"] = "//Bob"  # the provider's key: a dev account, from the environment only
     result = DemoResult(submitted=len(plan))
     started = time.monotonic()
     with DevnetProcess(block_time=0, extra_args=["--confirm-window", "20"]) as devnet:
         console.print(f"[bold]devnet[/] {devnet.url} (pid {devnet.pid})")
-        ray.init(address="local", num_cpus=2, num_gpus=gpus, resources={"pool:local": 1000},
-                 include_dashboard=False,
-                 namespace="etrid", logging_level="ERROR", log_to_driver=False)
+        config = load_config(env={}, overrides={
+            "websocket_url": devnet.url, "rpc_url": devnet.http_url, "PRICE_PER_SECOND": PRICE_PER_SECOND,
+            "gpus": {"count": gpus}, "local_nodes": 1, "journal_path": str(workdir / "journal.sqlite"),
+            "heartbeat_interval_s": 5, "telemetry_interval_s": 5, "poll_interval_s": 0.2,
+            "idle_timeout_s": IDLE_TIMEOUT_S, "aws_max_nodes": 1, "gcp_max_nodes": 1, "azure_max_nodes": 1,
+            "scale_interval_s": 0.5})
+        # The RayCluster users deploy, translated by Ray's KubeRay code, run on Ray's fake multi-node
+        # autoscaler: each pool a node type, each node a real raylet. The head's key is in the
+        # cluster's environment, as the Secret puts it in the head pod's.
+        cluster = FakeKubeRayCluster(raycluster(config), workdir / "cluster", idle_timeout_s=IDLE_TIMEOUT_S,
+                                     max_workers_per_type=1, cpus_per_node=8, env={"ETRID_SEED": "//Bob"})
+        cluster.start()
+        console.print(f"[bold]Ray[/] fake multi-node cluster from the rendered RayCluster at {cluster.address}: "
+                      f"pools {', '.join(p.name for p in pools_from_config(config))}")
+        timeline: list[tuple[float, dict[str, int]]] = []
         try:
-            config = load_config(env={}, overrides={
-                "websocket_url": devnet.url, "rpc_url": devnet.http_url, "PRICE_PER_SECOND": PRICE_PER_SECOND,
-                "gpus": {"count": gpus}, "journal_path": str(workdir / "journal.sqlite"),
-                "heartbeat_interval_s": 5, "telemetry_interval_s": 5, "poll_interval_s": 0.2})
+            ray.init(address=cluster.address, namespace="etrid", logging_level="ERROR", log_to_driver=False)
+            wait_for(lambda: nodes_per_pool().get("local-gpu", 0) >= 1, 60)
             head = launch_head(config, detached=False)
             client = ChainClient(devnet.url)
             consumer = client.consumer(dev_signer("Charlie"), blobs=open_blob_store(devnet.http_url))
@@ -204,11 +219,23 @@ def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 
                             final[job_id] = "failed"
                         elif job_id in confirmed:
                             final[job_id] = "completed"
-                    nodes = str(len([n for n in ray.nodes() if n["Alive"]]))
-                    live.update(_progress_table(status, submitted, len(plan), nodes, time.monotonic() - started))
+                    pools_now = nodes_per_pool()
+                    timeline.append((time.monotonic() - started, pools_now))
+                    live.update(_progress_table(status, submitted, len(plan), _pools_text(pools_now),
+                                                time.monotonic() - started))
                     if submitted == len(plan) and len(final) == len(plan) and \
                             status.get("earnings_planck", 0) and status.get("payments", 0) >= len(confirmed):
                         break
+                # the queue is drained: watch the cloud groups go back to zero after the idle timeout
+                drain_deadline = time.monotonic() + IDLE_TIMEOUT_S + 20
+                while time.monotonic() < drain_deadline:
+                    pools_now = nodes_per_pool()
+                    timeline.append((time.monotonic() - started, pools_now))
+                    live.update(_progress_table(status, submitted, len(plan), _pools_text(pools_now),
+                                                time.monotonic() - started))
+                    if all(n == 0 for name, n in pools_now.items() if name != "local-gpu"):
+                        break
+                    time.sleep(0.5)
             submitter.join(timeout=5)
             status = ray.get(head.status.remote(True))
             result.completed = sum(1 for s in final.values() if s == "completed")
@@ -217,13 +244,54 @@ def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 
             result.waits = list(status.get("waits", []))
             result.gpu_seconds = float(status.get("gpu_seconds", 0.0))
             result.earnings_planck = int(status.get("earnings_planck", 0))
+            result.timeline = timeline
             stop_head(head)
             client.close()
         finally:
             ray.shutdown()
+            cluster.stop()
     result.elapsed_s = time.monotonic() - started
     console.print(summary_table(result))
+    console.print(timeline_table(result.timeline))
     return result
+
+
+def nodes_per_pool() -> dict[str, int]:
+    import ray
+
+    out: dict[str, int] = {}
+    for node in ray.nodes():
+        if node.get("Alive"):
+            for key in node["Resources"]:
+                if key.startswith("pool:"):
+                    out[key[5:]] = out.get(key[5:], 0) + 1
+    return out
+
+
+def _pools_text(pools: dict[str, int]) -> str:
+    return " ".join(f"{name.split('-')[0]}:{n}" for name, n in sorted(pools.items())) or "-"
+
+
+def wait_for(predicate: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not predicate():
+        time.sleep(0.3)
+
+
+def timeline_table(timeline: list[tuple[float, dict[str, int]]], every_s: float = 5.0) -> Table:
+    """Nodes per pool over time, one row per `every_s` (and every change)."""
+    names = sorted({name for _, pools in timeline for name in pools})
+    table = Table(title="nodes per pool over time", show_header=True)
+    table.add_column("t (s)", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    last_t, last_row = -1e9, None
+    for t, pools in timeline:
+        row = tuple(pools.get(name, 0) for name in names)
+        if row != last_row or t - last_t >= every_s:
+            table.add_row(f"{t:.0f}", *[str(n) for n in row])
+            last_t, last_row = t, row
+    return table
 
 
 def consumer_jobs(consumer: Any, ids: list[int]) -> dict[int, Any]:

@@ -287,8 +287,13 @@ def test_never_thrashes_within_the_stabilization_window(snaps):
         assert len({d.pool for d in decisions}) == len(decisions)  # one decision per pool
         for d in decisions:
             prev = last.get(d.pool)
-            if prev is not None and prev[1] != d.direction:
+            # the one reversal allowed inside the window: removing nodes idle for the whole idle timeout
+            if prev is not None and prev[1] != d.direction and d.reason != Reason.IDLE_TIMEOUT:
                 assert snap.now - prev[0] >= CFG.stabilization_s, f"{d.pool} reversed after {snap.now - prev[0]} s"
+            if d.reason == Reason.IDLE_TIMEOUT:
+                ps = snap.pool(d.pool)
+                idle_long = sum(1 for t in ps.idle_since if t is not None and snap.now - t >= CFG.idle_timeout_s)
+                assert -d.delta <= idle_long
             last[d.pool] = (snap.now, d.direction)
 
 

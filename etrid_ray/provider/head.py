@@ -109,6 +109,7 @@ class ProviderHead:
         self.scaler: Any = None  # a Scaler once the cluster shows pool resources (KubeRay / fake autoscaler)
         self.plan: Any = None
         self._pool_free: dict[str, float] = {}
+        self._pool_capacity: dict[str, float] = {}
         self._last_scale = 0.0
         self.gpu_ids: list[int] = []
         self.running: dict[int, Running] = {}
@@ -414,7 +415,16 @@ class ProviderHead:
         step = self.scaler.step(queue, now)
         self.plan = step.plan
         with self._lock:
-            self._pool_free = {ps.name: ps.gpus_free for ps in step.snapshot.pools}
+            # Room per pool = GPUs of its alive nodes − GPUs of our tasks steered there (queued in Ray or
+            # running): Ray's "available" lags tasks not yet scheduled, and only we use these GPUs.
+            self._pool_capacity = {ps.name: ps.alive * ps.pool.gpus_per_node for ps in step.snapshot.pools}
+
+    def _pool_room(self) -> dict[str, float]:
+        used: dict[str, float] = {}
+        for run in self.running.values():
+            if run.pool is not None:
+                used[run.pool] = used.get(run.pool, 0.0) + run.gpus
+        return {name: cap - used.get(name, 0.0) for name, cap in self._pool_capacity.items()}
 
     def _claim_and_dispatch(self) -> int:
         chosen = [c for c in self.candidates.values() if c.verdict.action in ("claim", "reject")]
@@ -425,6 +435,8 @@ class ProviderHead:
         pairs: list[tuple[Candidate, int]] = []
         with self._lock:
             free = self._free_gpus()
+            if self.scaler is not None:
+                self._pool_free = self._pool_room()
             for cand in chosen[: self.config.claim_batch]:
                 gpus = cand.manifest.resources.gpus if cand.manifest and cand.verdict.action == "claim" else 0.0
                 pool = self._pool_for(cand) if self.scaler is not None and cand.verdict.action == "claim" else None

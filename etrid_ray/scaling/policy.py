@@ -207,9 +207,11 @@ def _decide_pool(ps: PoolState, jobs: Sequence[QueuedJob], new_nodes: int, snaps
             target, reason, text = min(downs, key=lambda d: d[0])
     if target == cur or reason is None:
         return None, pm, 0.0
-    # --- stabilization: never reverse within the window (bounds always apply) ---
+    # --- stabilization: never reverse within the window (bounds always apply; so does the idle timeout:
+    # a node idle for the whole timeout already shows there is no demand, and keeping it only costs —
+    # the seed removes idle nodes after 5 minutes, target P4 wants them gone within idle timeout + 10 s) ---
     stab = config.stabilization_s
-    if reason not in (Reason.MIN_NODES, Reason.MAX_NODES):
+    if reason not in (Reason.MIN_NODES, Reason.MAX_NODES, Reason.IDLE_TIMEOUT):
         last_opposite = pm.last_down if target > cur else pm.last_up
         if last_opposite is not None and now - last_opposite < stab:
             return None, pm, 0.0
