@@ -31,14 +31,14 @@ from etrid_ray.pools import pools_from_config  # noqa: E402
 from etrid_ray.prices.catalog import quotes_for  # noqa: E402
 from etrid_ray.provider.head import ProviderHead  # noqa: E402
 from etrid_ray.provider.journal import Journal  # noqa: E402
+from etrid_ray.provider.scaler import alive_nodes_per_pool  # noqa: E402
 from etrid_ray.scaling import POLICIES, PoolState, QueuedJob, Snapshot, first_scale_up  # noqa: E402
 from etrid_ray.testing.devnet_process import DevnetProcess  # noqa: E402
 from etrid_ray.testing.fake_cluster import FakeKubeRayCluster  # noqa: E402
 
 
 def cloud_nodes() -> int:
-    return sum(1 for n in ray.nodes() if n.get("Alive") and any(
-        k.startswith("pool:") and not k.startswith("pool:local") for k in n["Resources"]))
+    return sum(n for pool, n in alive_nodes_per_pool().items() if not pool.startswith("local"))
 
 
 def simulated_first_scale_up(config, jobs: int) -> dict[str, float | None]:

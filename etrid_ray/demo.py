@@ -36,6 +36,7 @@ from etrid_ray.chain.models import JobStatus
 from etrid_ray.config import PLANCK_PER_EDSC, load_config
 from etrid_ray.kuberay.render import raycluster
 from etrid_ray.pools import pools_from_config
+from etrid_ray.provider.scaler import alive_nodes_per_pool
 from etrid_ray.testing.devnet_process import DevnetProcess
 from etrid_ray.testing.fake_cluster import FakeKubeRayCluster
 from etrid_ray.trace import trace_slice
@@ -179,7 +180,7 @@ def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 
         timeline: list[tuple[float, dict[str, int]]] = []
         try:
             ray.init(address=cluster.address, namespace="etrid", logging_level="ERROR", log_to_driver=False)
-            wait_for(lambda: nodes_per_pool().get("local-gpu", 0) >= 1, 60)
+            wait_for(lambda: alive_nodes_per_pool().get("local-gpu", 0) >= 1, 60)
             head = launch_head(config, detached=False)
             client = ChainClient(devnet.url)
             consumer = client.consumer(dev_signer("Charlie"), blobs=open_blob_store(devnet.http_url))
@@ -219,7 +220,7 @@ def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 
                             final[job_id] = "failed"
                         elif job_id in confirmed:
                             final[job_id] = "completed"
-                    pools_now = nodes_per_pool()
+                    pools_now = alive_nodes_per_pool()
                     timeline.append((time.monotonic() - started, pools_now))
                     live.update(_progress_table(status, submitted, len(plan), _pools_text(pools_now),
                                                 time.monotonic() - started))
@@ -229,7 +230,7 @@ def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 
                 # the queue is drained: watch the cloud groups go back to zero after the idle timeout
                 drain_deadline = time.monotonic() + IDLE_TIMEOUT_S + 20
                 while time.monotonic() < drain_deadline:
-                    pools_now = nodes_per_pool()
+                    pools_now = alive_nodes_per_pool()
                     timeline.append((time.monotonic() - started, pools_now))
                     live.update(_progress_table(status, submitted, len(plan), _pools_text(pools_now),
                                                 time.monotonic() - started))
@@ -254,18 +255,6 @@ def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 
     console.print(summary_table(result))
     console.print(timeline_table(result.timeline))
     return result
-
-
-def nodes_per_pool() -> dict[str, int]:
-    import ray
-
-    out: dict[str, int] = {}
-    for node in ray.nodes():
-        if node.get("Alive"):
-            for key in node["Resources"]:
-                if key.startswith("pool:"):
-                    out[key[5:]] = out.get(key[5:], 0) + 1
-    return out
 
 
 def _pools_text(pools: dict[str, int]) -> str:

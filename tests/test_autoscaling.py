@@ -21,20 +21,11 @@ from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.models import JobStatus
 from etrid_ray.config import load_config
 from etrid_ray.kuberay.render import raycluster
+from etrid_ray.provider.scaler import alive_nodes_per_pool
 from etrid_ray.testing.fake_cluster import FakeKubeRayCluster
 from tests.provider_support import CONSUMER, all_final, read_jobs, start_head, wait_until
 
 IDLE_S = 8.0
-
-
-def _alive_per_pool() -> dict[str, int]:
-    out: dict[str, int] = {}
-    for node in ray.nodes():
-        if node.get("Alive"):
-            for key in node["Resources"]:
-                if key.startswith("pool:"):
-                    out[key[5:]] = out.get(key[5:], 0) + 1
-    return out
 
 
 @pytest.fixture()
@@ -56,7 +47,7 @@ def test_a_burst_fills_local_then_the_cheapest_profitable_spot_pool_and_drains_b
     head = None
     try:
         ray.init(address=cluster.address, logging_level="ERROR", namespace="etrid-autoscale")
-        wait_until(lambda: _alive_per_pool().get("local-gpu") == 1, 60, "the local group at its minReplicas")
+        wait_until(lambda: alive_nodes_per_pool().get("local-gpu") == 1, 60, "the local group at its minReplicas")
         head = start_head(burst_config)
         consumer = client.consumer(dev_signer(CONSUMER), blobs=open_blob_store(fresh_devnet.http_url))
         pay = 3 * 10**18  # 3 ËDSC (= $3 at the default rate) per job: a spot node pays for itself
@@ -69,7 +60,7 @@ def test_a_burst_fills_local_then_the_cheapest_profitable_spot_pool_and_drains_b
         peak: dict[str, int] = {}
 
         def done() -> bool:
-            for pool, n in _alive_per_pool().items():
+            for pool, n in alive_nodes_per_pool().items():
                 peak[pool] = max(peak.get(pool, 0), n)
             return all_final(client, burst + [gdpr, tee])
 
@@ -88,7 +79,7 @@ def test_a_burst_fills_local_then_the_cheapest_profitable_spot_pool_and_drains_b
         assert any(pool == "aws-spot-a100" for pool, _ in decisions)  # every decision counted with its reason
         # drained: cloud groups go to zero after the idle timeout; local stays at its minimum
         t0 = time.monotonic()
-        wait_until(lambda: {k: v for k, v in _alive_per_pool().items() if v} == {"local-gpu": 1}, 90,
+        wait_until(lambda: {k: v for k, v in alive_nodes_per_pool().items() if v} == {"local-gpu": 1}, 90,
                    "cloud nodes removed after the idle timeout", poll=0.5)
         assert time.monotonic() - t0 <= IDLE_S + 60
     finally:

@@ -23,11 +23,21 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from hashlib import blake2b
 from typing import Any
 
-import xxhash
 from substrateinterface.utils.ss58 import ss58_encode
+
+from etrid_ray.scale_basics import (  # noqa: F401 - re-exported for the client's modules
+    HASHERS,
+    blake2_128,
+    blake2_256,
+    decode_compact,
+    encode_compact,
+    twox_64,
+    twox_64_seed,
+    twox_128,
+    twox_256,
+)
 
 Decoder = Callable[[memoryview, int], tuple[Any, int]]
 
@@ -39,39 +49,7 @@ class CodecError(ValueError):
 # --- hashing -------------------------------------------------------------------------------------
 
 
-def blake2_256(data: bytes) -> bytes:
-    return blake2b(data, digest_size=32).digest()
-
-
-def blake2_128(data: bytes) -> bytes:
-    return blake2b(data, digest_size=16).digest()
-
-
-def twox_64(data: bytes) -> bytes:
-    return xxhash.xxh64(data, seed=0).intdigest().to_bytes(8, "little")
-
-
-def twox_128(data: bytes) -> bytes:
-    return twox_64_seed(data, 0) + twox_64_seed(data, 1)
-
-
-def twox_64_seed(data: bytes, seed: int) -> bytes:
-    return xxhash.xxh64(data, seed=seed).intdigest().to_bytes(8, "little")
-
-
-def twox_256(data: bytes) -> bytes:
-    return b"".join(twox_64_seed(data, s) for s in range(4))
-
-
-HASHERS: dict[str, Callable[[bytes], bytes]] = {
-    "Blake2_128": blake2_128,
-    "Blake2_256": blake2_256,
-    "Blake2_128Concat": lambda b: blake2_128(b) + b,
-    "Twox128": twox_128,
-    "Twox256": twox_256,
-    "Twox64Concat": lambda b: twox_64(b) + b,
-    "Identity": lambda b: b,
-}
+# Hashers and compact integers are shared with the devnet (one definition: etrid_ray.scale_basics).
 
 
 # --- primitive readers ---------------------------------------------------------------------------
@@ -105,34 +83,9 @@ _STRUCT = {
 def read_compact(buf: memoryview, pos: int) -> tuple[int, int]:
     """SCALE compact integer (the length prefix of every Vec)."""
     try:
-        b0 = buf[pos]
-    except IndexError as exc:
+        return decode_compact(buf, pos)
+    except (ValueError, IndexError) as exc:
         raise CodecError("unexpected end of input reading compact") from exc
-    mode = b0 & 3
-    if mode == 0:
-        return b0 >> 2, pos + 1
-    if mode == 1:
-        return int.from_bytes(buf[pos : pos + 2], "little") >> 2, pos + 2
-    if mode == 2:
-        return int.from_bytes(buf[pos : pos + 4], "little") >> 2, pos + 4
-    n = (b0 >> 2) + 4
-    end = pos + 1 + n
-    if end > len(buf):
-        raise CodecError("unexpected end of input reading compact")
-    return int.from_bytes(buf[pos + 1 : end], "little"), end
-
-
-def encode_compact(value: int) -> bytes:
-    if value < 0:
-        raise ValueError("compact integers are unsigned")
-    if value < 1 << 6:
-        return bytes([value << 2])
-    if value < 1 << 14:
-        return ((value << 2) | 1).to_bytes(2, "little")
-    if value < 1 << 30:
-        return ((value << 2) | 2).to_bytes(4, "little")
-    raw = value.to_bytes((value.bit_length() + 7) // 8, "little")
-    return bytes([((len(raw) - 4) << 2) | 3]) + raw
 
 
 def _int_decoder(name: str) -> Decoder:

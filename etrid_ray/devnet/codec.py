@@ -8,69 +8,28 @@ calls alike.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-import xxhash
 from scalecodec.base import RuntimeConfigurationObject, ScaleBytes
 from scalecodec.type_registry import load_type_registry_preset
 from scalecodec.types import U8, Vec
 
+from etrid_ray.scale_basics import (  # noqa: F401 - re-exported: the devnet's modules import them from here
+    blake2_128,
+    blake2_256,
+    decode_compact,
+    encode_compact,
+    twox_64,
+    twox_64_seed,
+    twox_128,
+)
 
-def blake2_128(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
-
-
-def blake2_256(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=32).digest()
-
-
-def twox64(data: bytes) -> bytes:
-    return twox64_seed(data, 0)
-
-
-def twox128(data: bytes) -> bytes:
-    return twox64_seed(data, 0) + twox64_seed(data, 1)
-
-
-def twox64_seed(data: bytes, seed: int) -> bytes:
-    return xxhash.xxh64(data, seed=seed).intdigest().to_bytes(8, "little")
-
-
-def compact_encode(value: int) -> bytes:
-    """SCALE compact integer: the length prefix of every Vec and the extrinsic envelope."""
-    if value < 0:
-        raise ValueError("compact integers are unsigned")
-    if value < 1 << 6:
-        return bytes([value << 2])
-    if value < 1 << 14:
-        return ((value << 2) | 1).to_bytes(2, "little")
-    if value < 1 << 30:
-        return ((value << 2) | 2).to_bytes(4, "little")
-    raw = value.to_bytes((value.bit_length() + 7) // 8, "little")
-    return bytes([((len(raw) - 4) << 2) | 3]) + raw
-
-
-def compact_decode(data: bytes | bytearray | memoryview, offset: int = 0) -> tuple[int, int]:
-    """Returns (value, new offset); raises ValueError on truncated input."""
-    if offset >= len(data):
-        raise ValueError("truncated compact integer")
-    first = data[offset]
-    mode = first & 3
-    if mode == 0:
-        return first >> 2, offset + 1
-    if mode == 1:
-        if offset + 2 > len(data):
-            raise ValueError("truncated compact integer")
-        return int.from_bytes(data[offset:offset + 2], "little") >> 2, offset + 2
-    if mode == 2:
-        if offset + 4 > len(data):
-            raise ValueError("truncated compact integer")
-        return int.from_bytes(data[offset:offset + 4], "little") >> 2, offset + 4
-    length = (first >> 2) + 4
-    if offset + 1 + length > len(data):
-        raise ValueError("truncated compact integer")
-    return int.from_bytes(data[offset + 1:offset + 1 + length], "little"), offset + 1 + length
+# Shared with the chain client (one definition in etrid_ray.scale_basics), under the devnet's names.
+twox64 = twox_64
+twox128 = twox_128
+twox64_seed = twox_64_seed
+compact_encode = encode_compact
+compact_decode = decode_compact
 
 
 def _process_raw_bytes(self: Any) -> bytes:

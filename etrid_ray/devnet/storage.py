@@ -14,18 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from etrid_ray.devnet.codec import Codec, blake2_128, blake2_256, twox64, twox128
+from etrid_ray.devnet.codec import Codec, twox128
+from etrid_ray.scale_basics import HASHERS
 
 MISSING: Any = object()
 
-HASHERS = {
-    "Blake2_128Concat": lambda enc: blake2_128(enc) + enc,
-    "Twox64Concat": lambda enc: twox64(enc) + enc,
-    "Identity": lambda enc: enc,
-    "Blake2_128": blake2_128,
-    "Blake2_256": blake2_256,
-    "Twox128": twox128,
-}
 
 
 @dataclass(eq=False)

@@ -28,6 +28,17 @@ from etrid_ray.scaling import POLICIES, Decision, PlacementPlan, Policy, PoolSta
 log = logging.getLogger(__name__)
 
 
+def alive_nodes_per_pool() -> dict[str, int]:
+    """Alive Ray nodes per pool, found through each node's `pool:<name>` resource."""
+    out: dict[str, int] = {}
+    for node in ray.nodes():
+        if node.get("Alive"):
+            for key in node.get("Resources", {}):
+                if key.startswith("pool:"):
+                    out[key[5:]] = out.get(key[5:], 0) + 1
+    return out
+
+
 @dataclass
 class ScaleStep:
     snapshot: Snapshot

@@ -225,15 +225,19 @@ class JobMarketplace(Pallet):
         heapq.heappush(self._confirmations, (due, job_id))
         self.emit("JobCompleted", job_id=job_id, result_hash=result_hash)
 
-    def confirm_job(self, origin: Origin, job_id: Any) -> None:
+    def _awaiting_submitter(self, origin: Origin, job_id: int) -> dict[str, Any]:
+        """The job, when `origin` submitted it and it is Completed and not yet settled."""
         who = self.ensure_signed(origin)
-        job_id = int(job_id)
         job = self.job(job_id)
         if job["submitter"] != who:
             raise self.fail("NotJobOwner")
         if job["status"] != "Completed" or not self.runtime.state.contains(self.AwaitingConfirmation, job_id):
             raise self.fail("InvalidJobStatus")
-        self._release_payment(job_id, job)
+        return job
+
+    def confirm_job(self, origin: Origin, job_id: Any) -> None:
+        job_id = int(job_id)
+        self._release_payment(job_id, self._awaiting_submitter(origin, job_id))
 
     def report_failure(self, origin: Origin, job_id: Any, reason: Any) -> None:
         job_id = int(job_id)
@@ -243,13 +247,8 @@ class JobMarketplace(Pallet):
         self._fail_and_refund(job_id, job, to_bytes(reason)[:MAX_REASON_LEN])
 
     def dispute_job(self, origin: Origin, job_id: Any) -> None:
-        who = self.ensure_signed(origin)
         job_id = int(job_id)
-        job = self.job(job_id)
-        if job["submitter"] != who:
-            raise self.fail("NotJobOwner")
-        if job["status"] != "Completed" or not self.runtime.state.contains(self.AwaitingConfirmation, job_id):
-            raise self.fail("InvalidJobStatus")
+        job = self._awaiting_submitter(origin, job_id)
         self.runtime.state.remove(self.AwaitingConfirmation, job_id)
         self.runtime.state.put(self.Jobs, job_id, {**job, "status": "Disputed"})
         self.emit("JobDisputed", job_id=job_id)
