@@ -1,0 +1,1 @@
+"""Security: provider keys, confidential compute (TEE), and compliance (encryption, transport, audit, reports)."""
