@@ -15,9 +15,9 @@ from fractions import Fraction
 from typing import Literal
 
 from etrid_ray.manifest import Manifest, ManifestError
+from etrid_ray.security.compliance import describe_regions, job_regions, region_matches
 from etrid_ray.workloads.registry import REGISTRY
 
-EU_PREFIXES = ("eu", "europe")
 MIN_BILLABLE_GPUS = 0.01
 
 
@@ -55,12 +55,9 @@ CLAIM = Verdict("claim")
 
 
 def region_allowed(region: str, manifest: Manifest) -> bool:
-    """GDPR data stays in the EU; explicit `allowed_regions` are prefixes of region names."""
-    region = region.lower()
-    if manifest.compliance.template == "GDPR" and not region.startswith(EU_PREFIXES):
-        return False
-    allowed = [r.lower() for r in manifest.compliance.allowed_regions]
-    return not allowed or any(region.startswith(r) for r in allowed)
+    """Residency: the manifest's `allowed_regions` (prefixes of region names) ∩ its compliance template's
+    regions (GDPR → EU), as `security/compliance.py` computes them for admission and placement alike."""
+    return region_matches(region, job_regions(manifest.compliance))
 
 
 def accelerator_matches(wanted: str, ours: str) -> bool:
@@ -109,7 +106,8 @@ def admit(terms: JobTerms, manifest: Manifest | ManifestError, caps: Capabilitie
     if res.tee and res.tee != caps.tee:
         return Verdict("skip", f"needs TEE {res.tee}")
     if not region_allowed(caps.region, manifest):
-        return Verdict("skip", f"region {caps.region} not allowed by compliance rules")
+        allowed = describe_regions(job_regions(manifest.compliance))
+        return Verdict("skip", f"region {caps.region} not allowed by compliance rules (allowed: {allowed})")
     if not pays_enough(terms, manifest, caps.price_per_gpu_second):
         offered = price_per_gpu_second(terms, manifest)
         return Verdict("skip", f"pays {offered:.3g} planck/GPU-s < {caps.price_per_gpu_second}")
