@@ -113,12 +113,19 @@ class Drainer:
     def node(self, node_id: str) -> NodeView | None:
         return next((n for n in self.nodes() if n.node_id == node_id), None)
 
-    def drain(self, node_id: str, reason: str, deadline_s: float) -> tuple[bool, str]:
+    def drain(self, node_id: str, reason: str, deadline_s: float | None = None, *,
+              deadline_at: float | None = None) -> tuple[bool, str]:
+        """Asks the GCS to drain `node_id` (PREEMPTION: the raylet cannot refuse). The deadline is either
+        `deadline_s` from now or `deadline_at` (Unix seconds, e.g. a spot notice's time); neither means none."""
         from ray.core.generated import autoscaler_pb2
 
-        deadline_ms = int(time.time() * 1000 + deadline_s * 1000)
+        now = time.time()
+        if deadline_at is None and deadline_s is not None:
+            deadline_at = now + deadline_s
+        deadline_ms = int(deadline_at * 1000) if deadline_at is not None else 0  # 0: Ray's "no deadline"
+        rpc_timeout = 30.0 if deadline_at is None else min(30.0, max(1.0, deadline_at - now))
         accepted, message = self.gcs.drain_node(node_id, autoscaler_pb2.DrainNodeReason.DRAIN_NODE_REASON_PREEMPTION,
-                                                reason, deadline_ms, timeout=min(30.0, max(1.0, deadline_s)))
+                                                reason, deadline_ms, timeout=rpc_timeout)
         return bool(accepted), (message.decode() if isinstance(message, bytes) else str(message or ""))
 
     def wait_dead(self, node_id: str, until: float, poll_s: float = 1.0) -> bool:
@@ -163,20 +170,36 @@ def run(argv: list[str] | None = None, *, echo: Callable[[str], Any] = print) ->
     except Exception as err:  # noqa: BLE001 - no cluster to talk to: nothing this hook can drain
         echo(f"prestop: cannot reach the Ray GCS ({type(err).__name__}: {err}); nothing drained")
         return 1
-    echo(f"prestop: draining Ray node {node.node_id} ({node.hostname or node.address}) for up to "
-         f"{args.deadline_s:g}s: {args.reason}")
+    return drain_and_wait(drainer, node, args.reason, deadline_at=time.time() + args.deadline_s,
+                          wait_until=until, poll_s=args.poll_s, echo=echo, who="prestop",
+                          horizon=f"for up to {args.deadline_s:g}s")
+
+
+def drain_and_wait(drainer: Drainer, node: NodeView, reason: str, *, deadline_at: float | None,
+                   wait_until: float | None, poll_s: float = 1.0, echo: Callable[[str], Any] = print,
+                   who: str = "prestop", horizon: str = "", stops: str = "the pod") -> int:
+    """Drains `node` with the deadline `deadline_at` (Unix seconds; None: no deadline), then waits until it
+    is dead or `wait_until` (monotonic) passes; `wait_until=None` returns once the drain is accepted.
+    Shared by this hook and the spot-interruption watcher. Returns the exit status: 0 drained (or
+    draining when the wait ended), 1 the drain request failed or was rejected."""
+    if not horizon:
+        horizon = ("with no deadline" if deadline_at is None else
+                   f"until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(deadline_at))}")
+    echo(f"{who}: draining Ray node {node.node_id} ({node.hostname or node.address}) {horizon}: {reason}")
     try:
-        accepted, message = drainer.drain(node.node_id, args.reason, args.deadline_s)
+        accepted, message = drainer.drain(node.node_id, reason, deadline_at=deadline_at)
     except Exception as err:  # noqa: BLE001
-        echo(f"prestop: drain request failed ({type(err).__name__}: {err})")
+        echo(f"{who}: drain request failed ({type(err).__name__}: {err})")
         return 1
     if not accepted:
-        echo(f"prestop: drain rejected: {message}")
+        echo(f"{who}: drain rejected: {message}")
         return 1
-    if drainer.wait_dead(node.node_id, until, args.poll_s):
-        echo(f"prestop: node {node.node_id} drained and stopped")
+    if wait_until is None:
+        return 0
+    if drainer.wait_dead(node.node_id, wait_until, poll_s):
+        echo(f"{who}: node {node.node_id} drained and stopped")
     else:
-        echo(f"prestop: deadline reached with work still on node {node.node_id}; the pod stops now")
+        echo(f"{who}: deadline reached with work still on node {node.node_id}; {stops} stops now")
     return 0
 
 

@@ -1,0 +1,215 @@
+"""The node-side watcher: poll this instance's notice endpoint and drain its Ray node when a notice comes.
+
+`SpotWatcher` is the loop (interval, errors counted and logged, never fatal); what it does on a notice
+is a callable. `RayNodeDrain` is the one used on the nodes: it drains this node's Ray node through the
+GCS (the same `Drainer` and `drain_and_wait` as the pods' preStop hook) with the notice's time as
+Ray's drain deadline, so no new task lands on it while the running ones go on. Tasks that end before
+the instance goes finish there; the others die with the node and Ray runs them again elsewhere (the
+provider's tasks have `max_retries`, and Ray does not count a retry after a preemption drain). The
+head reports each job once, from the attempt that finishes, so nothing is reported twice.
+
+Which notices drain (`drain_kinds`, default terminate, maintenance, rebalance): a rebalance
+recommendation or a maintenance event without a time drains with no deadline and the watch goes on,
+so a later termination notice sets the deadline; a termination notice drains with its deadline,
+waits for the node to empty or the deadline to pass, and ends the watch. When a cloud gives no time,
+its documented notice length counts from the first poll that saw the notice (`notice.NOTICE_S`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from etrid_ray.clouds.interruptions.notice import DRAIN_KINDS, NOTICE_S, MalformedAnswer, Notice
+from etrid_ray.clouds.interruptions.sources import EndpointError, NoticeSource, source_for
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["failed", "draining", "done"]
+Echo = Callable[[str], Any]
+DEFAULT_INTERVAL_S = 2.0
+
+
+@dataclass
+class WatchStats:
+    polls: int = 0
+    errors: int = 0
+    last_error: str = ""
+    seen: list[Notice] = field(default_factory=list)   # each announcement once, deadline filled in
+    acted: list[Notice] = field(default_factory=list)  # the notices a drain was asked for
+
+
+class SpotWatcher:
+    def __init__(self, source: NoticeSource, on_notice: Callable[[Notice], Outcome], *,
+                 interval_s: float = DEFAULT_INTERVAL_S, drain_kinds: Iterable[str] = DRAIN_KINDS,
+                 notice_s: float | None = None, clock: Callable[[], float] = time.time,
+                 echo: Echo | None = None) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        self.source = source
+        self.on_notice = on_notice
+        self.interval_s = interval_s
+        self.drain_kinds = frozenset(drain_kinds)
+        self.notice_s = NOTICE_S.get(source.cloud, 30.0) if notice_s is None else notice_s
+        self.clock = clock
+        self.echo: Echo = echo or log.info
+        self.stats = WatchStats()
+        self._first_seen: dict[tuple[str, str, str], float] = {}
+        self._drain_deadline: float | None = None  # deadline of the drain in force; inf: drained without one
+        self._error_streak = 0
+
+    def _complete(self, notice: Notice) -> Notice:
+        """Remembers when each announcement was first seen; gives a `terminate` without a time the cloud's
+        documented notice length from then."""
+        first = self._first_seen.get(notice.key)
+        if first is None:
+            first = self._first_seen[notice.key] = self.clock()
+            filled = notice if notice.deadline is not None or notice.kind != "terminate" else \
+                replace(notice, deadline=first + self.notice_s)
+            self.stats.seen.append(filled)
+            if notice.kind not in self.drain_kinds:
+                self.echo(f"spot-watch: {filled.describe()}: advisory, not draining")
+        if notice.deadline is None and notice.kind == "terminate":
+            return replace(notice, deadline=first + self.notice_s)
+        return notice
+
+    def _needs_drain(self, notice: Notice) -> bool:
+        if notice.kind not in self.drain_kinds:
+            return False
+        if self._drain_deadline is None:
+            return True
+        # drain again only to bring the deadline forward (a firmer notice after a recommendation)
+        return notice.deadline is not None and notice.deadline < self._drain_deadline - 0.5
+
+    def poll_once(self) -> tuple[Notice | None, Outcome | None]:
+        """One poll: (the notice acted on, what the action said), or (None, None)."""
+        self.stats.polls += 1
+        try:
+            notices = [self._complete(n) for n in self.source.poll()]
+        except (EndpointError, MalformedAnswer, OSError) as err:
+            self.stats.errors += 1
+            message = f"{type(err).__name__}: {err}"
+            if self._error_streak == 0 or message != self.stats.last_error or self._error_streak % 30 == 0:
+                self.echo(f"spot-watch: {self.source.cloud} endpoint {self.source.endpoint}: {message}")
+            self.stats.last_error = message
+            self._error_streak += 1
+            return None, None
+        if self._error_streak:
+            self.echo(f"spot-watch: {self.source.cloud} endpoint answering again")
+            self._error_streak = 0
+        due = sorted((n for n in notices if self._needs_drain(n)),
+                     key=lambda n: (n.deadline is None, n.deadline or 0.0, n.kind != "terminate"))
+        if not due:
+            return None, None
+        notice = due[0]
+        self.echo(f"spot-watch: notice: {notice.describe()}")
+        outcome = self.on_notice(notice)
+        if outcome != "failed":
+            self.stats.acted.append(notice)
+            self._drain_deadline = notice.deadline if notice.deadline is not None else math.inf
+        return notice, outcome
+
+    def run(self, stop: threading.Event | None = None) -> Notice | None:
+        """Polls every `interval_s` until a notice's action says "done" (returned) or `stop` is set (None)."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            started = time.monotonic()
+            notice, outcome = self.poll_once()
+            if outcome == "done":
+                return notice
+            stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+        return None
+
+
+class RayNodeDrain:
+    """Drains this instance's Ray node on a notice: Ray's drain API with the notice's time as deadline;
+    with a deadline, waits until the node is dead or the deadline passes ("done"); without one, returns
+    once the drain is accepted ("draining")."""
+
+    def __init__(self, identity: Any, *, address: str | None = None, connect_timeout_s: float = 10.0,
+                 poll_s: float = 1.0, echo: Echo = print) -> None:
+        self.identity = identity
+        self.address = address
+        self.connect_timeout_s = connect_timeout_s
+        self.poll_s = poll_s
+        self.echo = echo
+        self.drainer: Any = None
+        self.node: Any = None
+
+    def locate(self) -> Any:
+        """This instance's node (cached): LookupError when nothing or several match, other errors when
+        the GCS cannot be reached."""
+        from etrid_ray.kuberay.prestop import Drainer, find_local_node
+
+        if self.drainer is None:
+            self.drainer = Drainer(self.address, self.connect_timeout_s)
+        if self.node is None:
+            self.node = find_local_node(self.drainer.nodes(), self.identity)
+        return self.node
+
+    def __call__(self, notice: Notice) -> Outcome:
+        from etrid_ray.kuberay.prestop import drain_and_wait
+
+        try:
+            node = self.locate()
+        except Exception as err:  # noqa: BLE001 - reported; the watcher asks again at the next poll
+            self.echo(f"spot-watch: cannot find this instance's Ray node ({type(err).__name__}: {err})")
+            return "failed"
+        reason = f"{notice.cloud} spot interruption: {notice.describe()}"
+        wait_until = None
+        if notice.deadline is not None:
+            wait_until = time.monotonic() + max(0.0, notice.deadline - time.time())
+        code = drain_and_wait(self.drainer, node, reason, deadline_at=notice.deadline, wait_until=wait_until,
+                              poll_s=self.poll_s, echo=self.echo, who="spot-watch", stops="the instance")
+        if code != 0:
+            return "failed"
+        return "draining" if wait_until is None else "done"
+
+
+def run_spot_watch(cloud: str, *, endpoint: str | None = None, interval_s: float = DEFAULT_INTERVAL_S,
+                   request_timeout_s: float | None = None, drain_kinds: Iterable[str] = DRAIN_KINDS,
+                   notice_s: float | None = None, address: str | None = None, node_id: str | None = None,
+                   connect_timeout_s: float = 10.0, locate_timeout_s: float = 300.0, poll_s: float = 1.0,
+                   linger: bool = False, stop: threading.Event | None = None, echo: Echo = print) -> int:
+    """`etrid-ray spot-watch`: find this instance's Ray node (as the preStop hook does), then watch.
+    Exit status: 0 a notice was handled (or stopped before any), 1 the GCS or the node could not be
+    reached in `locate_timeout_s`, 2 nothing identifies this instance's node."""
+    from etrid_ray.kuberay.prestop import pod_identity
+
+    stop = stop or threading.Event()
+    source = source_for(cloud, endpoint, timeout_s=request_timeout_s)
+    identity = pod_identity(node_id=node_id)
+    if not identity:
+        echo("spot-watch: nothing identifies this instance's Ray node (no --node-id, RAY_CLOUD_INSTANCE_ID, "
+             "ETRID_POD_NAME or ETRID_POD_IP, and not in Kubernetes); not watching")
+        return 2
+    drain = RayNodeDrain(identity, address=address, connect_timeout_s=connect_timeout_s, poll_s=poll_s, echo=echo)
+    give_up = time.monotonic() + locate_timeout_s
+    problem = ""
+    while True:  # the sidecar may start before this node's raylet registers
+        try:
+            node = drain.locate()
+            break
+        except Exception as err:  # noqa: BLE001
+            message = f"{type(err).__name__}: {err}"
+            if message != problem:
+                echo(f"spot-watch: waiting for this instance's Ray node ({message})")
+                problem = message
+        if time.monotonic() >= give_up or stop.wait(min(5.0, max(0.0, give_up - time.monotonic()))):
+            if not stop.is_set():
+                echo(f"spot-watch: no Ray node found in {locate_timeout_s:g}s; not watching")
+            return 1 if not stop.is_set() else 0
+    echo(f"spot-watch: watching {cloud} notices at {source.endpoint} every {interval_s:g}s for Ray node "
+         f"{node.node_id} ({node.hostname or node.address}); draining on {', '.join(sorted(set(drain_kinds)))}")
+    watcher = SpotWatcher(source, drain, interval_s=interval_s, drain_kinds=drain_kinds, notice_s=notice_s, echo=echo)
+    notice = watcher.run(stop)
+    if notice is not None:
+        echo(f"spot-watch: done ({notice.describe()})")
+        if linger:  # a sidecar that exits would be restarted: stay until the pod goes
+            stop.wait()
+    return 0
