@@ -88,6 +88,19 @@ class ProviderConfig(BaseModel):
     tee_region: str = "eastus2"
     tee_max_nodes: int = Field(2, ge=0)
     daily_cloud_budget_usd: float = Field(2000.0, ge=0, description="cloud spend per UTC day; no growth above")
+    # cloud market (etrid_ray/clouds): live spot prices, quotas and capacity; the shipped catalog underneath
+    live_prices: bool = Field(False, description="read prices, quotas and capacity from the cloud APIs "
+                              "(needs credentials); off: the shipped catalog only, no network")
+    price_max_age_s: float = Field(3600.0, gt=0, description="older live data falls back to the catalog")
+    price_refresh_s: float = Field(300.0, ge=0, description="how often the cloud APIs are read again")
+    spot_rerun_share: float = Field(0.5, ge=0, le=1, description="share of a node's work re-run after a spot "
+                                    "interruption: effective cost × (1 + interruption rate × this)")
+    cloud_api_timeout_s: float = Field(10.0, gt=0)
+    gcp_project: str | None = Field(None, description="GCP project (default: the credentials' project)")
+    azure_subscription_id: str | None = Field(None, description="default: AZURE_SUBSCRIPTION_ID")
+    aws_endpoint_url: str | None = Field(None, description="API endpoint override (emulators); default: AWS's")
+    gcp_api_endpoint: str | None = Field(None, description="API endpoint override; default: compute.googleapis.com")
+    azure_base_url: str | None = Field(None, description="API endpoint override; default: management.azure.com")
     pools: list[Pool] = Field(default_factory=list, description="extra or overriding pools, by name")
     # scaling policy (the seed's rules by default)
     scale_up_queue_per_gpu: float = Field(5.0, ge=0, description="queue depth per GPU that triggers +50 %")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -55,6 +55,9 @@ class PriceQuote:
     interruption_bucket: str | None = None  # AWS Spot Advisor: "<5%", "5-10%", …, ">20%"; None = unknown
     instance_type: str | None = None
     spot: bool = True
+    # what the live market adds (etrid_ray/clouds): None = unknown, and placement ignores it
+    quota_headroom_nodes: int | None = None  # more nodes the quota/capacity allows now; 0 = the pool cannot grow
+    interruption_rate: float | None = None  # expected share of spot nodes interrupted per month (Spot Advisor)
 
     def age_s(self, now: datetime) -> float:
         """Seconds since the price was observed (callers warn on stale live prices)."""
@@ -143,12 +146,20 @@ class PriceCatalog:
     def interruption_bucket(self, cloud: str, instance_type: str, region: str) -> str | None:
         return self._interruption.get((cloud, instance_type, region))
 
-    def quote(self, pool: Pool) -> PriceQuote | None:
+    def quote(self, pool: Pool, *, zones: Collection[str] | None = None) -> PriceQuote | None:
         """The pool's price: the cheapest zone with a real spot offer (spot pools) or the cheapest
-        on-demand zone (on-demand pools). Local pools and unknown offers get None."""
+        on-demand zone (on-demand pools). Local pools and unknown offers get None.
+
+        `zones` (from a live market: the zones that offer the type now) narrows the rows to those
+        zones when the catalog knows any of them; zone names it does not know (AWS zone names vs
+        the catalog's zone ids) leave the rows as they are."""
         if not pool.is_cloud or not pool.instance_type:
             return None
         rows = self.offers(pool.kind, pool.instance_type, pool.region)
+        if zones:
+            wanted = set(zones)
+            narrowed = [r for r in rows if r.zone in wanted]
+            rows = narrowed or rows
         if pool.spot:
             priced = [(r.spot_usd_per_hour, r.zone or "", r) for r in rows if r.spot_usd_per_hour is not None]
             if not priced:

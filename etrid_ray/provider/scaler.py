@@ -22,8 +22,9 @@ from ray.autoscaler.sdk import request_resources
 
 from etrid_ray.config import ProviderConfig
 from etrid_ray.pools import Pool
-from etrid_ray.prices.catalog import PriceQuote, quotes_for
+from etrid_ray.prices.catalog import PriceQuote, PriceSource
 from etrid_ray.scaling import POLICIES, Decision, PlacementPlan, Policy, PoolState, QueuedJob, Snapshot, apply
+from etrid_ray.telemetry.metrics import CLOUD_COST_USD
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,11 @@ def alive_nodes_per_pool() -> dict[str, int]:
                 if key.startswith("pool:"):
                     out[key[5:]] = out.get(key[5:], 0) + 1
     return out
+
+
+def accrued_usd(nodes: int, usd_per_node_hour: float, seconds: float) -> float:
+    """Spend of `nodes` nodes over `seconds` at a per-node-hour price (per-second billing)."""
+    return nodes * usd_per_node_hour * max(0.0, seconds) / 3600
 
 
 @dataclass
@@ -53,6 +59,8 @@ class Scaler:
     pools: list[Pool]
     policy: Policy = field(default_factory=lambda: POLICIES["profit"])
     prices: dict[str, PriceQuote] = field(default_factory=dict)
+    price_source: PriceSource | None = None  # default: clouds.price_source(config) (catalog unless live_prices)
+    prices_at: float = 0.0  # when `prices` were last read from the source (policy clock)
     memory: Any = None
     requested: dict[str, int] = field(default_factory=dict)   # nodes asked for per pool (cloud pools)
     decisions_total: Counter[tuple[str, str]] = field(default_factory=Counter)  # (pool, reason) → count
@@ -64,9 +72,30 @@ class Scaler:
     first_request_at: float | None = None
 
     def __post_init__(self) -> None:
-        if not self.prices:
-            self.prices = quotes_for(self.pools)
         self.by_name = {p.name: p for p in self.pools}
+        self._fixed_prices = bool(self.prices)  # prices given explicitly are never re-read
+        if self.price_source is None and not self._fixed_prices:
+            from etrid_ray.clouds import price_source
+
+            self.price_source = price_source(self.config)
+        if not self.prices:
+            self.refresh_prices(time.time())
+
+    def refresh_prices(self, now: float) -> None:
+        """Re-quote every pool (the feed itself limits how often it calls the cloud APIs)."""
+        if self.price_source is None:
+            return
+        prices: dict[str, PriceQuote] = {}
+        for pool in self.pools:
+            try:
+                q = self.price_source.quote(pool)
+            except Exception:  # a price source must never stop scaling: keep the last quote
+                log.warning("pricing pool %s failed; keeping its last quote", pool.name, exc_info=True)
+                q = self.prices.get(pool.name)
+            if q is not None:
+                prices[pool.name] = q
+        self.prices = prices
+        self.prices_at = now
 
     # observing -----------------------------------------------------------------------------------
 
@@ -106,6 +135,8 @@ class Scaler:
         for node_id in [n for n in self._idle_since if n not in seen_nodes]:
             del self._idle_since[node_id]
         self._accrue_spend(alive, now)
+        if not self._fixed_prices and now - self.prices_at >= self.config.price_refresh_s:
+            self.refresh_prices(now)
         states = []
         for pool in self.pools:
             pending = max(0, self.requested.get(pool.name, 0) - alive[pool.name]) if pool.is_cloud else 0
@@ -117,7 +148,8 @@ class Scaler:
                         prices=self.prices)
 
     def _accrue_spend(self, alive: Counter[str], now: float) -> None:
-        """Cloud spend accrues per node-second at the pool's quoted price (reset each UTC day)."""
+        """Cloud spend accrues per node-second at the pool's quoted price: into today's total (the
+        daily budget's window, reset each UTC day) and the `etrid_cloud_cost_usd_total` counter."""
         day = int(now // 86_400)
         if day != self._spend_day:
             self._spend_day, self.spend_usd = day, 0.0
@@ -125,8 +157,11 @@ class Scaler:
             dt = max(0.0, now - self._last_observed)
             for name, count in alive.items():
                 quote = self.prices.get(name)
-                if quote is not None:
-                    self.spend_usd += count * quote.usd_per_node_hour * dt / 3600
+                pool = self.by_name.get(name)
+                if quote is not None and pool is not None and pool.is_cloud:
+                    usd = accrued_usd(count, quote.usd_per_node_hour, dt)
+                    self.spend_usd += usd
+                    CLOUD_COST_USD.labels(pool=name, cloud=pool.kind).inc(usd)
         self._last_observed = now
 
     # deciding and applying -----------------------------------------------------------------------

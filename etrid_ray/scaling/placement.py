@@ -9,6 +9,12 @@ life and per GPU. Hard rules come before money: TEE type, residency (GDPR → EU
 admission's `region_allowed`), accelerator, GPUs per node, the pool's max spot price and the
 daily cloud budget. Among eligible cloud pools the cheapest per GPU-hour is tried first.
 
+Two facts from the cloud market (etrid_ray/clouds) ride on the quote: `quota_headroom_nodes`
+caps how many new nodes a pool may get (0 — no quota, no capacity, SKU restricted — means none:
+`NO_CAPACITY`), and `interruption_rate` raises the pool's effective cost: a spot node is priced
+at cost × (1 + interruption rate × `spot_rerun_share`), the work an interruption makes us re-run.
+Unknown (None) leaves both rules out.
+
 Pure: a function of the snapshot and the config; the head steers tasks with the answer and
 the scaling policy turns `new_nodes` into scale-up decisions.
 """
@@ -41,6 +47,7 @@ class PlaceReason(StrEnum):
     UNPROFITABLE = "unprofitable"  # a new node would cost more than the jobs it serves pay
     BUDGET = "budget"  # the daily cloud budget would be exceeded
     POOL_FULL = "pool_full"  # the eligible cloud pools are at max nodes
+    NO_CAPACITY = "no_capacity"  # the cloud's quota or capacity allows no more nodes in the eligible pools
     CLOUD_DISABLED = "cloud_disabled"  # policy does not burst (never-burst baseline)
 
 
@@ -48,7 +55,7 @@ class PlaceReason(StrEnum):
 # a later stage (budget) says more than an earlier one (eligibility).
 _STAGE = {PlaceReason.NO_ELIGIBLE_POOL: 0, PlaceReason.CLOUD_DISABLED: 0, PlaceReason.NO_PRICE: 1,
           PlaceReason.OVER_MAX_PRICE: 2, PlaceReason.UNPROFITABLE: 3, PlaceReason.POOL_FULL: 4,
-          PlaceReason.BUDGET: 5}
+          PlaceReason.NO_CAPACITY: 4, PlaceReason.BUDGET: 5}
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,26 @@ def within_max_price(pool: Pool, quote: PriceQuote) -> bool:
     return pool.max_spot_price is None or quote.usd_per_node_hour <= pool.max_spot_price
 
 
+def new_node_room(ps: PoolState, quote: PriceQuote | None) -> int:
+    """New nodes a pool may still get: up to max_nodes, and no more than the quota/capacity headroom."""
+    room = max(0, ps.pool.max_nodes - ps.nodes)
+    if quote is not None and quote.quota_headroom_nodes is not None:
+        room = min(room, max(0, quote.quota_headroom_nodes))
+    return room
+
+
+def interruption_factor(quote: PriceQuote, rerun_share: float) -> float:
+    """1 + expected interruptions × share of the work re-run: the spot risk premium on a node's cost."""
+    if not quote.spot or not quote.interruption_rate:
+        return 1.0
+    return 1.0 + quote.interruption_rate * rerun_share
+
+
+def effective_usd_per_gpu_hour(quote: PriceQuote, rerun_share: float) -> float:
+    """What a GPU-hour of the pool really costs, interruptions included (pools are ordered by it)."""
+    return quote.usd_per_gpu_hour * interruption_factor(quote, rerun_share)
+
+
 def queue_order(queue: Iterable[QueuedJob]) -> list[QueuedJob]:
     """First come, first served (ties by job id), the order the chain queue is served in."""
     return sorted(queue, key=lambda j: (j.waiting_since, j.job_id))
@@ -132,12 +159,15 @@ def busy_span_s(jobs: Sequence[QueuedJob], gpus_per_node: int) -> float:
 
 
 def node_cost_usd(pool: Pool, quote: PriceQuote, busy_span: float, config: ProviderConfig) -> float:
-    return quote.usd_per_node_hour * node_life_s(pool, busy_span, config) / 3600
+    """A new node's expected cost over its life, the spot interruption premium included."""
+    return (quote.usd_per_node_hour * interruption_factor(quote, config.spot_rerun_share)
+            * node_life_s(pool, busy_span, config) / 3600)
 
 
 def break_even_usd_per_gpu_hour(pool: Pool, quote: PriceQuote, busy_span: float, config: ProviderConfig) -> float:
     """The price per busy GPU-hour at which a fully packed new node just pays for its life."""
-    return quote.usd_per_gpu_hour * node_life_s(pool, busy_span, config) / max(busy_span, 1e-9)
+    return (effective_usd_per_gpu_hour(quote, config.spot_rerun_share) * node_life_s(pool, busy_span, config)
+            / max(busy_span, 1e-9))
 
 
 @dataclass(frozen=True)
@@ -201,7 +231,7 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
             if old is None or stage > _STAGE[old[0]]:
                 why_not[job.job_id] = (reason, ps, quote)
 
-    for ps, quote in cloud_pools_cheapest_first(snapshot):
+    for ps, quote in cloud_pools_cheapest_first(snapshot, config.spot_rerun_share):
         if not remaining:
             break
         pool = ps.pool
@@ -218,7 +248,7 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
             note(mine, PlaceReason.BUDGET, ps, quote)
             continue
         # a job paying less than the GPU-hour itself can never pay for a node, new or running
-        floor_planck = quote.usd_per_gpu_hour / usd_per_planck_hour
+        floor_planck = effective_usd_per_gpu_hour(quote, config.spot_rerun_share) / usd_per_planck_hour
         paying = [j for j in mine if j.price_per_gpu_s >= floor_planck]
         if len(paying) < len(mine):
             note((j for j in mine if j.price_per_gpu_s < floor_planck), PlaceReason.UNPROFITABLE, ps, quote)
@@ -241,12 +271,13 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
         # 2) new nodes, best-paying jobs first, each node only if it pays for its whole life
         candidates = sorted((j for j in paying if j.job_id not in taken_ids),
                             key=lambda j: (-j.price_per_gpu_s, j.waiting_since, j.job_id))
-        room = max(0, pool.max_nodes - ps.nodes)
+        room = new_node_room(ps, quote)
+        full = PlaceReason.POOL_FULL if room >= max(0, pool.max_nodes - ps.nodes) else PlaceReason.NO_CAPACITY
         added = 0
         i = 0
         while i < len(candidates):
             if added >= room:
-                note(candidates[i:], PlaceReason.POOL_FULL, ps, quote)
+                note(candidates[i:], full, ps, quote)
                 break
             node, seen = _best_node(candidates, i, pool, quote, config, horizon)
             if node is None:
@@ -289,6 +320,8 @@ def _why_text(job: QueuedJob, reason: PlaceReason, ps: PoolState, quote: PriceQu
         return f"{pool.name}: a new node would pass the daily cloud budget of {config.daily_cloud_budget_usd:g} USD"
     if reason is PlaceReason.POOL_FULL:
         return f"{pool.name} at max {pool.max_nodes} nodes"
+    if reason is PlaceReason.NO_CAPACITY:
+        return f"{pool.name}: the cloud allows {quote.quota_headroom_nodes} more nodes (quota or capacity)"
     even = break_even_usd_per_gpu_hour(pool, quote, job.expected_duration_s, config)
     return (f"{pool.name}: pays {job.revenue_usd_per_gpu_hour(config.edsc_usd):.4g} USD/GPU-h, "
             f"a new node breaks even at {even:.4g}")
@@ -310,7 +343,11 @@ def place_local(jobs: Sequence[QueuedJob], snapshot: Snapshot, placed: dict[int,
     return remaining
 
 
-def cloud_pools_cheapest_first(snapshot: Snapshot) -> list[tuple[PoolState, PriceQuote | None]]:
-    """Cloud pools by USD per GPU-hour (unpriced last, then by name for determinism)."""
+def cloud_pools_cheapest_first(snapshot: Snapshot,
+                               rerun_share: float = 0.0) -> list[tuple[PoolState, PriceQuote | None]]:
+    """Cloud pools by effective USD per GPU-hour (interruption premium at `rerun_share`; unpriced
+    last, then by name for determinism)."""
     pools = [(ps, snapshot.prices.get(ps.name)) for ps in snapshot.pools if ps.pool.is_cloud]
-    return sorted(pools, key=lambda t: (t[1] is None, t[1].usd_per_gpu_hour if t[1] else math.inf, t[0].name))
+    return sorted(pools, key=lambda t: (t[1] is None,
+                                        effective_usd_per_gpu_hour(t[1], rerun_share) if t[1] else math.inf,
+                                        t[0].name))

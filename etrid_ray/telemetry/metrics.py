@@ -1,8 +1,371 @@
-"""Prometheus metrics: names, the module-level cloud-cost counter, and the snapshot collector."""
+"""Prometheus metrics: the names, one `Snapshot` both sources fill, and the collector that reads it.
+
+Why a custom collector: the head already counts everything (its `Stats`, the scaler's decision
+counter, Ray's own resource view), and the chain is the source of truth for the rest. Keeping a
+second set of prometheus-client counters in step with those would be duplicated bookkeeping that
+drifts. Instead, at scrape time, `SnapshotCollector` asks its source for a `Snapshot` (the head:
+built live from `ProviderHead`; the standalone exporter: the latest chain read, refreshed every
+10 s as in the seed) and turns it into metric families. Both ways out emit the same names.
+
+The one exception is the seed's `etrid_cloud_cost_usd_total`: a module-level Counter that the
+cloud-spend accounting increments (issue 5); servers here expose it alongside the snapshot.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
 # The seed's cloud-spend metric (issue 5 accrues spend into it, per node-second).
 CLOUD_COST = Counter("etrid_cloud_cost_usd_total", "Cloud spend on spot/on-demand worker nodes, in USD")
+
+PBC = "ai-compute"
+PLANCK_PER_EDSC = 10**18
+QUEUE_STATUSES = ("pending", "assigned", "completed")
+POOL_GPU_STATES = ("busy", "idle", "pending")
+POOL_NODE_STATES = ("alive", "requested")
+CLAIM_RESULTS = ("won", "lost")
+RPC_ERROR_KINDS = ("rpc", "connection", "timeout", "extrinsic", "reconnect", "other")
+SOURCES = ("head", "exporter")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str  # as exposed (counters include their `_total`)
+    kind: str  # "gauge" | "counter" | "info"
+    labels: tuple[str, ...]
+    help: str
+    sources: tuple[str, ...] = SOURCES  # which ways out emit it
+    seed: bool = False  # one of the seed's metrics (names and labels fixed)
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    # --- the seed's metrics, names and labels exactly as the seed has them
+    MetricSpec("etrid_job_queue_depth", "gauge", ("pbc", "status"),
+               "Jobs by status: pending = the chain's queue; assigned/completed = the head's own jobs (head) or "
+               "every provider's (exporter)", seed=True),
+    MetricSpec("etrid_avg_job_wait_seconds", "gauge", ("pbc",),
+               "Average age of the jobs waiting in the chain's queue now (0 when empty)", seed=True),
+    MetricSpec("etrid_avg_job_duration_seconds", "gauge", ("pbc",),
+               "Average run time of the last 100 finished jobs (exporter: submission to result, the chain "
+               "records no start time)", seed=True),
+    MetricSpec("etrid_gpu_utilization_percent", "gauge", ("provider",),
+               "GPU utilization per provider: Ray's allocated GPUs (head) or the provider's on-chain telemetry "
+               "(exporter)", seed=True),
+    MetricSpec("etrid_gpu_jobs_completed_total", "counter", ("provider",),
+               "Jobs completed per provider", seed=True),
+    MetricSpec("etrid_gpu_earnings_total_edsc", "gauge", ("provider",),
+               "ËDSC paid to the provider (PaymentReleased), monotonic; a gauge because the seed's name does not "
+               "end in _total", seed=True),
+    MetricSpec("etrid_cloud_cost_usd_total", "counter", (), "Cloud spend on worker nodes, in USD", seed=True),
+    # --- beyond the seed
+    MetricSpec("etrid_info", "info", ("source", "version", "address"), "What this endpoint is"),
+    MetricSpec("etrid_snapshot_ok", "gauge", (), "1 when the last read of the head or chain succeeded"),
+    MetricSpec("etrid_snapshot_age_seconds", "gauge", (), "Seconds since the snapshot behind these values was taken"),
+    MetricSpec("etrid_chain_best_block", "gauge", (), "Best block number seen"),
+    MetricSpec("etrid_chain_rpc_errors_total", "counter", ("kind",),
+               "Chain RPC failures by kind (reconnect = the connection was re-established)"),
+    MetricSpec("etrid_gpu_last_heartbeat_timestamp_seconds", "gauge", ("provider", "gpu"),
+               "Unix time of each GPU's last heartbeat (head: last one sent; exporter: GpuNodes.last_heartbeat)"),
+    MetricSpec("etrid_job_claims_total", "counter", ("result",),
+               "Claims: won, or lost to another provider (head); won = JobAssigned events (exporter)"),
+    MetricSpec("etrid_job_failures_total", "counter", ("reason",), "Jobs reported failed, by reason"),
+    MetricSpec("etrid_jobs_running", "gauge", ("provider",), "Jobs running as Ray tasks now", ("head",)),
+    MetricSpec("etrid_job_skipped_total", "counter", ("reason",), "Queued jobs admission declined, by reason",
+               ("head",)),
+    MetricSpec("etrid_job_queue_to_start_seconds", "gauge", ("quantile",),
+               "Submission to task start, over the last 20,000 jobs", ("head",)),
+    MetricSpec("etrid_job_result_to_chain_seconds", "gauge", ("quantile",),
+               "Result ready to settled on chain, over the last 20,000 jobs", ("head",)),
+    MetricSpec("etrid_pool_gpus", "gauge", ("pool", "state"),
+               "GPUs per pool: busy and idle on alive nodes, pending on requested nodes not up yet", ("head",)),
+    MetricSpec("etrid_pool_nodes", "gauge", ("pool", "state"), "Nodes per pool: alive, requested", ("head",)),
+    MetricSpec("etrid_scaling_decisions_total", "counter", ("pool", "reason"),
+               "Scaling decisions by pool and reason", ("head",)),
+    MetricSpec("etrid_head_loop_seconds", "gauge", ("quantile",),
+               "Duration of the head's loop passes that did work (last 1,000; `ProviderHead.loop_seconds`)",
+               ("head",)),
+    MetricSpec("etrid_head_errors_total", "counter", ("kind",), "Failed head passes by exception type",
+               ("head",)),
+    MetricSpec("etrid_price_age_seconds", "gauge", ("pool", "source"),
+               "Age of each pool's price quote (catalog prices carry the catalog's date)", ("head",)),
+    MetricSpec("etrid_price_usd_per_gpu_hour", "gauge", ("pool", "source"), "Each pool's quoted price",
+               ("head",)),
+    MetricSpec("etrid_cloud_spend_today_usd", "gauge", (), "Cloud spend accrued this UTC day", ("head",)),
+    MetricSpec("etrid_cloud_budget_usd", "gauge", (), "The daily cloud budget (daily_cloud_budget_usd)",
+               ("head",)),
+    MetricSpec("etrid_chain_gpus", "gauge", ("provider", "status"), "Registered GPUs per provider and status",
+               ("exporter",)),
+    MetricSpec("etrid_exporter_scrape_seconds", "gauge", (), "How long the last chain read took", ("exporter",)),
+)
+SPECS = {m.name: m for m in METRICS}
+
+
+# ---------------------------------------------------------------------------------------------- snapshot
+
+
+@dataclass
+class ProviderView:
+    address: str
+    gpus: int = 0
+    utilization_pct: float = 0.0
+    jobs_completed: int = 0
+    earnings_planck: int = 0
+    running: int = 0
+
+
+@dataclass
+class GpuView:
+    gpu_id: int
+    provider: str
+    status: str = "Active"
+    last_heartbeat: float = 0.0  # unix seconds; 0 = none yet
+
+
+@dataclass
+class PoolView:
+    name: str
+    kind: str = "local"
+    gpus_busy: float = 0.0
+    gpus_idle: float = 0.0
+    gpus_pending: float = 0.0
+    nodes_alive: int = 0
+    nodes_requested: int = 0
+    price_usd_per_gpu_hour: float | None = None
+    price_source: str | None = None
+    price_age_s: float | None = None
+
+
+@dataclass
+class Snapshot:
+    """What one read of the head or the chain saw. Plain data: JSON for `etrid-ray status --json`,
+    pickled between the head actor and the CLI."""
+
+    source: str  # "head" | "exporter"
+    taken_at: float = field(default_factory=time.time)
+    ok: bool = True
+    error: str | None = None
+    address: str = ""  # the head's provider account ("" for the exporter)
+    best_block: int = 0
+    queue: dict[str, int] = field(default_factory=lambda: dict.fromkeys(QUEUE_STATUSES, 0))
+    avg_wait_s: float = 0.0
+    avg_duration_s: float = 0.0
+    queue_to_start_s: dict[str, float] = field(default_factory=dict)  # quantile -> seconds
+    result_to_chain_s: dict[str, float] = field(default_factory=dict)  # quantile -> seconds
+    providers: list[ProviderView] = field(default_factory=list)
+    gpus: list[GpuView] = field(default_factory=list)
+    pools: list[PoolView] = field(default_factory=list)
+    decisions: list[tuple[str, str, int]] = field(default_factory=list)  # (pool, reason, count)
+    recent_decisions: list[dict[str, Any]] = field(default_factory=list)
+    claims: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLAIM_RESULTS, 0))
+    failures: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    rpc_errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RPC_ERROR_KINDS, 0))
+    head_errors: dict[str, int] = field(default_factory=dict)
+    loop_s: dict[str, float] = field(default_factory=dict)  # quantile -> seconds
+    running: int = 0
+    spend_today_usd: float | None = None
+    budget_usd: float | None = None
+    scrape_seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["decisions"] = [{"pool": p, "reason": r, "count": n} for p, r, n in self.decisions]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Snapshot:
+        d = dict(data)
+        d["providers"] = [ProviderView(**p) for p in d.get("providers", [])]
+        d["gpus"] = [GpuView(**g) for g in d.get("gpus", [])]
+        d["pools"] = [PoolView(**p) for p in d.get("pools", [])]
+        d["decisions"] = [(x["pool"], x["reason"], int(x["count"])) if isinstance(x, dict) else tuple(x)
+                          for x in d.get("decisions", [])]
+        return cls(**d)
+
+
+def rpc_error_kind(exc_type_name: str) -> str:
+    """The `kind` label of a chain error class name (the client's typed errors, plus transport errors)."""
+    name = exc_type_name
+    if name in ("RpcError", "PalletError", "SubstrateRequestException"):
+        return "rpc"
+    if name in ("ChainConnectionError", "ConnectionError", "ConnectionRefusedError", "WebSocketException",
+                "WebSocketConnectionClosedException", "BrokenPipeError", "OSError"):
+        return "connection"
+    if name in ("InclusionTimeout", "TimeoutError", "WebSocketTimeoutException", "Timeout"):
+        return "timeout"
+    if name == "ExtrinsicFailed":
+        return "extrinsic"
+    return "other"
+
+
+def failure_kind(reason: str) -> str:
+    """The head's grouping of failure reasons (`timeout after 3s` → `timeout after 3s`, `matmul failed:
+    ValueError` → `matmul failed`): the text before the first colon or parenthesis, at most 40 chars."""
+    return reason.split(":")[0].split(" (")[0][:40]
+
+
+def project_version() -> str:
+    try:
+        return version("etrid-ray")
+    except PackageNotFoundError:  # pragma: no cover - a bare checkout
+        return "0.0.0"
+
+
+# ---------------------------------------------------------------------------------------------- families
+
+
+def families(snap: Snapshot, *, now: float | None = None) -> Iterator[Metric]:
+    """The metric families of one snapshot, in METRICS order; metrics a source does not know are left out."""
+    now = time.time() if now is None else now
+    src = snap.source
+
+    def gauge(name: str) -> GaugeMetricFamily:
+        spec = SPECS[name]
+        return GaugeMetricFamily(name, spec.help, labels=list(spec.labels))
+
+    def counter(name: str) -> CounterMetricFamily:
+        spec = SPECS[name]
+        return CounterMetricFamily(name.removesuffix("_total"), spec.help, labels=list(spec.labels))
+
+    m = gauge("etrid_job_queue_depth")
+    for status in QUEUE_STATUSES:
+        m.add_metric([PBC, status], float(snap.queue.get(status, 0)))
+    yield m
+    m = gauge("etrid_avg_job_wait_seconds")
+    m.add_metric([PBC], snap.avg_wait_s)
+    yield m
+    m = gauge("etrid_avg_job_duration_seconds")
+    m.add_metric([PBC], snap.avg_duration_s)
+    yield m
+    util, done, earned = (gauge("etrid_gpu_utilization_percent"), counter("etrid_gpu_jobs_completed_total"),
+                          gauge("etrid_gpu_earnings_total_edsc"))
+    for p in snap.providers:
+        util.add_metric([p.address], p.utilization_pct)
+        done.add_metric([p.address], float(p.jobs_completed))
+        earned.add_metric([p.address], p.earnings_planck / PLANCK_PER_EDSC)
+    yield from (util, done, earned)
+
+    info = InfoMetricFamily("etrid", SPECS["etrid_info"].help, labels=["source", "version", "address"])
+    info.add_metric([src, project_version(), snap.address], {})
+    yield info
+    m = gauge("etrid_snapshot_ok")
+    m.add_metric([], 1.0 if snap.ok else 0.0)
+    yield m
+    m = gauge("etrid_snapshot_age_seconds")
+    m.add_metric([], max(0.0, now - snap.taken_at))
+    yield m
+    m = gauge("etrid_chain_best_block")
+    m.add_metric([], float(snap.best_block))
+    yield m
+    m = counter("etrid_chain_rpc_errors_total")
+    for kind in RPC_ERROR_KINDS:
+        m.add_metric([kind], float(snap.rpc_errors.get(kind, 0)))
+    yield m
+    m = gauge("etrid_gpu_last_heartbeat_timestamp_seconds")
+    for g in snap.gpus:
+        m.add_metric([g.provider, str(g.gpu_id)], g.last_heartbeat)
+    yield m
+    m = counter("etrid_job_claims_total")
+    for result in CLAIM_RESULTS:
+        m.add_metric([result], float(snap.claims.get(result, 0)))
+    yield m
+    m = counter("etrid_job_failures_total")
+    for reason, n in sorted(snap.failures.items()):
+        m.add_metric([reason], float(n))
+    yield m
+
+    if src == "head":
+        m = gauge("etrid_jobs_running")
+        m.add_metric([snap.address], float(snap.running))
+        yield m
+        m = counter("etrid_job_skipped_total")
+        for reason, n in sorted(snap.skipped.items()):
+            m.add_metric([reason], float(n))
+        yield m
+        m = gauge("etrid_job_queue_to_start_seconds")
+        for q, v in sorted(snap.queue_to_start_s.items()):
+            m.add_metric([q], v)
+        yield m
+        m = gauge("etrid_job_result_to_chain_seconds")
+        for q, v in sorted(snap.result_to_chain_s.items()):
+            m.add_metric([q], v)
+        yield m
+        gpus, nodes = gauge("etrid_pool_gpus"), gauge("etrid_pool_nodes")
+        age, price = gauge("etrid_price_age_seconds"), gauge("etrid_price_usd_per_gpu_hour")
+        for pool in snap.pools:
+            for state, v in zip(POOL_GPU_STATES, (pool.gpus_busy, pool.gpus_idle, pool.gpus_pending), strict=True):
+                gpus.add_metric([pool.name, state], float(v))
+            nodes.add_metric([pool.name, "alive"], float(pool.nodes_alive))
+            nodes.add_metric([pool.name, "requested"], float(pool.nodes_requested))
+            if pool.price_age_s is not None and pool.price_source is not None:
+                age.add_metric([pool.name, pool.price_source], pool.price_age_s)
+            if pool.price_usd_per_gpu_hour is not None and pool.price_source is not None:
+                price.add_metric([pool.name, pool.price_source], pool.price_usd_per_gpu_hour)
+        yield from (gpus, nodes)
+        m = counter("etrid_scaling_decisions_total")
+        for pool_name, reason, n in sorted(snap.decisions):
+            m.add_metric([pool_name, reason], float(n))
+        yield m
+        m = gauge("etrid_head_loop_seconds")
+        for q, v in sorted(snap.loop_s.items()):
+            m.add_metric([q], v)
+        yield m
+        m = counter("etrid_head_errors_total")
+        for kind, n in sorted(snap.head_errors.items()):
+            m.add_metric([kind], float(n))
+        yield m
+        yield from (age, price)
+        if snap.spend_today_usd is not None:
+            m = gauge("etrid_cloud_spend_today_usd")
+            m.add_metric([], snap.spend_today_usd)
+            yield m
+        if snap.budget_usd is not None:
+            m = gauge("etrid_cloud_budget_usd")
+            m.add_metric([], snap.budget_usd)
+            yield m
+    else:
+        m = gauge("etrid_chain_gpus")
+        counts: dict[tuple[str, str], int] = {}
+        for g in snap.gpus:
+            counts[(g.provider, g.status)] = counts.get((g.provider, g.status), 0) + 1
+        for (provider, status), n in sorted(counts.items()):
+            m.add_metric([provider, status], float(n))
+        yield m
+        if snap.scrape_seconds is not None:
+            m = gauge("etrid_exporter_scrape_seconds")
+            m.add_metric([], snap.scrape_seconds)
+            yield m
+
+
+class SnapshotCollector:
+    """A prometheus-client collector that reads a fresh snapshot on every scrape."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot | None]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        if snap is not None:
+            yield from families(snap)
+
+
+class _DefaultRegistry:
+    """Passes the process-wide registry through (the cloud-cost counter, process and GC metrics)."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
+
+
+def build_registry(snapshot: Callable[[], Snapshot | None]) -> CollectorRegistry:
+    """One registry per server: the snapshot's families plus everything in the default registry."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot))  # type: ignore[arg-type]
+    registry.register(_DefaultRegistry())  # type: ignore[arg-type]
+    return registry
