@@ -170,6 +170,7 @@ class Snapshot:
     head_errors: dict[str, int] = field(default_factory=dict)
     loop_s: dict[str, float] = field(default_factory=dict)  # quantile -> seconds
     running: int = 0
+    running_jobs: list[dict[str, Any]] = field(default_factory=list)  # the oldest few: job_id, gpus, pool, age_s
     spend_today_usd: float | None = None
     budget_usd: float | None = None
     scrape_seconds: float | None = None

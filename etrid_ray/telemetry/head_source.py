@@ -1,0 +1,288 @@
+"""A `Snapshot` of a running `ProviderHead`, and the head's telemetry: HTTP server, Ray metrics, decisions.
+
+Everything is read from the head at the moment of the scrape: `status()`, its `Stats`, the
+scaler's decision counter and spend, its prices, and Ray's own view of nodes and free GPUs per
+pool. Nothing is counted twice. The head's collections are shared with its two loop threads,
+so they are copied under the head's lock (briefly) before they are summarised.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from itertools import islice
+from statistics import fmean
+from typing import Any
+
+from etrid_ray.telemetry.metrics import (
+    PBC,
+    RPC_ERROR_KINDS,
+    GpuView,
+    PoolView,
+    ProviderView,
+    Snapshot,
+    build_registry,
+    rpc_error_kind,
+)
+from etrid_ray.telemetry.server import MetricsServer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METRICS_PORT = 9091  # the head actor's /metrics, /healthz, /readyz (the exporter's default is 9090)
+DURATION_SAMPLES = 100
+RECENT_DECISIONS = 50
+RUNNING_SHOWN = 20
+SCALER_LOGGER = "etrid_ray.provider.scaler"
+
+
+def _copy(fn: Callable[[], Any]) -> Any:
+    """Copies a collection another thread may be changing; retries the rare 'changed during iteration'."""
+    for _ in range(5):
+        try:
+            return fn()
+        except RuntimeError:
+            time.sleep(0)
+    return fn()
+
+
+def _quantile(samples: list[float], q: float) -> float:
+    if not samples:
+        return 0.0
+    data = sorted(samples)
+    return float(data[min(len(data) - 1, int(round(q * (len(data) - 1))))])
+
+
+class DecisionLog(logging.Handler):
+    """The scaler logs every decision (`scale <pool> <direction> → <target> nodes (<delta>): <text>
+    [<reason>]`) with its values as the record's args; this keeps the most recent ones, with their time,
+    for `etrid-ray status`. (The scaler keeps only counts.)"""
+
+    def __init__(self, maxlen: int = RECENT_DECISIONS) -> None:
+        super().__init__(level=logging.INFO)
+        self.recent: deque[dict[str, Any]] = deque(maxlen=maxlen)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args
+        if not (isinstance(record.msg, str) and record.msg.startswith("scale ") and isinstance(args, tuple)
+                and len(args) == 6):
+            return
+        pool, direction, target, delta, text, reason = args
+        self.recent.append({"at": record.created, "pool": str(pool), "direction": str(direction),
+                            "target": int(target), "delta": int(delta), "text": str(text), "reason": str(reason)})
+
+    def attach(self) -> DecisionLog:
+        logger = logging.getLogger(SCALER_LOGGER)
+        logger.addHandler(self)
+        if not logger.isEnabledFor(logging.INFO):
+            logger.setLevel(logging.INFO)
+        return self
+
+    def detach(self) -> None:
+        logging.getLogger(SCALER_LOGGER).removeHandler(self)
+
+
+def _ray_pools(default_pool: str) -> dict[str, dict[str, float]]:
+    """Alive GPU nodes per pool from Ray: {pool: {"total": GPUs, "free": GPUs, "nodes": n}}. A GPU node
+    without a `pool:<name>` resource counts under the head's own pool."""
+    import ray
+    from ray._private.state import available_resources_per_node
+
+    if not ray.is_initialized():
+        return {}
+    free_by_node = available_resources_per_node()
+    out: dict[str, dict[str, float]] = {}
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        resources = node.get("Resources", {})
+        total = float(resources.get("GPU", 0.0))
+        pool = next((k[5:] for k in resources if k.startswith("pool:")), None)
+        if pool is None:
+            if total <= 0:
+                continue  # a CPU-only node (the KubeRay head) is no pool
+            pool = default_pool
+        agg = out.setdefault(pool, {"total": 0.0, "free": 0.0, "nodes": 0.0})
+        agg["total"] += total
+        agg["free"] += float(free_by_node.get(node["NodeID"], {}).get("GPU", 0.0))
+        agg["nodes"] += 1
+    return out
+
+
+def head_snapshot(head: Any, decisions: DecisionLog | None = None, *, with_ray: bool = True) -> Snapshot:
+    """Reads a `ProviderHead` now. `with_ray=False` leaves out Ray's node view (pools then show only
+    what the scaler requested)."""
+    now = time.time()
+    st = head.status()
+    stats = head.stats
+    lock = getattr(head, "_lock", None) or threading.RLock()
+    with lock:
+        running = _copy(lambda: list(head.running.values()))
+        to_settle = len(head.to_settle)
+        ended = _copy(lambda: list(islice(reversed(stats.ended_at.items()), DURATION_SAMPLES)))
+        durations = [end - stats.started_at[j] for j, end in ended if j in stats.started_at]
+        failed = dict(stats.failed)
+        skipped = dict(stats.skipped)
+    pending_since = _copy(lambda: [c.job.submitted_at for c in head.candidates.values()])
+    loop = _copy(lambda: list(head.loop_seconds))
+    waits = [max(0.0, now - float(t)) for t in pending_since if t]
+
+    rpc = dict.fromkeys(RPC_ERROR_KINDS, 0)
+    for name, n in _copy(lambda: dict(head.errors)).items():
+        kind = rpc_error_kind(name)
+        if kind != "other":
+            rpc[kind] += n
+    rpc["reconnect"] = int(getattr(head.conn, "reconnects", 0))
+
+    ray_pools = _ray_pools(head.config.pool) if with_ray else {}
+    total_gpus = sum(p["total"] for p in ray_pools.values())
+    free_gpus = sum(p["free"] for p in ray_pools.values())
+    if total_gpus > 0:
+        utilization = min(100.0, max(0.0, (total_gpus - free_gpus) / total_gpus * 100))
+    else:  # no Ray view: the GPUs our running tasks hold, of the GPUs this provider declared
+        utilization = min(100.0, sum(r.gpus for r in running) / max(1, head.facts.count) * 100)
+
+    scaler = head.scaler
+    requested = dict(scaler.requested) if scaler is not None else {}
+    prices = dict(scaler.prices) if scaler is not None else _catalog_quotes(head)
+    pools: list[PoolView] = []
+    names = [p.name for p in head.pools] + [n for n in ray_pools if n not in {p.name for p in head.pools}]
+    by_name = {p.name: p for p in head.pools}
+    for name in names:
+        pool = by_name.get(name)
+        live = ray_pools.get(name, {"total": 0.0, "free": 0.0, "nodes": 0.0})
+        alive = int(live["nodes"])
+        want = int(requested.get(name, 0))
+        gpn = pool.gpus_per_node if pool is not None else 0
+        quote = prices.get(name)
+        pools.append(PoolView(
+            name=name, kind=pool.kind if pool is not None else "local",
+            gpus_busy=live["total"] - live["free"], gpus_idle=live["free"],
+            gpus_pending=float(max(0, want - alive) * gpn), nodes_alive=alive, nodes_requested=want,
+            price_usd_per_gpu_hour=quote.usd_per_gpu_hour if quote is not None else None,
+            price_source=quote.source if quote is not None else None,
+            price_age_s=max(0.0, now - quote.as_of.timestamp()) if quote is not None else None))
+
+    address = head.chain.address
+    heartbeat = float(getattr(head, "_last_heartbeat", 0.0) or 0.0)
+    return Snapshot(
+        source="head", taken_at=now, ok=True, address=address, best_block=int(st["best_block"]),
+        queue={"pending": int(st["queue_depth"]), "assigned": len(running) + to_settle,
+               "completed": int(st["completed"])},
+        avg_wait_s=fmean(waits) if waits else 0.0,
+        avg_duration_s=fmean(durations) if durations else 0.0,
+        queue_to_start_s={"0.5": float(st["queue_to_start_p50"]), "0.95": float(st["queue_to_start_p95"])},
+        result_to_chain_s={"0.5": float(st["result_to_chain_p50"]), "0.99": float(st["result_to_chain_p99"])},
+        providers=[ProviderView(address, gpus=len(head.gpu_ids), utilization_pct=utilization,
+                                jobs_completed=int(st["completed"]), earnings_planck=int(st["earnings_planck"]),
+                                running=len(running))],
+        gpus=[GpuView(g, address, "Active", heartbeat) for g in head.gpu_ids],
+        pools=pools,
+        decisions=[(p, r, int(n)) for (p, r), n in
+                   (_copy(lambda: dict(scaler.decisions_total)) if scaler is not None else {}).items()],
+        recent_decisions=list(decisions.recent) if decisions is not None else [],
+        claims={"won": int(st["claimed"]), "lost": int(st["lost_claims"])},
+        failures=failed, skipped=skipped, rpc_errors=rpc, head_errors=dict(st["errors"]),
+        loop_s={"0.5": _quantile(loop, 0.5), "0.99": _quantile(loop, 0.99)},
+        running=len(running),
+        running_jobs=[{"job_id": r.job_id, "gpus": r.gpus, "pool": r.pool, "gpu_id": r.gpu_id,
+                       "age_s": max(0.0, now - r.dispatched_at)}
+                      for r in sorted(running, key=lambda r: r.dispatched_at)[:RUNNING_SHOWN]],
+        spend_today_usd=float(scaler.spend_usd) if scaler is not None else 0.0,
+        budget_usd=float(head.config.daily_cloud_budget_usd),
+    )
+
+
+_QUOTES: dict[int, dict[str, Any]] = {}
+
+
+def _catalog_quotes(head: Any) -> dict[str, Any]:
+    """The shipped catalog's quotes for the head's pools (what the scaler would use), read once per head."""
+    key = id(head)
+    if key not in _QUOTES:
+        from etrid_ray.prices.catalog import quotes_for
+
+        _QUOTES.clear()
+        _QUOTES[key] = quotes_for(head.pools)
+    return _QUOTES[key]
+
+
+class HeadTelemetry:
+    """The head's ways out: `/metrics`, `/healthz`, `/readyz` on `host:port` (env `ETRID_METRICS_HOST`,
+    `ETRID_METRICS_PORT`; 127.0.0.1:9091 by default, 0 picks a free port), and the same values as
+    `ray.util.metrics` gauges/counters on Ray's metrics endpoint."""
+
+    def __init__(self, head: Any, *, host: str | None = None, port: int | None = None, ray_metrics: bool = True,
+                 ray_interval_s: float = 5.0) -> None:
+        self.head = head
+        self.host = host or os.environ.get("ETRID_METRICS_HOST", "127.0.0.1")
+        self.port = int(port if port is not None else os.environ.get("ETRID_METRICS_PORT", DEFAULT_METRICS_PORT))
+        self.decisions = DecisionLog()
+        self.server: MetricsServer | None = None
+        self.bridge: Any = None
+        self._ray_metrics = ray_metrics
+        self._ray_interval_s = ray_interval_s
+
+    def snapshot(self) -> Snapshot:
+        return head_snapshot(self.head, self.decisions)
+
+    def start(self) -> HeadTelemetry:
+        self.decisions.attach()
+        self.server = MetricsServer(build_registry(self._safe_snapshot), health=self.health, ready=self.ready,
+                                    host=self.host, port=self.port)
+        try:
+            self.server.start()
+        except OSError as err:  # a taken port must not stop the provider: it runs on, unobserved, and says so
+            log.error("metrics server could not listen on %s:%d (%s); /metrics is off", self.host, self.port, err)
+            self.server = None
+        else:
+            log.info("metrics, /healthz and /readyz on %s", self.server.url)
+        if self._ray_metrics:
+            import ray
+
+            if ray.is_initialized():
+                from etrid_ray.telemetry.ray_metrics import RayMetricsBridge
+
+                self.bridge = RayMetricsBridge(self._safe_snapshot, interval_s=self._ray_interval_s).start()
+        return self
+
+    def _safe_snapshot(self) -> Snapshot | None:
+        try:
+            return self.snapshot()
+        except Exception as err:  # a scrape must never take the head down; the failure is visible instead
+            log.warning("head snapshot failed: %s: %s", type(err).__name__, err)
+            return Snapshot(source="head", ok=False, error=f"{type(err).__name__}: {err}",
+                            address=self.head.chain.address)
+
+    @property
+    def url(self) -> str | None:
+        return self.server.url if self.server is not None else None
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Alive: the head's loop thread runs (or has not been started by a caller that steps it itself)."""
+        thread = getattr(self.head, "_thread", None)
+        stopping = self.head._stop.is_set()
+        alive = not stopping and (thread is None or thread.is_alive())
+        return alive, {"loop_thread": "none" if thread is None else ("alive" if thread.is_alive() else "dead"),
+                       "stopping": stopping}
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Ready: alive, its GPUs are registered on chain, and it is watching the queue."""
+        alive, detail = self.health()
+        watcher = getattr(self.head, "_watcher", None)
+        watching = watcher is not None
+        gpus = len(self.head.gpu_ids)
+        detail.update({"gpus": gpus, "watching": watching, "best_block": self.head.best_block, "pbc": PBC})
+        return alive and gpus > 0 and watching, detail
+
+    def stop(self) -> None:
+        if self.bridge is not None:
+            self.bridge.stop()
+            self.bridge = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        self.decisions.detach()
