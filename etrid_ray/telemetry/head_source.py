@@ -19,6 +19,7 @@ from statistics import fmean
 from typing import Any
 
 from etrid_ray.telemetry.metrics import (
+    CLOUD_COST_USD,
     PBC,
     RPC_ERROR_KINDS,
     GpuView,
@@ -231,6 +232,9 @@ class HeadTelemetry:
 
     def start(self) -> HeadTelemetry:
         self.decisions.attach()
+        for pool in self.head.pools:  # every cloud pool's spend series exists from the start, at 0
+            if pool.is_cloud:
+                CLOUD_COST_USD.labels(pool=pool.name, cloud=pool.kind)
         self.server = MetricsServer(build_registry(self._safe_snapshot), health=self.health, ready=self.ready,
                                     host=self.host, port=self.port)
         try:

@@ -22,8 +22,11 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
-# The seed's cloud-spend metric (issue 5 accrues spend into it, per node-second).
-CLOUD_COST = Counter("etrid_cloud_cost_usd_total", "Cloud spend on spot/on-demand worker nodes, in USD")
+# The seed's cloud-spend metric: the scaler accrues spend into it per node-second, by pool and cloud
+# (`Scaler._accrue_spend`). `CLOUD_COST` is the same counter under its first name.
+CLOUD_COST_USD = Counter("etrid_cloud_cost_usd_total", "Cloud spend on spot/on-demand worker nodes, in USD",
+                         ["pool", "cloud"])
+CLOUD_COST = CLOUD_COST_USD
 
 PBC = "ai-compute"
 PLANCK_PER_EDSC = 10**18
@@ -63,7 +66,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("etrid_gpu_earnings_total_edsc", "gauge", ("provider",),
                "ËDSC paid to the provider (PaymentReleased), monotonic; a gauge because the seed's name does not "
                "end in _total", seed=True),
-    MetricSpec("etrid_cloud_cost_usd_total", "counter", (), "Cloud spend on worker nodes, in USD", seed=True),
+    MetricSpec("etrid_cloud_cost_usd_total", "counter", ("pool", "cloud"),
+               "Cloud spend on worker nodes, in USD (process-wide counter; the head's cloud pools start at 0)",
+               ("head",), seed=True),
     # --- beyond the seed
     MetricSpec("etrid_info", "info", ("source", "version", "address"), "What this endpoint is"),
     MetricSpec("etrid_snapshot_ok", "gauge", (), "1 when the last read of the head or chain succeeded"),
