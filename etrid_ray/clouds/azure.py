@@ -35,6 +35,11 @@ from etrid_ray.pools import Pool
 log = logging.getLogger(__name__)
 
 
+def _text(value: Any) -> str:
+    """An SDK enum member (`ResourceSkuRestrictionsReasonCode.QUOTA_ID`) as its wire value ('QuotaId')."""
+    return str(getattr(value, "value", value))
+
+
 def _cap(sku: Any, name: str) -> str | None:
     for c in sku.capabilities or ():
         if c.name == name:
@@ -51,13 +56,14 @@ def sku_restriction(sku: Any, region: str, spot: bool) -> tuple[str | None, tupl
         if (info.location or "").lower() == region_l and info.zones:
             zones = tuple(sorted(info.zones))
     for r in sku.restrictions or ():
-        values = [v.lower() for v in (r.values or ())]
-        if r.type == "Location" and region_l in values:
-            return f"{sku.name} restricted in {region}: {r.reason_code}", (), notes
-        if r.type == "Zone" and region_l in values and zones is not None:
+        values = [v.lower() for v in (r.values_property or ())]
+        kind = _text(r.type)
+        if kind == "Location" and region_l in values:
+            return f"{sku.name} restricted in {region}: {_text(r.reason_code)}", (), notes
+        if kind == "Zone" and region_l in values and zones is not None:
             blocked = set(r.restriction_info.zones or ()) if r.restriction_info else set()
             zones = tuple(z for z in zones if z not in blocked)
-            notes.append(f"zones {', '.join(sorted(blocked))} restricted ({r.reason_code})")
+            notes.append(f"zones {', '.join(sorted(blocked))} restricted ({_text(r.reason_code)})")
     if spot and (_cap(sku, "LowPriorityCapable") or "True").lower() == "false":
         return f"{sku.name} is not spot-capable", (), notes
     return None, zones, notes

@@ -125,6 +125,7 @@ class RecordedApi:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._port: int | None = None  # kept after stop(), so late answers still render their URLs
 
     @classmethod
     def from_files(cls, *paths: str | Path, tls: tuple[str | Path, str | Path] | None = None) -> RecordedApi:
@@ -156,9 +157,9 @@ class RecordedApi:
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        if self._port is None:
             raise RuntimeError("server not started")
-        return self._server.server_address[1]
+        return self._port
 
     @property
     def url(self) -> str:
@@ -219,6 +220,7 @@ class RecordedApi:
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
+        self._port = server.server_address[1]
         if self._tls:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(str(self._tls[0]), str(self._tls[1]))
