@@ -110,6 +110,8 @@ class ProviderHead:
         self.plan: Any = None
         self._pool_free: dict[str, float] = {}
         self._pool_capacity: dict[str, float] = {}
+        self._task_shapes: dict[tuple[float, str | None], Any] = {}
+        self._manifest_texts: dict[str, str] = {}
         self._last_scale = 0.0
         self.gpu_ids: list[int] = []
         self.running: dict[int, Running] = {}
@@ -514,15 +516,32 @@ class ProviderHead:
         return QueuedJob.from_chain(JobTerms(cand.job.job_id, cand.job.model_type, cand.job.max_compute_time,
                                              cand.job.payment), cand.manifest, waiting_since=cand.first_seen)
 
+    def _task_for(self, gpus: float, pool: str | None) -> Any:
+        """`run_job` with its resource options, built once per shape (options() is not free per call)."""
+        key = (gpus, pool)
+        task = self._task_shapes.get(key)
+        if task is None:
+            options: dict[str, Any] = {"num_gpus": gpus, "num_cpus": self.config.task_cpus}
+            if pool is not None:
+                options["resources"] = {f"pool:{pool}": STEER}  # the autoscaler grows exactly this group
+            elif self._pool_resource:
+                options["resources"] = dict(self._pool_resource)
+            task = self._task_shapes[key] = run_job.options(**options)
+        return task
+
+    def _manifest_json(self, input_hash: str, manifest: Manifest) -> str:
+        """The manifest as the task receives it, serialized once per distinct manifest."""
+        text = self._manifest_texts.get(input_hash)
+        if text is None:
+            if len(self._manifest_texts) > MANIFEST_CACHE:
+                self._manifest_texts.clear()
+            text = self._manifest_texts[input_hash] = manifest.model_dump_json()
+        return text
+
     def _dispatch(self, job: Job, manifest: Manifest, gpu_id: int, pool: str | None = None) -> None:
         timeout = min(manifest.timeout_s or job.max_compute_time, job.max_compute_time)
-        options: dict[str, Any] = {"num_gpus": manifest.resources.gpus, "num_cpus": self.config.task_cpus}
-        if pool is not None:
-            options["resources"] = {f"pool:{pool}": STEER}  # the autoscaler grows exactly this group
-        elif self._pool_resource:
-            options["resources"] = dict(self._pool_resource)
-        ref = run_job.options(**options).remote(job.job_id, manifest.model_dump_json(), self.store_url,
-                                                self.config.max_input_bytes)
+        ref = self._task_for(manifest.resources.gpus, pool).remote(
+            job.job_id, self._manifest_json(job.input_hash, manifest), self.store_url, self.config.max_input_bytes)
         now = time.time()
         self.running[job.job_id] = Running(job.job_id, gpu_id, ref, now + timeout, now, manifest.resources.gpus,
                                            float(job.submitted_at), pool)
