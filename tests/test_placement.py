@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -10,8 +11,8 @@ from hypothesis import strategies as st
 
 from etrid_ray.devnet.pallets.job_marketplace import PLATFORM_FEE_BPS as CHAIN_FEE_BPS
 from etrid_ray.manifest import Manifest
-from etrid_ray.pools import Pool
-from etrid_ray.prices import PriceQuote
+from etrid_ray.pools import Pool, pools_from_config
+from etrid_ray.prices import PriceQuote, quotes_for
 from etrid_ray.provider.admission import JobTerms, region_allowed
 from etrid_ray.scaling.placement import PlaceReason, eligible, place
 from etrid_ray.scaling.state import PLATFORM_FEE_BPS, PoolState, QueuedJob, Snapshot
@@ -105,6 +106,34 @@ def test_room_on_running_or_starting_cloud_nodes_is_used_before_buying_more():
 def test_existing_cloud_room_still_needs_the_job_to_pay_the_gpu_hour():
     snap = snapshot(queue=[job(1, rate=0.1)], local_gpu={"busy": 4}, aws_spot_a100={"alive": 1})
     assert place(snap, CONFIG).placements[0].pool is None
+
+
+# --- cloud market: quota/capacity headroom and spot interruptions -----------------------------------
+
+
+def test_quota_or_capacity_headroom_caps_new_nodes_and_zero_rules_a_pool_out():
+    prices = dict(quotes_for(pools_from_config(CONFIG)))
+    queue = [job(i, gpus=8, rate=5.0, duration=3600) for i in range(3)]
+    prices[AWS] = replace(prices[AWS], quota_headroom_nodes=1)
+    assert place(snapshot(queue=queue, prices=prices, **BUSY_LOCAL), CONFIG).new_nodes == {AWS: 1, AZURE: 2}
+    for name in (AWS, AZURE, GCP):
+        prices[name] = replace(prices[name], quota_headroom_nodes=0)
+    p = place(snapshot(queue=queue[:1], prices=prices, **BUSY_LOCAL), CONFIG).placements[0]
+    assert p.pool is None and p.reason == PlaceReason.NO_CAPACITY
+    assert "allows 0 more nodes" in p.text
+
+
+@pytest.mark.parametrize("rate, pays", [(None, True), (0.025, True), (0.25, False)])
+def test_a_high_interruption_rate_raises_the_effective_cost(rate, pays):
+    # break-even at d ≈ 771 s without interruptions; a ">20%" pool at rerun share 0.5 costs 12.5 % more: ≈ 1086 s
+    prices = dict(quotes_for(pools_from_config(CONFIG)))
+    prices[AWS] = replace(prices[AWS], interruption_rate=rate)
+    cfg = config(azure_enabled=False, gcp_enabled=False, ENABLE_TEE=False)
+    plan = place(snapshot(cfg, queue=[job(1, gpus=8, rate=0.5, duration=900)], prices=prices, **BUSY_LOCAL), cfg)
+    assert (plan.placements[0].pool == AWS) is pays
+    if pays:
+        factor = 1 + (rate or 0) * cfg.spot_rerun_share
+        assert plan.projected_cost_usd == pytest.approx(2.4655 * factor * (180 + 900 + 300) / 3600)
 
 
 # --- hard rules: price cap, budget, TEE, residency, size ---------------------------------------------
@@ -225,7 +254,9 @@ def worlds(draw):
             node_hour = draw(st.floats(0.2, 40))
             prices[p.name] = PriceQuote(pool=p.name, cloud=p.kind, region=p.region, zone=None,
                                         usd_per_node_hour=node_hour, usd_per_gpu_hour=node_hour / gpn,
-                                        ondemand_usd_per_hour=50.0, spot_discount=1 - node_hour / 50)
+                                        ondemand_usd_per_hour=50.0, spot_discount=1 - node_hour / 50,
+                                        quota_headroom_nodes=draw(st.one_of(st.none(), st.integers(0, 3))),
+                                        interruption_rate=draw(st.sampled_from([None, 0.025, 0.25])))
     states = []
     for p in pools:
         alive = p.min_nodes if not p.is_cloud else draw(st.integers(0, min(1, p.max_nodes)))
@@ -278,6 +309,7 @@ def test_placement_never_breaks_a_hard_rule_or_the_budget(world):
     for name, n in plan.new_nodes.items():
         ps = states[name]
         assert ps.nodes + n <= ps.pool.max_nodes
+        assert snap.prices[name].quota_headroom_nodes is None or n <= snap.prices[name].quota_headroom_nodes
     for name in steered:  # nothing steered beyond the room it has, or the work the nodes it buys can do
         ps = states[name]
         mine = [(p, jobs[p.job_id]) for p in plan.placements if p.pool == name]
