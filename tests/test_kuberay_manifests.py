@@ -295,7 +295,10 @@ def test_head_group() -> None:
     assert head["rayStartParams"] == {"num-cpus": "0", "dashboard-host": "0.0.0.0", "metrics-export-port": "8080"}
     (container,) = head["template"]["spec"]["containers"]
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"gcs": 6379, "dashboard": 8265,
-                                                                           "client": 10001, "metrics": 8080}
+                                                                           "client": 10001, "metrics": 8080,
+                                                                           "etrid-metrics": 9091}
+    env = {e["name"]: e.get("value") for e in container["env"]}  # the head actor's metrics server, pod-wide
+    assert env["ETRID_METRICS_HOST"] == "0.0.0.0" and env["ETRID_METRICS_PORT"] == "9091"
     assert container["image"] == "ghcr.io/etrid/etrid-ray:0.1.0"
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert "/etc/etrid" in mounts and "/dev/shm" in mounts

@@ -37,6 +37,11 @@ IMAGE_REPOSITORY = "ghcr.io/etrid/etrid-ray"
 LABEL_PREFIX = "etrid.ai"
 
 PORTS = {"gcs": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080}
+# The provider head actor's /metrics, /healthz and /readyz (etrid_ray.telemetry), on the head pod. No probe on
+# the Ray head container uses it: the actor starts after the cluster (RayJob), a liveness failure would restart
+# the Ray head and every worker with it, and readiness gates the RayCluster the RayJob waits for. Prometheus
+# watches it instead (PodMonitor + the EtridProviderHeadDown alert); the exporter's pods are probed.
+PROVIDER_METRICS_PORT_NAME, PROVIDER_METRICS_PORT = "etrid-metrics", 9091
 WORKER_GRACE_S = 180  # pod termination grace: AWS gives 2 minutes of spot notice, GCP/Azure 30 s
 PRESTOP_DEADLINE_S = 150  # the drain deadline the preStop hook announces; the rest is Ray's own shutdown
 RAY_UID, RAY_GID = 1000, 100  # the `ray` user of the rayproject/ray images
@@ -189,10 +194,13 @@ def head_group(config: ProviderConfig) -> dict[str, Any]:
         "name": "ray-head",
         "image": project_image(),
         "imagePullPolicy": "IfNotPresent",
-        "ports": [{"name": name, "containerPort": port} for name, port in PORTS.items()],
+        "ports": [{"name": name, "containerPort": port} for name, port in PORTS.items()]
+        + [{"name": PROVIDER_METRICS_PORT_NAME, "containerPort": PROVIDER_METRICS_PORT}],
         "resources": {"limits": {"cpu": "4", "memory": "16Gi"}, "requests": {"cpu": "4", "memory": "16Gi"}},
         "envFrom": [{"configMapRef": {"name": CONFIGMAP_NAME}}],
-        "env": _secret_env(SECRET_KEYS, required=("ETRID_SEED",)),
+        "env": [{"name": "ETRID_METRICS_HOST", "value": "0.0.0.0"},
+                {"name": "ETRID_METRICS_PORT", "value": str(PROVIDER_METRICS_PORT)},
+                *_secret_env(SECRET_KEYS, required=("ETRID_SEED",))],
         "volumeMounts": [{"name": "provider-config", "mountPath": CONFIG_DIR, "readOnly": True}, shm_mount],
         "securityContext": _container_security(),
     }
