@@ -599,5 +599,36 @@ def status_cmd(url: str, address: str | None, namespace: str, once: bool, as_jso
 
             ray.shutdown()
 
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="provider config (YAML or JSON); default: the built-in defaults and ETRID_* env vars")
+@click.option("--live/--catalog", "live", default=None,
+              help="read the cloud APIs (needs credentials) / only the shipped catalog; default: live_prices")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@_friendly
+def prices(config_path: str | None, live: bool | None, as_json: bool) -> None:
+    """What each pool costs now: $/node-h, $/GPU-h, spot discount, interruption bucket, quota headroom, source, age.
+
+    Live prices, quotas and capacity come from the cloud APIs when asked (--live or live_prices) and the
+    credentials exist; otherwise, or when a call fails or a live price is older than price_max_age_s,
+    the shipped catalog's price is shown with its date.
+    """
+    from etrid_ray.clouds.feed import MarketFeed
+    from etrid_ray.clouds.report import price_rows, price_table
+    from etrid_ray.config import load_config
+    from etrid_ray.pools import pools_from_config
+
+    config = load_config(config_path)
+    feed = MarketFeed.from_config(config, live=live)
+    rows = price_rows(feed, pools_from_config(config))
+    if as_json:
+        _print_json(rows)
+        return
+    from rich.console import Console
+
+    Console(width=200).print(price_table(rows))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
