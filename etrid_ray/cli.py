@@ -627,7 +627,7 @@ def prices(config_path: str | None, live: bool | None, as_json: bool) -> None:
         return
     from rich.console import Console
 
-    Console(width=200).print(price_table(rows))
+    Console(width=None if sys.stdout.isatty() else 200).print(price_table(rows))  # piped: don't wrap at 80
 
 
 if __name__ == "__main__":  # pragma: no cover
