@@ -18,11 +18,13 @@ import ray
 
 from etrid_ray.blobs import BlobError, BlobIntegrityError, BlobNotFound, BlobTooLarge, open_blob_store
 from etrid_ray.manifest import Manifest
+from etrid_ray.security.compliance import policy_for
+from etrid_ray.security.crypto import CryptoError, KeyringNotConfigured, job_store
 from etrid_ray.workloads.registry import UnknownHandler, WorkloadContext, get_workload
 
 TASK_MAX_RETRIES = 3
 STORE_RETRY_S = 90.0  # ride out a blob store restart (the devnet's store restarts with the chain)
-PERMANENT = (BlobIntegrityError, BlobNotFound, BlobTooLarge)
+PERMANENT = (BlobIntegrityError, BlobNotFound, BlobTooLarge, CryptoError)
 
 
 def _with_retry(fn: Any, *args: Any) -> Any:
@@ -88,6 +90,15 @@ def execute(job_id: int, manifest_json: str, store_url: str, max_input_bytes: in
     except UnknownHandler:
         return fail(f"unknown handler {manifest.handler!r}")
     store = _store(store_url)
+    policy = policy_for(manifest.compliance.template)
+    if policy is not None and policy.encryption_required:
+        # inputs must be sealed, the result is sealed under the job's data key (security/crypto.py)
+        try:
+            store = job_store(store, job_id)
+        except KeyringNotConfigured:
+            return fail(f"{policy.template} needs encryption at rest: no key configured (ETRID_KEK, ETRID_KEYSTORE)")
+        except BlobError as err:
+            return fail(f"{policy.template} needs encryption at rest: {type(err).__name__}")
     inputs: dict[str, bytes] = {}
     total = 0
     for ref in manifest.inputs:

@@ -195,13 +195,17 @@ class KmsKek(Kek):
         self.key_arn = meta["Arn"]
         self.id = "kms:" + self.key_arn
 
-    def _call(self, fn: Any, **kwargs: Any) -> Any:
+    def _call(self, fn: Any, *, unwrapping: bool = False, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return fn(**kwargs)
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "")
+            if unwrapping and code == "AccessDeniedException":
+                # KMS answers this when the ciphertext names another key than KeyId (or IAM forbids ours)
+                raise DecryptionError(f"KMS will not unwrap the data key with {self.key_arn}: wrapped by another "
+                                      "key, or this identity may not use it") from None
             if code in ("InvalidCiphertextException", "IncorrectKeyException"):
                 raise DecryptionError(f"KMS refused to unwrap the data key ({code}): changed, "
                                       "or wrapped by another key") from None
@@ -220,7 +224,7 @@ class KmsKek(Kek):
         return out["Plaintext"], out["CiphertextBlob"]
 
     def unwrap(self, wrapped: bytes, context: Mapping[str, str]) -> bytes:
-        out = self._call(self.client.decrypt, CiphertextBlob=wrapped, KeyId=self.key_arn,
+        out = self._call(self.client.decrypt, unwrapping=True, CiphertextBlob=wrapped, KeyId=self.key_arn,
                          EncryptionContext=dict(context))
         return out["Plaintext"]
 
