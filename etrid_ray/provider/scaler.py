@@ -97,6 +97,13 @@ class Scaler:
         self.prices = prices
         self.prices_at = now
 
+    def maybe_refresh_prices(self, now: float) -> bool:
+        """Re-price every `price_refresh_s` (never when prices were given explicitly)."""
+        if self._fixed_prices or now - self.prices_at < self.config.price_refresh_s:
+            return False
+        self.refresh_prices(now)
+        return True
+
     # observing -----------------------------------------------------------------------------------
 
     def pool_of_node(self, resources: dict[str, float]) -> Pool | None:
@@ -134,9 +141,8 @@ class Scaler:
             idle.setdefault(pool.name, []).append(since)
         for node_id in [n for n in self._idle_since if n not in seen_nodes]:
             del self._idle_since[node_id]
-        self._accrue_spend(alive, now)
-        if not self._fixed_prices and now - self.prices_at >= self.config.price_refresh_s:
-            self.refresh_prices(now)
+        self._accrue_spend(alive, now)  # at the prices that held over the interval, then re-price
+        self.maybe_refresh_prices(now)
         states = []
         for pool in self.pools:
             pending = max(0, self.requested.get(pool.name, 0) - alive[pool.name]) if pool.is_cloud else 0
