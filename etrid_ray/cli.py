@@ -630,5 +630,272 @@ def prices(config_path: str | None, live: bool | None, as_json: bool) -> None:
     Console(width=None if sys.stdout.isatty() else 200).print(price_table(rows))  # piped: don't wrap at 80
 
 
+# keys -------------------------------------------------------------------------------------------
+@main.group()
+def keys() -> None:
+    """Provider keys (sr25519): generate, render the Kubernetes Secret, inspect. The phrase is never an argument."""
+
+
+def _secret_destination(out_path: Path | None, to_stdout: bool) -> None:
+    if out_path is None and not to_stdout:
+        raise click.UsageError("say where the secret goes: --out FILE (a new file, mode 0600) or --stdout")
+    if out_path is not None and to_stdout:
+        raise click.UsageError("--out and --stdout are exclusive: the secret goes to one place")
+
+
+@keys.command("generate")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write the secret phrase to this new file (mode 0600)")
+@click.option("--stdout", "to_stdout", is_flag=True,
+              help="print the secret phrase (subkey's layout) instead of writing a file")
+@click.option("--words", type=click.Choice(["12", "15", "18", "21", "24"]), default="12", show_default=True)
+@click.option("--ss58-format", type=click.IntRange(0, 16383), default=42, show_default=True)
+@click.option("--force", is_flag=True, help="replace an existing --out file")
+@click.option("--json", "as_json", is_flag=True, help="print the public side as JSON")
+def keys_generate(out_path: Path | None, to_stdout: bool, words: str, ss58_format: int, force: bool,
+                  as_json: bool) -> None:
+    """A new sr25519 key, like `subkey generate --scheme sr25519`: prints its SS58 address, keeps the phrase secret."""
+    from dataclasses import replace
+
+    from etrid_ray.security.keys import generate, subkey_text, write_private_file
+
+    _secret_destination(out_path, to_stdout)
+    secret, info = generate(int(words), ss58_format)
+    if to_stdout:
+        click.echo(subkey_text(secret, info), nl=False)
+        return
+    assert out_path is not None
+    try:
+        write_private_file(out_path, secret.reveal() + "\n", overwrite=force)
+    except FileExistsError as exc:
+        raise click.UsageError(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out_path}: {exc.strerror}") from None
+    info = replace(info, source=f"file:{out_path}")
+    if as_json:
+        _print_json(info.as_dict())
+        return
+    click.echo(info.address)
+    click.echo(f"public key {info.public_key}; secret phrase written to {out_path} (mode 0600)", err=True)
+
+
+@keys.command("k8s-secret")
+@click.option("--seed-file", type=click.Path(dir_okay=False), default=None,
+              help="key file (default: the ETRID_SEED env var, or the file ETRID_SEED_FILE names)")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write the Secret manifest to this new file (mode 0600)")
+@click.option("--stdout", "to_stdout", is_flag=True, help="print the manifest (it holds the phrase, base64)")
+@click.option("--namespace", default=None, help="default: the rendered manifests' namespace")
+@click.option("--name", default=None, help="default: etrid-provider-credentials")
+@click.option("--force", is_flag=True, help="replace an existing --out file")
+@_friendly
+def keys_k8s_secret(seed_file: str | None, out_path: Path | None, to_stdout: bool, namespace: str | None,
+                    name: str | None, force: bool) -> None:
+    """The etrid-provider-credentials Secret for a key, without showing the phrase (unless --stdout)."""
+    from etrid_ray.security.keys import k8s_secret_yaml, key_info, load_secret, write_private_file
+
+    _secret_destination(out_path, to_stdout)
+    secret, source = load_secret(file=seed_file)
+    info = key_info(secret, source)
+    text = k8s_secret_yaml(secret, info, name=name, namespace=namespace)
+    if to_stdout:
+        click.echo(text, nl=False)
+        return
+    assert out_path is not None
+    try:
+        write_private_file(out_path, text, overwrite=force)
+    except FileExistsError as exc:
+        raise click.UsageError(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out_path}: {exc.strerror}") from None
+    click.echo(f"wrote the Secret for {info.address} to {out_path} (mode 0600); apply it with "
+               f"kubectl apply -f {out_path}")
+
+
+@keys.command("inspect")
+@click.option("--seed-file", type=click.Path(dir_okay=False), default=None,
+              help="key file (default: the --env-var variable, or the file ETRID_SEED_FILE names)")
+@click.option("--env-var", default="ETRID_SEED", show_default=True, help="environment variable holding the key")
+@click.option("--ss58-format", type=click.IntRange(0, 16383), default=42, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def keys_inspect(seed_file: str | None, env_var: str, ss58_format: int, as_json: bool) -> None:
+    """The address and public key of a key (from a file or the environment); never the phrase."""
+    from etrid_ray.security.keys import key_info, load_secret
+
+    secret, source = load_secret(file=seed_file, env_var=env_var)
+    info = key_info(secret, source, ss58_format)
+    if as_json:
+        _print_json(info.as_dict())
+        return
+    for label, value in (("SS58 address", info.address), ("public key", info.public_key),
+                         ("account id", info.account_id), ("scheme", info.scheme), ("source", info.source)):
+        click.echo(f"{label + ':':<14}{value}")
+
+
+# tee --------------------------------------------------------------------------------------------
+@main.group()
+def tee() -> None:
+    """Confidential compute: detect this node's TEE, attest it against a fresh nonce, file it on chain."""
+
+
+TEE_CONFIG_HELP = "TEE settings (YAML/JSON: trust roots, measurement allow-list, paths); env ETRID_TEE_CONFIG"
+TEE_ROOT_HELP = "prefix for /dev and /sys (a fake tree); env ETRID_TEE_ROOT"
+
+
+def _tee_config(path: str | None, root: str | None) -> Any:
+    from etrid_ray.security.tee.config import load_tee_config
+
+    config = load_tee_config(path)
+    return config.model_copy(update={"root": Path(root)}) if root else config
+
+
+@tee.command("detect")
+@click.option("--tee-config", default=None, help=TEE_CONFIG_HELP)
+@click.option("--root", default=None, help=TEE_ROOT_HELP)
+@click.option("--want", type=click.Choice(["sgx", "sev-snp", "tdx"]), default=None, help="only this TEE type")
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def tee_detect(tee_config: str | None, root: str | None, want: str | None, as_json: bool) -> None:
+    """Which TEE this node has (exit 0) or why none is usable (exit 1)."""
+    from etrid_ray.security.tee.detect import detect
+
+    found = detect(_tee_config(tee_config, root), want=want)
+    if as_json:
+        _print_json(found.as_dict())
+    elif found.ok:
+        click.echo(f"{found.tee} via {found.interface}")
+    else:
+        click.echo("no usable TEE")
+    for problem in found.problems if not as_json else ():
+        click.echo(f"  {problem}", err=True)
+    if not found.ok:
+        sys.exit(1)
+
+
+@tee.command("attest")
+@click.option("--url", default=DEFAULT_URL, envvar="ETRID_WS_URL", show_default=True, help=URL_HELP)
+@click.option("--gpu-id", "gpu_ids", type=click.IntRange(0, 2**64 - 1), multiple=True, required=True,
+              help="GPU the attestation is filed under (repeatable; ours on chain)")
+@click.option("--tee-config", default=None, help=TEE_CONFIG_HELP)
+@click.option("--root", default=None, help=TEE_ROOT_HELP)
+@click.option("--seed-file", type=click.Path(dir_okay=False), default=None, help=SEED_FILE_HELP)
+@click.option("--no-submit", is_flag=True, help="produce and verify only; file nothing on chain")
+@click.option("--watch", is_flag=True, help="keep refreshing every --interval seconds until stopped")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=None,
+              help="seconds between refreshes (default: refresh_interval_s of the TEE settings)")
+@click.option("--run-for", type=float, default=None, help="with --watch: stop after this many seconds")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING"]), default="WARNING", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def tee_attest(url: str, gpu_ids: tuple[int, ...], tee_config: str | None, root: str | None, seed_file: str | None,
+               no_submit: bool, watch: bool, interval: float | None, run_for: float | None, log_level: str,
+               as_json: bool) -> None:
+    """Attest this node's TEE for our GPUs: a report bound to (account, GPU, best block), verified offline
+    when trust roots are configured, filed with ConfidentialCompute.submit_attestation."""
+    import logging
+    import signal
+    import threading
+    import time
+
+    from etrid_ray.chain.client import ChainClient
+    from etrid_ray.security.tee.attest import AttestationRefresher, ProviderChain, produce_evidence
+    from etrid_ray.security.tee.verify import ReplayGuard, TeePolicy, verify_evidence
+
+    logging.basicConfig(level=getattr(logging, log_level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = _tee_config(tee_config, root)
+    signer = _signer(seed_file)
+    policy = TeePolicy.from_config(config)
+    guard = ReplayGuard()
+    with ChainClient(url) as client:
+        chain = ProviderChain(client.provider(signer))
+
+        def check(evidence: Any, gpu_id: int) -> Any:
+            return verify_evidence(evidence.tee, evidence.quote, aux=evidence.aux, account_id=signer.public_key,
+                                   gpu_id=gpu_id, policy=policy, blocks=chain.blocks, guard=guard)
+
+        refresher = AttestationRefresher(
+            account_id=signer.public_key, gpu_ids=list(gpu_ids), chain=chain,
+            produce=lambda nonce: produce_evidence(nonce, config), check=check if policy.trust_anchors else None,
+            interval_s=interval or config.refresh_interval_s, submit=not no_submit)
+
+        def show(results: list[Any]) -> None:
+            for r in results:
+                if as_json:
+                    click.echo(json.dumps(r.as_dict(), sort_keys=True))
+                else:
+                    state = "ok" if r.ok else "FAILED"
+                    filed = ", filed on chain" if r.submitted else ""
+                    click.echo(f"gpu {r.gpu_id}: {state} ({r.reason}; {r.tee or '-'}, block #{r.block_number}{filed})")
+
+        if not watch:
+            results = refresher.refresh_once()
+            show(results)
+            if not all(r.ok for r in results):
+                sys.exit(1)
+            return
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        deadline = None if run_for is None else time.monotonic() + run_for
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            show(refresher.refresh_once())
+            stop.wait(refresher.interval_s if deadline is None else
+                      max(0.0, min(refresher.interval_s, deadline - time.monotonic())))
+
+
+@tee.command("node-env")
+@click.option("--pool", required=True, help="the worker group (pool) this node belongs to")
+@click.option("--tee", "pool_tee", type=click.Choice(["sgx", "sev-snp", "tdx"]), required=True,
+              help="the pool's TEE type")
+@click.option("--url", default=None, envvar=["ETRID_WS_URL", "WEBSOCKET_URL"], help="node WebSocket URL")
+@click.option("--provider-address", default=None, envvar="ETRID_PROVIDER_ADDRESS",
+              help="the provider's SS58 address (public; from the Secret)")
+@click.option("--gpu-id", type=click.IntRange(0, 2**64 - 1), default=0, envvar="ETRID_TEE_GPU_ID", show_default=True)
+@click.option("--tee-config", default=None, help=TEE_CONFIG_HELP)
+@click.option("--root", default=None, help=TEE_ROOT_HELP)
+def tee_node_env(pool: str, pool_tee: str, url: str | None, provider_address: str | None, gpu_id: int,
+                 tee_config: str | None, root: str | None) -> None:
+    """Shell exports for `ray start` on a TEE worker: tee:<type> only when detected and freshly attested.
+
+    Used by the TEE worker group's container command: eval "$(python -m etrid_ray tee node-env …)".
+    Always exits 0 and prints the fail-closed override when anything is missing; the reason goes to stderr.
+    """
+    from etrid_ray.security.tee.node import NodeTeeStatus, node_status, ray_env
+
+    status: NodeTeeStatus
+    try:
+        from etrid_ray.chain.codec import account_bytes
+        from etrid_ray.security.tee.verify import ChainBlocks, TeePolicy
+
+        config = _tee_config(tee_config, root)
+        account = account_bytes(provider_address) if provider_address else None
+        policy = TeePolicy.from_config(config) if config.trust_roots else None
+        client = None
+        if url:
+            from etrid_ray.chain.client import ChainClient
+            from etrid_ray.chain.connection import RetryPolicy
+
+            client = ChainClient(url, retry=RetryPolicy(max_attempts=3), timeout=20)
+        try:
+            blocks = ChainBlocks(client.conn) if client is not None else None
+
+            def best() -> tuple[int, bytes]:
+                if blocks is None:
+                    raise ConfigError("no chain URL (set WEBSOCKET_URL or --url)")
+                return blocks.best()
+
+            status = node_status(config, want=pool_tee, account_id=account, gpu_id=gpu_id, best=best,
+                                 policy=policy, blocks=blocks)
+        finally:
+            if client is not None:
+                client.close()
+    except Exception as exc:  # fail closed, whatever went wrong
+        status = NodeTeeStatus(None, False, f"{type(exc).__name__}: {exc}")
+    click.echo(ray_env(status, pool_tee), nl=False)
+    state = "attested" if status.attested else "NOT attested"
+    click.echo(f"etrid-ray tee: pool {pool}: {pool_tee} {state}: {status.reason}", err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
