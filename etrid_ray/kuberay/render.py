@@ -255,6 +255,13 @@ def worker_group(pool: Pool, priority: int, cost: float) -> dict[str, Any]:
     pod_labels = _labels("worker", **{f"{LABEL_PREFIX}/pool": pool.name, f"{LABEL_PREFIX}/pool-kind": pool.kind})
     if pool.tee:
         pod_labels[f"{LABEL_PREFIX}/tee"] = pool.tee
+        # KubeRay runs `<command> && ulimit …; ray start …` in one shell: the node advertises tee:<type> only
+        # when it detected its TEE and attested against a fresh nonce (etrid_ray/security/tee/node.py)
+        from etrid_ray.security.tee.node import worker_start_command
+
+        container["command"] = [worker_start_command(pool)]
+        container["env"].append({"name": "ETRID_PROVIDER_ADDRESS", "valueFrom": {"secretKeyRef": {
+            "name": SECRET_NAME, "key": "ETRID_PROVIDER_ADDRESS", "optional": True}}})  # public: binds the nonce
     return {
         "groupName": pool.name,
         "replicas": min_replicas,
