@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 class Seen:
     method: str
     path: str  # with its query
-    headers: dict[str, str]
+    headers: dict[str, str]  # names lower-cased (HTTP header names are case-insensitive)
     status: int
 
 
@@ -81,7 +81,8 @@ class MetadataServer:
                     self.rfile.read(min(length, 1 << 16))
                 status, body, headers = owner._answer(self.command, self.path, dict(self.headers.items()))
                 with owner.lock:
-                    owner.requests.append(Seen(self.command, self.path, dict(self.headers.items()), status))
+                    owner.requests.append(Seen(self.command, self.path,
+                                               {k.lower(): v for k, v in self.headers.items()}, status))
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)
