@@ -110,11 +110,13 @@ def _jobs(period: list[Record], policy: Policy) -> dict[int, dict[str, Any]]:
         f = r.fields
         j = jobs.setdefault(f["job"], {"job": f["job"], "template": None, "pool": None, "region": None,
                                        "reason": None, "gpu": None, "claimed_at": None, "outcome": "in progress",
-                                       "failure": None, "result": None, "blobs": [], "region_ok": None})
+                                       "failure": None, "result": None, "blobs": [], "region_ok": None,
+                                       "served": False})
         if f.get("template"):
             j["template"] = f["template"]
-        if r.kind == "placement" and f.get("decision") in ("skip", "refused"):
-            continue
+        if r.kind in ("placement", "admission") and f.get("decision") in ("skip", "refused"):
+            continue  # not served here: evidence of a refusal, listed with the violations refused
+        j["served"] = True
         for k in ("pool", "region", "reason", "gpu"):
             if f.get(k) is not None:
                 j[k] = f[k]
@@ -127,8 +129,8 @@ def _jobs(period: list[Record], policy: Policy) -> dict[int, dict[str, Any]]:
         j["blobs"] += [b for b in _blobs_of(f) if b not in j["blobs"]]
     out = {}
     for job_id, j in jobs.items():
-        if j["template"] != policy.template:
-            continue  # jobs under other rules (or none) are not this template's evidence
+        if j.pop("served") is False or j["template"] != policy.template:
+            continue  # refused here, or under other rules (or none): not this template's jobs served
         if j["region"] is not None:
             j["region_ok"] = region_matches(j["region"], policy.allowed_regions)
         out[job_id] = j
