@@ -84,7 +84,7 @@ class TestCA:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, *, vcek_days: int = 365) -> None:
+    def __init__(self, *, vcek_expired: bool = False) -> None:
         p384, p256 = ec.SECP384R1(), ec.SECP256R1()
         self.ark_key = ec.generate_private_key(p384)
         self.ask_key = ec.generate_private_key(p384)
@@ -93,8 +93,9 @@ class TestCA:
                          hash_alg=hashes.SHA384(), days=3650)
         self.ask = _cert("SEV-Genoa (test)", self.ask_key, "ARK-Genoa (test)", self.ark_key, ca=True,
                          hash_alg=hashes.SHA384(), days=3650)
+        month_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
         self.vcek = _cert("SEV-VCEK (test)", self.vcek_key, "SEV-Genoa (test)", self.ask_key, ca=False,
-                          hash_alg=hashes.SHA384(), days=vcek_days)
+                          hash_alg=hashes.SHA384(), **({"not_before": month_ago, "days": 10} if vcek_expired else {}))
         self.intel_root_key = ec.generate_private_key(p256)
         self.pck_ca_key = ec.generate_private_key(p256)
         self.pck_key = ec.generate_private_key(p256)
@@ -232,7 +233,7 @@ class FakeTeeTree:
     root: Path
     tee: str  # "sev-snp" | "tdx" | "sgx"
     ca: TestCA
-    mode: str = "live"  # live | stale | garbage (how the emulation answers)
+    mode: str = "live"  # live | stale | garbage | racy-once (how the emulation answers)
     layout: str = "present"  # present | absent | dangling | not-a-device | partial | no-provider
     measurement: bytes = b""
     debug: bool = False
@@ -367,7 +368,9 @@ class FakeTeeTree:
                 self._put(entry / "outblob", report)
                 if self.tee == "sev-snp":
                     self._put(entry / "auxblob", self.ca.snp_aux())
-                self._generation[entry.name] += 1  # outblob first, then generation: readers see both or neither
+                with self._lock:  # racy-once: another writer's write lands too, once (generation +2)
+                    bump, self.mode = (2, "live") if self.mode == "racy-once" else (1, self.mode)
+                self._generation[entry.name] += bump  # outblob first, then generation: readers see both or neither
                 self._put(entry / "generation", f"{self._generation[entry.name]}\n".encode())
         for gone in [n for n in self._entries if n not in live]:
             del self._entries[gone]

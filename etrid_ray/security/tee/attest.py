@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from etrid_ray.chain.models import TeeAttestation
 from etrid_ray.security.tee.config import TeeConfig
 from etrid_ray.security.tee.detect import Detection, detect, remove_entry
-from etrid_ray.security.tee.verify import EvidenceError, Verdict, make_nonce, parse_report
+from etrid_ray.security.tee.verify import STALE_ANSWER, EvidenceError, Verdict, make_nonce, parse_report
 
 log = logging.getLogger(__name__)
 
@@ -261,14 +261,23 @@ class AttestationRefresher:
 
     def _one(self, gpu_id: int, number: int, block_hash: bytes) -> RefreshResult:
         now = time.time()
+        nonce = make_nonce(self.account_id, gpu_id, block_hash)
         try:
-            evidence = self.produce(make_nonce(self.account_id, gpu_id, block_hash))
+            evidence = self.produce(nonce)
         except Exception as exc:  # AttestationError, a Ray task failure, …: reported, never raised
             result = RefreshResult(gpu_id, False, str(exc) if isinstance(exc, AttestationError)
                                    else f"{type(exc).__name__}: {exc}", number, at=now)
         else:
-            verdict = self.check(evidence, gpu_id) if self.check is not None else None
-            if verdict is not None and not verdict.ok:
+            try:
+                answered = parse_report(evidence.tee, evidence.quote).report_data == nonce
+            except EvidenceError as exc:
+                answered, malformed = False, f"malformed: {exc}"
+            else:
+                malformed = STALE_ANSWER
+            verdict = self.check(evidence, gpu_id) if self.check is not None and answered else None
+            if not answered:
+                result = RefreshResult(gpu_id, False, malformed, number, evidence.tee, now)
+            elif verdict is not None and not verdict.ok:
                 result = RefreshResult(gpu_id, False, verdict.reason, number, evidence.tee, now)
             else:
                 result = RefreshResult(gpu_id, True, "ok", number, evidence.tee, now)

@@ -300,14 +300,15 @@ class TeeGate:
         if rec is not None and rec.ok and rec.block_number == number:
             # no new block since the last good report: the nonce would repeat; wait for the chain
             return replace(rec, checked_at=now)
+        nonce = make_nonce(self.account_id, gpu_id, block_hash)
         try:
-            evidence = self.attest_node(node_id, tee, make_nonce(self.account_id, gpu_id, block_hash))
+            evidence = self.attest_node(node_id, tee, nonce)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, AttestationError) else f"{type(exc).__name__}: {exc}"
             return self._failed(rec, node_id, pool, tee, reason, now)
         verdict: Verdict = verify_evidence(tee, evidence.quote, aux=evidence.aux, account_id=self.account_id,
                                            gpu_id=gpu_id, policy=self.policy, blocks=self.blocks, guard=self.guard,
-                                           guard_key=(node_id, gpu_id))
+                                           guard_key=(node_id, gpu_id), expected_nonce=nonce)
         if not verdict.ok:
             return self._failed(rec, node_id, pool, tee, verdict.reason, now)
         submitted = False

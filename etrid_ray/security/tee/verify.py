@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 NONCE_PERSON = b"etrid-tee-v1"
+STALE_ANSWER = "stale: the report answers another nonce than the one just issued (an old or replayed report)"
 REPORT_DATA_LEN = 64
 
 # --- nonce -------------------------------------------------------------------------------------------
@@ -483,8 +484,12 @@ def _refuse(reason: str, tee: str | None = None, **kw: Any) -> Verdict:
 
 def verify_evidence(tee: str, quote: bytes, *, account_id: bytes, gpu_id: int, policy: TeePolicy,
                     blocks: BlockView, aux: bytes = b"", guard: ReplayGuard | None = None,
-                    guard_key: Any = None, now: datetime | None = None) -> Verdict:
-    """The whole offline check, cheapest first. Accepted evidence is recorded in ``guard`` (if given)."""
+                    guard_key: Any = None, expected_nonce: bytes | None = None,
+                    now: datetime | None = None) -> Verdict:
+    """The whole offline check, cheapest first. Accepted evidence is recorded in ``guard`` (if given).
+
+    ``expected_nonce``: the nonce the verifier itself just issued (a challenge); the report must answer
+    exactly that one, not merely some recent block's."""
     now = now or datetime.now(UTC)
     try:
         report = parse_report(tee, quote)
@@ -492,6 +497,8 @@ def verify_evidence(tee: str, quote: bytes, *, account_id: bytes, gpu_id: int, p
         return _refuse(f"malformed: {exc}", tee)
     rd = bytes(report.report_data)
     block_hash = nonce_block(rd)
+    if expected_nonce is not None and rd != expected_nonce:
+        return _refuse(STALE_ANSWER, tee)
     if rd != make_nonce(account_id, gpu_id, block_hash):
         return _refuse("nonce mismatch: the report is not bound to this provider, GPU and block", tee)
     number = blocks.number_of(block_hash)
