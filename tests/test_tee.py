@@ -120,6 +120,16 @@ def test_absent_and_broken_devices_are_reported_not_detected(tee: str, layout: s
         produce_evidence(b"\0" * 64, cfg)
 
 
+@pytest.mark.parametrize("tee", ["sev-snp", "tdx"])
+def test_configfs_tsm_alone_is_enough_for_tdx_and_sev_snp(tee: str, tree_factory) -> None:
+    _tree, cfg = tree_factory(tee, layout="tsm-only")
+    found = detect(cfg)
+    assert (found.tee, found.interface) == (tee, "configfs-tsm")
+    assert {d.state for d in found.devices} == {"absent"}
+    blocks = FakeBlocks()
+    assert check(produce_evidence(nonce(blocks), cfg), cfg, blocks).ok
+
+
 def test_sgx_needs_both_devices_and_gramine_dcap(tree_factory) -> None:
     _tree, cfg = tree_factory("sgx", layout="partial")
     found = detect(cfg)
@@ -138,8 +148,11 @@ def test_configfs_tsm_without_a_provider_or_with_another_one_is_not_usable(tee: 
     assert found.tee is None and any("no `provider` attribute" in p for p in found.problems)
     wrong = "tdx_guest" if tee == "sev-snp" else "sev_guest"
     _tree, cfg = tree_factory(tee, provider=wrong)
-    found = detect(cfg)
-    assert found.tee is None and any(f"served by {wrong!r}" in p for p in found.problems)
+    found = detect(cfg)  # the kernel's provider is believed over a device name …
+    assert found.tee == {"tdx_guest": "tdx", "sev_guest": "sev-snp"}[wrong]
+    assert any(f"served by {wrong!r}" in p for p in found.problems)
+    found = detect(cfg, want=tee)  # … so a pool of the device's type gets nothing here
+    assert found.tee is None and any(f"{tee}: not available" in p for p in found.problems)
 
 
 def test_tee_config_from_file_and_env(tmp_path: Path, ca: TestCA) -> None:

@@ -12,7 +12,8 @@ configfs-tsm trees whose behaviour follows the kernel's as far as plain director
   ``user_report_data`` produces ``quote``). Modes: ``live``; ``stale`` (the TEE keeps handing back a
   report made for an earlier nonce); ``garbage`` (a wrong-sized report); layouts ``absent``,
   ``dangling`` (a device symlink to nowhere), ``not-a-device`` (a directory), ``partial`` (SGX without
-  ``sgx_provision``), ``no-provider`` (configfs-tsm without a provider: entries stay empty).
+  ``sgx_provision``), ``no-provider`` (configfs-tsm without a provider: entries stay empty), ``tsm-only``
+  (configfs-tsm without the /dev node, as in a container that mounts only /sys/kernel/config).
 - :class:`FakeBlocks`: a chain's recent blocks for the verifier.
 - :class:`TeeGatedHead`: the provider head with the :class:`~etrid_ray.security.tee.node.TeeGate` calls
   in place, exactly where ``provider/head.py`` should make them.
@@ -234,7 +235,7 @@ class FakeTeeTree:
     tee: str  # "sev-snp" | "tdx" | "sgx"
     ca: TestCA
     mode: str = "live"  # live | stale | garbage | racy-once (how the emulation answers)
-    layout: str = "present"  # present | absent | dangling | not-a-device | partial | no-provider
+    layout: str = "present"  # present | absent | dangling | not-a-device | partial | no-provider | tsm-only
     measurement: bytes = b""
     debug: bool = False
     provider: str | None = None  # configfs-tsm provider name (default: the TEE's own)
@@ -280,7 +281,7 @@ class FakeTeeTree:
                 path.symlink_to(self.root / "nowhere" / name)
             elif self.layout == "not-a-device":
                 path.mkdir()
-            elif self.layout == "partial" and i > 0:
+            elif (self.layout == "partial" and i > 0) or self.layout == "tsm-only":
                 continue
             else:
                 path.write_bytes(b"")

@@ -7,7 +7,8 @@ What is looked at (under a configurable root, so tests lay out fake trees):
 - Intel TDX guest: ``/dev/tdx_guest``; AMD SEV-SNP guest: ``/dev/sev-guest``. Their reports come
   through the kernel's unified interface, configfs-tsm (``/sys/kernel/config/tsm/report``, 6.7+):
   ``mkdir`` an entry, write ``inblob``, read ``outblob``; the entry's ``provider`` attribute says
-  which TEE answers (``tdx_guest``, ``sev_guest``), and that is what detection trusts over device names.
+  which TEE answers (``tdx_guest``, ``sev_guest``), and that is what detection trusts over device names
+  (a configfs-tsm provider alone, without the /dev node mounted, is enough).
 
 Each device is *present* (a character device, or a regular file in a fake tree), *absent*, or *broken*
 (a dangling link, a directory, unreadable). A TEE is detected only with its devices present **and** a
@@ -165,10 +166,17 @@ def detect(config: TeeConfig | None = None, *, want: str | None = None) -> Detec
                    if c.state != "present"]
             problems.append(f"{tee}: " + "; ".join(bad))
     tsm = _TsmProbe()
-    if any(t in candidates for t in ("tdx", "sev-snp")):
+    if any(t in candidates for t in ("tdx", "sev-snp")) or config.tsm.is_dir():
         tsm = probe_tsm(config.tsm, timeout_s=min(2.0, config.report_timeout_s))
         if tsm.problem:
             problems.append(f"configfs-tsm: {tsm.problem}")
+        elif tsm.provider in TSM_PROVIDERS:
+            # configfs-tsm alone is enough: its provider is the guest driver itself, loaded in the kernel even
+            # when the /dev node is not mounted into this container (a broken one still disqualifies it)
+            tee = TSM_PROVIDERS[tsm.provider]
+            broken = any(c.state == "broken" for c in checks if Path(c.path).name in DEVICES[tee])
+            if tee not in candidates and not broken:
+                candidates.append(tee)
     usable: dict[str, str] = {}
     for tee in candidates:
         if tee == "sgx":
