@@ -584,3 +584,72 @@ def test_r4_a_spot_notice_drains_the_node_before_the_deadline_and_every_job_comp
         for server in imds.values():
             server.stop()
     assert codes["spot-b"] == 0 and "draining Ray node" not in watchers["spot-b"].output()  # SIGTERM: quiet stop
+
+
+@pytest.mark.timeout(120)
+def test_gcp_and_azure_watchers_drain_their_own_node_which_stops_once_its_task_finishes(tmp_path: Path) -> None:
+    """GCP's preemption (no time given: 30 s from first sight) and Azure's Preempt event (NotBefore) each
+    drain their own node on a real cluster with that deadline; the running task finishes there, the node
+    then stops by itself, well before the deadline, and the watcher reports it and exits."""
+    import ray
+    from ray._private.state import state
+    from ray.cluster_utils import Cluster
+    from ray.core.generated import gcs_pb2
+
+    from etrid_ray.kuberay.prestop import Drainer
+    from tests.provider_support import wait_until
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, connect=True,
+                      head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False})
+    clouds = ("gcp", "azure")
+    nodes = {c: cluster.add_node(num_cpus=1, num_gpus=1, resources={f"vm-{c}": 1},
+                                 env_vars={"RAY_CLOUD_INSTANCE_ID": f"vm-{c}"}) for c in clouds}
+    cluster.wait_for_nodes()
+    servers = {"gcp": GcpMetadataServer().start(), "azure": AzureScheduledEventsServer(vm_name="vm-azure").start()}
+    watchers = {c: WatcherProcess(c, servers[c].url, cluster.address, f"vm-{c}", tmp_path / f"{c}.log") for c in clouds}
+    try:
+        @ray.remote(num_gpus=1, num_cpus=1, max_retries=0)
+        def work(seconds: float) -> str:
+            time.sleep(seconds)
+            return ray.get_runtime_context().get_node_id()
+
+        for watcher in watchers.values():
+            watcher.wait_watching()
+        running = {c: work.options(resources={f"vm-{c}": 1}).remote(5.0) for c in clouds}
+        drainer = Drainer(cluster.address)
+        wait_until(lambda: all(_task_attempts({r.task_id().hex()}) and _task_attempts({r.task_id().hex()})[0][3] > 0
+                               for r in running.values()), 30, "both tasks running")
+        announced = time.time()
+        deadlines = {"gcp": servers["gcp"].announce(), "azure": servers["azure"].announce(announced + 20)}
+        draining: dict[str, int] = {}
+
+        def both_draining() -> bool:
+            draining.update({c: d for c in clouds if (d := state.get_draining_nodes().get(nodes[c].node_id))})
+            return len(draining) == 2
+
+        wait_until(both_draining, 10, "both nodes draining", poll=0.05)
+        assert draining["azure"] == int(deadlines["azure"] * 1000)  # NotBefore, exactly
+        assert announced + 30 - 0.5 <= draining["gcp"] / 1000 <= time.time() + 30  # 30 s from first sight
+        assert {c: ray.get(r, timeout=30) for c, r in running.items()} == {c: nodes[c].node_id for c in clouds}
+
+        for cloud in clouds:
+            assert watchers[cloud].proc.wait(timeout=30) == 0, watchers[cloud].output()
+            assert "drained and stopped" in watchers[cloud].output()
+        assert time.time() < deadlines["azure"]  # both stopped by themselves, long before their deadlines
+        infos = {i.node_id.hex(): i for i in drainer.gcs.get_all_node_info(timeout=10).values()}
+        for cloud in clouds:
+            info = infos[nodes[cloud].node_id]
+            assert info.state == gcs_pb2.GcsNodeInfo.DEAD
+            assert f"{cloud} spot interruption: {cloud} terminate" in info.death_info.reason_message
+        assert "(Preempt)" in infos[nodes["azure"].node_id].death_info.reason_message
+        assert [r.path for r in servers["azure"].seen(prefix="/metadata/instance")] == [
+            "/metadata/instance/compute/name?api-version=2021-02-01&format=text"]
+    finally:
+        for watcher in watchers.values():
+            watcher.stop()
+        ray.shutdown()
+        cluster.shutdown()
+        for server in servers.values():
+            server.stop()
