@@ -13,6 +13,7 @@ cloud-spend accounting increments (issue 5); servers here expose it alongside th
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -46,6 +47,7 @@ class MetricSpec:
     help: str
     sources: tuple[str, ...] = SOURCES  # which ways out emit it
     seed: bool = False  # one of the seed's metrics (names and labels fixed)
+    only_on_failure: bool = False  # no series until the first failure (label values are error names)
 
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -97,7 +99,7 @@ METRICS: tuple[MetricSpec, ...] = (
                "Duration of the head's loop passes that did work (last 1,000; `ProviderHead.loop_seconds`)",
                ("head",)),
     MetricSpec("etrid_head_errors_total", "counter", ("kind",), "Failed head passes by exception type",
-               ("head",)),
+               ("head",), only_on_failure=True),
     MetricSpec("etrid_price_age_seconds", "gauge", ("pool", "source"),
                "Age of each pool's price quote (catalog prices carry the catalog's date)", ("head",)),
     MetricSpec("etrid_price_usd_per_gpu_hour", "gauge", ("pool", "source"), "Each pool's quoted price",
@@ -156,7 +158,7 @@ class Snapshot:
     taken_at: float = field(default_factory=time.time)
     ok: bool = True
     error: str | None = None
-    address: str = ""  # the head's provider account ("" for the exporter)
+    address: str = "all"  # the head's provider account ("all": the exporter, which watches every provider)
     best_block: int = 0
     queue: dict[str, int] = field(default_factory=lambda: dict.fromkeys(QUEUE_STATUSES, 0))
     avg_wait_s: float = 0.0
@@ -215,6 +217,24 @@ def failure_kind(reason: str) -> str:
     """The head's grouping of failure reasons (`timeout after 3s` → `timeout after 3s`, `matmul failed:
     ValueError` → `matmul failed`): the text before the first colon or parenthesis, at most 40 chars."""
     return reason.split(":")[0].split(" (")[0][:40]
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[+-]?\d+)?")
+
+
+def reason_label(reason: str) -> str:
+    """A failure/skip reason as a label value of bounded cardinality: quoted names (consumer-chosen handler
+    names) become `'*'`, numbers become `N` (`unknown handler '*'`, `timeout after Ns`)."""
+    return _NUMBER.sub("N", _QUOTED.sub("'*'", failure_kind(reason)))
+
+
+def _by_reason(counts: dict[str, int]) -> list[tuple[str, int]]:
+    out: dict[str, int] = {}
+    for reason, n in counts.items():
+        label = reason_label(reason)
+        out[label] = out.get(label, 0) + n
+    return sorted(out.items())
 
 
 def project_version() -> str:
@@ -283,7 +303,7 @@ def families(snap: Snapshot, *, now: float | None = None) -> Iterator[Metric]:
         m.add_metric([result], float(snap.claims.get(result, 0)))
     yield m
     m = counter("etrid_job_failures_total")
-    for reason, n in sorted(snap.failures.items()):
+    for reason, n in _by_reason(snap.failures):
         m.add_metric([reason], float(n))
     yield m
 
@@ -292,7 +312,7 @@ def families(snap: Snapshot, *, now: float | None = None) -> Iterator[Metric]:
         m.add_metric([snap.address], float(snap.running))
         yield m
         m = counter("etrid_job_skipped_total")
-        for reason, n in sorted(snap.skipped.items()):
+        for reason, n in _by_reason(snap.skipped):
             m.add_metric([reason], float(n))
         yield m
         m = gauge("etrid_job_queue_to_start_seconds")

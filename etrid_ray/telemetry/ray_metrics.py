@@ -19,6 +19,11 @@ from etrid_ray.telemetry.metrics import Snapshot, families
 log = logging.getLogger(__name__)
 
 
+def _ascii(text: str) -> str:
+    """Ray's metric descriptions must be ASCII (`ËDSC` → `EDSC`)."""
+    return text.replace("Ë", "E").replace("→", "->").encode("ascii", "replace").decode()
+
+
 class RayMetricsBridge:
     def __init__(self, snapshot: Callable[[], Snapshot | None], *, interval_s: float = 5.0) -> None:
         self._snapshot = snapshot
@@ -62,7 +67,7 @@ class RayMetricsBridge:
                     metric = self._counters.get(family.name)
                     if metric is None:
                         metric = self._counters[family.name] = Counter(
-                            family.name, description=family.documentation, tag_keys=labels)
+                            family.name, description=_ascii(family.documentation), tag_keys=labels)
                     key = (family.name, tuple(sorted(tags.items())))
                     delta = sample.value - self._last.get(key, 0.0)
                     if delta < 0:  # the source restarted from zero (a restarted head): count from there
@@ -74,7 +79,7 @@ class RayMetricsBridge:
                     metric = self._gauges.get(sample.name)
                     if metric is None:
                         metric = self._gauges[sample.name] = Gauge(
-                            sample.name, description=family.documentation, tag_keys=labels)
+                            sample.name, description=_ascii(family.documentation), tag_keys=labels)
                     metric.set(sample.value, tags=tags or None)
                 n += 1
         self.pushes += 1
