@@ -102,9 +102,10 @@ def _residency_ok(region: str, template: str | None, allowed: tuple[str, ...]) -
 
 def eligible(job: QueuedJob, pool: Pool) -> bool:
     """Hard rules only (no money): TEE type, residency, accelerator, VRAM and GPUs on one node."""
-    if job.tee is not None and pool.tee != job.tee:
-        return False
+    # cheapest tests first: placement asks this for every queued job and pool on every tick
     if job.gpus > pool.gpus_per_node or job.min_vram_gb > pool.vram_gb:
+        return False
+    if job.tee is not None and pool.tee != job.tee:
         return False
     if job.accelerator and not accelerator_matches(job.accelerator, pool.accelerator):
         return False

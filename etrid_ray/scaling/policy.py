@@ -108,10 +108,17 @@ def steered_jobs(snapshot: Snapshot, plan: PlacementPlan) -> dict[str, list[Queu
         job = by_id[p.job_id]
         name = p.pool
         if name is None:
-            name = next((pool.name for pool in local if eligible(job, pool)), None)
-            if name is None:
+            for pool in local:  # a plain loop: this runs for every waiting job on every tick
+                if eligible(job, pool):
+                    name = pool.name
+                    break
+            else:
                 continue
-        out.setdefault(name, []).append(job)
+        jobs = out.get(name)
+        if jobs is None:
+            out[name] = [job]
+        else:
+            jobs.append(job)
     return out
 
 

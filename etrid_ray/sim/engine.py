@@ -1,0 +1,575 @@
+"""The discrete-event model of a provider's pools, driven by the same policy code as the live head.
+
+What is modelled, and why each rule:
+
+- **Jobs** arrive from the trace into the queue the policy sees (`QueuedJob`, priced from the
+  scenario). Each tick the policy's `place` steers queued jobs to pools and its `decide` sets
+  each pool's node target — exactly what `provider.scaler.Scaler.step` does live (the profit
+  policy decides on the plan it steers with). A job starts on an alive node of the pool it was
+  steered to with room for it (best fit), as Ray would schedule its task there; jobs steered
+  nowhere wait. A job not started within the patience is claimed by another provider (lost).
+- **Nodes**: a launch is billed from the request, runs tasks after the pool's `startup_s`, and is
+  billed per second (60 s minimum, as AWS, GCP and Azure bill Linux VMs) until removed. A lower
+  target removes starting nodes first, then idle nodes (longest idle first), never a busy one —
+  Ray's autoscaler does not remove a node running tasks. Idle timeouts are the policy's to
+  decide (ours and the baselines model Ray's; the seed's HPA removes replicas by its own rules).
+- **Spot interruptions**: each cloud node gets an exponential lifetime drawn (from the seed) at
+  the rate of its pool's interruption bucket (AWS Spot Advisor; unknown pools the middle bucket,
+  10–15 % a month). At the notice the node is drained (no new work, out of the policy's view); at
+  the deadline (AWS 120 s, GCP and Azure 30 s) jobs still on it go back to the queue, already
+  claimed (they are never lost to other providers), and run again from the start.
+- **Money**: a job earns the offered price × its billable GPU-hours less the chain's 5 % fee when
+  it completes (`QueuedJob.revenue_usd`); local GPUs cost their electricity per busy GPU-second;
+  cloud nodes cost their quote per node-second.
+- **Time**: the head re-plans every `scale_interval_s`; the simulator ticks only when something
+  can change — events (arrival, completion, node ready, interruption, patience running out),
+  coalesced onto that interval's grid, plus wake-ups at the instants a policy's time-based rule
+  can fire (idle timeouts, sustained-load windows, stabilization, the HPA's sync). Between
+  them the policy's answer cannot change, so skipping those ticks changes no decision and keeps
+  the 109 days of Philly within P5's budget.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from etrid_ray.clouds.base import BUCKET_RATES, interruption_rate
+from etrid_ray.pools import Pool
+from etrid_ray.prices.catalog import PriceQuote
+from etrid_ray.scaling import POLICIES, Policy, PolicyMemory, apply
+from etrid_ray.scaling.hpa import HPA_SYNC_PERIOD_S, HpaMemory
+from etrid_ray.scaling.placement import PlacementPlan, eligible, node_cost_usd, within_max_price
+from etrid_ray.scaling.policy import steered_jobs
+from etrid_ray.scaling.state import PoolState, QueuedJob, Snapshot
+from etrid_ray.sim.scenario import Scenario, SimSettings, build_scenario
+from etrid_ray.sim.trace import SimJob, Trace
+
+# pools with no Spot Advisor bucket (GCP, Azure) are interrupted at the middle bucket's rate
+DEFAULT_BUCKET = "10-15%"
+MONTH_S = 30 * 86400.0
+NOTICE_S = {"aws": 120.0, "gcp": 30.0, "azure": 30.0}
+MIN_BILLED_S = 60.0
+
+_ARRIVE, _FINISH, _READY, _NOTICE, _KILL, _LOSE, _WAKE = range(7)
+
+
+def interruption_rate_per_s(quote: PriceQuote | None) -> float:
+    """The hazard of one spot node being reclaimed: the quote's monthly share (the market feed sets it from
+    the AWS Spot Advisor bucket), else its bucket's, else the middle bucket's."""
+    monthly = quote.interruption_rate if quote is not None else None
+    if monthly is None:
+        monthly = interruption_rate((quote.interruption_bucket if quote is not None else None) or DEFAULT_BUCKET)
+    if monthly is None:
+        monthly = BUCKET_RATES[DEFAULT_BUCKET]
+    return -math.log(1 - min(monthly, 0.999)) / MONTH_S
+
+
+def billed_cost(usd_per_node_hour: float, seconds: float) -> float:
+    """Per-second billing with a one-minute minimum."""
+    return usd_per_node_hour * max(MIN_BILLED_S, math.ceil(seconds - 1e-9)) / 3600
+
+
+class _Node:
+    __slots__ = ("nid", "pool", "gpus", "free", "jobs", "requested_at", "ready", "idle_since", "draining",
+                 "usd_h")
+
+    def __init__(self, nid: int, pool: _PoolRt, requested_at: float, ready: bool) -> None:
+        self.nid = nid
+        self.pool = pool
+        self.gpus = float(pool.pool.gpus_per_node)
+        self.free = self.gpus
+        self.jobs: set[int] = set()
+        self.requested_at = requested_at
+        self.ready = ready
+        self.idle_since: float | None = requested_at if ready else None
+        self.draining = False
+        self.usd_h = pool.usd_h
+
+
+class _PoolRt:
+    """A pool while the simulation runs: its nodes (starting, alive, draining) and counters."""
+
+    __slots__ = ("pool", "quote", "usd_h", "nodes", "launches", "interruptions", "cost", "node_s", "power_usd_s",
+                 "rate", "name", "is_cloud")
+
+    def __init__(self, pool: Pool, quote: PriceQuote | None, interruptions: bool) -> None:
+        self.pool = pool
+        self.name = pool.name
+        self.is_cloud = pool.is_cloud
+        self.quote = quote
+        self.usd_h = quote.usd_per_node_hour if (quote is not None and pool.is_cloud) else 0.0
+        self.nodes: list[_Node] = []
+        self.launches = 0
+        self.interruptions = 0
+        self.cost = 0.0
+        self.node_s = 0.0
+        self.power_usd_s = 0.0 if pool.is_cloud else pool.local_cost_per_gpu_hour() / 3600  # per busy GPU
+        self.rate = interruption_rate_per_s(quote) if (interruptions and pool.is_cloud) else 0.0
+
+    def state(self) -> PoolState:
+        alive = pending = 0
+        idle: list[float | None] = []
+        busy = free = 0.0
+        for n in self.nodes:
+            if n.draining:
+                continue
+            if n.ready:
+                alive += 1
+                idle.append(n.idle_since)
+                busy += n.gpus - n.free
+                free += n.free
+            else:
+                pending += 1
+        return PoolState(self.pool, alive=alive, pending=pending, idle_since=tuple(idle), gpus_busy=busy,
+                         gpus_free=free)
+
+
+@dataclass
+class SimResult:
+    """One policy's run: the figures the table and JSON show, and time series for the plots."""
+
+    policy: str
+    jobs: dict[str, int]
+    revenue_usd: float
+    cloud_cost_usd: float
+    local_power_usd: float
+    wait_s: dict[str, float]
+    utilization: dict[str, float]
+    node_launches: dict[str, int]
+    interruptions: int
+    lost_while_profitable: int
+    cloud_cost_by_pool: dict[str, float]
+    node_hours_by_pool: dict[str, float]
+    end_s: float
+    ticks: int
+    wall_s: float
+    series: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def net_profit_usd(self) -> float:
+        return self.revenue_usd - self.cloud_cost_usd - self.local_power_usd
+
+    def to_json(self) -> dict[str, Any]:
+        return {"policy": self.policy, "jobs": self.jobs, "revenue_usd": round(self.revenue_usd, 2),
+                "cloud_cost_usd": round(self.cloud_cost_usd, 2), "local_power_usd": round(self.local_power_usd, 2),
+                "net_profit_usd": round(self.net_profit_usd, 2),
+                "wait_s": {k: round(v, 1) for k, v in self.wait_s.items()},
+                "utilization": {k: round(v, 4) for k, v in self.utilization.items()},
+                "node_launches": self.node_launches, "interruptions": self.interruptions,
+                "lost_while_profitable": self.lost_while_profitable,
+                "cloud_cost_by_pool": {k: round(v, 2) for k, v in self.cloud_cost_by_pool.items()},
+                "node_hours_by_pool": {k: round(v, 1) for k, v in self.node_hours_by_pool.items()},
+                "end_s": self.end_s, "ticks": self.ticks, "wall_s": round(self.wall_s, 2)}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of unsorted values; 0 for none."""
+    if not values:
+        return 0.0
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
+    return s[k]
+
+
+class Simulator:
+    def __init__(self, trace: Trace | list[SimJob], policy: str | Policy, scenario: Scenario | SimSettings) -> None:
+        self.scenario = scenario if isinstance(scenario, Scenario) else build_scenario(scenario)
+        self.settings = self.scenario.settings
+        self.config = self.scenario.config
+        self.policy = policy if isinstance(policy, Policy) else POLICIES[policy]
+        jobs = trace.jobs if isinstance(trace, Trace) else tuple(trace)
+        self.all_jobs = jobs
+        prices: Mapping[str, PriceQuote] = self.scenario.prices
+        self.prices = dict(prices)
+        self.pools = [_PoolRt(p, self.prices.get(p.name), self.settings.interruptions) for p in self.scenario.pools]
+        self.by_name = {p.name: p for p in self.pools}
+        self.grid = self.config.scale_interval_s
+        self.rng = random.Random(self.settings.seed)
+        self.price_planck = self.scenario.price_planck_per_gpu_s
+        self.edsc_usd = self.settings.edsc_usd
+        # which jobs any pool can ever run (others are skipped, as admission would)
+        usable = [p.pool for p in self.pools
+                  if not p.is_cloud or (p.quote is not None and within_max_price(p.pool, p.quote))]
+        self.jobs = [j for j in jobs if any(eligible(self._probe(j), pool) for pool in usable)]
+        self.unservable = len(jobs) - len(self.jobs)
+        # state
+        self.heap: list[tuple[float, int, int, int, int]] = []
+        self.seq = 0
+        self.queue: dict[int, QueuedJob] = {}
+        self.claimed: set[int] = set()  # re-queued after an interruption: ours, never lost
+        self.running: dict[int, tuple[_Node, int]] = {}  # job → (node, run id)
+        self.run_id = 0
+        self.started_at: dict[int, float] = {}
+        self.waits: list[float] = []
+        self.memory: Any = None
+        self.nid = 0
+        self.wakes: set[float] = set()
+        self.revenue = 0.0
+        self.closed_cost = 0.0
+        self.local_busy = 0.0
+        self.local_gpu_s = 0.0
+        self.power_rate = 0.0  # USD per second the busy local GPUs draw now
+        self.power = 0.0
+        self.cloud_busy = 0.0
+        self.cloud_gpu_s = 0.0
+        self.busy_t = 0.0
+        self.completed = self.lost = self.requeued = self.lost_profitable = 0
+        self.arrived = 0
+        self.day = 0
+        self.day_closed_cost = 0.0
+        self.ticks = 0
+        self.last_work = 0.0
+        self.series: dict[str, Any] = {"t": [], "queue": [], "profit": [], "nodes": {p.name: [] for p in self.pools}}
+        self._last_rec: tuple[Any, ...] | None = None
+        self._node_by_id: dict[int, _Node] = {}
+        self._jobs_meta: dict[int, QueuedJob] = {}
+
+    # --- helpers -------------------------------------------------------------------------------------
+
+    def _probe(self, j: SimJob) -> QueuedJob:
+        return QueuedJob(job_id=j.job_id, gpus=j.gpus, price_per_gpu_s=self.price_planck,
+                         expected_duration_s=j.duration_s, waiting_since=j.submit_s)
+
+    def _push(self, t: float, kind: int, a: int = 0, b: int = 0) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, self.seq, kind, a, b))
+
+    def _wake(self, t: float, now: float) -> None:
+        t = math.ceil(t / self.grid - 1e-9) * self.grid
+        if t > now and t not in self.wakes:
+            self.wakes.add(t)
+            self._push(t, _WAKE)
+
+    def _account_busy(self, t: float) -> None:
+        dt = t - self.busy_t
+        if dt > 0:
+            self.local_gpu_s += self.local_busy * dt
+            self.cloud_gpu_s += self.cloud_busy * dt
+            self.power += self.power_rate * dt
+            self.busy_t = t
+
+    def _close_node(self, node: _Node, t: float) -> None:
+        rt = node.pool
+        rt.nodes.remove(node)
+        life = t - node.requested_at
+        if rt.is_cloud:
+            cost = billed_cost(node.usd_h, life)
+            rt.cost += cost
+            rt.node_s += life
+            self.closed_cost += cost
+            day_start = self.day * 86400.0
+            self.day_closed_cost += node.usd_h * max(0.0, t - max(node.requested_at, day_start)) / 3600
+
+    def _spend_today(self, now: float) -> float:
+        day = int(now // 86400)
+        if day != self.day:
+            self.day, self.day_closed_cost = day, 0.0
+        day_start = day * 86400.0
+        open_cost = sum(n.usd_h * (now - max(n.requested_at, day_start)) / 3600
+                        for rt in self.pools if rt.is_cloud for n in rt.nodes)
+        return self.day_closed_cost + open_cost
+
+    def cloud_cost_so_far(self, now: float) -> float:
+        return self.closed_cost + sum(n.usd_h * (now - n.requested_at) / 3600
+                                      for rt in self.pools if rt.is_cloud for n in rt.nodes)
+
+    # --- events --------------------------------------------------------------------------------------
+
+    def _start(self, job_id: int, node: _Node, now: float) -> None:
+        job = self.queue.pop(job_id)
+        self._account_busy(now)
+        g = job.gpus
+        node.free -= g
+        node.jobs.add(job_id)
+        node.idle_since = None
+        if node.pool.is_cloud:
+            self.cloud_busy += g
+        else:
+            self.local_busy += g
+            self.power_rate += g * node.pool.power_usd_s
+        self.run_id += 1
+        self.running[job_id] = (node, self.run_id)
+        if job_id not in self.started_at:
+            self.started_at[job_id] = now
+            self.waits.append(now - job.waiting_since)
+        self._push(now + job.expected_duration_s, _FINISH, job_id, self.run_id)
+        self._jobs_meta[job_id] = job
+
+    def _stop(self, job_id: int, t: float) -> QueuedJob:
+        node, _ = self.running.pop(job_id)
+        job = self._jobs_meta[job_id]
+        self._account_busy(t)
+        g = job.gpus
+        node.free += g
+        node.jobs.discard(job_id)
+        if node.pool.is_cloud:
+            self.cloud_busy -= g
+        else:
+            self.local_busy -= g
+            self.power_rate -= g * node.pool.power_usd_s
+        if not node.jobs:
+            node.free = node.gpus
+            node.idle_since = t
+        return job
+
+    def _handle(self, t: float, kind: int, a: int, b: int) -> None:
+        if kind == _ARRIVE:
+            j = self.jobs[a]
+            qj = self._probe(j)
+            self.queue[j.job_id] = qj
+            self.arrived += 1
+            if self.settings.patience_s is not None:
+                self._push(t + self.settings.patience_s, _LOSE, j.job_id)
+            self.last_work = t
+        elif kind == _FINISH:
+            run = self.running.get(a)
+            if run is None or run[1] != b:
+                return
+            job = self._stop(a, t)
+            self.revenue += job.revenue_usd(self.edsc_usd)
+            self.completed += 1
+            self.last_work = t
+        elif kind == _LOSE:
+            if a in self.queue and a not in self.claimed and a not in self.started_at:
+                job = self.queue.pop(a)
+                self.lost += 1
+                self.waits.append(t - job.waiting_since)
+                if self._could_have_paid(job, t):
+                    self.lost_profitable += 1
+                self.last_work = t
+        elif kind == _READY:
+            node = self._node_by_id.get(a)
+            if node is not None and not node.ready:
+                node.ready = True
+                node.idle_since = t
+        elif kind == _NOTICE:
+            node = self._node_by_id.get(a)
+            if node is not None and not node.draining:
+                node.draining = True
+                node.pool.interruptions += 1
+                self._push(t + NOTICE_S.get(node.pool.pool.kind, 30.0), _KILL, a)
+        elif kind == _KILL:
+            node = self._node_by_id.pop(a, None)
+            if node is not None:
+                for job_id in sorted(node.jobs):
+                    job = self._stop(job_id, t)
+                    self.queue[job_id] = job
+                    self.claimed.add(job_id)
+                    self.requeued += 1
+                self._close_node(node, t)
+        # _WAKE: nothing to do but tick
+
+    def _could_have_paid(self, job: QueuedJob, now: float) -> bool:
+        """E3: a new node of the cheapest eligible cloud pool with room, within the max price and the
+        daily budget, would have paid for this job alone."""
+        budget_left = self.config.daily_cloud_budget_usd - self._spend_today(now)
+        for rt in sorted((p for p in self.pools if p.is_cloud and p.quote is not None),
+                         key=lambda p: p.quote.usd_per_gpu_hour):  # type: ignore[union-attr]
+            q = rt.quote
+            assert q is not None
+            if not eligible(job, rt.pool) or not within_max_price(rt.pool, q):
+                continue
+            if sum(1 for n in rt.nodes if not n.draining) >= rt.pool.max_nodes:
+                continue
+            cost = node_cost_usd(rt.pool, q, job.expected_duration_s, self.config)
+            return cost <= budget_left and job.revenue_usd(self.edsc_usd) > cost
+        return False
+
+    # --- the policy tick -----------------------------------------------------------------------------
+
+    def _snapshot(self, now: float) -> Snapshot:
+        return Snapshot(now=now, pools=tuple(rt.state() for rt in self.pools), queue=tuple(self.queue.values()),
+                        spend_today_usd=self._spend_today(now), prices=self.prices)
+
+    def _tick(self, now: float) -> None:
+        self.ticks += 1
+        snap = self._snapshot(now)
+        policy = self.policy
+        plan = policy.place(snap, self.config)
+        if policy.name == "profit":  # the scaler decides on the plan it steers with
+            decisions, self.memory = policy.decide(snap, self.config, self.memory, plan=plan)
+        else:
+            decisions, self.memory = policy.decide(snap, self.config, self.memory)
+        targets = apply(decisions, snap)
+        # dispatch: steered jobs start where their pool has room now (what Ray does with the task)
+        for p in plan.placements:
+            if p.pool is None or p.job_id not in self.queue:
+                continue
+            rt = self.by_name[p.pool]
+            g = self.queue[p.job_id].gpus
+            best: _Node | None = None
+            for n in rt.nodes:
+                if n.ready and not n.draining and n.free >= g - 1e-9 and (best is None or n.free < best.free):
+                    best = n
+            if best is not None:
+                self._start(p.job_id, best, now)
+        # scale each pool to its target
+        for ps in snap.pools:
+            rt = self.by_name[ps.name]
+            have = ps.nodes
+            want = targets.get(ps.name, have)
+            if want > have:
+                for _ in range(want - have):
+                    self._launch(rt, now)
+            elif want < have:
+                self._remove(rt, have - want, now)
+        self._hints(now, snap, plan)
+        if self.settings.record:
+            self._record(now)
+
+    def _launch(self, rt: _PoolRt, now: float, *, ready: bool = False) -> None:
+        self.nid += 1
+        startup = 0.0 if ready or not rt.is_cloud else rt.pool.startup_s
+        node = _Node(self.nid, rt, now, ready=startup <= 0)
+        if node.ready:
+            node.idle_since = now
+        rt.nodes.append(node)
+        self._node_by_id[node.nid] = node
+        if rt.is_cloud:
+            rt.launches += 1
+        if startup > 0:
+            self._push(now + startup, _READY, node.nid)
+        if rt.rate > 0:
+            self._push(now + self.rng.expovariate(rt.rate), _NOTICE, node.nid)
+
+    def _remove(self, rt: _PoolRt, count: int, now: float) -> None:
+        starting = [n for n in rt.nodes if not n.ready and not n.draining]
+        idle = sorted((n for n in rt.nodes if n.ready and not n.draining and not n.jobs),
+                      key=lambda n: (n.idle_since if n.idle_since is not None else now, n.nid))
+        for n in (starting[::-1] + idle)[:count]:
+            self._node_by_id.pop(n.nid, None)
+            self._close_node(n, now)
+
+    def _hints(self, now: float, snap: Snapshot, plan: PlacementPlan) -> None:
+        """Wake-ups at the instants a time-based rule can change the policy's answer. Pools held at a
+        fixed size (min_nodes = max_nodes, e.g. local GPUs) cannot change, so their windows wake nothing."""
+        cfg = self.config
+        fixed = {rt.name for rt in self.pools if rt.pool.min_nodes >= rt.pool.max_nodes}
+        for rt in self.pools:
+            if rt.name in fixed:
+                continue
+            for n in rt.nodes:
+                if n.ready and not n.draining and not n.jobs and n.idle_since is not None:
+                    self._wake(n.idle_since + cfg.idle_timeout_s, now)
+        mem = self.memory
+        if isinstance(mem, PolicyMemory):
+            for name, pm in mem.pools.items():
+                if name in fixed:
+                    continue
+                if pm.over_since is not None:
+                    self._wake(pm.over_since + cfg.scale_up_sustain_s, now)
+                if pm.under_since is not None:
+                    self._wake(pm.under_since + cfg.scale_down_sustain_s, now)
+                for t, window in ((pm.last_up, cfg.scale_up_wait_s), (pm.last_up, cfg.stabilization_s),
+                                  (pm.last_down, cfg.stabilization_s)):
+                    if t is not None:
+                        self._wake(t + window, now)
+            if self.queue:  # a growable pool's steered jobs cross the average-wait threshold
+                if any(not rt.is_cloud and rt.name not in fixed for rt in self.pools):
+                    steered = steered_jobs(snap, plan)  # waiting jobs count against a local pool
+                else:
+                    steered = {}
+                    for p in plan.placements:
+                        if p.pool is not None and p.pool not in fixed and p.job_id in self.queue:
+                            steered.setdefault(p.pool, []).append(self.queue[p.job_id])
+                for name, jobs in steered.items():
+                    waiting = [j.waiting_since for j in jobs if j.job_id in self.queue]
+                    if name not in fixed and waiting:
+                        self._wake(sum(waiting) / len(waiting) + cfg.scale_up_wait_s, now)
+        elif isinstance(mem, HpaMemory):
+            sync = (mem.last_sync if mem.last_sync is not None else now) + HPA_SYNC_PERIOD_S
+            if mem.over_since is not None:
+                self._wake(max(sync, mem.over_since + cfg.scale_up_sustain_s), now)
+            if mem.under_since is not None:
+                self._wake(max(sync, mem.under_since + cfg.scale_down_sustain_s), now)
+            if self.queue:  # the HPA's average wait (the whole queue's) crosses its threshold
+                waiting = [j.waiting_since for j in self.queue.values()]
+                crossing = sum(waiting) / len(waiting) + cfg.scale_up_wait_s
+                if crossing > now:
+                    self._wake(max(sync, crossing), now)
+        elif mem is not None:  # a policy this simulator does not know: tick at the head's pace
+            self._wake(now + self.grid, now)
+
+    def _record(self, now: float) -> None:
+        nodes = tuple(sum(1 for n in rt.nodes if not n.draining) for rt in self.pools)
+        key = (len(self.queue), nodes)
+        if key == self._last_rec:
+            return
+        self._last_rec = key
+        s = self.series
+        s["t"].append(now)
+        s["queue"].append(len(self.queue))
+        self._account_busy(now)
+        s["profit"].append(self.revenue - self.cloud_cost_so_far(now) - self.power)
+        for rt, count in zip(self.pools, nodes, strict=True):
+            s["nodes"][rt.name].append(count)
+
+    # --- the run -------------------------------------------------------------------------------------
+
+    def run(self) -> SimResult:
+        wall0 = time.perf_counter()
+        for rt in self.pools:  # min_nodes (local pools: all their nodes) exist, ready, from the start
+            for _ in range(rt.pool.min_nodes):
+                self._launch(rt, 0.0, ready=True)
+        for i, j in enumerate(self.jobs):
+            self._push(j.submit_s, _ARRIVE, i)
+        heap = self.heap
+        now = 0.0
+        total = len(self.jobs)
+        while heap:
+            t_first = heap[0][0]
+            now = max(now, math.ceil(t_first / self.grid - 1e-9) * self.grid)
+            if (self.arrived == total and not self.queue and not self.running
+                    and now - self.last_work > self.settings.drain_s):
+                now = self.last_work + self.settings.drain_s
+                break
+            while heap and heap[0][0] <= now:
+                t, _, kind, a, b = heapq.heappop(heap)
+                if kind == _WAKE:
+                    self.wakes.discard(t)
+                else:
+                    self._handle(t, kind, a, b)
+            self._tick(now)
+            if self.arrived == total and not self.queue and not self.running and not any(
+                    n for rt in self.pools if rt.is_cloud for n in rt.nodes):
+                break
+        return self._finish(now, time.perf_counter() - wall0)
+
+    def _finish(self, end: float, wall: float) -> SimResult:
+        self._account_busy(end)
+        for rt in self.pools:
+            for n in list(rt.nodes):
+                self._close_node(n, end)
+        local_gpus = sum(rt.pool.gpus_per_node * rt.pool.min_nodes for rt in self.pools if not rt.is_cloud)
+        cloud_node_gpu_s = sum(rt.node_s * rt.pool.gpus_per_node for rt in self.pools if rt.is_cloud)
+        power = self.power
+        unserved = len(self.queue) + len(self.running)
+        jobs = {"trace": len(self.all_jobs), "servable": len(self.jobs), "unservable": self.unservable,
+                "completed": self.completed, "lost": self.lost, "unserved_at_end": unserved,
+                "requeued": self.requeued}
+        waits = self.waits
+        return SimResult(
+            policy=self.policy.name, jobs=jobs, revenue_usd=self.revenue, cloud_cost_usd=self.closed_cost,
+            local_power_usd=power,
+            wait_s={"p50": percentile(waits, 50), "p95": percentile(waits, 95), "p99": percentile(waits, 99),
+                    "mean": sum(waits) / len(waits) if waits else 0.0},
+            utilization={"local": self.local_gpu_s / (local_gpus * end) if local_gpus and end > 0 else 0.0,
+                         "cloud": self.cloud_gpu_s / cloud_node_gpu_s if cloud_node_gpu_s else 0.0},
+            node_launches={rt.name: rt.launches for rt in self.pools if rt.is_cloud},
+            interruptions=sum(rt.interruptions for rt in self.pools),
+            lost_while_profitable=self.lost_profitable,
+            cloud_cost_by_pool={rt.name: rt.cost for rt in self.pools if rt.is_cloud},
+            node_hours_by_pool={rt.name: rt.node_s / 3600 for rt in self.pools if rt.is_cloud},
+            end_s=end, ticks=self.ticks, wall_s=wall, series=self.series)
+
+
+def simulate(trace: Trace | list[SimJob], policy: str | Policy,
+             scenario: Scenario | SimSettings | None = None) -> SimResult:
+    """Replay `trace` through `policy` (a name in `scaling.POLICIES` or a `Policy`)."""
+    return Simulator(trace, policy, scenario if scenario is not None else SimSettings()).run()
