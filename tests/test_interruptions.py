@@ -653,3 +653,35 @@ def test_gcp_and_azure_watchers_drain_their_own_node_which_stops_once_its_task_f
         cluster.shutdown()
         for server in servers.values():
             server.stop()
+
+
+def test_spot_worker_groups_run_the_watcher_as_a_native_sidecar() -> None:
+    """Every spot pool's pod runs `etrid-ray spot-watch --cloud <its cloud>` beside the Ray container
+    (an init container with restartPolicy Always), told its node by the downward API and the GCS by
+    the head service; local and on-demand pools do not."""
+    from etrid_ray.config import ProviderConfig
+    from etrid_ray.kuberay import render as r
+    from etrid_ray.pools import Pool, pools_from_config
+
+    config = ProviderConfig(gcp_enabled=True, azure_enabled=True, pools=[
+        Pool(name="aws-ondemand", kind="aws", spot=False, max_nodes=1)])
+    pools = {p.name: p for p in pools_from_config(config)}
+    groups = {g["groupName"]: g for g in r.raycluster(config)["spec"]["workerGroupSpecs"]}
+    spot_watch = cli_main.commands["spot-watch"]
+    for name, group in groups.items():
+        pool, spec = pools[name], group["template"]["spec"]
+        if not (pool.is_cloud and pool.spot):
+            assert "initContainers" not in spec, name
+            continue
+        (sidecar,) = spec["initContainers"]
+        assert sidecar["restartPolicy"] == "Always" and sidecar["image"] == spec["containers"][0]["image"]
+        command = sidecar["command"]
+        assert command[:4] == ["python", "-m", "etrid_ray", "spot-watch"]
+        params = spot_watch.make_context("spot-watch", command[4:]).params  # the CLI accepts exactly these
+        assert params["cloud"] == pool.kind and params["linger"] is True
+        env = {e["name"]: e for e in sidecar["env"]}
+        assert env["RAY_ADDRESS"]["value"] == "etrid-provider-head-svc.etrid-ai-compute.svc.cluster.local:6379"
+        assert env["ETRID_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        assert "nvidia.com/gpu" not in sidecar["resources"]["limits"]
+    assert {n for n, g in groups.items() if "initContainers" in g["template"]["spec"]} == {
+        "aws-spot-a100", "gcp-spot-a100", "azure-spot-a100"}

@@ -223,6 +223,29 @@ def head_group(config: ProviderConfig) -> dict[str, Any]:
     }
 
 
+# KubeRay's head service (`<cluster>-head-svc`): how a container other than the Ray one reaches the GCS
+HEAD_GCS_ADDRESS = f"{CLUSTER_NAME}-head-svc.{NAMESPACE}.svc.cluster.local:{PORTS['gcs']}"
+
+
+def spot_watch_sidecar(pool: Pool) -> dict[str, Any]:
+    """A native sidecar (an init container with `restartPolicy: Always`, Kubernetes >= 1.29) beside a spot
+    pool's Ray container: `etrid-ray spot-watch` polls the cloud's interruption notice and drains this
+    pod's Ray node with the notice's deadline (etrid_ray/clouds/interruptions). It finds the node as the
+    preStop hook does (pod name and IP from the downward API) and reaches the GCS through the head service."""
+    return {
+        "name": "spot-watch",
+        "image": project_image(),
+        "imagePullPolicy": "IfNotPresent",
+        "restartPolicy": "Always",
+        "command": ["python", "-m", "etrid_ray", "spot-watch", "--cloud", pool.kind, "--linger"],
+        "env": [{"name": "RAY_ADDRESS", "value": HEAD_GCS_ADDRESS},
+                {"name": "ETRID_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "ETRID_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        "resources": {"requests": {"cpu": "50m", "memory": "192Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+        "securityContext": _container_security(),
+    }
+
+
 def worker_group(pool: Pool, priority: int, cost: float) -> dict[str, Any]:
     # local pool: all of the provider's own nodes stay up (the seed's advice: minReplicas = local GPU nodes)
     min_replicas = pool.max_nodes if not pool.is_cloud else pool.min_nodes
@@ -280,6 +303,7 @@ def worker_group(pool: Pool, priority: int, cost: float) -> dict[str, Any]:
                 "securityContext": _pod_security(),
                 "nodeSelector": selector,
                 "tolerations": tolerations,
+                **({"initContainers": [spot_watch_sidecar(pool)]} if pool.is_cloud and pool.spot else {}),
                 "containers": [container],
                 "volumes": [shm],
             },
