@@ -140,7 +140,8 @@ def plot(out: Path, results: Sequence[SimResult], oracle: OracleBound | None = N
             if any(counts) and not name.startswith("local"):
                 ax.step(days, counts, where="post", label=name, linewidth=0.8)
         ax.set_ylabel(r.policy, fontsize=8)
-        ax.legend(fontsize=6, loc="upper right")
+        if ax.get_lines():
+            ax.legend(fontsize=6, loc="upper right")
     axes[0, 0].set_title("Cloud nodes per pool (alive + starting)")
     axes[-1, 0].set_xlabel("day of trace")
     fig.tight_layout()

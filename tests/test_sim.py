@@ -1,0 +1,303 @@
+"""Specification of the economics simulator (etrid_ray/sim) on small synthetic traces, and one Philly slice.
+
+Pools and prices are the defaults' (AWS p4d spot 2.4655 USD/node-h, 8 GPUs, startup 180 s; Azure
+ND96amsr 3.6047, startup 240 s; GCP a2-ultragpu-8g 21.08704, startup 150 s; idle timeout 300 s).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from etrid_ray.cli import main
+from etrid_ray.config import ProviderConfig
+from etrid_ray.scaling import POLICIES
+from etrid_ray.sim import SimJob, SimSettings, Simulator, build_scenario, load_trace, parse_trace, simulate
+from etrid_ray.sim.breakeven import break_evens, explain
+from etrid_ray.sim.engine import MIN_BILLED_S, billed_cost, interruption_rate_per_s, percentile
+from etrid_ray.sim.oracle import max_fluid_work, oracle_bound
+from etrid_ray.sim.run import POLICY_NAMES, compare
+from etrid_ray.sim.trace import philly_trace
+
+AWS, AZURE, GCP = "aws-spot-a100", "azure-spot-a100", "gcp-spot-a100"
+AWS_H = 2.4655
+
+
+def jobs(*specs: tuple[float, float, float]) -> list[SimJob]:
+    return [SimJob(i, t, d, g) for i, (t, d, g) in enumerate(specs)]
+
+
+def settings(**kw) -> SimSettings:
+    kw.setdefault("interruptions", False)
+    kw.setdefault("patience_s", None)
+    return SimSettings(**kw)
+
+
+def aws_only(**kw) -> ProviderConfig:
+    return ProviderConfig(gcp_enabled=False, azure_enabled=False, **kw)
+
+
+# --- trace CSV -------------------------------------------------------------------------------------
+
+def test_csv_takes_philly_columns_ignores_extras_and_rebases_time():
+    tr = parse_trace("timestamp,duration,num_gpus,gpu_time,cluster\n"
+                     "2017-10-03 14:00:00,60,1,60,a\n2017-10-03 14:00:30,120,8,960,b\n")
+    assert [(j.submit_s, j.duration_s, j.gpus) for j in tr.jobs] == [(0.0, 60.0, 1.0), (30.0, 120.0, 8.0)]
+    assert tr.bad == () and tr.was_sorted
+
+
+def test_csv_numeric_timestamps_unsorted_rows_are_sorted():
+    tr = parse_trace("num_gpus,duration,timestamp\n1,10,500\n2,20,100\n4,30,300\n")
+    assert not tr.was_sorted
+    assert [(j.submit_s, j.gpus) for j in tr.jobs] == [(0.0, 2.0), (200.0, 4.0), (400.0, 1.0)]
+    assert [j.job_id for j in tr.jobs] == [0, 1, 2]
+
+
+def test_bad_rows_are_skipped_and_reported_with_line_and_reason():
+    tr = parse_trace("timestamp,duration,num_gpus\n"
+                     "0,10,1\n"            # line 2 ok
+                     "yesterday,10,1\n"    # 3 bad timestamp
+                     "5,-3,1\n"            # 4 negative duration
+                     "6,10,0\n"            # 5 zero GPUs
+                     "7,,1\n"              # 6 empty duration
+                     "8,ten,1\n"           # 7 not a number
+                     "9,nan,1\n"           # 8 not finite
+                     "10,10,2\n")          # 9 ok
+    assert len(tr.jobs) == 2
+    assert [b.line for b in tr.bad] == [3, 4, 5, 6, 7, 8]
+    reasons = " | ".join(b.reason for b in tr.bad)
+    for word in ("timestamp", "not positive", "num_gpus", "empty duration", "not a number", "not finite"):
+        assert word in reasons
+
+
+def test_missing_columns_or_file_is_a_clear_error(tmp_path):
+    from etrid_ray.sim import TraceError
+
+    with pytest.raises(TraceError, match="missing column.*num_gpus"):
+        parse_trace("timestamp,duration\n1,2\n")
+    with pytest.raises(TraceError, match="does not exist"):
+        load_trace(tmp_path / "nope.csv")
+
+
+def test_gz_trace_reads_like_plain(tmp_path):
+    text = "timestamp,duration,num_gpus\n2017-10-03T14:00:00,60,1\n2017-10-03T15:00:00,60,2\n"
+    (tmp_path / "t.csv.gz").write_bytes(gzip.compress(text.encode()))
+    tr = load_trace(tmp_path / "t.csv.gz")
+    assert [(j.submit_s, j.gpus) for j in tr.jobs] == [(0.0, 1.0), (3600.0, 2.0)]
+
+
+def test_shipped_philly_trace_parses_whole():
+    tr = philly_trace()
+    assert len(tr) == 82_247 and tr.bad == () and tr.was_sorted
+
+
+# --- billing, startup, idle timeout ----------------------------------------------------------------
+
+def test_billing_is_per_second_with_a_one_minute_minimum():
+    assert billed_cost(3600.0, 10.5) == pytest.approx(MIN_BILLED_S)
+    assert billed_cost(3600.0, 100.2) == pytest.approx(101.0)
+    assert billed_cost(3600.0, 7200.0) == pytest.approx(7200.0)
+
+
+def test_burst_node_pays_startup_work_and_idle_timeout_per_second():
+    """One 8-GPU job of 1 h on a cloud-only provider under cheapest-burst (nodes leave by Ray's idle
+    timeout): the AWS node is requested at the arrival tick, runs the job after 180 s of startup, and
+    is billed until 300 s of idleness have passed."""
+    cfg = aws_only()
+    r = simulate(jobs((0, 3600, 8)), "cheapest-burst",
+                 settings(local_gpus=0, base_config=cfg, price_per_gpu_hour=2.0))
+    assert r.jobs["completed"] == 1
+    assert r.node_launches == {AWS: 1}
+    assert r.wait_s["p50"] == pytest.approx(180.0)  # startup delay
+    life = 180 + 3600 + 300
+    assert r.node_hours_by_pool[AWS] == pytest.approx(life / 3600)
+    assert r.cloud_cost_usd == pytest.approx(AWS_H * life / 3600)
+    assert r.revenue_usd == pytest.approx(2.0 * 0.95 * 8)
+    assert r.local_power_usd == 0
+    assert r.net_profit_usd == pytest.approx(r.revenue_usd - r.cloud_cost_usd)
+
+
+def test_profit_policy_drops_the_idle_node_by_the_seeds_queue_low_rule():
+    """Ours runs the seed's rules too: the queue was below 1 job/GPU for 5 min while the job ran, so
+    the node goes (−10 %, at least one) as soon as it is idle, before the idle timeout."""
+    cfg = aws_only()
+    r = simulate(jobs((0, 3600, 8)), "profit", settings(local_gpus=0, base_config=cfg, price_per_gpu_hour=2.0))
+    assert r.jobs["completed"] == 1 and r.node_launches == {AWS: 1}
+    assert r.node_hours_by_pool[AWS] == pytest.approx((180 + 3600) / 3600)
+    assert r.cloud_cost_usd == pytest.approx(AWS_H * (180 + 3600) / 3600)
+
+
+def test_idle_node_is_reused_within_the_timeout_and_removed_after_it():
+    """A second job 200 s after the first ends lands on the same idle node (no second launch); the node
+    then leaves exactly idle_timeout after its last job."""
+    cfg = aws_only()
+    trace = jobs((0, 3600, 8), (180 + 3600 + 200, 3600, 8))
+    r = simulate(trace, "cheapest-burst", settings(local_gpus=0, base_config=cfg, price_per_gpu_hour=2.0))
+    assert r.jobs["completed"] == 2 and r.node_launches[AWS] == 1
+    assert r.wait_s["p95"] == pytest.approx(180.0)  # the second one started at once
+    assert r.node_hours_by_pool[AWS] == pytest.approx((180 + 3600 + 200 + 3600 + 300) / 3600)
+
+
+def test_local_gpus_cost_only_power_and_never_launch():
+    r = simulate(jobs((0, 3600, 4), (10, 1800, 4)), "profit", settings(local_gpus=8))
+    assert r.jobs["completed"] == 2 and sum(r.node_launches.values()) == 0 and r.cloud_cost_usd == 0
+    per_gpu_h = 400 / 1000 * 0.12  # A100 TDP 400 W at 0.12 USD/kWh
+    assert r.local_power_usd == pytest.approx(per_gpu_h * (4 * 1 + 4 * 0.5))
+    assert r.wait_s["p50"] == 0 and r.utilization["local"] > 0
+
+
+def test_patience_loses_jobs_nobody_serves_and_counts_their_wait():
+    """never-burst with 8 local GPUs busy for 2 h: a job waiting longer than the patience is lost."""
+    r = simulate(jobs((0, 7200, 8), (10, 60, 1)), "never-burst", settings(local_gpus=8, patience_s=600))
+    assert r.jobs["completed"] == 1 and r.jobs["lost"] == 1
+    assert r.wait_s["p99"] == pytest.approx(600.0)
+    assert r.revenue_usd == pytest.approx(1.0 * 0.95 * 8 * 2)
+
+
+def test_jobs_no_pool_can_run_are_unservable_not_lost():
+    r = simulate(jobs((0, 60, 16), (0, 60, 1)), "profit", settings(local_gpus=8))
+    assert r.jobs["unservable"] == 1 and r.jobs["completed"] == 1 and r.jobs["lost"] == 0
+
+
+# --- spot interruptions ----------------------------------------------------------------------------
+
+def _interrupting(seed: int):
+    """A week-long 8-GPU job on AWS at a high interruption rate (the quote says 90 % a month)."""
+    from dataclasses import replace as dc_replace
+
+    cfg = aws_only()
+    base = build_scenario(SimSettings(local_gpus=0, base_config=cfg))
+    prices = {AWS: dc_replace(base.prices[AWS], interruption_rate=0.9)}
+    return simulate(jobs((0, 7 * 86400, 8), (3600, 3 * 86400, 8)), "profit",
+                    SimSettings(local_gpus=0, base_config=cfg, price_per_gpu_hour=2.0, seed=seed, prices=prices,
+                                patience_s=None))
+
+
+def test_interruptions_are_reproducible_with_a_seed_and_jobs_rerun():
+    a, b = _interrupting(7), _interrupting(7)
+    assert a.to_json() | {"wall_s": 0} == b.to_json() | {"wall_s": 0}
+    assert a.interruptions >= 1 and a.jobs["requeued"] >= 1
+    assert a.jobs["completed"] == 2 and a.jobs["lost"] == 0  # re-queued jobs are ours: never lost
+    others = [_interrupting(s) for s in (1, 2, 3)]
+    assert len({(o.interruptions, round(o.cloud_cost_usd, 2)) for o in others + [a]}) > 1
+
+
+def test_interruption_rate_from_the_bucket():
+    sc = build_scenario(SimSettings())
+    aws = sc.prices[AWS]
+    assert aws.interruption_bucket == "10-15%" and aws.interruption_rate == pytest.approx(0.125)
+    per_month = 1 - math.exp(-interruption_rate_per_s(aws) * 30 * 86400)
+    assert per_month == pytest.approx(0.125)
+
+
+# --- policies, the oracle ---------------------------------------------------------------------------
+
+SYNTHETIC = jobs(*[(t * 97.0 % 20000, 600 + (t * 7919) % 20000, (1, 2, 4, 8)[t % 4]) for t in range(160)])
+
+
+@pytest.mark.parametrize("price", [0.3, 1.0, 4.0])
+def test_oracle_bounds_every_policy(price):
+    sc = build_scenario(settings(local_gpus=16, price_per_gpu_hour=price, patience_s=1800))
+    bound = oracle_bound(SYNTHETIC, sc)
+    for name in POLICIES:
+        r = Simulator(SYNTHETIC, name, sc).run()
+        assert r.net_profit_usd <= bound.net_profit_usd + 1e-6, (name, r.net_profit_usd, bound.net_profit_usd)
+    assert bound.net_profit_usd > 0
+
+
+def test_fluid_bound_is_earliest_deadline_first():
+    # one GPU; a job due at 3 gets 3 units, the other two share what is left before 10
+    assert max_fluid_work([(0, 10, 5), (0, 10, 5), (0, 3, 10)], 1.0) == pytest.approx(10.0)
+    assert max_fluid_work([(0, 1, 5), (5, 6, 5)], 2.0) == pytest.approx(4.0)
+    assert max_fluid_work([(0, math.inf, 5)], 1.0) == pytest.approx(5.0)
+
+
+def test_profit_never_buys_unprofitable_gcp_and_baselines_do():
+    """At 1 USD/GPU-h GCP (2.64 USD/GPU-h) never pays: ours never grows it; cheapest-burst spills onto it
+    once AWS and Azure are full."""
+    burst = jobs(*[(0, 4 * 3600, 8)] * 12)
+    sc = build_scenario(settings(local_gpus=0))
+    ours = Simulator(burst, "profit", sc).run()
+    cheapest = Simulator(burst, "cheapest-burst", sc).run()
+    assert ours.node_launches[GCP] == 0 and cheapest.node_launches[GCP] > 0
+    assert ours.net_profit_usd > cheapest.net_profit_usd
+
+
+def test_same_policy_code_as_the_head():
+    from etrid_ray.sim.engine import Simulator as S
+
+    sim = S(jobs((0, 60, 1)), "profit", settings(local_gpus=8))
+    assert sim.policy is POLICIES["profit"]
+
+
+# --- break-even -------------------------------------------------------------------------------------
+
+def test_break_even_is_per_gpu_hour_and_the_seed_was_off_by_the_node_size():
+    sc = build_scenario(SimSettings())
+    aws = next(b for b in break_evens(sc) if b.pool == AWS)
+    assert aws.usd_per_gpu_hour == pytest.approx(AWS_H / 8)
+    # a node busy 24 h costs (180 + 86400 + 300) s of its price, with the re-run premium, less the fee
+    expected = AWS_H / 8 * (1 + 0.125 * 0.5) * (180 + 86400 + 300) / 86400 / 0.95
+    assert aws.packed[24.0] == pytest.approx(expected)
+    assert aws.single_gpu[24.0] == pytest.approx(8 * expected)
+    assert aws.seed_verdict_usd == pytest.approx(AWS_H)  # the seed's per-instance comparison
+    text = explain(sc)
+    assert "no burst pays" in text and "aws-spot-a100" in text
+
+
+# --- CLI ---------------------------------------------------------------------------------------------
+
+def test_cli_simulate_writes_table_json_and_plots(tmp_path):
+    trace = tmp_path / "t.csv"
+    trace.write_text("timestamp,duration,num_gpus,extra\n0,3600,8,x\n30,bad,1,y\n60,7200,8,z\n90,600,1,w\n")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["simulate", "--trace", str(trace), "--local-gpus", "8", "--out", str(out),
+                                    "--policy", "profit", "--policy", "never-burst", "--policy", "oracle"])
+    assert res.exit_code == 0, res.output
+    assert "skipped line 3" in res.output and "net profit" in res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert [p["policy"] for p in summary["policies"]] == ["profit", "never-burst"]
+    assert summary["scenario"]["edsc_usd"] == 0.10 and summary["trace"]["bad_rows"] == 1
+    for key in ("revenue_usd", "cloud_cost_usd", "local_power_usd", "net_profit_usd", "wait_s", "utilization",
+                "node_launches", "interruptions"):
+        assert key in summary["policies"][0]
+    assert summary["oracle"]["net_profit_usd"] >= summary["policies"][0]["net_profit_usd"]
+    for png in ("queue_depth.png", "nodes_per_pool.png", "cumulative_profit.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_explain_breakeven_and_bad_input(tmp_path):
+    res = CliRunner().invoke(main, ["simulate", "--explain-breakeven"])
+    assert res.exit_code == 0 and "Break-even" in res.output and "0.0360 USD/GPU-h" in res.output
+    res = CliRunner().invoke(main, ["simulate", "--trace", str(tmp_path / "missing.csv")])
+    assert res.exit_code != 0 and "does not exist" in res.output
+    res = CliRunner().invoke(main, ["simulate", "--local-gpus", "12", "--explain-breakeven"])
+    assert res.exit_code != 0 and "multiple of 8" in res.output
+
+
+# --- a slice of the real trace ----------------------------------------------------------------------
+
+def test_philly_slice_all_policies_against_the_oracle():
+    tr = philly_trace().head(4000)
+    cmp_ = compare(tr, build_scenario(SimSettings()), POLICY_NAMES)
+    assert cmp_.oracle is not None
+    assert {r.policy for r in cmp_.results} == set(POLICIES)
+    for r in cmp_.results:
+        assert r.jobs["completed"] + r.jobs["lost"] + r.jobs["unserved_at_end"] == r.jobs["servable"]
+        assert r.net_profit_usd <= cmp_.oracle.net_profit_usd
+        assert 0 <= r.utilization["local"] <= 1 and 0 <= r.utilization["cloud"] <= 1
+    never = cmp_.result("never-burst")
+    assert never.cloud_cost_usd == 0 and sum(never.node_launches.values()) == 0
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+
+
+def test_json_round_trips(tmp_path):
+    r = simulate(jobs((0, 60, 1)), "profit", settings(local_gpus=8))
+    data = json.loads(json.dumps(r.to_json()))
+    assert data["jobs"]["completed"] == 1 and data["policy"] == "profit"
+    assert Path(tmp_path).exists()
