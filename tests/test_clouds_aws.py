@@ -34,7 +34,7 @@ def moto() -> Iterator[str]:
 
 
 def market(url: str, **kw) -> AwsMarket:
-    return AwsMarket(session=aws_session(), endpoint_url=url, max_attempts=1, timeout_s=5, clock=Clock(), **kw)
+    return AwsMarket(session=aws_session(), endpoint_url=url, max_attempts=1, timeout_s=30, clock=Clock(), **kw)
 
 
 # --- live spot prices from moto ---------------------------------------------------------------------
@@ -52,7 +52,8 @@ def test_moto_lacks_spot_placement_scores_and_gpu_quotas_both_degrade_to_unknown
     m = market(moto)
     view = m.view(P4D)
     assert view.placement_score is None and view.quota_headroom_nodes is None
-    assert any("spot placement score unavailable" in n for n in view.notes)
+    assert "spot placement score unavailable (GetSpotPlacementScores not implemented by this endpoint" \
+        " (it answered a non-AWS error page))" in view.notes
     assert any(n.startswith("quota L-7212CCBC unknown (NoSuchResource") for n in view.notes)
     assert m.placement_scores_unavailable  # not asked again on the next refresh
     assert m.view(P4D).placement_score is None
@@ -124,7 +125,7 @@ def test_latest_record_per_zone_is_the_price_in_effect_and_throttling_is_retried
         ec2.add("POST", "/", reply("aws/ec2.json", "throttle_503"), reply("aws/ec2.json", "spot_price_history"),
                 form={"Action": "DescribeSpotPriceHistory"})
         ec2.add("POST", "/", reply("aws/ec2.json", "instance_types"), form={"Action": "DescribeInstanceTypes"})
-        m = AwsMarket(session=aws_session(), endpoint_url=ec2.url, max_attempts=3, timeout_s=5, clock=Clock())
+        m = AwsMarket(session=aws_session(), endpoint_url=ec2.url, max_attempts=3, timeout_s=30, clock=Clock())
         view = m.view(P4D)
         calls = [r.form.get("Action") for r in ec2.requests]
         q = MarketFeed(default_catalog(), {"aws": m}, clock=Clock()).quote(P4D)
@@ -137,7 +138,7 @@ def test_latest_record_per_zone_is_the_price_in_effect_and_throttling_is_retried
 def test_persistent_throttling_is_a_throttled_failure_and_the_feed_falls_back_to_the_catalog(caplog):
     with recorded() as ec2:
         ec2.add("POST", "/", reply("aws/ec2.json", "throttle_503"))
-        m = AwsMarket(session=aws_session(), endpoint_url=ec2.url, max_attempts=2, timeout_s=5, clock=Clock())
+        m = AwsMarket(session=aws_session(), endpoint_url=ec2.url, max_attempts=2, timeout_s=30, clock=Clock())
         with pytest.raises(CloudCallFailed) as err:
             m.view(P4D)
         assert err.value.throttled and "RequestLimitExceeded" in str(err.value)

@@ -35,7 +35,7 @@ def api(cert) -> Iterator[RecordedApi]:
 
 
 def market(api: RecordedApi, cert, credential=None, **kw) -> AzureMarket:
-    kw = {"retry_total": 2, "retry_backoff_factor": 0.0, "timeout_s": 5.0, **kw}
+    kw = {"retry_total": 2, "retry_backoff_factor": 0.0, "timeout_s": 30.0, **kw}
     return AzureMarket(subscription_id=SUB, credential=credential or FakeAzureCredential(), base_url=api.url,
                        connection_verify=str(cert[0]), clock=Clock(), **kw)
 

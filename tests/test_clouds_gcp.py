@@ -30,7 +30,7 @@ def api() -> Iterator[RecordedApi]:
 
 
 def market(api: RecordedApi, **kw) -> GcpMarket:
-    kw = {"timeout_s": 5.0, "retry_initial_s": 0.01, **kw}
+    kw = {"timeout_s": 30.0, "retry_initial_s": 0.01, **kw}
     return GcpMarket(project=PROJECT, credentials=AnonymousCredentials(), api_endpoint=api.url, clock=Clock(), **kw)
 
 
@@ -92,7 +92,7 @@ def test_anonymous_credentials_send_no_token(api):
 def test_application_default_credentials_from_a_key_file(api, monkeypatch, tmp_path: Path):
     key = gcp_service_account_file(tmp_path / "sa.json", f"{api.url}/token", PROJECT)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
-    m = GcpMarket(api_endpoint=api.url, timeout_s=5, clock=Clock())  # project from the key file
+    m = GcpMarket(api_endpoint=api.url, timeout_s=30, clock=Clock())  # project from the key file
     assert m.view(A2).quota_headroom_nodes == 3 and m.project == PROJECT
     # the SDK signs its own JWT with the key (no token endpoint is called) and sends it to loopback only
     assert {r.headers.get("authorization", "")[:10] for r in api.requests} == {"Bearer eyJ"}
@@ -110,7 +110,7 @@ def test_a_throttled_call_is_retried(api):
 
 def test_persistent_unavailability_is_a_throttled_failure_and_the_feed_uses_the_catalog(api, caplog):
     api.add("GET", REGION_PATH, reply("gcp/errors.json", "unavailable_503"), first=True)
-    m = market(api, timeout_s=0.2)
+    m = market(api, retry_deadline_s=0.3)
     with pytest.raises(CloudCallFailed) as err:
         m.view(A2)
     assert err.value.throttled
@@ -145,3 +145,11 @@ def test_quota_metric_names():
     quotas = {"NVIDIA_T4_GPUS": (4.0, 1.0)}
     assert quota_for(quotas, "nvidia-tesla-t4", spot=True) == ("NVIDIA_T4_GPUS", 4.0, 1.0)
     assert quota_for(quotas, "nvidia-l4", spot=True) is None
+
+
+def test_an_unreachable_endpoint_is_a_failure():
+    with RecordedApi() as gone:
+        url = gone.url
+    m = GcpMarket(project=PROJECT, credentials=AnonymousCredentials(), api_endpoint=url, timeout_s=2, clock=Clock())
+    with pytest.raises(CloudCallFailed, match="ConnectionError"):
+        m.view(A2)

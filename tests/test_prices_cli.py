@@ -77,7 +77,7 @@ def live_env(offline, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
         cfg.write_text(yaml.safe_dump({
             "live_prices": True, "aws_endpoint_url": moto, "gcp_project": GCP_PROJECT, "gcp_api_endpoint": gcp.url,
             "azure_subscription_id": "00000000-0000-0000-0000-0000000e7a1d", "azure_base_url": "https://127.0.0.1:9",
-            "cloud_api_timeout_s": 5}))
+            "cloud_api_timeout_s": 30}))
         yield moto, gcp, cfg
 
 

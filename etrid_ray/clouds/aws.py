@@ -197,7 +197,11 @@ class AwsMarket:
                                                  TargetCapacityUnitType="units", SingleAvailabilityZone=False,
                                                  RegionNames=[region])
         except Exception as err:  # not implemented by the endpoint, no permission, …
+            from botocore.parsers import ResponseParserError
+
             text, throttled = _error_text(err)
+            if isinstance(err, ResponseParserError):  # e.g. moto's server: an HTML 500 page, not an AWS error
+                text = "GetSpotPlacementScores not implemented by this endpoint (it answered a non-AWS error page)"
             if not throttled:
                 self.placement_scores_unavailable = text.splitlines()[0][:160]
             notes.append(f"spot placement score unavailable ({text.splitlines()[0][:160]})")

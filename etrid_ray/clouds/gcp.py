@@ -71,12 +71,15 @@ class GcpMarket:
     cloud: ClassVar[str] = "gcp"
 
     def __init__(self, *, project: str | None = None, credentials: Any = None, api_endpoint: str | None = None,
-                 timeout_s: float = 10.0, retry_initial_s: float = 1.0, clock: Callable[[], datetime] = utcnow) -> None:
+                 timeout_s: float = 10.0, retry_initial_s: float = 1.0, retry_deadline_s: float | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        """`retry_initial_s` / `retry_deadline_s`: backoff of the retries on 429/503 (deadline default: 3 × timeout)."""
         self.project = project
         self.credentials = credentials
         self.api_endpoint = api_endpoint
         self.timeout_s = timeout_s
         self.retry_initial_s = retry_initial_s
+        self.retry_deadline_s = retry_deadline_s if retry_deadline_s is not None else 3 * timeout_s
         self.clock = clock
         self._clients: dict[str, Any] = {}
 
@@ -114,13 +117,14 @@ class GcpMarket:
         return retry.Retry(predicate=retry.if_exception_type(exceptions.TooManyRequests,
                                                              exceptions.ServiceUnavailable),
                            initial=self.retry_initial_s, maximum=self.retry_initial_s * 8, multiplier=2,
-                           timeout=self.timeout_s * 3)
+                           timeout=self.retry_deadline_s)
 
     def view(self, pool: Pool) -> MarketView:
         if not pool.instance_type:
             raise CloudCallFailed(f"gcp pool {pool.name} has no instance_type (machine type)")
         creds, project = self._auth()
         from google.api_core import exceptions
+        from google.auth.exceptions import GoogleAuthError
 
         now = self.clock()
         call = {"timeout": self.timeout_s, "retry": self._retry()}
@@ -150,6 +154,8 @@ class GcpMarket:
             raise CloudCallFailed(f"gcp {pool.region}: {err.code} {err.message}", throttled=throttled) from err
         except exceptions.RetryError as err:
             raise CloudCallFailed(f"gcp {pool.region}: gave up retrying ({err.cause})", throttled=True) from err
+        except (OSError, GoogleAuthError) as err:  # requests' connection/timeout errors; token refresh failures
+            raise CloudCallFailed(f"gcp {pool.region}: {type(err).__name__}: {err}") from err
         headroom = None
         if not zones:
             notes.append(f"no zone of {pool.region} offers {pool.instance_type}")
