@@ -186,6 +186,7 @@ class RecordedApi:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = 10  # idle keep-alive connections close by themselves after stop()
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read `requests`
                 pass
