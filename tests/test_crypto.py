@@ -333,6 +333,7 @@ def _execute(manifest: dict[str, Any], store_url: str, job_id: int = 11) -> Any:
 def test_task_reads_sealed_inputs_and_seals_results_under_the_jobs_key(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     FileKek.generate(tmp_path / "kek")
+    monkeypatch.setenv("ENABLE_COMPLIANCE", "true")  # what a compliance provider's ConfigMap gives its workers
     monkeypatch.setenv("ETRID_KEK", str(tmp_path / "kek"))
     monkeypatch.setenv("ETRID_KEYSTORE", str(tmp_path / "keys"))
     ring = keyring_from_env()
@@ -353,12 +354,23 @@ def test_task_reads_sealed_inputs_and_seals_results_under_the_jobs_key(tmp_path:
     # no template: plaintext as before
     free = _execute({"handler": "echo", "args": {"payload": 1}}, inner.url, job_id=33)
     assert free.ok and envelope_header(inner.get(free.result_hash)) is None
+    # a provider not in compliance mode but with a keyring accepts plaintext inputs and still seals results
+    monkeypatch.setenv("ENABLE_COMPLIANCE", "false")
+    lenient = _execute({**manifest, "inputs": [{"name": "record", "hash": plain}]}, inner.url, job_id=34)
+    assert lenient.ok and envelope_header(inner.get(lenient.result_hash))["key_ref"] == "job-34"
 
 
-def test_task_fails_closed_without_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_task_fails_closed_without_a_key_under_compliance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ETRID_KEK", raising=False)
     monkeypatch.delenv("ETRID_KEYSTORE", raising=False)
+    monkeypatch.delenv("ETRID_ENABLE_COMPLIANCE", raising=False)
+    monkeypatch.setenv("ENABLE_COMPLIANCE", "true")
     inner = FileBlobStore(tmp_path / "blobs")
-    out = _execute({"handler": "echo", "args": {"payload": "x"}, "compliance": {"template": "GDPR"}}, inner.url)
+    gdpr = {"handler": "echo", "args": {"payload": "x"}, "compliance": {"template": "GDPR"}}
+    out = _execute(gdpr, inner.url)
     assert not out.ok and out.reason == "GDPR needs encryption at rest: no key configured (ETRID_KEK, ETRID_KEYSTORE)"
     assert list((tmp_path / "blobs").iterdir()) == []  # nothing stored in the clear
+    # a provider that has not enabled compliance serves it as before (its report shows the plaintext result)
+    monkeypatch.setenv("ENABLE_COMPLIANCE", "false")
+    out = _execute(gdpr, inner.url)
+    assert out.ok and envelope_header(inner.get(out.result_hash)) is None

@@ -19,7 +19,7 @@ import ray
 from etrid_ray.blobs import BlobError, BlobIntegrityError, BlobNotFound, BlobTooLarge, open_blob_store
 from etrid_ray.manifest import Manifest
 from etrid_ray.security.compliance import policy_for
-from etrid_ray.security.crypto import CryptoError, KeyringNotConfigured, job_store
+from etrid_ray.security.crypto import CryptoError, KeyringNotConfigured, store_for_job
 from etrid_ray.workloads.registry import UnknownHandler, WorkloadContext, get_workload
 
 TASK_MAX_RETRIES = 3
@@ -92,9 +92,9 @@ def execute(job_id: int, manifest_json: str, store_url: str, max_input_bytes: in
     store = _store(store_url)
     policy = policy_for(manifest.compliance.template)
     if policy is not None and policy.encryption_required:
-        # inputs must be sealed, the result is sealed under the job's data key (security/crypto.py)
+        # the result sealed under the job's data key; under ENABLE_COMPLIANCE sealed inputs only (security/crypto.py)
         try:
-            store = job_store(store, job_id)
+            store = store_for_job(store, job_id)
         except KeyringNotConfigured:
             return fail(f"{policy.template} needs encryption at rest: no key configured (ETRID_KEK, ETRID_KEYSTORE)")
         except BlobError as err:

@@ -558,6 +558,30 @@ def job_store(inner: BlobStore, job_id: int, keyring: Keyring | None = None) -> 
     return EncryptedBlobStore(inner, keyring or keyring_from_env(), job_ref(job_id))
 
 
+COMPLIANCE_ENV = ("ENABLE_COMPLIANCE", "ETRID_ENABLE_COMPLIANCE")  # the seed's name (ConfigMap) and ours
+
+
+def compliance_mode(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process serves under ENABLE_COMPLIANCE (workers get it from the provider's ConfigMap)."""
+    env = os.environ if env is None else env
+    return any(env.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in COMPLIANCE_ENV)
+
+
+def store_for_job(inner: BlobStore, job_id: int, env: Mapping[str, str] | None = None) -> BlobStore:
+    """The store the task of a job whose template requires encryption at rest uses.
+
+    Under ENABLE_COMPLIANCE: inputs must be sealed and the result is sealed under the job's data key;
+    no keyring configured raises KeyringNotConfigured (fail closed: nothing is stored in the clear).
+    Without it, a configured keyring still seals the result (plaintext inputs are accepted), and a
+    provider with no keyring stores as before — its compliance report then shows every plaintext blob.
+    """
+    env = os.environ if env is None else env
+    strict = compliance_mode(env)
+    if not strict and not (env.get(ENV_KEK) and env.get(ENV_KEYSTORE)):
+        return inner
+    return EncryptedBlobStore(inner, keyring_from_env(env), job_ref(job_id), allow_plaintext=not strict)
+
+
 # --- blob status and erasure -------------------------------------------------------------------------
 
 
