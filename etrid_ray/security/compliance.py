@@ -2,8 +2,9 @@
 
 A policy says whether job data must be encrypted at rest (`crypto.py`), whether an audit trail
 is required (`audit.py`), where the data may be processed (region prefixes, `None` = anywhere)
-and how long evidence and job data are kept. Plaintext transport to remote endpoints is refused
-under every template (`transport.py`).
+and how long evidence and job data are kept. With compliance on (`ENABLE_COMPLIANCE`), plaintext
+transport to remote endpoints is refused (`transport.py`) and encryption at rest is enforced in
+the job's task (`crypto.store_for_job`).
 
 Residency is an intersection: a job may run only in a region that both its manifest's
 `allowed_regions` and its template allow. Both are lists of region-name prefixes (`eu`,
