@@ -561,7 +561,11 @@ def status_cmd(url: str, address: str | None, namespace: str, once: bool, as_jso
     from etrid_ray.telemetry.status_view import chain_snapshot_source, head_snapshot_source, render
 
     configure_logging(log_format, level="WARNING")
+    owns_ray = False
     if address:
+        import ray
+
+        owns_ray = not ray.is_initialized()  # connect for this command only; never end a caller's Ray
         try:
             read = head_snapshot_source(address, namespace)
         except LookupError as exc:
@@ -595,7 +599,7 @@ def status_cmd(url: str, address: str | None, namespace: str, once: bool, as_jso
     except KeyboardInterrupt:
         pass
     finally:
-        if address:
+        if owns_ray:
             import ray
 
             ray.shutdown()

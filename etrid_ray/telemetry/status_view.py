@@ -6,6 +6,7 @@ spend); without one, from the chain alone (queue, GPUs, providers' telemetry and
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -24,6 +25,7 @@ def head_snapshot_source(address: str, namespace: str) -> Callable[[], Snapshot]
 
     from etrid_ray.provider.actor import get_head
 
+    _reachable(address)
     if not ray.is_initialized():
         ray.init(address=address, namespace=namespace, logging_level="ERROR", log_to_driver=False)
     try:
@@ -37,6 +39,19 @@ def head_snapshot_source(address: str, namespace: str) -> Callable[[], Snapshot]
         return Snapshot.from_dict(ray.get(handle.snapshot.remote(), timeout=30))
 
     return read
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """Fails fast on a `HOST:PORT` nothing listens on (Ray itself retries for minutes before giving up)."""
+    if "://" in address or ":" not in address:
+        return  # `auto`, `ray://…`: Ray resolves those itself
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as err:
+        raise LookupError(f"cannot reach the Ray cluster at {address} ({err}); check --address "
+                          "(the GCS address, e.g. 127.0.0.1:6379)") from None
 
 
 def chain_snapshot_source(url: str) -> Callable[[], Snapshot]:
@@ -126,7 +141,7 @@ def render(snap: Snapshot, *, where: str = "", now: float | None = None) -> Grou
 
     pr = Table(title="providers")
     for col in ("provider", "GPUs", "utilization", "jobs completed", "earnings ËDSC"):
-        pr.add_column(col, justify="left" if col == "provider" else "right")
+        pr.add_column(col, justify="left" if col == "provider" else "right", no_wrap=col == "provider")
     for prov in snap.providers:
         pr.add_row(prov.address, str(prov.gpus), f"{prov.utilization_pct:.0f} %", str(prov.jobs_completed),
                    f"{prov.earnings_planck / PLANCK_PER_EDSC:,.6f}")
