@@ -221,6 +221,8 @@ def test_record_writes_to_the_configured_log_only(tmp_path: Path, monkeypatch: p
     try:
         rec = audit.record("placement", job=1, pool="gcp-spot-a100", region="europe-west4", reason="GDPR: EU only")
         assert isinstance(rec, Record) and rec.seq == 1 and rec.fields["region"] == "europe-west4"
+        batch = audit.record_many([("claim", {"job": 2, "gpu": 0}), ("claim", {"job": 3, "gpu": 1})])
+        assert [r.seq for r in batch] == [2, 3] and batch[1].prev == batch[0].hash
         assert verify(path).ok
         path.write_bytes(path.read_bytes()[:-5])  # a damaged log: the caller is not broken, the failure counted
         before = audit.write_failures
