@@ -1,0 +1,394 @@
+"""The telemetry pieces on their own: the collector's families, the head snapshot's arithmetic, the HTTP
+server's endpoints, the exporter when the chain is down, redacted logs, and the monitoring manifests
+(drift, Kubernetes validity, ports and selectors that match the RayCluster, a panel for every metric)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import socket
+import threading
+import time
+import urllib.request
+from collections import Counter, OrderedDict, deque
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from etrid_ray.config import ProviderConfig
+from etrid_ray.kuberay import render as r
+from etrid_ray.pools import pools_from_config
+from etrid_ray.telemetry import monitoring
+from etrid_ray.telemetry.chain_source import ChainScraper, run_exporter
+from etrid_ray.telemetry.head_source import DecisionLog, head_snapshot
+from etrid_ray.telemetry.logs import REDACTED, configure_logging, make_handler
+from etrid_ray.telemetry.metrics import (
+    METRICS,
+    PBC,
+    GpuView,
+    PoolView,
+    ProviderView,
+    Snapshot,
+    build_registry,
+    families,
+    reason_label,
+)
+from etrid_ray.telemetry.server import MetricsServer
+
+ROOT = Path(__file__).resolve().parent.parent
+CLUSTER = ROOT / "cluster"
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("Content-Type", ""), err.read().decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def full_snapshot(source: str) -> Snapshot:
+    return Snapshot(
+        source=source, address="5Grw" if source == "head" else "all", best_block=42,
+        queue={"pending": 5, "assigned": 2, "completed": 9}, avg_wait_s=3.5, avg_duration_s=1.25,
+        queue_to_start_s={"0.5": 0.1, "0.95": 0.4}, result_to_chain_s={"0.5": 0.01, "0.99": 0.05},
+        providers=[ProviderView("5Grw", 4, 62.5, 9, 3 * 10**18 // 2, running=2)],
+        gpus=[GpuView(0, "5Grw", "Active", 1_800_000_000.0), GpuView(1, "5Grw", "Offline", 1_700_000_000.0)],
+        pools=[PoolView("local-gpu", "local", 2, 2, 0, 1, 0, 0.048, "catalog", 10.0),
+               PoolView("aws-spot-a100", "aws", 0, 0, 8, 0, 1, 0.41, "aws", 30.0)],
+        decisions=[("aws-spot-a100", "min_nodes", 1)], claims={"won": 11, "lost": 3},
+        failures={"timeout after 60s": 1, "timeout after 5s": 2, "unknown handler 'x'": 1},
+        skipped={"pays 1e+10 planck/GPU-s < 1000000000000": 4}, head_errors={"RpcError": 1},
+        loop_s={"0.5": 0.002, "0.99": 0.02},
+        running=2, spend_today_usd=12.5, budget_usd=2000.0, scrape_seconds=0.05)
+
+
+# ---------------------------------------------------------------------------------------------- families
+
+
+@pytest.mark.parametrize("source", ["head", "exporter"])
+def test_a_snapshot_becomes_exactly_the_specified_families(source: str) -> None:
+    emitted = {m.name: m for m in families(full_snapshot(source))}
+    # prometheus-client names a counter family without `_total`, an info family without `_info`
+    family_name = {"counter": lambda n: n.removesuffix("_total"), "info": lambda n: n.removesuffix("_info"),
+                   "gauge": lambda n: n}
+    for spec in METRICS:
+        if spec.name == "etrid_cloud_cost_usd_total":
+            continue  # the module-level counter, served beside the snapshot
+        family = emitted.get(family_name[spec.kind](spec.name))
+        if source not in spec.sources:
+            assert family is None, f"{spec.name} is not for the {source}"
+            continue
+        assert family is not None, f"{spec.name} missing from the {source}"
+        assert family.type == spec.kind, spec.name
+        for sample in family.samples:
+            assert set(sample.labels) == set(spec.labels), (spec.name, sample.labels)
+
+
+def test_values_of_the_seed_metrics_and_bounded_reason_labels() -> None:
+    registry = build_registry(lambda: full_snapshot("head"))
+    from prometheus_client import generate_latest
+
+    parsed = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    depth = {s.labels["status"]: s.value for s in parsed["etrid_job_queue_depth"].samples}
+    assert depth == {"pending": 5, "assigned": 2, "completed": 9}
+    assert all(s.labels["pbc"] == PBC for s in parsed["etrid_job_queue_depth"].samples)
+    assert parsed["etrid_gpu_earnings_total_edsc"].samples[0].value == 1.5
+    assert parsed["etrid_gpu_jobs_completed"].samples[0].name == "etrid_gpu_jobs_completed_total"
+    failures = {s.labels["reason"]: s.value for s in parsed["etrid_job_failures"].samples if s.name.endswith("_total")}
+    assert failures == {"timeout after Ns": 3, "unknown handler '*'": 1}
+    assert reason_label("pays 1e+10 planck/GPU-s < 1000000000000") == "pays N planck/GPU-s < N"
+    assert reason_label('matmul failed: ValueError("n must be positive")') == "matmul failed"
+    assert "etrid_cloud_cost_usd" in parsed  # the process-wide counter is served too
+    assert "process_cpu_seconds" in parsed or "python_info" in parsed  # and the default collectors
+
+
+def test_snapshot_round_trips_through_json() -> None:
+    snap = full_snapshot("head")
+    assert Snapshot.from_dict(json.loads(json.dumps(snap.to_dict()))) == snap
+
+
+# ---------------------------------------------------------------------------------------------- head snapshot
+
+
+def _fake_head(**over: Any) -> Any:
+    now = time.time()
+    stats = SimpleNamespace(failed=Counter({"timeout after 1s": 2}), skipped=Counter(),
+                            started_at={1: now - 10, 2: now - 6, 3: now - 4},
+                            ended_at={1: now - 8, 2: now - 5, 3: now - 1})
+    job = SimpleNamespace(submitted_at=now - 30)
+    running = {7: SimpleNamespace(job_id=7, gpus=1.0, pool="local-gpu", gpu_id=0, dispatched_at=now - 2)}
+    status = {"best_block": 17, "queue_depth": 2, "completed": 3, "earnings_planck": 2 * 10**18, "claimed": 5,
+              "lost_claims": 1, "errors": {"ChainConnectionError": 2, "KeyError": 1}, "queue_to_start_p50": 0.2,
+              "queue_to_start_p95": 0.9, "result_to_chain_p50": 0.01, "result_to_chain_p99": 0.03}
+    head = SimpleNamespace(
+        status=lambda: status, stats=stats, _lock=threading.RLock(), running=running, to_settle=[(8, True, None, "")],
+        candidates=OrderedDict({5: SimpleNamespace(job=job), 6: SimpleNamespace(job=job)}),
+        loop_seconds=deque([0.001] * 98 + [0.5, 1.0]), errors=Counter({"ChainConnectionError": 2, "KeyError": 1}),
+        conn=SimpleNamespace(reconnects=3), config=ProviderConfig(gcp_enabled=False, azure_enabled=False),
+        facts=SimpleNamespace(count=4), scaler=None, chain=SimpleNamespace(address="5Grw"), gpu_ids=[0, 1, 2, 3],
+        _last_heartbeat=now - 5)
+    head.pools = pools_from_config(head.config)
+    for k, v in over.items():
+        setattr(head, k, v)
+    return head
+
+
+def test_head_snapshot_arithmetic() -> None:
+    snap = head_snapshot(_fake_head(), with_ray=False)
+    assert snap.queue == {"pending": 2, "assigned": 2, "completed": 3}  # running + waiting to settle
+    assert 29 < snap.avg_wait_s < 32  # both candidates queued 30 s ago
+    assert snap.avg_duration_s == pytest.approx((2 + 1 + 3) / 3, abs=0.01)
+    assert snap.providers[0].utilization_pct == 25.0  # 1 of 4 GPUs held by a running task (no Ray view)
+    assert snap.providers[0].earnings_planck == 2 * 10**18
+    assert snap.rpc_errors["connection"] == 2 and snap.rpc_errors["reconnect"] == 3 and snap.rpc_errors["other"] == 0
+    assert snap.head_errors == {"ChainConnectionError": 2, "KeyError": 1}
+    assert snap.loop_s["0.5"] == 0.001 and snap.loop_s["0.99"] == 0.5
+    assert snap.claims == {"won": 5, "lost": 1}
+    assert [(g.gpu_id, g.provider) for g in snap.gpus] == [(i, "5Grw") for i in range(4)]
+    assert {p.name for p in snap.pools} == {"local-gpu", "aws-spot-a100"}
+    aws = next(p for p in snap.pools if p.name == "aws-spot-a100")
+    assert aws.price_source == "catalog" and aws.price_age_s and aws.price_age_s > 0
+    assert snap.spend_today_usd == 0.0 and snap.budget_usd == 2000.0
+    assert snap.running_jobs[0]["job_id"] == 7 and 1.5 < snap.running_jobs[0]["age_s"] < 10
+
+
+def test_head_snapshot_with_a_scaler_shows_requested_nodes_and_decisions() -> None:
+    scaler = SimpleNamespace(requested={"aws-spot-a100": 2}, prices={}, spend_usd=3.25,
+                             decisions_total=Counter({("aws-spot-a100", "steered_demand"): 4}))
+    snap = head_snapshot(_fake_head(scaler=scaler), with_ray=False)
+    aws = next(p for p in snap.pools if p.name == "aws-spot-a100")
+    assert (aws.nodes_requested, aws.nodes_alive, aws.gpus_pending) == (2, 0, 16.0)
+    assert snap.decisions == [("aws-spot-a100", "steered_demand", 4)]
+    assert snap.spend_today_usd == 3.25
+
+
+def test_decision_log_keeps_the_scalers_decisions() -> None:
+    decisions = DecisionLog(maxlen=2).attach()
+    try:
+        log = logging.getLogger("etrid_ray.provider.scaler")
+        for target in (1, 2, 3):
+            log.info("scale %s %s → %d nodes (%+d): %s [%s]", "aws-spot-a100", "up", target, 1, "queue", "queue_depth")
+        log.info("requested capacity: %s", {"aws-spot-a100": 3})  # not a decision
+    finally:
+        decisions.detach()
+    assert [d["target"] for d in decisions.recent] == [2, 3]
+    assert decisions.recent[-1] | {"at": 0} == {"at": 0, "pool": "aws-spot-a100", "direction": "up", "target": 3,
+                                                "delta": 1, "text": "queue", "reason": "queue_depth"}
+
+
+# ---------------------------------------------------------------------------------------------- server
+
+
+def test_server_endpoints() -> None:
+    state = {"healthy": True, "ready": False}
+
+    def ready() -> tuple[bool, dict[str, Any]]:
+        if state["ready"] is None:
+            raise RuntimeError("check broke")
+        return bool(state["ready"]), {"why": "no chain read yet"}
+
+    server = MetricsServer(build_registry(lambda: full_snapshot("exporter")),
+                           health=lambda: (state["healthy"], {}), ready=ready).start()
+    try:
+        status, ctype, body = _get(server.url + "/metrics")
+        assert status == 200 and ctype.startswith("text/plain") and "etrid_chain_gpus" in body
+        status, ctype, body = _get(server.url + "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"})
+        assert status == 200 and ctype.startswith("application/openmetrics-text") and body.endswith("# EOF\n")
+        assert _get(server.url + "/healthz")[0] == 200
+        status, _, body = _get(server.url + "/readyz")
+        assert status == 503 and json.loads(body) == {"status": "unavailable", "why": "no chain read yet"}
+        state["ready"] = True
+        assert _get(server.url + "/readyz")[0] == 200
+        state["ready"] = None
+        assert _get(server.url + "/readyz")[0] == 500
+        state["healthy"] = False
+        assert _get(server.url + "/healthz")[0] == 503
+        assert _get(server.url + "/other")[0] == 404
+    finally:
+        server.stop()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(server.url + "/metrics", timeout=2)
+
+
+def test_exporter_with_the_chain_down_is_alive_but_not_ready() -> None:
+    dead = f"ws://127.0.0.1:{_free_port()}"
+    snap = ChainScraper(dead).read()
+    assert not snap.ok and "ChainConnectionError" in (snap.error or "")
+    assert snap.rpc_errors["connection"] == 1 and snap.rpc_errors["reconnect"] == 0
+
+    stop, urls = threading.Event(), []
+    thread = threading.Thread(target=run_exporter, args=(dead,), kwargs={
+        "port": 0, "interval_s": 0.5, "stop": stop, "on_ready": urls.append}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not urls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        base = urls[0]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "etrid_snapshot_ok 0.0" not in _get(base + "/metrics")[2]:
+            time.sleep(0.1)
+        assert _get(base + "/healthz")[0] == 200  # the loop runs: no restart needed
+        status, _, body = _get(base + "/readyz")
+        assert status == 503 and "ChainConnectionError" in body
+        metrics = _get(base + "/metrics")[2]
+        assert "etrid_snapshot_ok 0.0" in metrics
+        assert 'etrid_chain_rpc_errors_total{kind="connection"}' in metrics
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+# ---------------------------------------------------------------------------------------------- logs
+
+
+def test_logs_redact_secrets_in_text_and_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seed = "bottom drive obey lake curtain smoke basket hold race lonely fit walk"
+    seed_file = tmp_path / "seed"
+    seed_file.write_text("0x" + "ab" * 32 + "\n")
+    monkeypatch.setenv("ETRID_SEED", seed + "//etrid//0")
+    monkeypatch.setenv("ETRID_SEED_FILE", str(seed_file))
+    log = logging.getLogger("etrid_ray.test_logs")
+    for fmt in ("text", "json"):
+        buf = io.StringIO()
+        handler = make_handler(fmt, buf)
+        log.addHandler(handler)
+        log.propagate = False
+        try:
+            log.warning("loaded %s and %s", seed, "0x" + "ab" * 32)
+            try:
+                raise ValueError(f"bad seed {seed}")
+            except ValueError:
+                log.exception("failed")
+        finally:
+            log.removeHandler(handler)
+            log.propagate = True
+        out = buf.getvalue()
+        assert seed not in out and "ab" * 32 not in out and REDACTED in out, out
+        if fmt == "json":
+            lines = [json.loads(line) for line in out.splitlines()]
+            assert lines[0]["level"] == "warning" and lines[0]["logger"] == "etrid_ray.test_logs"
+            assert lines[0]["message"] == f"loaded {REDACTED} and {REDACTED}"
+            assert "ValueError" in lines[1]["exc"] and REDACTED in lines[1]["exc"]
+        else:
+            assert " WARNING etrid_ray.test_logs: loaded " in out
+
+
+def test_configure_logging_replaces_only_its_own_handler() -> None:
+    root = logging.getLogger()
+    before = list(root.handlers)
+    level = root.level
+    try:
+        configure_logging("json", stream=io.StringIO())
+        configure_logging("text", stream=io.StringIO())
+        ours = [h for h in root.handlers if getattr(h, "_etrid", False)]
+        assert len(ours) == 1 and not isinstance(ours[0].formatter, type(make_handler("json").formatter))
+        assert all(h in root.handlers for h in before)
+        with pytest.raises(ValueError, match="log format 'xml'"):
+            make_handler("xml")
+    finally:
+        for h in list(root.handlers):
+            if getattr(h, "_etrid", False):
+                root.removeHandler(h)
+        root.setLevel(level)
+
+
+# ---------------------------------------------------------------------------------------------- manifests
+
+
+def test_committed_monitoring_files_are_the_rendering() -> None:
+    fix = "python -m etrid_ray.telemetry.monitoring --out cluster"
+    for name, text in monitoring.render_monitoring().items():
+        path = CLUSTER / name
+        assert path.exists(), f"cluster/{name} missing: {fix}"
+        assert path.read_text() == text, f"cluster/{name} drifted: {fix}"
+
+
+def test_monitoring_cli_writes_the_files(tmp_path: Path) -> None:
+    monitoring.main(["--out", str(tmp_path)])
+    for name in monitoring.render_monitoring():
+        assert (tmp_path / name).read_text() == (CLUSTER / name).read_text()
+
+
+def test_exporter_objects_are_valid_kubernetes_with_probes_on_health_endpoints() -> None:
+    docs = [d for d in yaml.safe_load_all((CLUSTER / "monitoring" / "exporter.yaml").read_text()) if d]
+    assert [d["kind"] for d in docs] == ["Deployment", "Service"]
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.33", strict=True)
+        assert doc["metadata"]["namespace"] == r.NAMESPACE
+    (container,) = docs[0]["spec"]["template"]["spec"]["containers"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["command"][:4] == ["python", "-m", "etrid_ray", "exporter"]
+    command = container["command"]
+    assert command[command.index("--host") + 1] == "0.0.0.0"  # reachable by Prometheus in the pod network
+    assert container["envFrom"] == [{"configMapRef": {"name": r.CONFIGMAP_NAME}}]  # WEBSOCKET_URL; no Secret
+    assert "env" not in container
+    labels = docs[0]["spec"]["template"]["metadata"]["labels"]
+    assert docs[1]["spec"]["selector"].items() <= labels.items()
+
+
+def test_monitors_select_pods_and_ports_that_exist() -> None:
+    pod_monitors = [d for d in yaml.safe_load_all((CLUSTER / "monitoring" / "monitors.yaml").read_text()) if d]
+    (cluster,) = [d for d in yaml.safe_load_all((CLUSTER / "raycluster.yaml").read_text()) if d]
+    head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    head_ports = {p["name"] for p in head["ports"]}
+    worker_ports = [{p["name"] for p in g["template"]["spec"]["containers"][0]["ports"]}
+                    for g in cluster["spec"]["workerGroupSpecs"]]
+    by_name = {d["metadata"]["name"]: d for d in pod_monitors}
+    assert {d["kind"] for d in pod_monitors} == {"PodMonitor", "ServiceMonitor"}
+    nodes = by_name["etrid-ray-nodes"]["spec"]
+    assert nodes["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert "metrics" in head_ports and all("metrics" in ports for ports in worker_ports)
+    provider = by_name["etrid-provider-head"]["spec"]
+    assert provider["podMetricsEndpoints"][0]["port"] == r.PROVIDER_METRICS_PORT_NAME in head_ports
+    assert provider["selector"]["matchLabels"]["ray.io/node-type"] == "head"
+    assert all(d["metadata"]["namespace"] == r.NAMESPACE for d in pod_monitors)
+    exporter_svc = [d for d in yaml.safe_load_all((CLUSTER / "monitoring" / "exporter.yaml").read_text()) if d][1]
+    svc_monitor = by_name[monitoring.EXPORTER_NAME]["spec"]
+    assert svc_monitor["selector"]["matchLabels"].items() <= exporter_svc["metadata"]["labels"].items()
+    assert svc_monitor["endpoints"][0]["port"] in {p["name"] for p in exporter_svc["spec"]["ports"]}
+
+
+def test_prometheus_rule_and_plain_rule_file_hold_the_same_groups() -> None:
+    (rule,) = [d for d in yaml.safe_load_all((CLUSTER / "monitoring" / "prometheusrule.yaml").read_text()) if d]
+    plain = yaml.safe_load((CLUSTER / "monitoring" / "etrid-rules.yml").read_text())
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["kind"] == "PrometheusRule"
+    assert rule["spec"]["groups"] == plain["groups"]
+    alerts = {a["alert"] for g in plain["groups"] for a in g["rules"]}
+    for needed in ("EtridQueueBacklogGrowing", "EtridGpuNoHeartbeat", "EtridClaimsFailing",
+                   "EtridCloudSpendNearBudget", "EtridPricesStale", "EtridEarningsFlatWhileBusy"):
+        assert needed in alerts
+    for a in (a for g in plain["groups"] for a in g["rules"]):
+        assert a["labels"]["severity"] in ("info", "warning", "critical") and a["annotations"]["summary"]
+
+
+def test_dashboard_has_a_panel_for_every_metric() -> None:
+    board = json.loads((CLUSTER / "grafana-dashboard.json").read_text())
+    panels = [p for p in board["panels"] if p["type"] != "row"]
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+    for p in panels:
+        assert p["targets"] and p["datasource"]["uid"] == "${datasource}"
+        assert p["gridPos"]["x"] + p["gridPos"]["w"] <= 24
+    exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
+    shown = {m.name for m in METRICS if m.name in exprs or m.name.removesuffix("_total") in exprs}
+    assert {m.name for m in METRICS} - shown == {"etrid_info"}  # what the endpoint is: a label source, no panel
+    for seed_metric in (m.name for m in METRICS if m.seed):
+        assert seed_metric in exprs
