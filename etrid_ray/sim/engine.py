@@ -139,7 +139,8 @@ class SimResult:
     revenue_usd: float
     cloud_cost_usd: float
     local_power_usd: float
-    wait_s: dict[str, float]
+    wait_s: dict[str, float]  # every servable job; a lost job counts the patience it waited
+    served_wait_s: dict[str, float]  # jobs that started
     utilization: dict[str, float]
     node_launches: dict[str, int]
     interruptions: int
@@ -160,6 +161,7 @@ class SimResult:
                 "cloud_cost_usd": round(self.cloud_cost_usd, 2), "local_power_usd": round(self.local_power_usd, 2),
                 "net_profit_usd": round(self.net_profit_usd, 2),
                 "wait_s": {k: round(v, 1) for k, v in self.wait_s.items()},
+                "served_wait_s": {k: round(v, 1) for k, v in self.served_wait_s.items()},
                 "utilization": {k: round(v, 4) for k, v in self.utilization.items()},
                 "node_launches": self.node_launches, "interruptions": self.interruptions,
                 "lost_while_profitable": self.lost_while_profitable,
@@ -175,6 +177,11 @@ def percentile(values: list[float], q: float) -> float:
     s = sorted(values)
     k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
     return s[k]
+
+
+def _wait_stats(waits: list[float]) -> dict[str, float]:
+    return {"p50": percentile(waits, 50), "p95": percentile(waits, 95), "p99": percentile(waits, 99),
+            "mean": sum(waits) / len(waits) if waits else 0.0}
 
 
 class Simulator:
@@ -206,7 +213,8 @@ class Simulator:
         self.running: dict[int, tuple[_Node, int]] = {}  # job → (node, run id)
         self.run_id = 0
         self.started_at: dict[int, float] = {}
-        self.waits: list[float] = []
+        self.waits: list[float] = []  # every job: time to start, or the patience it waited when lost
+        self.served_waits: list[float] = []  # jobs that started
         self.memory: Any = None
         self.nid = 0
         self.wakes: set[float] = set()
@@ -298,6 +306,7 @@ class Simulator:
         if job_id not in self.started_at:
             self.started_at[job_id] = now
             self.waits.append(now - job.waiting_since)
+            self.served_waits.append(now - job.waiting_since)
         self._push(now + job.expected_duration_s, _FINISH, job_id, self.run_id)
         self._jobs_meta[job_id] = job
 
@@ -557,8 +566,7 @@ class Simulator:
         return SimResult(
             policy=self.policy.name, jobs=jobs, revenue_usd=self.revenue, cloud_cost_usd=self.closed_cost,
             local_power_usd=power,
-            wait_s={"p50": percentile(waits, 50), "p95": percentile(waits, 95), "p99": percentile(waits, 99),
-                    "mean": sum(waits) / len(waits) if waits else 0.0},
+            wait_s=_wait_stats(waits), served_wait_s=_wait_stats(self.served_waits),
             utilization={"local": self.local_gpu_s / (local_gpus * end) if local_gpus and end > 0 else 0.0,
                          "cloud": self.cloud_gpu_s / cloud_node_gpu_s if cloud_node_gpu_s else 0.0},
             node_launches={rt.name: rt.launches for rt in self.pools if rt.is_cloud},

@@ -16,7 +16,7 @@ from etrid_ray.sim.oracle import OracleBound
 from etrid_ray.sim.scenario import Scenario
 
 COLUMNS = ("policy", "completed", "lost", "revenue $", "cloud $", "power $", "net profit $", "vs oracle",
-           "wait p50", "p95", "p99", "util local", "util cloud", "launches", "interrupts")
+           "wait p50", "p95", "p99", "p95 served", "util local", "util cloud", "launches", "interrupts")
 
 
 def _dur(s: float) -> str:
@@ -33,13 +33,13 @@ def rows(results: Sequence[SimResult], oracle: OracleBound | None) -> list[list[
         vs = f"{r.net_profit_usd / oracle.net_profit_usd:.1%}" if oracle and oracle.net_profit_usd > 0 else "—"
         out.append([r.policy, f"{r.jobs['completed']:,}", f"{r.jobs['lost']:,}", f"{r.revenue_usd:,.0f}",
                     f"{r.cloud_cost_usd:,.0f}", f"{r.local_power_usd:,.0f}", f"{r.net_profit_usd:,.0f}", vs,
-                    _dur(r.wait_s["p50"]), _dur(r.wait_s["p95"]), _dur(r.wait_s["p99"]),
+                    _dur(r.wait_s["p50"]), _dur(r.wait_s["p95"]), _dur(r.wait_s["p99"]), _dur(r.served_wait_s["p95"]),
                     f"{r.utilization['local']:.0%}", f"{r.utilization['cloud']:.0%}",
                     f"{sum(r.node_launches.values()):,}", f"{r.interruptions:,}"])
     if oracle is not None:
         out.append(["oracle (bound)", "—", "—", f"{oracle.revenue_usd:,.0f}", f"{oracle.cloud_cost_usd:,.0f}",
                     f"{oracle.local_power_usd:,.0f}", f"{oracle.net_profit_usd:,.0f}", "100.0%",
-                    "—", "—", "—", "—", "—", "—", "—"])
+                    "—", "—", "—", "—", "—", "—", "—", "—"])
     return out
 
 

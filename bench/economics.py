@@ -1,0 +1,99 @@
+"""Economics benchmark: every policy on the shipped Philly trace with the shipped prices (targets E1–E3, P5).
+
+    .venv/bin/python bench/economics.py                 # the README's table (about 10 minutes here)
+    .venv/bin/python bench/economics.py --limit 5000    # quicker, first 5,000 jobs
+    .venv/bin/python bench/economics.py --plots docs/img
+
+Prints the comparison (markdown), each target's verdict with its numbers, and P5: the CPU
+seconds (one core: the simulator is single-threaded) of the whole trace through the profit
+policy. The scenario is `etrid_ray.sim.scenario`'s default — why those numbers is written there
+and in the README. A missed target is printed as MISSED, with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from etrid_ray.sim import report
+from etrid_ray.sim.run import POLICY_NAMES, compare
+from etrid_ray.sim.scenario import SimSettings, build_scenario
+from etrid_ray.sim.trace import philly_trace
+
+BASELINES = ("seed-hpa", "ray-default", "never-burst", "cheapest-burst")
+P5_BUDGET_S = 60.0
+E2_WITHIN = 0.15
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--limit", type=int, default=None, help="only the first N jobs")
+    ap.add_argument("--plots", type=Path, default=None, help="write the PNG plots here")
+    ap.add_argument("--out", type=Path, default=None, help="write the JSON here")
+    ap.add_argument("--local-gpus", type=int, default=None)
+    ap.add_argument("--price-per-gpu-hour", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    trace = philly_trace()
+    load_s = time.perf_counter() - t0
+    if args.limit:
+        trace = trace.head(args.limit)
+    kw = {"seed": args.seed}
+    if args.local_gpus is not None:
+        kw["local_gpus"] = args.local_gpus
+    if args.price_per_gpu_hour is not None:
+        kw["price_per_gpu_hour"] = args.price_per_gpu_hour
+    scenario = build_scenario(SimSettings(**kw))
+    s = scenario.settings
+    print(f"trace: {len(trace):,} jobs (read in {load_s:.1f} s); {scenario.local_gpus} local GPUs; "
+          f"{s.price_per_gpu_hour:g} USD/GPU-h ({s.price_per_gpu_hour / s.edsc_usd:g} ËDSC at {s.edsc_usd:g}); "
+          f"patience {s.patience_s:g} s; interruptions seed {s.seed}", flush=True)
+    cmp_ = compare(trace, scenario, POLICY_NAMES, progress=lambda line: print("  ran " + line, flush=True))
+    print()
+    print(report.markdown_table(cmp_.results, cmp_.oracle))
+    print()
+    ours = cmp_.result("profit")
+    ok_all = True
+    e1 = all(cmp_.result(b).net_profit_usd <= ours.net_profit_usd for b in BASELINES)
+    print(f"E1 profit ≥ every baseline: {verdict(e1)} — ours {ours.net_profit_usd:,.0f} USD; "
+          + ", ".join(f"{b} {cmp_.result(b).net_profit_usd:,.0f}" for b in BASELINES))
+    ok_all &= e1
+    if cmp_.oracle is not None and cmp_.oracle.net_profit_usd > 0:
+        ratio = ours.net_profit_usd / cmp_.oracle.net_profit_usd
+        e2 = ratio >= 1 - E2_WITHIN
+        print(f"E2 within {E2_WITHIN:.0%} of the oracle bound: {verdict(e2)} — ours {ratio:.1%} of "
+              f"{cmp_.oracle.net_profit_usd:,.0f} USD (gap {1 - ratio:.1%})")
+        ok_all &= e2
+    hpa = cmp_.result("seed-hpa")
+    e3 = ours.wait_s["p95"] <= hpa.wait_s["p95"]
+    print(f"E3 p95 wait ≤ seed-hpa's: {verdict(e3)} — every job (a lost one counts the {s.patience_s:g} s it "
+          f"waited): ours {ours.wait_s['p95']:.0f} s, seed-hpa {hpa.wait_s['p95']:.0f} s; jobs that started: ours "
+          f"{ours.served_wait_s['p95']:.0f} s, seed-hpa {hpa.served_wait_s['p95']:.0f} s; lost: ours "
+          f"{ours.jobs['lost']:,}, seed-hpa {hpa.jobs['lost']:,}; lost while a new node would have paid for the "
+          f"job alone: ours {ours.lost_while_profitable}, seed-hpa {hpa.lost_while_profitable}")
+    ok_all &= e3
+    cpu = cmp_.cpu_s["profit"]
+    p5 = cpu <= P5_BUDGET_S or args.limit is not None
+    print(f"P5 {len(trace):,} jobs through the profit policy: {cpu:.1f} s CPU on one core, {ours.ticks:,} policy "
+          f"ticks ({ours.wall_s:.1f} s wall) — budget {P5_BUDGET_S:g} s: "
+          f"{verdict(cpu <= P5_BUDGET_S) if args.limit is None else 'n/a (partial trace)'}")
+    ok_all &= p5
+    print("CPU seconds per policy: " + ", ".join(f"{k} {v:.1f}" for k, v in cmp_.cpu_s.items()))
+    if args.out:
+        report.write_json(args.out, scenario, cmp_.results, cmp_.oracle, {"cpu_s": cmp_.cpu_s})
+    if args.plots:
+        for p in report.plot(args.plots, cmp_.results, cmp_.oracle):
+            print(f"wrote {p}")
+    return 0 if ok_all else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
