@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.etrid-ray-installed
 
-.PHONY: venv test demo lifecycle bench lint
+.PHONY: venv test demo lifecycle bench lint prometheus
 
 venv: $(STAMP)
 
@@ -16,7 +16,13 @@ $(STAMP): pyproject.toml | $(VPY)
 	$(VPY) -m pip install -q -e '.[test,embedding]'
 	touch $(STAMP)
 
-test: venv
+# Debian's prometheus (it brings promtool): tests/test_prometheus.py runs a real one on loopback.
+prometheus:
+	@command -v prometheus >/dev/null || (apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) || \
+		echo "could not install prometheus (apt-get install -y prometheus): tests/test_prometheus.py will fail" >&2
+
+test: venv prometheus
 	$(VPY) -m pytest -q
 
 demo: venv
