@@ -570,6 +570,7 @@ class ProviderHead:
                 if run is None or run.ref is None:
                     continue  # already settled as timed out
                 finished.append(self._outcome_item(run, future))
+                run.ref = None  # collected: the deadline scan below must not take it again
             if now - self._last_deadline_scan >= 0.25:
                 self._last_deadline_scan = now
                 for run in self.running.values():
