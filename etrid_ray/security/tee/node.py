@@ -35,13 +35,15 @@ Two gates, one at each end:
 What the provider head calls (``etrid_ray/provider/head.py``; ``testing/tee_fixtures.TeeGatedHead``
 shows each call in place):
 
-- ``gate = TeeGate.for_head(head, policy, config)`` once the GPUs are registered (``start()``),
-  then ``gate.start()`` (a background refresher) and ``gate.stop()`` in ``stop()``;
+- ``gate = TeeGate.for_head(head, TeePolicy.from_config(tee_config), tee_config)`` once the GPUs are
+  registered (``start()``; ``tee_config = load_tee_config()``, i.e. ``ETRID_TEE_CONFIG``), when any pool
+  has a ``tee``; then ``gate.start()`` (a background refresher) and ``gate.stop()`` in ``stop()``;
 - ``_admit``: ``admit(terms, manifest, caps)`` over ``gate.admission_caps(self.pool_caps).values()``
   (and ``gate.local_caps(self.caps, self.config.pool)`` without pools);
 - ``_pool_room``: ``return gate.pool_room(<the room it computes now>)``;
 - ``_dispatch``: ``options = gate.task_options(manifest.resources.tee, pool, options)`` before
-  ``run_job.options(**options)``; None means "not now": leave the job unclaimed;
+  ``run_job.options(**options)``; None means the pool's attestation lapsed between claim and dispatch:
+  settle the job as failed (the consumer is refunded) instead of running it unattested;
 - ``_scale`` (or any step): ``if gate.take_changed():`` reset every candidate's verdict to
   ``Verdict("skip", "unevaluated")`` so admission runs again against the new attested set.
 """
