@@ -11,6 +11,7 @@ Ray actor (`actor.py`) and the tests drive the same object.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 import ray
 
-from etrid_ray.blobs import BlobIntegrityError, BlobNotFound, open_blob_store
+from etrid_ray.blobs import BlobIntegrityError, BlobNotFound
 from etrid_ray.chain import Connection, GpuSpecs, HardwareAttestation, QueueUpdate, QueueWatcher, Signer
 from etrid_ray.chain.models import Job, JobStatus
 from etrid_ray.config import PLANCK_PER_EDSC, ProviderConfig
@@ -32,6 +33,7 @@ from etrid_ray.provider.chain_port import ChainPort
 from etrid_ray.provider.gpu_info import GpuFacts, gpu_facts
 from etrid_ray.provider.journal import Journal
 from etrid_ray.provider.task import Outcome, run_job
+from etrid_ray.security import audit, transport
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +94,18 @@ class ProviderHead:
         self.config = config
         self.signer = signer
         self.chain_url = chain_url or config.websocket_url
+        if config.ENABLE_COMPLIANCE:
+            # plaintext to a remote endpoint is refused before any socket opens; every decision is audited
+            transport.check_endpoint(self.chain_url, compliance=True, what="websocket_url")
+            transport.check_config(config)
+            audit.configure(os.environ.get(audit.ENV_PATH) or config.journal_file.with_name("audit.jsonl"))
+            audit.record("config_change", setting="provider", action="start", account=signer.address,
+                         region=config.region)
+        self.anchorer: Any = None
         self.conn = Connection(self.chain_url)
         self.chain = ChainPort(self.conn, signer, batch_size=config.claim_batch)
         self.store_url = config.blob_store or self.chain_url
-        self.store = open_blob_store(self.store_url)
+        self.store = transport.open_secure_blob_store(self.store_url, compliance=config.ENABLE_COMPLIANCE)
         self.journal = journal or Journal(config.journal_file)
         self.facts: GpuFacts = gpu_facts(config.gpus)
         self.caps = Capabilities(
@@ -149,6 +159,8 @@ class ProviderHead:
     def start(self, *, background: bool = True) -> ProviderHead:
         """Registers missing GPUs, recovers in-flight work from chain + journal, starts watching."""
         self.gpu_ids = self._ensure_gpus()
+        if audit.default_log() is not None:  # the audit log's head hash, anchored on chain periodically
+            self.anchorer = audit.Anchorer(audit.default_log(), self.chain.client.submitter).start()
         pool_key = f"pool:{self.config.pool}"
         if ray.is_initialized() and pool_key in ray.cluster_resources():
             self._pool_resource = {pool_key: 0.001}
@@ -172,6 +184,8 @@ class ProviderHead:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
         self._fetch_pool.shutdown(wait=False, cancel_futures=True)
+        if self.anchorer is not None:
+            self.anchorer.stop()  # a final anchor
         self.conn.close()
 
     def _on_update(self, update: QueueUpdate) -> None:
@@ -376,6 +390,10 @@ class ProviderHead:
             cand = self.candidates[job.job_id]
             cand.verdict = verdict
             cand.manifest = manifest if isinstance(manifest, Manifest) else None
+            if cand.manifest is not None and (cand.manifest.compliance.template or
+                                              cand.manifest.compliance.allowed_regions):
+                audit.record("placement", job=job.job_id, template=cand.manifest.compliance.template,
+                             decision="skip" if verdict.action == "skip" else "admitted", reason=verdict.reason)
             if verdict.action == "skip":
                 self.stats.skipped[_failure_kind(verdict.reason)] += 1
 
@@ -473,6 +491,7 @@ class ProviderHead:
                     self.gpu_load[g] -= 1
                     self.stats.lost_claims += 1  # another provider won the race: quietly move on
         self.journal.claimed([(c.job.job_id, g) for c, g in won])
+        audit.record_many([("claim", {"job": c.job.job_id, "gpu": g, "pool": c.pool}) for c, g in won])
         self.stats.claimed += len(won)
         now = time.time()
         with self._lock:
@@ -486,6 +505,7 @@ class ProviderHead:
                 self.to_settle.append((cand.job.job_id, False, None, cand.verdict.reason))
                 self.finished_at[cand.job.job_id] = now
                 self.journal.finished([(cand.job.job_id, False, None, cand.verdict.reason)])
+                audit.record("failure", job=cand.job.job_id, reason=cand.verdict.reason)
             else:
                 self.gpu_load[gpu] -= 1  # _dispatch counts it again
                 self._dispatch(cand.job, cand.manifest, gpu, cand.pool)
@@ -540,6 +560,11 @@ class ProviderHead:
 
     def _dispatch(self, job: Job, manifest: Manifest, gpu_id: int, pool: str | None = None) -> None:
         timeout = min(manifest.timeout_s or job.max_compute_time, job.max_compute_time)
+        if audit.default_log() is not None:
+            audit.record_many([
+                ("placement", {"job": job.job_id, "pool": pool, "decision": "dispatched",
+                               "template": manifest.compliance.template}),
+                ("data_access", {"job": job.job_id, "blobs": [job.input_hash, *(r.hash for r in manifest.inputs)]})])
         ref = self._task_for(manifest.resources.gpus, pool).remote(
             job.job_id, self._manifest_json(job.input_hash, manifest), self.store_url, self.config.max_input_bytes)
         now = time.time()
@@ -582,6 +607,8 @@ class ProviderHead:
         if not finished:
             return 0
         self.journal.finished(finished)
+        audit.record_many([("result", {"job": j, "blob": h}) if ok else ("failure", {"job": j, "reason": reason})
+                           for j, ok, h, reason in finished])
         with self._lock:
             for job_id, ok, _h, reason in finished:
                 run = self.running.pop(job_id)
