@@ -439,6 +439,7 @@ def tee_gated_head_class() -> type:
     """``ProviderHead`` with the TeeGate calls in place (a factory: importing Ray and the head stays lazy)."""
     from etrid_ray.chain.models import Job
     from etrid_ray.manifest import Manifest
+    from etrid_ray.pools import STEER
     from etrid_ray.provider.admission import JobTerms, Verdict, admit
     from etrid_ray.provider.head import ProviderHead, Running
     from etrid_ray.provider.task import run_job
@@ -487,30 +488,34 @@ def tee_gated_head_class() -> type:
                 self._evaluate()
             super()._scale()
 
-        # head.py `_dispatch`: the same, with gate.task_options(...) on the options
+        # head.py `_dispatch`: a TEE job whose pool lost its attestation since the claim fails (refunded) …
         def _dispatch(self, job: Job, manifest: Manifest, gpu_id: int, pool: str | None = None) -> None:
             assert self.tee_gate is not None
-            timeout = min(manifest.timeout_s or job.max_compute_time, job.max_compute_time)
-            options: dict[str, Any] = {"num_gpus": manifest.resources.gpus, "num_cpus": self.config.task_cpus}
-            if pool is not None:
-                options["resources"] = {f"pool:{pool}": 1 / 1000}
-            elif self._pool_resource:
-                options["resources"] = dict(self._pool_resource)
-            gated = self.tee_gate.task_options(manifest.resources.tee, pool, options)
-            now = time.time()
-            if gated is None:  # its attestation lapsed between claim and dispatch: fail it, refunded
+            tee = manifest.resources.tee
+            if tee is not None and self.tee_gate.task_options(tee, pool, {}) is None:
                 reason = "TEE attestation lapsed before the job could start"
                 self.to_settle.append((job.job_id, False, None, reason))
-                self.finished_at[job.job_id] = now
+                self.finished_at[job.job_id] = time.time()
                 self.journal.finished([(job.job_id, False, None, reason)])
                 return
-            ref = run_job.options(**gated).remote(job.job_id, manifest.model_dump_json(), self.store_url,
-                                                  self.config.max_input_bytes)
-            self.running[job.job_id] = Running(job.job_id, gpu_id, ref, now + timeout, now, manifest.resources.gpus,
-                                               float(job.submitted_at), pool)
-            ref.future().add_done_callback(lambda fut, job_id=job.job_id: self._done.put((job_id, fut)))
-            self.gpu_load[gpu_id] += 1
-            self.stats.waits.append(max(0.0, now - job.submitted_at))
+            self._dispatch_tee = tee
+            try:
+                super()._dispatch(job, manifest, gpu_id, pool)
+            finally:
+                self._dispatch_tee = None
+
+        # … and head.py `_task_for`: a TEE job's task gets gate.task_options(...) (never cached: the
+        # attested nodes change), everything else the cached shape
+        def _task_for(self, gpus: float, pool: str | None) -> Any:
+            tee = getattr(self, "_dispatch_tee", None)
+            if tee is None:
+                return super()._task_for(gpus, pool)
+            assert self.tee_gate is not None
+            options: dict[str, Any] = {"num_gpus": gpus, "num_cpus": self.config.task_cpus,
+                                       "resources": {f"pool:{pool}": STEER}}
+            gated = self.tee_gate.task_options(tee, pool, options)
+            assert gated is not None  # checked in _dispatch, under the same lock
+            return run_job.options(**gated)
 
         def _outcome_item(self, run: Running, future: Any) -> Any:
             try:

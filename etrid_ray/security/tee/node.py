@@ -41,9 +41,10 @@ shows each call in place):
 - ``_admit``: ``admit(terms, manifest, caps)`` over ``gate.admission_caps(self.pool_caps).values()``
   (and ``gate.local_caps(self.caps, self.config.pool)`` without pools);
 - ``_pool_room``: ``return gate.pool_room(<the room it computes now>)``;
-- ``_dispatch``: ``options = gate.task_options(manifest.resources.tee, pool, options)`` before
-  ``run_job.options(**options)``; None means the pool's attestation lapsed between claim and dispatch:
-  settle the job as failed (the consumer is refunded) instead of running it unattested;
+- ``_dispatch`` / ``_task_for``: for a job with ``manifest.resources.tee``, the task is
+  ``run_job.options(**gate.task_options(tee, pool, options))`` (not cached per shape: the attested
+  nodes change); None means the pool's attestation lapsed between claim and dispatch: settle the job
+  as failed (the consumer is refunded) instead of running it unattested;
 - ``_scale`` (or any step): ``if gate.take_changed():`` reset every candidate's verdict to
   ``Verdict("skip", "unevaluated")`` so admission runs again against the new attested set.
 """
