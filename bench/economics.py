@@ -72,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"E2 within {E2_WITHIN:.0%} of the oracle bound: {verdict(e2)} — ours {ratio:.1%} of "
               f"{cmp_.oracle.net_profit_usd:,.0f} USD (gap {1 - ratio:.1%})")
         ok_all &= e2
+        never = cmp_.result("never-burst").net_profit_usd
+        if cmp_.oracle.local_only_usd > 0:
+            print(f"   the bound's own slack: never-burst makes {never / cmp_.oracle.local_only_usd:.1%} of the same "
+                  f"bound computed for the local GPUs alone ({cmp_.oracle.local_only_usd:,.0f} USD) — no policy "
+                  f"decision is involved there, only what the relaxation gives away (fluid, unpacked GPUs)")
     hpa = cmp_.result("seed-hpa")
     e3 = ours.wait_s["p95"] <= hpa.wait_s["p95"]
     print(f"E3 p95 wait ≤ seed-hpa's: {verdict(e3)} — every job (a lost one counts the {s.patience_s:g} s it "

@@ -207,7 +207,9 @@ def test_oracle_bounds_every_policy(price):
     for name in POLICIES:
         r = Simulator(SYNTHETIC, name, sc).run()
         assert r.net_profit_usd <= bound.net_profit_usd + 1e-6, (name, r.net_profit_usd, bound.net_profit_usd)
-    assert bound.net_profit_usd > 0
+        if name == "never-burst":
+            assert r.net_profit_usd <= bound.local_only_usd + 1e-6
+    assert 0 < bound.local_only_usd <= bound.net_profit_usd
 
 
 def test_fluid_bound_is_earliest_deadline_first():
@@ -283,7 +285,7 @@ def test_cli_explain_breakeven_and_bad_input(tmp_path):
 # --- a slice of the real trace ----------------------------------------------------------------------
 
 def test_philly_slice_all_policies_against_the_oracle():
-    tr = philly_trace().head(4000)
+    tr = philly_trace().head(2000)
     cmp_ = compare(tr, build_scenario(SimSettings()), POLICY_NAMES)
     assert cmp_.oracle is not None
     assert {r.policy for r in cmp_.results} == set(POLICIES)

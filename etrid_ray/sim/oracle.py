@@ -47,12 +47,13 @@ class OracleBound:
     gpu_hours: float  # processed
     local_gpu_hours: float
     tiers: tuple[tuple[str, float, float], ...]  # (pool, GPUs, margin USD per GPU-hour), best first
+    local_only_usd: float = 0.0  # the same bound with the local pools alone: the relaxation's own slack
 
     def to_json(self) -> dict[str, object]:
         return {"policy": "oracle", "net_profit_usd": round(self.net_profit_usd, 2),
                 "revenue_usd": round(self.revenue_usd, 2), "cloud_cost_usd": round(self.cloud_cost_usd, 2),
                 "local_power_usd": round(self.local_power_usd, 2), "gpu_hours": round(self.gpu_hours, 1),
-                "local_gpu_hours": round(self.local_gpu_hours, 1),
+                "local_gpu_hours": round(self.local_gpu_hours, 1), "local_only_usd": round(self.local_only_usd, 2),
                 "tiers": [{"pool": p, "gpus": g, "margin_usd_per_gpu_hour": round(m, 4)} for p, g, m in self.tiers]}
 
 
@@ -127,6 +128,9 @@ def oracle_bound(trace: Trace | Sequence[SimJob], scenario: Scenario | SimSettin
     for _, gpus, _ in tiers:
         cap += gpus
         prefix_work.append(max_fluid_work(windows, cap))
+    local_tiers = [t for t in tiers if not next(p for p in sc.pools if p.name == t[0]).is_cloud]
+    local_only = sum(m for _, _, m in local_tiers[:1]) * max_fluid_work(windows, sum(g for _, g, _ in local_tiers)) \
+        / 3600 if len(local_tiers) == 1 else 0.0
     profit = 0.0
     for k, (_, _, margin) in enumerate(tiers):
         nxt = tiers[k + 1][2] if k + 1 < len(tiers) else 0.0
@@ -146,4 +150,5 @@ def oracle_bound(trace: Trace | Sequence[SimJob], scenario: Scenario | SimSettin
             power += cost
             local_h += share
     return OracleBound(net_profit_usd=profit, revenue_usd=net * gpu_h, cloud_cost_usd=cloud_cost,
-                       local_power_usd=power, gpu_hours=gpu_h, local_gpu_hours=local_h, tiers=tuple(tiers))
+                       local_power_usd=power, gpu_hours=gpu_h, local_gpu_hours=local_h, tiers=tuple(tiers),
+                       local_only_usd=local_only)
