@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 JOBS, GPUS = "JobMarketplace", "GpuRegistry"
 FINAL = (JobStatus.FAILED, JobStatus.CANCELLED)
 DURATION_SAMPLES = 100
-MAX_EVENT_BLOCKS = 10_000  # the first read looks back at most this many blocks for events
+MAX_EVENT_BLOCKS = 1_000  # the first read looks back this many blocks for events (earnings count from there)
 
 
 class ChainScraper:

@@ -117,10 +117,10 @@ def head_snapshot(head: Any, decisions: DecisionLog | None = None, *, with_ray: 
     """Reads a `ProviderHead` now. `with_ray=False` leaves out Ray's node view (pools then show only
     what the scaler requested)."""
     now = time.time()
-    st = head.status()
     stats = head.stats
     lock = getattr(head, "_lock", None) or threading.RLock()
     with lock:
+        st = _copy(head.status)
         running = _copy(lambda: list(head.running.values()))
         to_settle = len(head.to_settle)
         ended = _copy(lambda: list(islice(reversed(stats.ended_at.items()), DURATION_SAMPLES)))

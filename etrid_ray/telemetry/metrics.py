@@ -66,8 +66,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("etrid_gpu_jobs_completed_total", "counter", ("provider",),
                "Jobs completed per provider", seed=True),
     MetricSpec("etrid_gpu_earnings_total_edsc", "gauge", ("provider",),
-               "ËDSC paid to the provider (PaymentReleased), monotonic; a gauge because the seed's name does not "
-               "end in _total", seed=True),
+               "ËDSC paid to the provider (PaymentReleased events: the head's since it started, the exporter's "
+               "since 1,000 blocks before it started); monotonic, a gauge because the seed's name does not end in "
+               "_total", seed=True),
     MetricSpec("etrid_cloud_cost_usd_total", "counter", ("pool", "cloud"),
                "Cloud spend on worker nodes, in USD (process-wide counter; the head's cloud pools start at 0)",
                ("head",), seed=True),

@@ -30,6 +30,7 @@ from etrid_ray.kuberay.render import (
     CONFIGMAP_NAME,
     NAMESPACE,
     PORTS,
+    PROVIDER_METRICS_PORT,
     PROVIDER_METRICS_PORT_NAME,
     dump_yaml,
     project_image,
@@ -360,9 +361,10 @@ def prometheus_rule() -> dict[str, Any]:
 def render_monitoring() -> dict[str, str]:
     """Path under cluster/ → file text."""
     return {
-        "monitoring/monitors.yaml": HEADER + "# Ray's metrics on every node (port metrics: ray_* and ray_etrid_*), the "
-        "provider head actor on the head pod\n# (port etrid-metrics, " + f"{PORTS['metrics']} and 9091), and the "
-        "exporter's Service.\n" + dump_yaml(*monitors()),
+        "monitoring/monitors.yaml": HEADER + f"# Ray's metrics on every node (port metrics, {PORTS['metrics']}: ray_* "
+        f"and ray_etrid_*), the provider head actor on the head pod\n# (port {PROVIDER_METRICS_PORT_NAME}, "
+        f"{PROVIDER_METRICS_PORT}: etrid_*), and the exporter's Service (port metrics, {EXPORTER_PORT}).\n"
+        + dump_yaml(*monitors()),
         "monitoring/exporter.yaml": HEADER + dump_yaml(*exporter_objects()),
         "monitoring/prometheusrule.yaml": HEADER + dump_yaml(prometheus_rule()),
         "monitoring/etrid-rules.yml": HEADER + "# The PrometheusRule's groups as a plain rule file (promtool, "
