@@ -89,6 +89,9 @@ def _failure_kind(reason: str) -> str:
 
 
 class ProviderHead:
+    #: builds the TEE gate (callable(head) -> TeeGate); None = from the TEE config when ENABLE_TEE has TEE pools
+    make_gate: Any = None
+
     def __init__(self, config: ProviderConfig, signer: Signer, *, chain_url: str | None = None,
                  journal: Journal | None = None) -> None:
         self.config = config
@@ -117,6 +120,7 @@ class ProviderHead:
                                           accelerator=p.accelerator, tee=p.tee, region=p.region)
                           for p in self.pools}
         self.scaler: Any = None  # a Scaler once the cluster shows pool resources (KubeRay / fake autoscaler)
+        self.tee_gate: Any = None
         self.plan: Any = None
         self._pool_free: dict[str, float] = {}
         self._pool_capacity: dict[str, float] = {}
@@ -159,6 +163,7 @@ class ProviderHead:
     def start(self, *, background: bool = True) -> ProviderHead:
         """Registers missing GPUs, recovers in-flight work from chain + journal, starts watching."""
         self.gpu_ids = self._ensure_gpus()
+        self.tee_gate = self._build_tee_gate()
         if audit.default_log() is not None:  # the audit log's head hash, anchored on chain periodically
             self.anchorer = audit.Anchorer(audit.default_log(), self.chain.client.submitter).start()
         pool_key = f"pool:{self.config.pool}"
@@ -172,8 +177,27 @@ class ProviderHead:
             self._thread.start()
         return self
 
+    def _build_tee_gate(self) -> Any:
+        """Confidential jobs run only on nodes that attested freshly: the gate keeps that set, and admission,
+        claims and dispatch consult it. Without TEE pools there is no gate and nothing changes."""
+        factory = self.make_gate
+        if factory is None and self.config.ENABLE_TEE and any(p.tee for p in self.pools):
+            from etrid_ray.security.tee.config import load_tee_config
+            from etrid_ray.security.tee.node import TeeGate
+            from etrid_ray.security.tee.verify import TeePolicy
+
+            def factory(head: ProviderHead) -> Any:
+                tee_config = load_tee_config()
+                return TeeGate.for_head(head, TeePolicy.from_config(tee_config), tee_config)
+
+        if factory is None:
+            return None
+        return factory(self).start(poll_s=0.5)
+
     def stop(self) -> None:
         self._stop.set()
+        if self.tee_gate is not None:
+            self.tee_gate.stop()
         if self.scaler is not None:
             try:
                 self.scaler.release()
@@ -399,9 +423,12 @@ class ProviderHead:
 
     def _admit(self, terms: JobTerms, manifest: Manifest | ManifestError) -> Verdict:
         """Without pools, against this provider's GPUs; with pools, claimable when any pool could run it."""
+        gate = self.tee_gate
         if self.scaler is None:
-            return admit(terms, manifest, self.caps)
-        verdicts = [admit(terms, manifest, caps) for caps in self.pool_caps.values()]
+            caps = gate.local_caps(self.caps, self.config.pool) if gate is not None else self.caps
+            return admit(terms, manifest, caps)
+        pool_caps = gate.admission_caps(self.pool_caps) if gate is not None else self.pool_caps
+        verdicts = [admit(terms, manifest, caps) for caps in pool_caps.values()]
         for verdict in verdicts:
             if verdict.action != "skip":
                 return verdict
@@ -427,6 +454,10 @@ class ProviderHead:
         if self.scaler is None or now - self._last_scale < self.config.scale_interval_s:
             return
         self._last_scale = now
+        if self.tee_gate is not None and self.tee_gate.take_changed():
+            for cand in self.candidates.values():  # the attested set changed: admit everything again
+                cand.verdict = Verdict("skip", "unevaluated")
+            self._evaluate()
         from etrid_ray.scaling import QueuedJob
 
         queue = [QueuedJob.from_chain(JobTerms(c.job.job_id, c.job.model_type, c.job.max_compute_time,
@@ -444,7 +475,8 @@ class ProviderHead:
         for run in self.running.values():
             if run.pool is not None:
                 used[run.pool] = used.get(run.pool, 0.0) + run.gpus
-        return {name: cap - used.get(name, 0.0) for name, cap in self._pool_capacity.items()}
+        room = {name: cap - used.get(name, 0.0) for name, cap in self._pool_capacity.items()}
+        return self.tee_gate.pool_room(room) if self.tee_gate is not None else room
 
     def _claim_and_dispatch(self) -> int:
         chosen = [c for c in self.candidates.values() if c.verdict.action in ("claim", "reject")]
@@ -565,7 +597,22 @@ class ProviderHead:
                 ("placement", {"job": job.job_id, "pool": pool, "decision": "dispatched",
                                "template": manifest.compliance.template}),
                 ("data_access", {"job": job.job_id, "blobs": [job.input_hash, *(r.hash for r in manifest.inputs)]})])
-        ref = self._task_for(manifest.resources.gpus, pool).remote(
+        tee = manifest.resources.tee
+        if self.tee_gate is not None and tee is not None:
+            options: dict[str, Any] = {"num_gpus": manifest.resources.gpus, "num_cpus": self.config.task_cpus}
+            if pool is not None:
+                options["resources"] = {f"pool:{pool}": STEER}
+            gated = self.tee_gate.task_options(tee, pool, options)  # never cached: attested nodes change
+            if gated is None:
+                reason = "TEE attestation lapsed before the job could start"
+                self.to_settle.append((job.job_id, False, None, reason))
+                self.finished_at[job.job_id] = time.time()
+                self.journal.finished([(job.job_id, False, None, reason)])
+                return
+            task = run_job.options(**gated)
+        else:
+            task = self._task_for(manifest.resources.gpus, pool)
+        ref = task.remote(
             job.job_id, self._manifest_json(job.input_hash, manifest), self.store_url, self.config.max_input_bytes)
         now = time.time()
         self.running[job.job_id] = Running(job.job_id, gpu_id, ref, now + timeout, now, manifest.resources.gpus,

@@ -29,7 +29,6 @@ import secrets
 import shutil
 import struct
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -436,86 +435,14 @@ def apply_node_start(ray_cr: dict[str, Any], pool: str, resources: dict[str, flo
 
 
 def tee_gated_head_class() -> type:
-    """``ProviderHead`` with the TeeGate calls in place (a factory: importing Ray and the head stays lazy)."""
-    from etrid_ray.chain.models import Job
-    from etrid_ray.manifest import Manifest
-    from etrid_ray.pools import STEER
-    from etrid_ray.provider.admission import JobTerms, Verdict, admit
+    """``ProviderHead`` (whose TeeGate hooks are built in) that also records the node each job ran on."""
     from etrid_ray.provider.head import ProviderHead, Running
-    from etrid_ray.provider.task import run_job
-    from etrid_ray.security.tee.node import TeeGate
 
     class TeeGatedHead(ProviderHead):
-        tee_gate: TeeGate | None = None
-        make_gate: Any = None  # callable(head) -> TeeGate, set before start()
-
         def start(self, *, background: bool = True) -> TeeGatedHead:
             self.node_of: dict[int, str] = {}
-            self.gpu_ids = self._ensure_gpus()
-            self.tee_gate = self.make_gate(self)
-            self.tee_gate.start(poll_s=0.5)
             super().start(background=background)
             return self
-
-        def stop(self) -> None:
-            if self.tee_gate is not None:
-                self.tee_gate.stop()
-            super().stop()
-
-        # head.py `_admit`: the same, over gate.admission_caps(...)
-        def _admit(self, terms: JobTerms, manifest: Any) -> Verdict:
-            gate = self.tee_gate
-            assert gate is not None
-            if self.scaler is None:
-                return admit(terms, manifest, gate.local_caps(self.caps, self.config.pool))
-            verdicts = [admit(terms, manifest, caps) for caps in gate.admission_caps(self.pool_caps).values()]
-            for verdict in verdicts:
-                if verdict.action != "skip":
-                    return verdict
-            return verdicts[0]
-
-        # head.py `_pool_room`: wrapped
-        def _pool_room(self) -> dict[str, float]:
-            assert self.tee_gate is not None
-            return self.tee_gate.pool_room(super()._pool_room())
-
-        # head.py `_scale`: first, re-admit everything when the attested set changed
-        def _scale(self) -> None:
-            assert self.tee_gate is not None
-            if self.tee_gate.take_changed():
-                for cand in self.candidates.values():
-                    cand.verdict = Verdict("skip", "unevaluated")
-                self._evaluate()
-            super()._scale()
-
-        # head.py `_dispatch`: a TEE job whose pool lost its attestation since the claim fails (refunded) …
-        def _dispatch(self, job: Job, manifest: Manifest, gpu_id: int, pool: str | None = None) -> None:
-            assert self.tee_gate is not None
-            tee = manifest.resources.tee
-            if tee is not None and self.tee_gate.task_options(tee, pool, {}) is None:
-                reason = "TEE attestation lapsed before the job could start"
-                self.to_settle.append((job.job_id, False, None, reason))
-                self.finished_at[job.job_id] = time.time()
-                self.journal.finished([(job.job_id, False, None, reason)])
-                return
-            self._dispatch_tee = tee
-            try:
-                super()._dispatch(job, manifest, gpu_id, pool)
-            finally:
-                self._dispatch_tee = None
-
-        # … and head.py `_task_for`: a TEE job's task gets gate.task_options(...) (never cached: the
-        # attested nodes change), everything else the cached shape
-        def _task_for(self, gpus: float, pool: str | None) -> Any:
-            tee = getattr(self, "_dispatch_tee", None)
-            if tee is None:
-                return super()._task_for(gpus, pool)
-            assert self.tee_gate is not None
-            options: dict[str, Any] = {"num_gpus": gpus, "num_cpus": self.config.task_cpus,
-                                       "resources": {f"pool:{pool}": STEER}}
-            gated = self.tee_gate.task_options(tee, pool, options)
-            assert gated is not None  # checked in _dispatch, under the same lock
-            return run_job.options(**gated)
 
         def _outcome_item(self, run: Running, future: Any) -> Any:
             try:
