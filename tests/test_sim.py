@@ -303,3 +303,33 @@ def test_json_round_trips(tmp_path):
     data = json.loads(json.dumps(r.to_json()))
     assert data["jobs"]["completed"] == 1 and data["policy"] == "profit"
     assert Path(tmp_path).exists()
+
+
+# --- per-node room (what the simulator found: fragmented local GPUs) -------------------------------
+
+def test_fragmented_local_gpus_do_not_hold_an_8_gpu_job_back():
+    """Two local nodes of 8 GPUs, each running a week-long 5-GPU job: 6 GPUs are free but no node has 6.
+    A 6-GPU job does not wait for local room that cannot come; it bursts to AWS (it pays there)."""
+    trace = jobs((0, 7 * 86400, 5), (0, 7 * 86400, 5), (60, 8 * 3600, 6))
+    cfg = aws_only()
+    r = simulate(trace, "profit", settings(local_gpus=16, base_config=cfg, patience_s=3600))
+    assert r.jobs["completed"] == 3 and r.jobs["lost"] == 0
+    assert r.node_launches[AWS] == 1
+    never = simulate(trace, "never-burst", settings(local_gpus=16, base_config=cfg, patience_s=3600))
+    assert never.jobs["lost"] == 1  # it would have waited past its patience
+
+
+def test_placement_checks_room_per_node_when_the_snapshot_has_it():
+    from etrid_ray.pools import pools_from_config
+    from etrid_ray.scaling import PoolState, QueuedJob, Snapshot, place
+    from etrid_ray.scaling.placement import place_local
+
+    local = next(p for p in pools_from_config(ProviderConfig(local_nodes=2, gpus={"count": 8})) if not p.is_cloud)
+    job = QueuedJob(job_id=1, gpus=8, price_per_gpu_s=0.0, expected_duration_s=60, waiting_since=0)
+    small = QueuedJob(job_id=2, gpus=7, price_per_gpu_s=0.0, expected_duration_s=60, waiting_since=1)
+    fragmented = PoolState(local, alive=2, idle_since=(None, None), gpus_busy=2, gpus_free=14, node_free=(7.0, 7.0))
+    placed: dict = {}
+    assert [j.job_id for j in place_local([job, small], Snapshot(0, (fragmented,)), placed)] == [1]
+    assert placed[2].pool == local.name
+    unknown = PoolState(local, alive=2, idle_since=(None, None), gpus_busy=2, gpus_free=14)  # pool total only
+    assert place(Snapshot(0, (unknown,), (job,)), ProviderConfig()).pool_for(1) == local.name

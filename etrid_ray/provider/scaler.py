@@ -119,6 +119,7 @@ class Scaler:
         free: Counter[str] = Counter()
         busy: Counter[str] = Counter()
         idle: dict[str, list[float | None]] = {}
+        node_free: dict[str, list[float]] = {}
         seen_nodes = set()
         for node in ray.nodes():
             if not node.get("Alive"):
@@ -139,6 +140,7 @@ class Scaler:
                 self._idle_since.pop(node_id, None)
                 since = None
             idle.setdefault(pool.name, []).append(since)
+            node_free.setdefault(pool.name, []).append(free_gpus)
         for node_id in [n for n in self._idle_since if n not in seen_nodes]:
             del self._idle_since[node_id]
         self._accrue_spend(alive, now)  # at the prices that held over the interval, then re-price
@@ -148,7 +150,7 @@ class Scaler:
             pending = max(0, self.requested.get(pool.name, 0) - alive[pool.name]) if pool.is_cloud else 0
             states.append(PoolState(pool, alive=alive[pool.name], pending=pending,
                                     idle_since=tuple(idle.get(pool.name, [])), gpus_busy=busy[pool.name],
-                                    gpus_free=free[pool.name]))
+                                    gpus_free=free[pool.name], node_free=tuple(node_free.get(pool.name, []))))
         self.history.append((now, dict(alive)))
         return Snapshot(now=now, pools=tuple(states), queue=tuple(queue), spend_today_usd=self.spend_usd,
                         prices=self.prices)

@@ -26,7 +26,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from etrid_ray.config import ProviderConfig
-from etrid_ray.scaling.placement import Placement, PlacementPlan, PlaceReason, eligible, queue_order, within_max_price
+from etrid_ray.scaling.placement import (
+    Placement,
+    PlacementPlan,
+    PlaceReason,
+    eligible,
+    queue_order,
+    take_slot,
+    within_max_price,
+)
 from etrid_ray.scaling.policy import DecideFn, Decision, Reason
 from etrid_ray.scaling.state import PoolState, Snapshot
 
@@ -114,10 +122,11 @@ def hpa_place(snapshot: Snapshot, config: ProviderConfig) -> PlacementPlan:
     """Where jobs run under the HPA: any node with room (first come, first served), cost-blind; no
     new nodes are bought for them — only the HPA's rules add replicas."""
     free = {ps.name: ps.free_capacity for ps in snapshot.pools}
+    slots = {ps.name: ps.node_slots() for ps in snapshot.pools}
     out = []
     for j in queue_order(snapshot.queue):
         for ps in snapshot.pools:
-            if free[ps.name] >= j.gpus and eligible(j, ps.pool):
+            if free[ps.name] >= j.gpus and eligible(j, ps.pool) and take_slot(slots[ps.name], j.gpus):
                 free[ps.name] -= j.gpus
                 reason = PlaceReason.LOCAL if not ps.pool.is_cloud else PlaceReason.CLOUD_CAPACITY
                 out.append(Placement(j.job_id, ps.name, reason, f"room on {ps.name}"))

@@ -332,16 +332,33 @@ def place_local(jobs: Sequence[QueuedJob], snapshot: Snapshot, placed: dict[int,
     """Local pools take every job they have room for, in queue order; returns the others."""
     local = [ps for ps in snapshot.pools if not ps.pool.is_cloud]
     free = {ps.name: ps.free_capacity for ps in local}
+    slots = {ps.name: ps.node_slots() for ps in local}
     remaining: list[QueuedJob] = []
     for j in jobs:
         for ps in local:
-            if free[ps.name] >= j.gpus and eligible(j, ps.pool):
+            if free[ps.name] >= j.gpus and eligible(j, ps.pool) and take_slot(slots[ps.name], j.gpus):
                 free[ps.name] -= j.gpus
                 placed[j.job_id] = Placement(j.job_id, ps.name, PlaceReason.LOCAL, f"room on local pool {ps.name}")
                 break
         else:
             remaining.append(j)
     return remaining
+
+
+def take_slot(slots: list[float] | None, gpus: float) -> bool:
+    """Takes `gpus` from the node that fits them most tightly (best fit, as the simulator and a packing
+    scheduler place them); True when one fits. None = per-node room unknown: always True (the caller
+    has checked the pool's total)."""
+    if slots is None:
+        return True
+    best = -1
+    for k, f in enumerate(slots):
+        if f >= gpus - 1e-9 and (best < 0 or f < slots[best]):
+            best = k
+    if best < 0:
+        return False
+    slots[best] -= gpus
+    return True
 
 
 def cloud_pools_cheapest_first(snapshot: Snapshot,

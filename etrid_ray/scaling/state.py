@@ -92,12 +92,24 @@ class PoolState:
     idle_since: tuple[float | None, ...] = ()
     gpus_busy: float = 0.0
     gpus_free: float = 0.0
+    # free GPUs on each alive node; () = unknown (room is then judged on the pool's total). A job runs on
+    # one node, so 60 free GPUs spread over 40 nodes have no room for an 8-GPU job.
+    node_free: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.alive < 0 or self.pending < 0:
             raise ValueError(f"pool {self.pool.name}: node counts must be ≥ 0")
         if len(self.idle_since) > self.alive:
             raise ValueError(f"pool {self.pool.name}: idle_since has more entries than alive nodes")
+        if len(self.node_free) > self.alive:
+            raise ValueError(f"pool {self.pool.name}: node_free has more entries than alive nodes")
+
+    def node_slots(self) -> list[float] | None:
+        """Free GPUs per node a job could land on soon (alive nodes, then every GPU of each starting
+        node), or None when per-node room is unknown."""
+        if not self.node_free:
+            return None
+        return [max(0.0, f) for f in self.node_free] + [float(self.pool.gpus_per_node)] * self.pending
 
     @property
     def name(self) -> str:

@@ -115,6 +115,7 @@ class _PoolRt:
     def state(self) -> PoolState:
         alive = pending = 0
         idle: list[float | None] = []
+        node_free: list[float] = []
         busy = free = 0.0
         for n in self.nodes:
             if n.draining:
@@ -122,12 +123,13 @@ class _PoolRt:
             if n.ready:
                 alive += 1
                 idle.append(n.idle_since)
+                node_free.append(n.free)
                 busy += n.gpus - n.free
                 free += n.free
             else:
                 pending += 1
         return PoolState(self.pool, alive=alive, pending=pending, idle_since=tuple(idle), gpus_busy=busy,
-                         gpus_free=free)
+                         gpus_free=free, node_free=tuple(node_free))
 
 
 @dataclass
