@@ -592,6 +592,12 @@ def status_cmd(url: str, address: str | None, namespace: str, once: bool, as_jso
         if once:
             console.print(render(first, where=where))
             return
+        import signal
+
+        def _interrupt(*_: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: the last view stays on screen
         with Live(render(first, where=where), console=console, refresh_per_second=4) as live:
             while True:
                 time.sleep(interval_s)
