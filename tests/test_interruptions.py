@@ -524,8 +524,11 @@ def test_r4_a_spot_notice_drains_the_node_before_the_deadline_and_every_job_comp
         wait_until(lambda: {a[0] for a in _task_attempts(first) if a[3] > 0} == first, 30, "every task running")
 
         # the victim's IMDS announces a termination; the deadline is the instance-action's time
-        deadline = imds["spot-a"].announce(time.time() + notice_s)
-        wait_until(lambda: bool(drained_at), notice_s, "the victim draining")
+        announced = time.time()
+        deadline = imds["spot-a"].announce(announced + notice_s)
+        wait_until(lambda: bool(drained_at), notice_s, "the victim draining", poll=0.05)
+        print(f"R4: notice -> node draining in {drained_at[0] - announced:.2f}s, {deadline - drained_at[0]:.2f}s "
+              "before the deadline")
         assert drained_at[0] < deadline, "drained only after the deadline"
         assert state.get_draining_nodes().get(node_id["spot-a"]) == int(deadline * 1000)  # Ray's drain deadline
         assert "draining Ray node" not in watchers["spot-b"].output()
@@ -553,16 +556,22 @@ def test_r4_a_spot_notice_drains_the_node_before_the_deadline_and_every_job_comp
         for job_tries in tries.values():
             job_tries.sort()
         outcomes = {j: ray.get(refs[j], timeout=30) for j in ids}
+        story = {j: (tries[j], outcomes[j].node_id[:8], round(outcomes[j].started_at - announced, 2),
+                     round(outcomes[j].finished_at - announced, 2)) for j in ids}  # shown when an assertion fails
         # the victim's long job: cut short by the reclaim, run again from the start on the other node
-        (victim_long,) = [j for j in longs if tries[j][0][1] == victim]
-        assert [(a, n) for a, n, _ in tries[victim_long]] == [(0, victim), (1, other)]
+        victim_longs = [j for j in longs if tries[j][0][1] == victim]
+        assert len(victim_longs) == 1, story
+        victim_long = victim_longs[0]
+        assert [(a, n) for a, n, _ in tries[victim_long]] == [(0, victim), (1, other)], story
         assert outcomes[victim_long].node_id == other and outcomes[victim_long].started_at >= reclaimed_at - 0.5
         # the victim's short job finished where it ran, before the deadline, in one attempt
-        (victim_short,) = [j for j in shorts if tries[j][0][1] == victim]
-        assert [(a, n) for a, n, _ in tries[victim_short]] == [(0, victim)]
-        assert outcomes[victim_short].node_id == victim and outcomes[victim_short].finished_at < deadline
+        victim_shorts = [j for j in shorts if tries[j][0][1] == victim]
+        assert len(victim_shorts) == 1, story
+        victim_short = victim_shorts[0]
+        assert [(a, n) for a, n, _ in tries[victim_short]] == [(0, victim)], story
+        assert outcomes[victim_short].node_id == victim and outcomes[victim_short].finished_at < deadline, story
         # jobs that came after the notice never went to the draining node, though it had a free GPU
-        assert all([n for _, n, _ in tries[j]] == [other] and outcomes[j].node_id == other for j in late)
+        assert all([n for _, n, _ in tries[j]] == [other] and outcomes[j].node_id == other for j in late), story
         # no attempt started on the victim once it was draining; its GPUs in use only went down
         on_victim = [(j, began) for j in ids for _, n, began in tries[j] if n == victim]
         assert sorted(j for j, _ in on_victim) == sorted([victim_long, victim_short])
