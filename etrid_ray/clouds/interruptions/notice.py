@@ -81,7 +81,7 @@ def _json(body: bytes | str) -> Any:
         raise MalformedAnswer(f"not JSON: {str(err)[:60]}") from err
 
 
-def _unexpected(status: int, body: bytes | str) -> MalformedAnswer:
+def _unexpected(status: int) -> MalformedAnswer:
     return MalformedAnswer(f"HTTP {status}")
 
 
@@ -129,7 +129,7 @@ def parse_aws_instance_action(status: int, body: bytes | str) -> Notice | None:
     if status == 404:
         return None
     if status != 200:
-        raise _unexpected(status, body)
+        raise _unexpected(status)
     doc = _json(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("action"), str) or not doc["action"].strip():
         raise MalformedAnswer("instance-action without an action")
@@ -143,7 +143,7 @@ def parse_aws_rebalance(status: int, body: bytes | str) -> Notice | None:
     if status == 404:
         return None
     if status != 200:
-        raise _unexpected(status, body)
+        raise _unexpected(status)
     doc = _json(body)
     if not isinstance(doc, dict) or "noticeTime" not in doc:
         raise MalformedAnswer("rebalance recommendation without noticeTime")
@@ -160,7 +160,7 @@ def parse_gcp_preempted(status: int, body: bytes | str) -> Notice | None:
     """`GET /computeMetadata/v1/instance/preempted`: `FALSE`, or `TRUE` once the 30 s preemption notice
     has begun (no time given)."""
     if status != 200:
-        raise _unexpected(status, body)
+        raise _unexpected(status)
     value = _text(body).strip()
     if value == "FALSE":
         return None
@@ -173,7 +173,7 @@ def parse_gcp_maintenance(status: int, body: bytes | str) -> Notice | None:
     """`GET /computeMetadata/v1/instance/maintenance-event`: `NONE`, `MIGRATE_ON_HOST_MAINTENANCE`
     (live migration: the VM survives) or `TERMINATE_ON_HOST_MAINTENANCE` (GPU VMs: it stops)."""
     if status != 200:
-        raise _unexpected(status, body)
+        raise _unexpected(status)
     value = _text(body).strip()
     if value == "NONE":
         return None
@@ -198,7 +198,7 @@ def parse_azure_scheduled_events(status: int, body: bytes | str, *, vm_name: str
     set); with no name known, every event does. `NotBefore` (RFC 1123) is the deadline; a `Started`
     event without one is happening now. A malformed event is skipped, an unknown type ignored."""
     if status != 200:
-        raise _unexpected(status, body)
+        raise _unexpected(status)
     doc = _json(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("Events"), list):
         raise MalformedAnswer("scheduled events without an Events list")
