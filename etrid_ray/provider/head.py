@@ -242,6 +242,13 @@ class ProviderHead:
             return False
 
     def _intake_step(self) -> bool:
+        t0 = time.perf_counter()
+        try:
+            return self._intake_pass()
+        finally:
+            self.loop_seconds.append(time.perf_counter() - t0)
+
+    def _intake_pass(self) -> bool:
         self._take_updates()
         self._maybe_enable_scaling()
         self._evaluate()
@@ -538,6 +545,7 @@ class ProviderHead:
                 self.finished_at[cand.job.job_id] = now
                 self.journal.finished([(cand.job.job_id, False, None, cand.verdict.reason)])
                 audit.record("failure", job=cand.job.job_id, reason=cand.verdict.reason)
+                self.stats.failed[_failure_kind(cand.verdict.reason)] += 1
             else:
                 self.gpu_load[gpu] -= 1  # _dispatch counts it again
                 self._dispatch(cand.job, cand.manifest, gpu, cand.pool)
