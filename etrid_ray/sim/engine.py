@@ -550,6 +550,9 @@ class Simulator:
             if self.arrived == total and not self.queue and not self.running and not any(
                     n for rt in self.pools if rt.is_cloud for n in rt.nodes):
                 break
+        if self.settings.record:  # the last point, so every curve runs to the end of the run
+            self._last_rec = None
+            self._record(now)
         return self._finish(now, time.perf_counter() - wall0)
 
     def _finish(self, end: float, wall: float) -> SimResult:
