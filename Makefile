@@ -34,6 +34,7 @@ lifecycle: venv
 bench: venv
 	$(VPY) bench/devnet.py
 	$(VPY) bench/throughput.py
+	$(VPY) bench/economics.py
 
 lint: venv
 	$(VPY) -m ruff check etrid_ray tests
