@@ -438,7 +438,7 @@ def _task_attempts(task_ids: set[str]) -> list[tuple[str, int, str, float]]:
 def test_r4_a_spot_notice_drains_the_node_before_the_deadline_and_every_job_completes_once(
         fresh_devnet: Any, tmp_path: Path) -> None:
     """R4. Two 3-GPU spot nodes, each running one long (2 GPUs) and one short (1 GPU) job. The victim's
-    IMDS announces a termination 8 s ahead; its watcher drains it with that deadline; the short job
+    IMDS announces a termination 10 s ahead; its watcher drains it with that deadline; the short job
     finishes there, jobs submitted after the notice land only on the other node, the "cloud" reclaims
     the instance at the deadline, the long job runs again on the other node; every job once on chain."""
     import ray
@@ -461,7 +461,7 @@ def test_r4_a_spot_notice_drains_the_node_before_the_deadline_and_every_job_comp
         wait_until,
     )
 
-    long_s, short_s, notice_s = 16.0, 2.0, 8.0
+    long_s, short_s, notice_s = 18.0, 2.0, 10.0
     if ray.is_initialized():
         ray.shutdown()
     cluster = Cluster(initialize_head=True, connect=True,

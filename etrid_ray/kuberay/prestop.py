@@ -116,7 +116,9 @@ class Drainer:
     def drain(self, node_id: str, reason: str, deadline_s: float | None = None, *,
               deadline_at: float | None = None) -> tuple[bool, str]:
         """Asks the GCS to drain `node_id` (PREEMPTION: the raylet cannot refuse). The deadline is either
-        `deadline_s` from now or `deadline_at` (Unix seconds, e.g. a spot notice's time); neither means none."""
+        `deadline_s` from now or `deadline_at` (Unix seconds, e.g. a spot notice's time); neither means none.
+        Ray 2.60 leaves the node up past a future deadline (whoever set it stops the node), but a deadline
+        already past when the request arrives stops the raylet at once, running tasks and all."""
         from ray.core.generated import autoscaler_pb2
 
         now = time.time()
