@@ -3,7 +3,7 @@
 The RayCluster is rendered from a provider config, translated by Ray's own KubeRay code and run
 as real raylets ("nodes"); the head steers chain jobs to pools and asks for capacity. A burst fills
 the local group first, then the cheapest profitable spot group grows; a pool over its max spot
-price never grows; a GDPR job runs only in the EU pool and a TEE job only on the TEE pool; when
+price never grows; a GDPR job runs only in the EU pool (TEE jobs on attested TEE nodes: test_tee.py); when
 the queue drains, cloud groups go back to zero after the idle timeout and local stays at its min.
 """
 
@@ -36,7 +36,7 @@ def burst_config(fresh_devnet: Any, tmp_path: Path) -> Any:
         "poll_interval_s": 0.2, "heartbeat_interval_s": 5, "telemetry_interval_s": 5, "idle_timeout_s": IDLE_S,
         "aws_max_nodes": 1, "gcp_max_nodes": 1, "azure_max_nodes": 1, "tee_max_nodes": 1,
         "azure_spot_max_price": 1.0,  # the catalog says 3.6047 $/node-h: over the max, never grows
-        "ENABLE_TEE": True, "scale_interval_s": 0.5})
+        "scale_interval_s": 0.5})  # TEE pools and attested placement: tests/test_tee.py
 
 
 def test_a_burst_fills_local_then_the_cheapest_profitable_spot_pool_and_drains_back(
@@ -55,17 +55,15 @@ def test_a_burst_fills_local_then_the_cheapest_profitable_spot_pool_and_drains_b
                                      payment=pay, max_compute_time=120).job_id for i in range(5)]
         gdpr = consumer.submit_job({"handler": "sleep", "args": {"seconds": 1}, "compliance": {"template": "GDPR"}},
                                    payment=pay, max_compute_time=120).job_id
-        tee = consumer.submit_job({"handler": "sleep", "args": {"seconds": 1}, "resources": {"tee": "sev-snp"}},
-                                  payment=pay, max_compute_time=120).job_id
         peak: dict[str, int] = {}
 
         def done() -> bool:
             for pool, n in alive_nodes_per_pool().items():
                 peak[pool] = max(peak.get(pool, 0), n)
-            return all_final(client, burst + [gdpr, tee])
+            return all_final(client, burst + [gdpr])
 
         wait_until(done, 150, "every job of the burst final", poll=0.5)
-        jobs = read_jobs(client, burst + [gdpr, tee])
+        jobs = read_jobs(client, burst + [gdpr])
         assert all(j.status == JobStatus.COMPLETED for j in jobs.values())
         pools = head.stats.pool_of
         ran_local = [j for j in burst if pools.get(j) == "local-gpu"]
@@ -74,7 +72,6 @@ def test_a_burst_fills_local_then_the_cheapest_profitable_spot_pool_and_drains_b
         assert peak.get("aws-spot-a100", 0) >= 1
         assert peak.get("azure-spot-a100", 0) == 0  # over its max spot price: never grew
         assert pools[gdpr] == "gcp-spot-a100"  # GDPR: the only EU pool
-        assert pools[tee] == "azure-tee-h100"  # TEE: only the confidential pool
         decisions = head.scaler.decisions_total
         assert any(pool == "aws-spot-a100" for pool, _ in decisions)  # every decision counted with its reason
         # drained: cloud groups go to zero after the idle timeout; local stays at its minimum

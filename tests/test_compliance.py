@@ -131,7 +131,7 @@ def _head_admit(cfg: ProviderConfig, manifest: Manifest) -> Any:
     pool_caps = {p.name: replace(caps, gpus_per_node=p.gpus_per_node, vram_gb=p.vram_gb,
                                  accelerator=p.accelerator, tee=p.tee, region=p.region)
                  for p in pools_from_config(cfg)}
-    head = SimpleNamespace(scaler=object(), caps=caps, pool_caps=pool_caps)
+    head = SimpleNamespace(scaler=object(), caps=caps, pool_caps=pool_caps, tee_gate=None)
     return ProviderHead._admit(head, JobTerms(1, "Custom", 60, 10**18), manifest)  # type: ignore[arg-type]
 
 

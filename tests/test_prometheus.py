@@ -185,6 +185,11 @@ def _start_exporter(url: str, seed: str, log_path: Path) -> tuple[subprocess.Pop
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     require("prometheus")
     require("promtool")
+    # The spend counter is process-wide (one head per process in production); tests that ran a
+    # scaler earlier in this pytest process must not leak their spend into this head's series.
+    from etrid_ray.telemetry.metrics import CLOUD_COST_USD
+
+    CLOUD_COST_USD.clear()
     tmp = tmp_path_factory.mktemp("prom")
     seed = Keypair.generate_mnemonic()
     saved_seed = os.environ.get("ETRID_SEED")
