@@ -32,6 +32,7 @@ from etrid_ray.provider.admission import Capabilities, JobTerms, Verdict, admit
 from etrid_ray.provider.chain_port import ChainPort
 from etrid_ray.provider.gpu_info import GpuFacts, gpu_facts
 from etrid_ray.provider.journal import Journal
+from etrid_ray.provider.scaler import draining_gpus
 from etrid_ray.provider.task import Outcome, run_job
 from etrid_ray.security import audit, transport
 
@@ -280,7 +281,11 @@ class ProviderHead:
         if now - self._capacity_read_at > 1.0:
             self._capacity_read_at = now
             total = float(ray.cluster_resources().get("GPU", 0.0)) if ray.is_initialized() else 0.0
-            self._capacity_cache = total if total > 0 else float(self.facts.count)
+            if total > 0:
+                total = max(0.0, total - draining_gpus())  # a draining node takes no new work
+                self._capacity_cache = total
+            else:
+                self._capacity_cache = float(self.facts.count)
         return self._capacity_cache
 
     def _free_gpus(self) -> float:

@@ -29,6 +29,24 @@ from etrid_ray.telemetry.metrics import CLOUD_COST_USD
 log = logging.getLogger(__name__)
 
 
+def draining_node_ids() -> set[str]:
+    """Nodes Ray is draining (spot notice, preStop, idle removal): no new work may be steered there."""
+    try:
+        from ray._private.state import state
+
+        return set(state.get_draining_nodes())
+    except Exception:  # an older or newer Ray without the call: no node is known to drain
+        return set()
+
+
+def draining_gpus() -> float:
+    draining = draining_node_ids()
+    if not draining:
+        return 0.0
+    return sum(float(n.get("Resources", {}).get("GPU", 0.0)) for n in ray.nodes()
+               if n.get("Alive") and n.get("NodeID") in draining)
+
+
 def alive_nodes_per_pool() -> dict[str, int]:
     """Alive Ray nodes per pool, found through each node's `pool:<name>` resource."""
     out: dict[str, int] = {}
@@ -121,9 +139,10 @@ class Scaler:
         idle: dict[str, list[float | None]] = {}
         node_free: dict[str, list[float]] = {}
         seen_nodes = set()
+        draining = draining_node_ids()
         for node in ray.nodes():
-            if not node.get("Alive"):
-                continue
+            if not node.get("Alive") or node.get("NodeID") in draining:
+                continue  # a draining node is leaving: it offers no room and needs no replacement request
             pool = self.pool_of_node(node.get("Resources", {}))
             if pool is None:
                 continue
