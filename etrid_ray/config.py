@@ -178,26 +178,32 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def read_mapping_file(path: str | Path, what: str, missing_hint: str) -> dict[str, Any]:
+    """A YAML or JSON file holding one mapping; errors name the file and what to do (shared by every config)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {p} does not exist: {missing_hint}")
+    text = p.read_text()
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as err:
+        raise ConfigError(f"{what} {p} is not valid {p.suffix.lstrip('.') or 'JSON'}: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {p} must hold a mapping of settings, not {type(data).__name__}")
+    return data
+
+
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None,
                 overrides: dict[str, Any] | None = None) -> ProviderConfig:
     """Reads a YAML/JSON file, then env vars, then explicit overrides; errors name the key and the fix."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file {p} does not exist: pass --config with an existing YAML or JSON file")
-        text = p.read_text()
-        try:
-            if p.suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text) or {}
-            else:
-                data = json.loads(text)
-        except Exception as err:
-            raise ConfigError(f"config file {p} is not valid {p.suffix.lstrip('.') or 'JSON'}: {err}") from err
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of settings, not {type(data).__name__}")
+        data = read_mapping_file(path, "config file", "pass --config with an existing YAML or JSON file")
     data = _merge(data, _env_overrides(dict(os.environ if env is None else env)))
     data = _merge(data, overrides or {})
     try:

@@ -7,7 +7,6 @@ the measurement allow-list are security policy, reviewed apart from prices and p
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -15,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from etrid_ray.chain.errors import ConfigError
+from etrid_ray.config import read_mapping_file
 
 TeeType = Literal["sgx", "sev-snp", "tdx"]
 TEE_CONFIG_ENV = "ETRID_TEE_CONFIG"
@@ -74,21 +74,7 @@ def load_tee_config(path: str | Path | None = None, env: dict[str, str] | None =
     path = path or env.get(TEE_CONFIG_ENV)
     data: dict[str, object] = {}
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"TEE config {p} does not exist: pass --tee-config or set {TEE_CONFIG_ENV}")
-        text = p.read_text()
-        try:
-            if p.suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text) or {}
-            else:
-                data = json.loads(text)
-        except Exception as err:
-            raise ConfigError(f"TEE config {p} is not valid {p.suffix.lstrip('.') or 'JSON'}: {err}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"TEE config {p} must hold a mapping")
+        data = read_mapping_file(path, "TEE config", f"pass --tee-config or set {TEE_CONFIG_ENV}")
     if env.get(TEE_ROOT_ENV):
         data["root"] = env[TEE_ROOT_ENV]
     try:
