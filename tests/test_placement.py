@@ -103,6 +103,20 @@ def test_room_on_running_or_starting_cloud_nodes_is_used_before_buying_more():
     assert plan.new_nodes == {} and plan.projected_cost_usd == 0
 
 
+def test_free_cloud_gpus_spread_over_nodes_are_no_room_for_a_whole_node_job():
+    """Four alive AWS nodes with 3 + 3 + 2 + 2 GPUs free: 10 free GPUs, but an 8-GPU job needs one node.
+    It must not be steered onto that 'room' (it would wait there and be lost to another provider); the
+    next pool buys a node for it. A 2-GPU job still takes the free GPUs."""
+    aws = next(p for p in pools_from_config(CONFIG) if p.name == AWS)
+    fragmented = PoolState(pool=aws, alive=4, idle_since=(None,) * 4, gpus_busy=22, gpus_free=10,
+                           node_free=(3.0, 3.0, 2.0, 2.0))
+    plan = place(snapshot(queue=[job(1, gpus=8, rate=1.0, duration=7200), job(2, gpus=2, rate=1.0)],
+                          states={AWS: fragmented}, **BUSY_LOCAL), CONFIG)
+    got = {p.job_id: (p.pool, p.reason) for p in plan.placements}
+    assert got[1] == (AZURE, PlaceReason.CLOUD_NEW_NODE) and plan.new_nodes == {AZURE: 1}
+    assert got[2] == (AWS, PlaceReason.CLOUD_CAPACITY)
+
+
 def test_existing_cloud_room_still_needs_the_job_to_pay_the_gpu_hour():
     snap = snapshot(queue=[job(1, rate=0.1)], local_gpu={"busy": 4}, aws_spot_a100={"alive": 1})
     assert place(snap, CONFIG).placements[0].pool is None

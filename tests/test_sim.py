@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from etrid_ray.cli import main
 from etrid_ray.config import ProviderConfig
@@ -20,7 +23,7 @@ from etrid_ray.scaling import POLICIES
 from etrid_ray.sim import SimJob, SimSettings, Simulator, build_scenario, load_trace, parse_trace, simulate
 from etrid_ray.sim.breakeven import break_evens, explain
 from etrid_ray.sim.engine import MIN_BILLED_S, billed_cost, interruption_rate_per_s, percentile
-from etrid_ray.sim.oracle import max_fluid_work, oracle_bound
+from etrid_ray.sim.oracle import max_capped_work, max_fluid_work, max_work, oracle_bound
 from etrid_ray.sim.run import POLICY_NAMES, compare
 from etrid_ray.sim.trace import philly_trace
 
@@ -217,6 +220,49 @@ def test_fluid_bound_is_earliest_deadline_first():
     assert max_fluid_work([(0, 10, 5), (0, 10, 5), (0, 3, 10)], 1.0) == pytest.approx(10.0)
     assert max_fluid_work([(0, 1, 5), (5, 6, 5)], 2.0) == pytest.approx(4.0)
     assert max_fluid_work([(0, math.inf, 5)], 1.0) == pytest.approx(5.0)
+
+
+def test_capped_bound_runs_a_job_no_faster_than_its_gpus():
+    # one 1-GPU job of 10 GPU-s due at 5: an uncapped fluid of 4 GPUs does it all, a real run only half
+    job = [(0.0, 5.0, 10.0, 1.0)]
+    assert max_fluid_work([j[:3] for j in job], 4.0) == pytest.approx(10.0)
+    assert max_capped_work(job, 4.0, bucket_s=1.0) == pytest.approx(5.0)
+    # capacity still binds: three 1-GPU jobs of 6 s within [0, 6] on 2 GPUs
+    assert max_capped_work([(0.0, 6.0, 6.0, 1.0)] * 3, 2.0, bucket_s=1.0) == pytest.approx(12.0)
+    # no deadline: counted whole; nothing for no capacity
+    assert max_capped_work([(0.0, math.inf, 7.0, 1.0), (0.0, 1.0, 3.0, 1.0)], 1.0, bucket_s=1.0) == pytest.approx(8.0)
+    assert max_capped_work(job, 0.0) == 0.0
+
+
+_windows = st.lists(st.tuples(st.integers(0, 50), st.integers(1, 30), st.sampled_from([1, 2, 4]),
+                              st.integers(0, 20)), min_size=1, max_size=25)
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(_windows, st.sampled_from([2, 4, 8]))
+def test_no_real_schedule_beats_the_capped_bound(specs, capacity):
+    """Greedy non-preemptive list scheduling (start each job by arrival order when its GPUs are free and it
+    is still within its patience) is one real schedule: the bound is never below its work, and the tighter
+    W* never above the uncapped fluid's."""
+    specs = sorted(specs)
+    windows = [(float(t), float(t + patience + d), float(g * d), float(g)) for t, d, g, patience in specs]
+    running: list[tuple[float, int]] = []  # (end, GPUs)
+    done = 0.0
+    for t, d, g, patience in specs:
+        if g > capacity:
+            continue
+        start = float(t)
+        while capacity - sum(gg for e, gg in running if e > start) < g:
+            start = min(e for e, _ in running if e > start)
+        if start <= t + patience:
+            running.append((start + d, g))
+            done += g * d
+    for bucket in (1.0, 7.0, 60.0):
+        assert max_capped_work(windows, float(capacity), bucket_s=bucket) >= done - 1e-6
+    assert max_work(windows, float(capacity)) <= max_fluid_work([w[:3] for w in windows], capacity) + 1e-6
+    # nested buckets: the finer never gives more
+    assert max_capped_work(windows, float(capacity), bucket_s=5.0) <= \
+        max_capped_work(windows, float(capacity), bucket_s=10.0) + 1e-6
 
 
 def test_profit_never_buys_unprofitable_gcp_and_baselines_do():

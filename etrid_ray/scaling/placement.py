@@ -208,6 +208,48 @@ def _best_node(candidates: Sequence[QueuedJob], start: int, pool: Pool, quote: P
     return best, max(1, end - start)
 
 
+class PaidRoom:
+    """A cloud pool's capacity already paid for, as steering may fill it this tick.
+
+    A job runs on one node, so an alive node takes a job only in the GPUs it has free now (best
+    fit; what it is running will finish at a time the snapshot does not know). A starting node is
+    empty: jobs queue on it back to back while its busy span stays within max(horizon, the longest
+    job), as on a new node (`_best_node`). When per-node room is unknown, the pool's free GPUs are
+    one node's worth of room (the old, optimistic rule)."""
+
+    def __init__(self, ps: PoolState, horizon_s: float) -> None:
+        self.gpn = float(ps.pool.gpus_per_node)
+        self.horizon = horizon_s
+        known = bool(ps.node_free) or ps.alive == 0
+        self.alive = [max(0.0, f) for f in ps.node_free] if known else []
+        self.starting = [[0.0, 0.0] for _ in range(ps.pending)]  # [longest, work] per starting node
+        self.pooled = None if known else [max(0.0, ps.gpus_free) + ps.pending * self.gpn, 0.0, 0.0]
+
+    def __bool__(self) -> bool:
+        if self.pooled is not None:
+            return self.pooled[0] > 0
+        return bool(self.starting) or any(f > 0 for f in self.alive)
+
+    def _queue_on(self, node: list[float], job: QueuedJob, gpus: float) -> bool:
+        longest = max(node[-2], job.expected_duration_s)
+        work = node[-1] + job.gpus * job.expected_duration_s
+        if max(longest, work / gpus) > max(self.horizon, longest):
+            return False
+        node[-2], node[-1] = longest, work
+        return True
+
+    def take(self, job: QueuedJob) -> bool:
+        """Steer `job` here if it fits; True when it does."""
+        if self.pooled is not None:
+            room = self.pooled[0]
+            return job.gpus <= room and self._queue_on(self.pooled, job, room)
+        if take_slot(self.alive, job.gpus):
+            return True
+        if job.gpus > self.gpn:
+            return False
+        return any(self._queue_on(node, job, self.gpn) for node in self.starting)
+
+
 # --- placement --------------------------------------------------------------------------------------
 
 
@@ -254,21 +296,14 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
         if len(paying) < len(mine):
             note((j for j in mine if j.price_per_gpu_s < floor_planck), PlaceReason.UNPROFITABLE, ps, quote)
         taken_ids: set[int] = set()
-        # 1) capacity already paid for (free GPUs on alive and starting nodes), queued back to back like
-        #    on a new node, so the nodes bought last tick are not bought again while they start
-        room_now = ps.free_capacity
-        longest = work = 0.0
+        # 1) capacity already paid for: free GPUs on alive nodes now, and starting nodes filled back to back
+        #    like a new node, so the nodes bought last tick are not bought again while they start
+        room_now = PaidRoom(ps, horizon)
         capacity_text = f"room on a running or starting {pool.name} node"
-        for j in paying if room_now > 0 else ():
-            if j.gpus > room_now:
-                continue
-            new_longest = max(longest, j.expected_duration_s)
-            new_work = work + j.gpus * j.expected_duration_s
-            if max(new_longest, new_work / room_now) > max(horizon, new_longest):
-                continue
-            longest, work = new_longest, new_work
-            taken_ids.add(j.job_id)
-            placed[j.job_id] = Placement(j.job_id, pool.name, PlaceReason.CLOUD_CAPACITY, capacity_text)
+        for j in paying if room_now else ():
+            if room_now.take(j):
+                taken_ids.add(j.job_id)
+                placed[j.job_id] = Placement(j.job_id, pool.name, PlaceReason.CLOUD_CAPACITY, capacity_text)
         # 2) new nodes, best-paying jobs first, each node only if it pays for its whole life
         candidates = sorted((j for j in paying if j.job_id not in taken_ids),
                             key=lambda j: (-j.price_per_gpu_s, j.waiting_since, j.job_id))
