@@ -3,6 +3,8 @@ per node-second by the scaler into the daily budget window and `etrid_cloud_cost
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from dataclasses import replace
 
@@ -147,3 +149,38 @@ def test_scaler_reprices_from_its_source_every_refresh_interval():
     assert scaler.prices["aws-spot-a100"].usd_per_node_hour > first
     fixed = Scaler(cfg, pools_from_config(cfg), prices={"aws-spot-a100": scaler.prices["aws-spot-a100"]})
     assert not fixed.maybe_refresh_prices(now + 10_000)  # explicit prices are never replaced
+
+
+def test_a_slow_cloud_api_never_holds_up_the_scaling_loop():
+    """With background refresh (the head's setting) a re-price that blocks on the cloud runs on its own thread:
+    the loop returns at once and decides on the last quotes; one refresh is in flight at a time; its quotes
+    replace the old ones whole when it finishes."""
+    answer = threading.Event()
+    started = threading.Event()
+
+    class SlowSource:
+        slow = False  # the first (synchronous) pricing at start-up answers at once
+
+        def quote(self, pool: Pool):
+            if SlowSource.slow:
+                started.set()
+                assert answer.wait(30)
+            q = default_catalog().quote(pool)
+            return q and replace(q, usd_per_node_hour=2.0 if SlowSource.slow else 1.0)
+
+    cfg = ProviderConfig(ENABLE_TEE=False, gcp_enabled=False, azure_enabled=False, price_refresh_s=60)
+    scaler = Scaler(cfg, pools_from_config(cfg), price_source=SlowSource(), refresh_in_background=True)
+    before = scaler.prices
+    assert before["aws-spot-a100"].usd_per_node_hour == 1.0
+    now = scaler.prices_at
+    SlowSource.slow = True
+    t0 = time.perf_counter()
+    assert scaler.maybe_refresh_prices(now + 61)
+    assert started.wait(10)
+    assert time.perf_counter() - t0 < 1.0 and scaler.prices is before  # the loop goes on with the old quotes
+    assert not scaler.maybe_refresh_prices(now + 200)  # still in flight: no second refresh
+    answer.set()
+    assert scaler._refreshing is not None
+    scaler._refreshing.join(10)
+    assert scaler.prices is not before and scaler.prices["aws-spot-a100"].usd_per_node_hour == 2.0
+    assert scaler.prices_at == now + 61

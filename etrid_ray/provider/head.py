@@ -455,7 +455,7 @@ class ProviderHead:
         if any(k in ours for k in ray.cluster_resources()):
             from etrid_ray.provider.scaler import Scaler
 
-            self.scaler = Scaler(self.config, self.pools)
+            self.scaler = Scaler(self.config, self.pools, refresh_in_background=True)
             for cand in self.candidates.values():
                 cand.verdict = Verdict("skip", "unevaluated")  # re-admit against every pool
             log.info("cluster advertises pools: scaling across %s", [p.name for p in self.pools])

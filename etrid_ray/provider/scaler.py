@@ -11,6 +11,7 @@ and releases them when the queue drains. Every decision is logged with its reaso
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -79,6 +80,9 @@ class Scaler:
     prices: dict[str, PriceQuote] = field(default_factory=dict)
     price_source: PriceSource | None = None  # default: clouds.price_source(config) (catalog unless live_prices)
     prices_at: float = 0.0  # when `prices` were last read from the source (policy clock)
+    # re-price on a thread of its own: live cloud APIs take seconds (and time out slowly) and the scaling loop
+    # must keep its 1 s pace meanwhile, deciding on the last quotes (the head sets this)
+    refresh_in_background: bool = False
     memory: Any = None
     requested: dict[str, int] = field(default_factory=dict)   # nodes asked for per pool (cloud pools)
     decisions_total: Counter[tuple[str, str]] = field(default_factory=Counter)  # (pool, reason) → count
@@ -88,6 +92,7 @@ class Scaler:
     _idle_since: dict[str, float] = field(default_factory=dict)
     _last_observed: float = 0.0
     first_request_at: float | None = None
+    _refreshing: threading.Thread | None = None
 
     def __post_init__(self) -> None:
         self.by_name = {p.name: p for p in self.pools}
@@ -100,7 +105,8 @@ class Scaler:
             self.refresh_prices(time.time())
 
     def refresh_prices(self, now: float) -> None:
-        """Re-quote every pool (the feed itself limits how often it calls the cloud APIs)."""
+        """Re-quote every pool (the feed itself limits how often it calls the cloud APIs). The new quotes
+        replace the old ones in one assignment, so a reader on another thread sees either set whole."""
         if self.price_source is None:
             return
         prices: dict[str, PriceQuote] = {}
@@ -116,10 +122,19 @@ class Scaler:
         self.prices_at = now
 
     def maybe_refresh_prices(self, now: float) -> bool:
-        """Re-price every `price_refresh_s` (never when prices were given explicitly)."""
+        """Re-price every `price_refresh_s` (never when prices were given explicitly); True when a refresh
+        ran (or, in the background, started). At most one background refresh is in flight."""
         if self._fixed_prices or now - self.prices_at < self.config.price_refresh_s:
             return False
-        self.refresh_prices(now)
+        if not self.refresh_in_background:
+            self.refresh_prices(now)
+            return True
+        if self._refreshing is not None and self._refreshing.is_alive():
+            return False
+        self.prices_at = now  # the interval restarts now, however long the cloud takes to answer
+        self._refreshing = threading.Thread(target=self.refresh_prices, args=(now,), name="etrid-price-refresh",
+                                            daemon=True)
+        self._refreshing.start()
         return True
 
     # observing -----------------------------------------------------------------------------------
@@ -164,6 +179,7 @@ class Scaler:
             del self._idle_since[node_id]
         self._accrue_spend(alive, now)  # at the prices that held over the interval, then re-price
         self.maybe_refresh_prices(now)
+        prices = self.prices  # one set of quotes for this whole snapshot, whatever a refresh does meanwhile
         states = []
         for pool in self.pools:
             pending = max(0, self.requested.get(pool.name, 0) - alive[pool.name]) if pool.is_cloud else 0
@@ -172,7 +188,7 @@ class Scaler:
                                     gpus_free=free[pool.name], node_free=tuple(node_free.get(pool.name, []))))
         self.history.append((now, dict(alive)))
         return Snapshot(now=now, pools=tuple(states), queue=tuple(queue), spend_today_usd=self.spend_usd,
-                        prices=self.prices)
+                        prices=prices)
 
     def _accrue_spend(self, alive: Counter[str], now: float) -> None:
         """Cloud spend accrues per node-second at the pool's quoted price: into today's total (the
