@@ -126,9 +126,19 @@ def test_no_subscription_means_no_call_and_the_catalog(monkeypatch):
 
 
 def test_without_a_credential_and_without_azure_identity_nothing_is_sent(monkeypatch):
-    import importlib.util
+    import sys
 
-    if importlib.util.find_spec("azure.identity") is not None:
-        pytest.skip("azure-identity is installed: DefaultAzureCredential would be used")
+    monkeypatch.setitem(sys.modules, "azure.identity", None)  # an install without azure-identity
     with pytest.raises(CredentialsMissing, match="azure-identity"):
         AzureMarket(subscription_id=SUB, base_url="https://127.0.0.1:9", clock=Clock()).view(ND96)
+
+
+def test_without_a_credential_passed_in_the_default_azure_chain_is_used():
+    """Live Azure needs no code change: with a subscription id and no credential, azure-identity's
+    DefaultAzureCredential (workload identity on AKS, environment, CLI) is built; building it and the
+    client calls nothing."""
+    from azure.identity import DefaultAzureCredential
+
+    market = AzureMarket(subscription_id="00000000-0000-0000-0000-000000000000")
+    market.client()
+    assert isinstance(market.credential, DefaultAzureCredential)

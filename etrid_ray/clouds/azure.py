@@ -95,7 +95,7 @@ class AzureMarket:
                 try:
                     from azure.identity import DefaultAzureCredential  # type: ignore[import-not-found]
                 except ImportError:
-                    raise CredentialsMissing("azure: no credential (install azure-identity or pass one)") from None
+                    raise CredentialsMissing("azure: no credential (azure-identity missing; pass one)") from None
                 self.credential = DefaultAzureCredential()
             from azure.mgmt.compute import ComputeManagementClient
 
