@@ -16,7 +16,6 @@ import os
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray on loopback only
 import resource
-import statistics
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from etrid_ray.blobs import open_blob_store  # noqa: E402
 from etrid_ray.chain import Call, ChainClient, dev_signer  # noqa: E402
 from etrid_ray.config import load_config  # noqa: E402
 from etrid_ray.manifest import encode_manifest  # noqa: E402
+from etrid_ray.percentiles import percentile  # noqa: E402
 from etrid_ray.provider.head import ProviderHead  # noqa: E402
 from etrid_ray.provider.journal import Journal  # noqa: E402
 from etrid_ray.testing.devnet_process import DevnetProcess  # noqa: E402
@@ -43,11 +43,6 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-def pct(data: list[float], p: float) -> float:
-    data = sorted(data)
-    return data[min(len(data) - 1, int(round(p / 100 * (len(data) - 1))))] if data else float("nan")
 
 
 PER_CONSUMER = 900  # JobMarketplace.UserJobs holds at most 1,000 jobs per account
@@ -150,9 +145,9 @@ def main() -> None:
             raise SystemExit(f"no streamed job started; head status: {head.status()}")
         results = [head.stats.on_chain_at[j] - head.stats.ended_at[j] for j in on_chain
                    if j in head.stats.on_chain_at and j in head.stats.ended_at]
-        print(f"P2 job on chain -> task start: p50 {statistics.median(starts) * 1000:.0f} ms, "
-              f"p99 {pct(starts, 99) * 1000:.0f} ms; result ready -> on chain: p50 "
-              f"{statistics.median(results) * 1000:.0f} ms, p99 {pct(results, 99) * 1000:.0f} ms "
+        print(f"P2 job on chain -> task start: p50 {percentile(starts, 50) * 1000:.0f} ms, "
+              f"p99 {percentile(starts, 99) * 1000:.0f} ms; result ready -> on chain: p50 "
+              f"{percentile(results, 50) * 1000:.0f} ms, p99 {percentile(results, 99) * 1000:.0f} ms "
               f"(instant-seal devnet: one block ~ one round trip; target p50 <= one block + 50 ms)")
         head.stop()
         reused, default = raw_ray(args.jobs)

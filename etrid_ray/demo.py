@@ -16,7 +16,6 @@ import os
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # the driver presents the cluster's token (Ray 2.60: on)
 import random
-import statistics
 import tempfile
 import threading
 import time
@@ -35,6 +34,7 @@ from etrid_ray.chain.events import events_in_range
 from etrid_ray.chain.models import JobStatus
 from etrid_ray.config import PLANCK_PER_EDSC, load_config
 from etrid_ray.kuberay.render import raycluster
+from etrid_ray.percentiles import percentile
 from etrid_ray.pools import pools_from_config
 from etrid_ray.provider.scaler import alive_nodes_per_pool
 from etrid_ray.testing.devnet_process import DevnetProcess
@@ -140,10 +140,9 @@ def summary_table(result: DemoResult) -> Table:
         table.add_row(f"failed: {reason}", str(n))
     if result.unserved:
         table.add_row("not served (left for other providers)", str(result.unserved))
-    waits = sorted(result.waits)
-    if waits:
-        p95 = waits[min(len(waits) - 1, int(0.95 * len(waits)))]
-        table.add_row("wait p50 / p95 (s)", f"{statistics.median(waits):.2f} / {p95:.2f}")
+    if result.waits:
+        p50, p95 = percentile(result.waits, 50), percentile(result.waits, 95)
+        table.add_row("wait p50 / p95 (s)", f"{p50:.2f} / {p95:.2f}")
     table.add_row("GPU-seconds", f"{result.gpu_seconds:.1f}")
     table.add_row("earnings", f"{result.earnings_edsc:.4f} ËDSC  (${result.earnings_edsc * result.edsc_usd:.4f})")
     table.add_row("elapsed", f"{result.elapsed_s:.1f}s")

@@ -39,6 +39,18 @@ def test_local_room_is_used_in_queue_order_and_not_oversubscribed():
     assert plan_order(queue) == [3, 2, 1, 0]
 
 
+def test_short_of_room_the_best_paying_job_goes_first_then_the_longest():
+    """Local room for one 4-GPU job: the higher price per GPU-second wins over an older job; at equal
+    prices the job with more GPU-seconds does (it keeps the GPUs earning after the rush)."""
+    older_cheaper = job(1, gpus=4, rate=0.5, duration=3600, waiting_since=0)
+    newer_dearer = job(2, gpus=4, rate=0.9, duration=3600, waiting_since=50)
+    assert placed(snapshot(queue=[older_cheaper, newer_dearer]))[2] == (LOCAL, PlaceReason.LOCAL)
+    short = job(3, gpus=4, rate=0.9, duration=600, waiting_since=0)
+    long = job(4, gpus=4, rate=0.9, duration=86_400, waiting_since=50)
+    got = place(snapshot(queue=[short, long]), CONFIG)
+    assert [p.job_id for p in got.placements] == [4, 3] and got.placements[0].pool == LOCAL
+
+
 def plan_order(queue) -> list[int]:
     return [p.job_id for p in place(snapshot(queue=queue), CONFIG).placements]
 
@@ -347,7 +359,10 @@ def test_placement_picks_local_whenever_local_has_room(world):
     plan = {p.job_id: p for p in place(snap, cfg).placements}
     local = next(ps for ps in snap.pools if not ps.pool.is_cloud)
     free = local.free_capacity
-    for j in sorted(snap.queue, key=lambda j: (j.waiting_since, j.job_id)):
+    def best_paying_first(j: QueuedJob) -> tuple[float, float, float, int]:
+        return (-j.price_per_gpu_s, -j.billable_gpus * j.expected_duration_s, j.waiting_since, j.job_id)
+
+    for j in sorted(snap.queue, key=best_paying_first):
         fits = j.gpus <= free and eligible(j, local.pool)
         assert (plan[j.job_id].pool == "local") is fits
         if fits:

