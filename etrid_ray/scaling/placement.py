@@ -22,10 +22,11 @@ the scaling policy turns `new_nodes` into scale-up decisions.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
+from operator import attrgetter
 
 from etrid_ray.config import ProviderConfig
 from etrid_ray.manifest import ComplianceSpec, Manifest
@@ -60,12 +61,19 @@ _STAGE = {PlaceReason.NO_ELIGIBLE_POOL: 0, PlaceReason.CLOUD_DISABLED: 0, PlaceR
 
 @dataclass(frozen=True)
 class Placement:
-    """Where one job goes: a pool name, or None = wait for local capacity."""
+    """Where one job goes: a pool name, or None = wait for local capacity.
+
+    `why` is the explanation, or a function that writes it: a thousand waiting jobs get a reason on
+    every tick, and the text is only read when a decision is logged or shown."""
 
     job_id: int
     pool: str | None
     reason: PlaceReason
-    text: str
+    why: str | Callable[[], str] = field(default="", compare=False)
+
+    @property
+    def text(self) -> str:
+        return self.why if isinstance(self.why, str) else self.why()
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,8 @@ def eligible(job: QueuedJob, pool: Pool) -> bool:
         return False
     if job.accelerator and not accelerator_matches(job.accelerator, pool.accelerator):
         return False
+    if job.compliance_template is None and not job.allowed_regions:
+        return True
     return _residency_ok(pool.region, job.compliance_template, job.allowed_regions)
 
 
@@ -139,7 +149,7 @@ def effective_usd_per_gpu_hour(quote: PriceQuote, rerun_share: float) -> float:
 
 def queue_order(queue: Iterable[QueuedJob]) -> list[QueuedJob]:
     """First come, first served (ties by job id): the chain queue's own order (the baselines serve it so)."""
-    return sorted(queue, key=lambda j: (j.waiting_since, j.job_id))
+    return sorted(queue, key=attrgetter("fifo_key"))
 
 
 def profit_order(queue: Iterable[QueuedJob]) -> list[QueuedJob]:
@@ -150,8 +160,7 @@ def profit_order(queue: Iterable[QueuedJob]) -> list[QueuedJob]:
     demand lasts; the difference is after it passes: a long job taken now keeps GPUs earning
     through the lull that follows, a short one frees them into it. On Philly this takes 2 % more
     profit than first-come-first-served (and leaves more short jobs to other providers)."""
-    return sorted(queue, key=lambda j: (-j.price_per_gpu_s, -j.billable_gpus * j.expected_duration_s,
-                                        j.waiting_since, j.job_id))
+    return sorted(queue, key=attrgetter("profit_key"))
 
 
 # --- node economics ---------------------------------------------------------------------------------
@@ -318,8 +327,7 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
                 taken_ids.add(j.job_id)
                 placed[j.job_id] = Placement(j.job_id, pool.name, PlaceReason.CLOUD_CAPACITY, capacity_text)
         # 2) new nodes, best-paying jobs first, each node only if it pays for its whole life
-        candidates = sorted((j for j in paying if j.job_id not in taken_ids),
-                            key=lambda j: (-j.price_per_gpu_s, j.waiting_since, j.job_id))
+        candidates = sorted((j for j in paying if j.job_id not in taken_ids), key=attrgetter("price_key"))
         room = new_node_room(ps, quote)
         full = PlaceReason.POOL_FULL if room >= max(0, pool.max_nodes - ps.nodes) else PlaceReason.NO_CAPACITY
         added = 0
@@ -354,7 +362,8 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
             placed[j.job_id] = Placement(j.job_id, None, PlaceReason.NO_ELIGIBLE_POOL,
                                          "no cloud pool may run it (TEE, residency, size); waits for local")
         else:
-            placed[j.job_id] = Placement(j.job_id, None, why[0], _why_text(j, *why, config) + "; waits for local")
+            placed[j.job_id] = Placement(j.job_id, None, why[0],
+                                         lambda j=j, why=why: _why_text(j, *why, config) + "; waits for local")
     return PlacementPlan(tuple(placed[j.job_id] for j in jobs), new_nodes, projected)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from etrid_ray.manifest import Manifest
 from etrid_ray.pools import Pool
@@ -41,6 +42,23 @@ class QueuedJob:
     allowed_regions: tuple[str, ...] = ()  # region prefixes; empty = anywhere
     accelerator: str | None = None
     min_vram_gb: int = 0
+
+    # sort keys, computed once per job: placement orders the whole queue on every tick
+    @cached_property
+    def fifo_key(self) -> tuple[float, int]:
+        """First come, first served."""
+        return (self.waiting_since, self.job_id)
+
+    @cached_property
+    def price_key(self) -> tuple[float, float, int]:
+        """Best price per GPU-second first, then first come."""
+        return (-self.price_per_gpu_s, self.waiting_since, self.job_id)
+
+    @cached_property
+    def profit_key(self) -> tuple[float, float, float, int]:
+        """Best price per GPU-second first, then the most GPU-seconds, then first come."""
+        return (-self.price_per_gpu_s, -self.billable_gpus * self.expected_duration_s, self.waiting_since,
+                self.job_id)
 
     @property
     def billable_gpus(self) -> float:
