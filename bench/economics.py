@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from etrid_ray.config import ProviderConfig
 from etrid_ray.sim import report
 from etrid_ray.sim.run import POLICY_NAMES, compare
 from etrid_ray.sim.scenario import SimSettings, build_scenario
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--local-gpus", type=int, default=None)
     ap.add_argument("--price-per-gpu-hour", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--claim-order", choices=("best-paying", "first-come"), default=None,
+                    help="the profit policy's queue order (default: the config's, best-paying)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = ap.parse_args(argv)
 
@@ -47,16 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     load_s = time.perf_counter() - t0
     if args.limit:
         trace = trace.head(args.limit)
-    kw = {"seed": args.seed}
+    kw: dict[str, object] = {"seed": args.seed}
     if args.local_gpus is not None:
         kw["local_gpus"] = args.local_gpus
     if args.price_per_gpu_hour is not None:
         kw["price_per_gpu_hour"] = args.price_per_gpu_hour
+    if args.claim_order is not None:
+        kw["base_config"] = ProviderConfig(claim_order=args.claim_order)
     scenario = build_scenario(SimSettings(**kw))
     s = scenario.settings
     print(f"trace: {len(trace):,} jobs (read in {load_s:.1f} s); {scenario.local_gpus} local GPUs; "
           f"{s.price_per_gpu_hour:g} USD/GPU-h ({s.price_per_gpu_hour / s.edsc_usd:g} ËDSC at {s.edsc_usd:g}); "
-          f"patience {s.patience_s:g} s; interruptions seed {s.seed}", flush=True)
+          f"patience {s.patience_s:g} s; interruptions seed {s.seed}; claim order {scenario.config.claim_order}",
+          flush=True)
     cmp_ = compare(trace, scenario, POLICY_NAMES, progress=lambda line: print("  ran " + line, flush=True))
     print()
     print(report.markdown_table(cmp_.results, cmp_.oracle))

@@ -113,6 +113,9 @@ class ProviderConfig(BaseModel):
     stabilization_s: float = Field(60.0, ge=0, description="no opposite decision for a pool within this window")
     idle_timeout_s: float = Field(300.0, ge=0, description="idle nodes removed after this (KubeRay/Ray)")
     scale_interval_s: float = Field(1.0, gt=0, description="how often the head re-plans pools")
+    claim_order: Literal["best-paying", "first-come"] = Field(
+        "best-paying", description="which queued jobs take scarce room first: the best price per GPU-second "
+        "(then the most GPU-seconds; the most profit) or the chain queue's own order (the most jobs served)")
 
     @field_validator("websocket_url")
     @classmethod

@@ -49,6 +49,10 @@ def test_short_of_room_the_best_paying_job_goes_first_then_the_longest():
     long = job(4, gpus=4, rate=0.9, duration=86_400, waiting_since=50)
     got = place(snapshot(queue=[short, long]), CONFIG)
     assert [p.job_id for p in got.placements] == [4, 3] and got.placements[0].pool == LOCAL
+    # a provider that would rather serve the most jobs keeps the chain queue's own order
+    fifo = config(claim_order="first-come")
+    assert placed(snapshot(queue=[older_cheaper, newer_dearer]), fifo)[1] == (LOCAL, PlaceReason.LOCAL)
+    assert [p.job_id for p in place(snapshot(queue=[short, long]), fifo).placements] == [3, 4]
 
 
 def plan_order(queue) -> list[int]:

@@ -279,7 +279,7 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
     """The profit-aware placement. `horizon_s` (default: the idle timeout) bounds how much queued
     work one new node is expected to serve back to back."""
     horizon = config.idle_timeout_s if horizon_s is None else horizon_s
-    jobs = profit_order(snapshot.queue)
+    jobs = profit_order(snapshot.queue) if config.claim_order == "best-paying" else queue_order(snapshot.queue)
     placed: dict[int, Placement] = {}
     remaining = place_local(jobs, snapshot, placed)
     new_nodes: dict[str, int] = {}
