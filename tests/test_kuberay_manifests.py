@@ -96,8 +96,8 @@ TEE_CONFIG = ProviderConfig(ENABLE_TEE=True, local_nodes=3, gcp_enabled=False, i
 
 def test_committed_files_are_the_default_rendering() -> None:
     rendered = r.render_all(ProviderConfig())
-    assert set(rendered) == {"namespace.yaml", "configmap.yaml", "secret.template.yaml", "raycluster.yaml",
-                             "rayjob.yaml"}
+    assert set(rendered) == {"namespace.yaml", "configmap.yaml", "secret.template.yaml", "state.yaml",
+                             "raycluster.yaml", "rayjob.yaml"}
     for name, text in rendered.items():
         path = CLUSTER_DIR / name
         assert path.exists(), f"cluster/{name} missing: run `etrid-ray render --out cluster`"
@@ -179,7 +179,7 @@ def test_the_strict_crd_check_catches_typos_and_bad_values(raycluster_schema: An
     assert _errors(raycluster_schema, bad)
 
 
-@pytest.mark.parametrize("name", ["namespace.yaml", "configmap.yaml", "secret.template.yaml"])
+@pytest.mark.parametrize("name", ["namespace.yaml", "configmap.yaml", "secret.template.yaml", "state.yaml"])
 def test_core_objects_are_valid_kubernetes(name: str) -> None:
     docs = _committed(name)
     assert docs
@@ -399,8 +399,8 @@ def test_configmaps_map_back_onto_the_same_config(tmp_path: Path) -> None:
     assert all(isinstance(v, str) for v in env_map["data"].values())
     path = tmp_path / "provider.yaml"
     path.write_text(file_map["data"]["provider.yaml"])
-    assert load_config(path, env={}) == config  # the file alone is the whole config
-    assert load_config(path, env=env_map["data"]) == config  # and the env keys agree with it
+    assert load_config(path, env={}) == r.in_cluster(config)  # the file alone is the whole config
+    assert load_config(path, env=env_map["data"]) == r.in_cluster(config)  # and the env keys agree with it
     changed = load_config(path, env={**env_map["data"], "PRICE_PER_SECOND": "7"})
     assert changed.PRICE_PER_SECOND == 7  # an edited ConfigMap key wins over the file, as documented
 
@@ -522,3 +522,20 @@ def test_prestop_drains_its_own_node_and_lets_running_work_finish() -> None:
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_the_head_journal_lives_on_a_volume_that_outlives_the_head_pod() -> None:
+    """The journal (claimed jobs not yet settled) is what a restarted head recovers from: it must not sit in
+    the pod's home directory. The head mounts the state claim where provider.yaml puts the journal."""
+    (claim,) = _committed("state.yaml")
+    assert claim["kind"] == "PersistentVolumeClaim" and claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    head = _docs((CLUSTER_DIR / "raycluster.yaml").read_text())[0]["spec"]["headGroupSpec"]["template"]["spec"]
+    volume = next(v for v in head["volumes"] if "persistentVolumeClaim" in v)
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    mount = next(m for m in head["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
+    _, file_map = _docs((CLUSTER_DIR / "configmap.yaml").read_text())
+    journal = Path(yaml.safe_load(file_map["data"]["provider.yaml"])["journal_path"])
+    assert journal.parent == Path(mount["mountPath"])
+    # a journal path the provider chose itself is kept
+    custom = r.in_cluster(ProviderConfig(journal_path=Path("/data/j.sqlite")))
+    assert custom.journal_path == Path("/data/j.sqlite")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -32,6 +33,10 @@ CONFIG_FILE_CONFIGMAP_NAME = "etrid-provider-file"  # provider.yaml, mounted at 
 SECRET_NAME = "etrid-provider-credentials"
 CONFIG_DIR = "/etc/etrid"
 CONFIG_PATH = f"{CONFIG_DIR}/provider.yaml"
+# the head's journal (claimed and finished jobs not yet settled) must outlive the head pod: a volume of its own
+STATE_PVC_NAME = "etrid-provider-state"
+STATE_DIR = "/var/lib/etrid"
+STATE_SIZE = "1Gi"
 APP_DIR = "/home/ray/etrid-ray"  # where docker/Dockerfile puts the project (jobs/ included)
 IMAGE_REPOSITORY = "ghcr.io/etrid/etrid-ray"
 LABEL_PREFIX = "etrid.ai"
@@ -201,7 +206,8 @@ def head_group(config: ProviderConfig) -> dict[str, Any]:
         "env": [{"name": "ETRID_METRICS_HOST", "value": "0.0.0.0"},
                 {"name": "ETRID_METRICS_PORT", "value": str(PROVIDER_METRICS_PORT)},
                 *_secret_env(SECRET_KEYS, required=("ETRID_SEED",))],
-        "volumeMounts": [{"name": "provider-config", "mountPath": CONFIG_DIR, "readOnly": True}, shm_mount],
+        "volumeMounts": [{"name": "provider-config", "mountPath": CONFIG_DIR, "readOnly": True},
+                         {"name": "provider-state", "mountPath": STATE_DIR}, shm_mount],
         "securityContext": _container_security(),
     }
     return {
@@ -217,6 +223,7 @@ def head_group(config: ProviderConfig) -> dict[str, Any]:
                 "volumes": [{"name": "provider-config",
                              "configMap": {"name": CONFIG_FILE_CONFIGMAP_NAME,
                                            "items": [{"key": "provider.yaml", "path": "provider.yaml"}]}},
+                            {"name": "provider-state", "persistentVolumeClaim": {"claimName": STATE_PVC_NAME}},
                             shm],
             },
         },
@@ -362,8 +369,24 @@ def _env_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def in_cluster(config: ProviderConfig) -> ProviderConfig:
+    """The config as the head pod runs it: a journal left at its default (the home directory, gone with
+    the pod) moves onto the state volume, so a restarted head pod recovers its unsettled jobs."""
+    if config.journal_path == ProviderConfig.model_fields["journal_path"].default:
+        return config.model_copy(update={"journal_path": Path(STATE_DIR) / "journal.sqlite"})
+    return config
+
+
 def provider_yaml(config: ProviderConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, default_flow_style=False, width=1000)
+    dumped = in_cluster(config).model_dump(mode="json")
+    return yaml.safe_dump(dumped, sort_keys=False, default_flow_style=False, width=1000)
+
+
+def state_volume_claim() -> dict[str, Any]:
+    """The head's state volume (ReadWriteOnce: one head at a time; the cluster's default storage class)."""
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": STATE_PVC_NAME, "namespace": NAMESPACE, "labels": _labels("state")},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": STATE_SIZE}}}}
 
 
 def configmaps(config: ProviderConfig) -> list[dict[str, Any]]:
@@ -421,6 +444,8 @@ def render_all(config: ProviderConfig) -> dict[str, str]:
         + "# Env keys (etrid-provider-config) override provider.yaml (etrid-provider-file).\n"
         + dump_yaml(*configmaps(config)),
         "secret.template.yaml": HEADER.format(what=what) + SECRET_NOTE + dump_yaml(secret_template()),
+        "state.yaml": HEADER.format(what=what) + "# The head's journal: unsettled jobs survive a head pod restart.\n"
+        + dump_yaml(state_volume_claim()),
         "raycluster.yaml": HEADER.format(what=what) + dump_yaml(raycluster(config)),
         "rayjob.yaml": HEADER.format(what=what) + dump_yaml(rayjob(config)),
     }
