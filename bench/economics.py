@@ -83,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         if cmp_.oracle.local_only_usd > 0:
             print(f"   the bound's own slack: never-burst makes {never / cmp_.oracle.local_only_usd:.1%} of the same "
                   f"bound computed for the local GPUs alone ({cmp_.oracle.local_only_usd:,.0f} USD) — no policy "
-                  f"decision is involved there, only what the relaxation gives away (fluid, unpacked GPUs)")
+                  f"decision is involved there, only what the relaxation gives away (preemptible, unpacked GPUs)")
     hpa = cmp_.result("seed-hpa")
-    e3 = ours.wait_s["p95"] <= hpa.wait_s["p95"]
-    print(f"E3 p95 wait ≤ seed-hpa's: {verdict(e3)} — every job (a lost one counts the {s.patience_s:g} s it "
+    e3 = ours.wait_s["p95"] <= hpa.wait_s["p95"] and ours.lost_while_profitable == 0
+    print(f"E3 p95 wait ≤ seed-hpa's, no job lost while capacity could be bought profitably: {verdict(e3)} — "
+          f"every job (a lost one counts the {s.patience_s:g} s it "
           f"waited): ours {ours.wait_s['p95']:.0f} s, seed-hpa {hpa.wait_s['p95']:.0f} s; jobs that started: ours "
           f"{ours.served_wait_s['p95']:.0f} s, seed-hpa {hpa.served_wait_s['p95']:.0f} s; lost: ours "
           f"{ours.jobs['lost']:,}, seed-hpa {hpa.jobs['lost']:,}; lost while a new node would have paid for the "
