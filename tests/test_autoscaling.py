@@ -62,7 +62,18 @@ def test_a_burst_fills_local_then_the_cheapest_profitable_spot_pool_and_drains_b
                 peak[pool] = max(peak.get(pool, 0), n)
             return all_final(client, burst + [gdpr])
 
-        wait_until(done, 150, "every job of the burst final", poll=0.5)
+        try:
+            wait_until(done, 150, "every job of the burst final", poll=0.5)
+        except AssertionError:  # say what the head and the cluster were doing
+            plan = head.plan.placements if head.plan is not None else ()
+            raise AssertionError(
+                f"burst not done: jobs {read_jobs(client, burst + [gdpr])}; head {head.status()}; "
+                f"placements {[(p.job_id, p.pool, p.reason.value, p.text) for p in plan]}; "
+                f"scaler {head.scaler and dict(head.scaler.decisions_total)}; requested "
+                f"{head.scaler and head.scaler.requested}; nodes {alive_nodes_per_pool()}; "
+                f"running {list(head.running)}; "
+                f"candidates {[(c.job.job_id, c.verdict) for c in head.candidates.values()]}"
+            ) from None
         jobs = read_jobs(client, burst + [gdpr])
         assert all(j.status == JobStatus.COMPLETED for j in jobs.values())
         pools = head.stats.pool_of

@@ -48,6 +48,20 @@ def draining_gpus() -> float:
                if n.get("Alive") and n.get("NodeID") in draining)
 
 
+def refresh_autoscaler_version() -> None:
+    """Ray caches, per process, whether the cluster runs autoscaler v1 or v2, and `request_resources` writes
+    where that cache says. A process that talked to another cluster before (a notebook, a test session)
+    would ask an autoscaler that is not listening: read it again from the cluster we are connected to."""
+    if not ray.is_initialized():
+        return
+    try:
+        from ray.autoscaler.v2.utils import is_autoscaler_v2
+
+        is_autoscaler_v2(fetch_from_server=True)
+    except Exception:  # an older or newer Ray without the call: keep its own answer
+        log.debug("could not re-read the autoscaler version", exc_info=True)
+
+
 def alive_nodes_per_pool() -> dict[str, int]:
     """Alive Ray nodes per pool, found through each node's `pool:<name>` resource."""
     out: dict[str, int] = {}
@@ -96,6 +110,7 @@ class Scaler:
 
     def __post_init__(self) -> None:
         self.by_name = {p.name: p for p in self.pools}
+        refresh_autoscaler_version()
         self._fixed_prices = bool(self.prices)  # prices given explicitly are never re-read
         if self.price_source is None and not self._fixed_prices:
             from etrid_ray.clouds import price_source
