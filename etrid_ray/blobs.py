@@ -103,13 +103,23 @@ class HttpBlobStore(BlobStore):
     def _endpoint(self, h: str) -> str:
         return f"{self.url}/blobs/{h}"
 
+    def _open(self, req: urllib.request.Request | str) -> bytes:
+        """One request's body; HTTP errors are raised for the caller to map. Transports override this
+        (TLS with its own CA: `security.transport.TlsHttpBlobStore`)."""
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return resp.read()
+        except urllib.error.HTTPError:
+            raise
+        except urllib.error.URLError as exc:
+            raise BlobError(f"cannot reach blob store {self.url}: {exc.reason}") from None
+
     def _put(self, h: str, data: bytes) -> None:
         req = urllib.request.Request(
             self._endpoint(h), data=data, method="PUT", headers={"Content-Type": "application/octet-stream"}
         )
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                resp.read()
+            self._open(req)
         except urllib.error.HTTPError as exc:
             body = exc.read()[:200].decode("utf-8", "replace")
             if exc.code == 413:
@@ -117,19 +127,14 @@ class HttpBlobStore(BlobStore):
             if exc.code == 400:
                 raise BlobIntegrityError(f"{self.url} refused blob {h}: {body}") from None
             raise BlobError(f"PUT {self._endpoint(h)} failed: HTTP {exc.code} {body}") from None
-        except urllib.error.URLError as exc:
-            raise BlobError(f"cannot reach blob store {self.url}: {exc.reason}") from None
 
     def _get(self, h: str) -> bytes:
         try:
-            with urllib.request.urlopen(self._endpoint(h), timeout=self.timeout) as resp:
-                return resp.read()
+            return self._open(self._endpoint(h))
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 raise BlobNotFound(f"blob {h} not in {self.url}") from None
             raise BlobError(f"GET {self._endpoint(h)} failed: HTTP {exc.code}") from None
-        except urllib.error.URLError as exc:
-            raise BlobError(f"cannot reach blob store {self.url}: {exc.reason}") from None
 
 
 class FileBlobStore(BlobStore):

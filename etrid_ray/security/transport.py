@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
-from etrid_ray.blobs import BlobError, BlobIntegrityError, BlobNotFound, BlobStore, BlobTooLarge, HttpBlobStore
+from etrid_ray.blobs import BlobError, BlobStore, HttpBlobStore
 from etrid_ray.chain.errors import ConfigError
 
 ENV_CA_BUNDLE = "ETRID_CA_BUNDLE"
@@ -154,27 +154,6 @@ class TlsHttpBlobStore(HttpBlobStore):
                 raise BlobError(f"TLS to blob store {self.url} failed: {exc.reason} (is its CA in "
                                 f"{ENV_CA_BUNDLE}?)") from None
             raise BlobError(f"cannot reach blob store {self.url}: {exc.reason}") from None
-
-    def _put(self, h: str, data: bytes) -> None:
-        req = urllib.request.Request(self._endpoint(h), data=data, method="PUT",
-                                     headers={"Content-Type": "application/octet-stream"})
-        try:
-            self._open(req)
-        except urllib.error.HTTPError as exc:
-            body = exc.read()[:200].decode("utf-8", "replace")
-            if exc.code == 413:
-                raise BlobTooLarge(f"{len(data)} bytes exceed the blob limit of {self.url} ({body})") from None
-            if exc.code == 400:
-                raise BlobIntegrityError(f"{self.url} refused blob {h}: {body}") from None
-            raise BlobError(f"PUT {self._endpoint(h)} failed: HTTP {exc.code} {body}") from None
-
-    def _get(self, h: str) -> bytes:
-        try:
-            return self._open(self._endpoint(h))
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                raise BlobNotFound(f"blob {h} not in {self.url}") from None
-            raise BlobError(f"GET {self._endpoint(h)} failed: HTTP {exc.code}") from None
 
 
 def open_secure_blob_store(url: str, *, compliance: bool, ca: str | os.PathLike[str] | None = None,
