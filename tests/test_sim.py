@@ -312,6 +312,7 @@ def test_cli_simulate_writes_table_json_and_plots(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert [p["policy"] for p in summary["policies"]] == ["profit", "never-burst"]
     assert summary["scenario"]["edsc_usd"] == 0.10 and summary["trace"]["bad_rows"] == 1
+    assert summary["scenario"]["claim_order"] == "best-paying"
     for key in ("revenue_usd", "cloud_cost_usd", "local_power_usd", "net_profit_usd", "wait_s", "utilization",
                 "node_launches", "interruptions"):
         assert key in summary["policies"][0]

@@ -21,7 +21,9 @@ Why these defaults (the scenario the README's table comes from):
   Without it, work deferred for weeks would earn as much as work served at once and bursting
   could only lose money — not the market the chain runs.
 - Pools, startup times, max spot prices, the daily budget, idle timeout and the seed's scaling
-  thresholds are the config's defaults (AWS, GCP, Azure spot pools of 4 nodes × 8 A100 each).
+  thresholds are the config's defaults (AWS, GCP, Azure spot pools of 4 nodes × 8 A100 each), and
+  so is `claim_order` (best-paying: which queued jobs the profit policy serves first when room is
+  short; `base_config=ProviderConfig(claim_order="first-come")` for the chain queue's own order).
 """
 
 from __future__ import annotations
