@@ -11,6 +11,7 @@ Ray actor (`actor.py`) and the tests drive the same object.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -40,6 +41,7 @@ from etrid_ray.security import audit, transport
 log = logging.getLogger(__name__)
 
 PRIORITY_ORDER = {"Premium": 0, "Standard": 1, "Economy": 2}
+POOL_CHECK_S = 2.0  # how often a head without pools looks for pool resources in the cluster
 MANIFEST_RETRY_S = 5.0
 MANIFEST_CACHE = 4096
 
@@ -126,6 +128,7 @@ class ProviderHead:
         self.plan: Any = None
         self._rank: dict[int, int] = {}
         self._rank_of: Any = None
+        self._pools_checked_at = -math.inf
         self._pool_free: dict[str, float] = {}
         self._pool_capacity: dict[str, float] = {}
         self._task_shapes: dict[tuple[float, str | None], Any] = {}
@@ -452,8 +455,14 @@ class ProviderHead:
     # pools and scaling ----------------------------------------------------------------------------
 
     def _maybe_enable_scaling(self) -> None:
+        """Turns scaling on once the cluster advertises one of our pools. Looked at every few seconds, not
+        every pass: `ray.cluster_resources()` walks every node, and pool nodes take seconds to appear."""
         if self.scaler is not None or not ray.is_initialized():
             return
+        now = time.monotonic()
+        if now - self._pools_checked_at < POOL_CHECK_S:
+            return
+        self._pools_checked_at = now
         ours = {p.resource for p in self.pools}
         if any(k in ours for k in ray.cluster_resources()):
             from etrid_ray.provider.scaler import Scaler
