@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -248,127 +248,82 @@ def project_version() -> str:
 # ---------------------------------------------------------------------------------------------- families
 
 
+Rows = Iterable[tuple[Sequence[str], float]]  # (label values, value) per series
+
+
 def families(snap: Snapshot, *, now: float | None = None) -> Iterator[Metric]:
     """The metric families of one snapshot, in METRICS order; metrics a source does not know are left out."""
     now = time.time() if now is None else now
     src = snap.source
 
-    def gauge(name: str) -> GaugeMetricFamily:
-        spec = SPECS[name]
-        return GaugeMetricFamily(name, spec.help, labels=list(spec.labels))
+    def filled(m: GaugeMetricFamily | CounterMetricFamily, rows: Rows) -> Metric:
+        for labels, value in rows:
+            m.add_metric(list(labels), float(value))
+        return m
 
-    def counter(name: str) -> CounterMetricFamily:
+    def gauge(name: str, rows: Rows = ()) -> Metric:
         spec = SPECS[name]
-        return CounterMetricFamily(name.removesuffix("_total"), spec.help, labels=list(spec.labels))
+        return filled(GaugeMetricFamily(name, spec.help, labels=list(spec.labels)), rows)
 
-    m = gauge("etrid_job_queue_depth")
-    for status in QUEUE_STATUSES:
-        m.add_metric([PBC, status], float(snap.queue.get(status, 0)))
-    yield m
-    m = gauge("etrid_avg_job_wait_seconds")
-    m.add_metric([PBC], snap.avg_wait_s)
-    yield m
-    m = gauge("etrid_avg_job_duration_seconds")
-    m.add_metric([PBC], snap.avg_duration_s)
-    yield m
-    util, done, earned = (gauge("etrid_gpu_utilization_percent"), counter("etrid_gpu_jobs_completed_total"),
-                          gauge("etrid_gpu_earnings_total_edsc"))
-    for p in snap.providers:
-        util.add_metric([p.address], p.utilization_pct)
-        done.add_metric([p.address], float(p.jobs_completed))
-        earned.add_metric([p.address], p.earnings_planck / PLANCK_PER_EDSC)
-    yield from (util, done, earned)
+    def counter(name: str, rows: Rows = ()) -> Metric:
+        spec = SPECS[name]
+        return filled(CounterMetricFamily(name.removesuffix("_total"), spec.help, labels=list(spec.labels)), rows)
+
+    def quantiles(name: str, values: dict[str, float]) -> Metric:
+        return gauge(name, (([q], v) for q, v in sorted(values.items())))
+
+    yield gauge("etrid_job_queue_depth", (([PBC, status], snap.queue.get(status, 0)) for status in QUEUE_STATUSES))
+    yield gauge("etrid_avg_job_wait_seconds", [([PBC], snap.avg_wait_s)])
+    yield gauge("etrid_avg_job_duration_seconds", [([PBC], snap.avg_duration_s)])
+    yield gauge("etrid_gpu_utilization_percent", (([p.address], p.utilization_pct) for p in snap.providers))
+    yield counter("etrid_gpu_jobs_completed_total", (([p.address], p.jobs_completed) for p in snap.providers))
+    yield gauge("etrid_gpu_earnings_total_edsc",
+                (([p.address], p.earnings_planck / PLANCK_PER_EDSC) for p in snap.providers))
 
     info = InfoMetricFamily("etrid", SPECS["etrid_info"].help, labels=["source", "version", "address"])
     info.add_metric([src, project_version(), snap.address], {})
     yield info
-    m = gauge("etrid_snapshot_ok")
-    m.add_metric([], 1.0 if snap.ok else 0.0)
-    yield m
-    m = gauge("etrid_snapshot_age_seconds")
-    m.add_metric([], max(0.0, now - snap.taken_at))
-    yield m
-    m = gauge("etrid_chain_best_block")
-    m.add_metric([], float(snap.best_block))
-    yield m
-    m = counter("etrid_chain_rpc_errors_total")
-    for kind in RPC_ERROR_KINDS:
-        m.add_metric([kind], float(snap.rpc_errors.get(kind, 0)))
-    yield m
-    m = gauge("etrid_gpu_last_heartbeat_timestamp_seconds")
-    for g in snap.gpus:
-        m.add_metric([g.provider, str(g.gpu_id)], g.last_heartbeat)
-    yield m
-    m = counter("etrid_job_claims_total")
-    for result in CLAIM_RESULTS:
-        m.add_metric([result], float(snap.claims.get(result, 0)))
-    yield m
-    m = counter("etrid_job_failures_total")
-    for reason, n in _by_reason(snap.failures):
-        m.add_metric([reason], float(n))
-    yield m
+    yield gauge("etrid_snapshot_ok", [([], 1.0 if snap.ok else 0.0)])
+    yield gauge("etrid_snapshot_age_seconds", [([], max(0.0, now - snap.taken_at))])
+    yield gauge("etrid_chain_best_block", [([], snap.best_block)])
+    yield counter("etrid_chain_rpc_errors_total", (([kind], snap.rpc_errors.get(kind, 0)) for kind in RPC_ERROR_KINDS))
+    yield gauge("etrid_gpu_last_heartbeat_timestamp_seconds",
+                (([g.provider, str(g.gpu_id)], g.last_heartbeat) for g in snap.gpus))
+    yield counter("etrid_job_claims_total", (([result], snap.claims.get(result, 0)) for result in CLAIM_RESULTS))
+    yield counter("etrid_job_failures_total", (([reason], n) for reason, n in _by_reason(snap.failures)))
 
     if src == "head":
-        m = gauge("etrid_jobs_running")
-        m.add_metric([snap.address], float(snap.running))
-        yield m
-        m = counter("etrid_job_skipped_total")
-        for reason, n in _by_reason(snap.skipped):
-            m.add_metric([reason], float(n))
-        yield m
-        m = gauge("etrid_job_queue_to_start_seconds")
-        for q, v in sorted(snap.queue_to_start_s.items()):
-            m.add_metric([q], v)
-        yield m
-        m = gauge("etrid_job_result_to_chain_seconds")
-        for q, v in sorted(snap.result_to_chain_s.items()):
-            m.add_metric([q], v)
-        yield m
-        gpus, nodes = gauge("etrid_pool_gpus"), gauge("etrid_pool_nodes")
-        age, price = gauge("etrid_price_age_seconds"), gauge("etrid_price_usd_per_gpu_hour")
-        for pool in snap.pools:
-            for state, v in zip(POOL_GPU_STATES, (pool.gpus_busy, pool.gpus_idle, pool.gpus_pending), strict=True):
-                gpus.add_metric([pool.name, state], float(v))
-            nodes.add_metric([pool.name, "alive"], float(pool.nodes_alive))
-            nodes.add_metric([pool.name, "requested"], float(pool.nodes_requested))
-            if pool.price_age_s is not None and pool.price_source is not None:
-                age.add_metric([pool.name, pool.price_source], pool.price_age_s)
-            if pool.price_usd_per_gpu_hour is not None and pool.price_source is not None:
-                price.add_metric([pool.name, pool.price_source], pool.price_usd_per_gpu_hour)
-        yield from (gpus, nodes)
-        m = counter("etrid_scaling_decisions_total")
-        for pool_name, reason, n in sorted(snap.decisions):
-            m.add_metric([pool_name, reason], float(n))
-        yield m
-        m = gauge("etrid_head_loop_seconds")
-        for q, v in sorted(snap.loop_s.items()):
-            m.add_metric([q], v)
-        yield m
-        m = counter("etrid_head_errors_total")
-        for kind, n in sorted(snap.head_errors.items()):
-            m.add_metric([kind], float(n))
-        yield m
-        yield from (age, price)
+        yield gauge("etrid_jobs_running", [([snap.address], snap.running)])
+        yield counter("etrid_job_skipped_total", (([reason], n) for reason, n in _by_reason(snap.skipped)))
+        yield quantiles("etrid_job_queue_to_start_seconds", snap.queue_to_start_s)
+        yield quantiles("etrid_job_result_to_chain_seconds", snap.result_to_chain_s)
+        yield gauge("etrid_pool_gpus", (([pool.name, state], v) for pool in snap.pools
+                                        for state, v in zip(POOL_GPU_STATES, (pool.gpus_busy, pool.gpus_idle,
+                                                                              pool.gpus_pending), strict=True)))
+        yield gauge("etrid_pool_nodes", (([pool.name, kind], n) for pool in snap.pools
+                                         for kind, n in (("alive", pool.nodes_alive),
+                                                         ("requested", pool.nodes_requested))))
+        yield counter("etrid_scaling_decisions_total",
+                      (([pool_name, reason], n) for pool_name, reason, n in sorted(snap.decisions)))
+        yield quantiles("etrid_head_loop_seconds", snap.loop_s)
+        yield counter("etrid_head_errors_total", (([kind], n) for kind, n in sorted(snap.head_errors.items())))
+        yield gauge("etrid_price_age_seconds",
+                    (([pool.name, pool.price_source], pool.price_age_s) for pool in snap.pools
+                     if pool.price_age_s is not None and pool.price_source is not None))
+        yield gauge("etrid_price_usd_per_gpu_hour",
+                    (([pool.name, pool.price_source], pool.price_usd_per_gpu_hour) for pool in snap.pools
+                     if pool.price_usd_per_gpu_hour is not None and pool.price_source is not None))
         if snap.spend_today_usd is not None:
-            m = gauge("etrid_cloud_spend_today_usd")
-            m.add_metric([], snap.spend_today_usd)
-            yield m
+            yield gauge("etrid_cloud_spend_today_usd", [([], snap.spend_today_usd)])
         if snap.budget_usd is not None:
-            m = gauge("etrid_cloud_budget_usd")
-            m.add_metric([], snap.budget_usd)
-            yield m
+            yield gauge("etrid_cloud_budget_usd", [([], snap.budget_usd)])
     else:
-        m = gauge("etrid_chain_gpus")
         counts: dict[tuple[str, str], int] = {}
         for g in snap.gpus:
             counts[(g.provider, g.status)] = counts.get((g.provider, g.status), 0) + 1
-        for (provider, status), n in sorted(counts.items()):
-            m.add_metric([provider, status], float(n))
-        yield m
+        yield gauge("etrid_chain_gpus", (([provider, status], n) for (provider, status), n in sorted(counts.items())))
         if snap.scrape_seconds is not None:
-            m = gauge("etrid_exporter_scrape_seconds")
-            m.add_metric([], snap.scrape_seconds)
-            yield m
+            yield gauge("etrid_exporter_scrape_seconds", [([], snap.scrape_seconds)])
 
 
 class SnapshotCollector:
