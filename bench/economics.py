@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--local-gpus", type=int, default=None)
     ap.add_argument("--price-per-gpu-hour", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--declared-slack", type=float, default=1.0,
+                    help="consumers declare max_compute_time as this many times the real duration (the policy's "
+                         "only view of a job's length; default 1: exact)")
     ap.add_argument("--claim-order", choices=("best-paying", "first-come"), default=None,
                     help="the profit policy's queue order (default: the config's, best-paying)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     load_s = time.perf_counter() - t0
     if args.limit:
         trace = trace.head(args.limit)
-    kw: dict[str, object] = {"seed": args.seed}
+    kw: dict[str, object] = {"seed": args.seed, "declared_slack": args.declared_slack}
     if args.local_gpus is not None:
         kw["local_gpus"] = args.local_gpus
     if args.price_per_gpu_hour is not None:
@@ -61,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     s = scenario.settings
     print(f"trace: {len(trace):,} jobs (read in {load_s:.1f} s); {scenario.local_gpus} local GPUs; "
           f"{s.price_per_gpu_hour:g} USD/GPU-h ({s.price_per_gpu_hour / s.edsc_usd:g} ËDSC at {s.edsc_usd:g}); "
-          f"patience {s.patience_s:g} s; interruptions seed {s.seed}; claim order {scenario.config.claim_order}",
+          f"patience {s.patience_s:g} s; interruptions seed {s.seed}; claim order {scenario.config.claim_order}; "
+          f"declared max_compute_time {s.declared_slack:g} × the real duration",
           flush=True)
     cmp_ = compare(trace, scenario, POLICY_NAMES, progress=lambda line: print("  ran " + line, flush=True))
     print()

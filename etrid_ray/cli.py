@@ -1142,6 +1142,9 @@ def audit_verify(audit_log: str | None, url: str | None, account: str | None, fr
               help="ËDSC→USD rate (the seed's 0.10)")
 @click.option("--patience", default=3600.0, show_default=True, type=click.FloatRange(min=0),
               help="seconds a job waits before another provider claims it; 0 = waits forever")
+@click.option("--declared-slack", default=1.0, show_default=True, type=click.FloatRange(min=1),
+              help="consumers declare max_compute_time as this many times the real duration (the policy sees "
+                   "only that; 1 = exact)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="provider config (pools, budget, thresholds); default: the built-in defaults")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="sim-out", show_default=True,
@@ -1154,7 +1157,8 @@ def audit_verify(audit_log: str | None, url: str | None, account: str | None, fr
 @click.option("--explain-breakeven", is_flag=True, help="print per-GPU-hour break-even prices per pool and exit")
 @_friendly
 def simulate(trace_path: str, policies: tuple[str, ...], local_gpus: int, price_per_gpu_hour: float,
-             prices_path: str | None, edsc_usd: float, patience: float, config_path: str | None, out_dir: str,
+             prices_path: str | None, edsc_usd: float, patience: float, declared_slack: float,
+             config_path: str | None, out_dir: str,
              seed: int, no_interruptions: bool, limit: int | None, no_plots: bool, as_json: bool,
              explain_breakeven: bool) -> None:
     """Replay a job trace through the scaling policies (the head's own code) and compare their economics."""
@@ -1169,7 +1173,7 @@ def simulate(trace_path: str, policies: tuple[str, ...], local_gpus: int, price_
     try:
         settings = SimSettings(local_gpus=local_gpus, price_per_gpu_hour=price_per_gpu_hour, edsc_usd=edsc_usd,
                                patience_s=patience or None, seed=seed, interruptions=not no_interruptions,
-                               base_config=base)
+                               declared_slack=declared_slack, base_config=base)
         scenario = build_scenario(settings)
         if prices_path:
             from dataclasses import replace

@@ -395,3 +395,19 @@ def test_the_economics_targets_hold_on_the_first_ten_thousand_philly_jobs():
     assert ours.net_profit_usd >= 0.85 * cmp_.oracle.net_profit_usd
     assert ours.wait_s["p95"] <= cmp_.result("seed-hpa").wait_s["p95"]
     assert ours.lost_while_profitable == 0
+
+
+def test_the_policy_sees_the_declared_max_compute_time_and_the_job_runs_its_real_duration():
+    """The head knows a job's length only as its max_compute_time. Declared 1.5× long, an 8-GPU hour still
+    pays for a new AWS node: it runs its real hour and earns the same payment. Declared 10× long, the node
+    would have to live 10 h for the same payment: ours does not buy it."""
+    job = jobs((0, 3600, 8))
+    exact = Simulator(job, "profit", build_scenario(settings(local_gpus=0))).run()
+    longer = Simulator(job, "profit", build_scenario(settings(local_gpus=0, declared_slack=1.5))).run()
+    padded = Simulator(job, "profit", build_scenario(settings(local_gpus=0, declared_slack=10))).run()
+    assert exact.jobs["completed"] == longer.jobs["completed"] == 1
+    assert longer.revenue_usd == pytest.approx(exact.revenue_usd) == pytest.approx(8 * 0.95)
+    assert longer.cloud_cost_usd == pytest.approx(exact.cloud_cost_usd)  # the node lived for the real hour
+    assert padded.jobs["completed"] == 0 and sum(padded.node_launches.values()) == 0
+    with pytest.raises(ValueError, match="declared_slack"):
+        SimSettings(declared_slack=0.5)

@@ -199,6 +199,7 @@ class Simulator:
                   if not p.is_cloud or (p.quote is not None and within_max_price(p.pool, p.quote))]
         self.jobs = [j for j in jobs if any(eligible(self._probe(j), pool) for pool in usable)]
         self.unservable = len(jobs) - len(self.jobs)
+        self.run_s = {j.job_id: j.duration_s for j in self.jobs}  # how long each really runs
         # state
         self.heap: list[tuple[float, int, int, int, int]] = []
         self.seq = 0
@@ -235,8 +236,9 @@ class Simulator:
     # --- helpers -------------------------------------------------------------------------------------
 
     def _probe(self, j: SimJob) -> QueuedJob:
-        return QueuedJob(job_id=j.job_id, gpus=j.gpus, price_per_gpu_s=self.price_planck,
-                         expected_duration_s=j.duration_s, waiting_since=j.submit_s)
+        slack = self.settings.declared_slack  # the head sees max_compute_time; the payment is what the run is worth
+        return QueuedJob(job_id=j.job_id, gpus=j.gpus, price_per_gpu_s=self.price_planck / slack,
+                         expected_duration_s=j.duration_s * slack, waiting_since=j.submit_s)
 
     def _push(self, t: float, kind: int, a: int = 0, b: int = 0) -> None:
         self.seq += 1
@@ -301,7 +303,7 @@ class Simulator:
             self.started_at[job_id] = now
             self.waits.append(now - job.waiting_since)
             self.served_waits.append(now - job.waiting_since)
-        self._push(now + job.expected_duration_s, _FINISH, job_id, self.run_id)
+        self._push(now + self.run_s[job_id], _FINISH, job_id, self.run_id)
         self._jobs_meta[job_id] = job
 
     def _stop(self, job_id: int, t: float) -> QueuedJob:

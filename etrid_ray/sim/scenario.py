@@ -65,6 +65,10 @@ class SimSettings:
     base_config: ProviderConfig | None = None  # pools, budget, thresholds (default: ProviderConfig())
     prices: Mapping[str, PriceQuote] | None = None  # by pool (default: the shipped catalog)
     drain_s: float = 6 * 3600.0  # after the last job, nodes a policy keeps are billed this long at most
+    # what the policy knows of a job's length: its `max_compute_time`, declared by the consumer as this many
+    # times its real duration (1.0: exactly; the payment is the same either way, so a job that declares
+    # more looks cheaper per GPU-second and longer to a new node's cost)
+    declared_slack: float = 1.0
     record: bool = True  # keep time series for plots
 
     def __post_init__(self) -> None:
@@ -74,6 +78,8 @@ class SimSettings:
             raise ValueError("price_per_gpu_hour must be ≥ 0 and edsc_usd > 0")
         if self.patience_s is not None and self.patience_s <= 0:
             raise ValueError("patience_s must be > 0 (or None)")
+        if self.declared_slack < 1:
+            raise ValueError("declared_slack must be ≥ 1 (a job's max_compute_time covers its run)")
 
 
 @dataclass(frozen=True)
