@@ -99,20 +99,24 @@ class HttpBlobStore(BlobStore):
     def __init__(self, base_url: str, timeout: float = 30.0) -> None:
         self.url = base_url.rstrip("/")
         self.timeout = timeout
+        self.opener = urllib.request.build_opener()
 
     def _endpoint(self, h: str) -> str:
         return f"{self.url}/blobs/{h}"
 
     def _open(self, req: urllib.request.Request | str) -> bytes:
-        """One request's body; HTTP errors are raised for the caller to map. Transports override this
-        (TLS with its own CA: `security.transport.TlsHttpBlobStore`)."""
+        """One request's body through `self.opener`; HTTP errors are raised for the caller to map. A transport
+        brings its own opener (TLS with its own CA: `security.transport.TlsHttpBlobStore`)."""
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with self.opener.open(req, timeout=self.timeout) as resp:
                 return resp.read()
         except urllib.error.HTTPError:
             raise
         except urllib.error.URLError as exc:
-            raise BlobError(f"cannot reach blob store {self.url}: {exc.reason}") from None
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: urllib.error.URLError) -> BlobError:
+        return BlobError(f"cannot reach blob store {self.url}: {exc.reason}")
 
     def _put(self, h: str, data: bytes) -> None:
         req = urllib.request.Request(

@@ -143,17 +143,10 @@ class TlsHttpBlobStore(HttpBlobStore):
         super().__init__(base_url, timeout=timeout)
         self.opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ssl_context(ca)))
 
-    def _open(self, req: urllib.request.Request | str) -> bytes:
-        try:
-            with self.opener.open(req, timeout=self.timeout) as resp:
-                return resp.read()
-        except urllib.error.HTTPError:
-            raise
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, ssl.SSLError):
-                raise BlobError(f"TLS to blob store {self.url} failed: {exc.reason} (is its CA in "
-                                f"{ENV_CA_BUNDLE}?)") from None
-            raise BlobError(f"cannot reach blob store {self.url}: {exc.reason}") from None
+    def _unreachable(self, exc: urllib.error.URLError) -> BlobError:
+        if isinstance(exc.reason, ssl.SSLError):
+            return BlobError(f"TLS to blob store {self.url} failed: {exc.reason} (is its CA in {ENV_CA_BUNDLE}?)")
+        return super()._unreachable(exc)
 
 
 def open_secure_blob_store(url: str, *, compliance: bool, ca: str | os.PathLike[str] | None = None,
