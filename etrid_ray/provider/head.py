@@ -126,8 +126,6 @@ class ProviderHead:
         self.scaler: Any = None  # a Scaler once the cluster shows pool resources (KubeRay / fake autoscaler)
         self.tee_gate: Any = None
         self.plan: Any = None
-        self._rank: dict[int, int] = {}
-        self._rank_of: Any = None
         self._pools_checked_at = -math.inf
         self._pool_free: dict[str, float] = {}
         self._pool_capacity: dict[str, float] = {}
@@ -508,7 +506,8 @@ class ProviderHead:
             return 0
         # bad manifests first (failing them costs nothing), then the chain's priority, then the placement's
         # order (best-paying first, the same order the simulator proves), then first come
-        rank = self._plan_rank()
+        plan = self.plan
+        rank: dict[int, int] = plan.order if plan is not None else {}
         chosen.sort(key=lambda c: (c.verdict.action != "reject", PRIORITY_ORDER.get(c.job.priority, 1),
                                    rank.get(c.job.job_id, len(rank)), c.job.submitted_at, c.job.job_id))
         pairs: list[tuple[Candidate, int]] = []
@@ -569,16 +568,6 @@ class ProviderHead:
             else:
                 self.gpu_load[gpu] -= 1  # _dispatch counts it again
                 self._dispatch(cand.job, cand.manifest, gpu, cand.pool)
-
-    def _plan_rank(self) -> dict[int, int]:
-        """Each planned job's place in the placement's order (computed once per plan)."""
-        plan = self.plan
-        if plan is None:
-            return {}
-        if self._rank_of is not plan:
-            self._rank = {p.job_id: i for i, p in enumerate(plan.placements)}
-            self._rank_of = plan
-        return self._rank
 
     def _pool_for(self, cand: Candidate) -> str | None:
         """The pool the placement chose; a job it left waiting goes to the first local pool that can run it."""

@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from operator import attrgetter
 
 from etrid_ray.config import ProviderConfig
@@ -85,11 +85,14 @@ class PlacementPlan:
     new_nodes: Mapping[str, int] = field(default_factory=dict)
     projected_cost_usd: float = 0.0  # new nodes' cost over their expected lives
 
+    @cached_property
+    def order(self) -> dict[int, int]:
+        """Each job's place in the plan (the order to claim in); the head looks jobs up here every pass."""
+        return {p.job_id: i for i, p in enumerate(self.placements)}
+
     def pool_for(self, job_id: int) -> str | None:
-        for p in self.placements:
-            if p.job_id == job_id:
-                return p.pool
-        raise KeyError(job_id)
+        """The pool `job_id` is steered to (None: waits for local); KeyError when the plan does not know it."""
+        return self.placements[self.order[job_id]].pool
 
     def by_pool(self) -> dict[str | None, list[int]]:
         out: dict[str | None, list[int]] = {}
@@ -171,16 +174,6 @@ def node_life_s(pool: Pool, busy_span_s: float, config: ProviderConfig) -> float
     return pool.startup_s + busy_span_s + config.idle_timeout_s
 
 
-def busy_span_s(jobs: Sequence[QueuedJob], gpus_per_node: int) -> float:
-    """How long a node is busy with these jobs: the longest one, or their GPU-seconds spread over its
-    GPUs when they queue behind each other (perfect packing: an estimate, not a schedule)."""
-    if not jobs:
-        return 0.0
-    longest = max(j.expected_duration_s for j in jobs)
-    work = sum(j.gpus * j.expected_duration_s for j in jobs)
-    return max(longest, work / gpus_per_node)
-
-
 def node_cost_usd(pool: Pool, quote: PriceQuote, busy_span: float, config: ProviderConfig) -> float:
     """A new node's expected cost over its life, the spot interruption premium included."""
     return (quote.usd_per_node_hour * interruption_factor(quote, config.spot_rerun_share)
@@ -201,30 +194,46 @@ class _Node:
     cost: float
 
 
+@dataclass
+class _Lane:
+    """Jobs queued back to back on one node's `gpus`. The node is busy for the longest job, or the work
+    spread over its GPUs (perfect packing: an estimate, not a schedule); jobs join while that span stays
+    within max(horizon, the longest job), so a job waits behind the others for at most about the horizon."""
+
+    gpus: float
+    longest: float = 0.0
+    work: float = 0.0
+
+    @property
+    def span(self) -> float:
+        return max(self.longest, self.work / self.gpus)
+
+    def take(self, job: QueuedJob, horizon_s: float) -> bool:
+        longest = max(self.longest, job.expected_duration_s)
+        work = self.work + job.gpus * job.expected_duration_s
+        if max(longest, work / self.gpus) > max(horizon_s, longest):
+            return False
+        self.longest, self.work = longest, work
+        return True
+
+
 def _best_node(candidates: Sequence[QueuedJob], start: int, pool: Pool, quote: PriceQuote, config: ProviderConfig,
                horizon_s: float) -> tuple[_Node | None, int]:
-    """Fill one new node from the best-paying candidates (from `start` on) and keep the most profitable prefix.
-
-    Jobs join while the node's busy span stays within max(horizon, its longest job), so a job
-    waits behind others on the node for at most about the horizon. Returns the node (None if no
-    prefix pays) and how many candidates were considered (the caller moves past them).
-    """
-    longest = work = revenue = 0.0
+    """Fill one new node from the best-paying candidates (from `start` on), back to back (`_Lane`), and keep
+    the most profitable prefix. Returns the node (None if no prefix pays) and how many candidates were
+    considered (the caller moves past them). The first job always fits an empty node."""
+    lane = _Lane(float(pool.gpus_per_node))
+    revenue = 0.0
     best: _Node | None = None
-    gpn = pool.gpus_per_node
     end = start
     for end in range(start, len(candidates)):
         job = candidates[end]
-        new_longest = max(longest, job.expected_duration_s)
-        new_work = work + job.gpus * job.expected_duration_s
-        span = max(new_longest, new_work / gpn)
-        if end > start and span > max(horizon_s, new_longest):
+        if not lane.take(job, horizon_s):
             break
-        longest, work = new_longest, new_work
         revenue += job.revenue_usd(config.edsc_usd)
-        cost = node_cost_usd(pool, quote, span, config)
+        cost = node_cost_usd(pool, quote, lane.span, config)
         if revenue > cost and (best is None or revenue - cost > best.revenue - best.cost):
-            best = _Node(tuple(candidates[start:end + 1]), span, revenue, cost)
+            best = _Node(tuple(candidates[start:end + 1]), lane.span, revenue, cost)
     else:
         end = len(candidates)
     return best, max(1, end - start)
@@ -235,41 +244,30 @@ class PaidRoom:
 
     A job runs on one node, so an alive node takes a job only in the GPUs it has free now (best
     fit; what it is running will finish at a time the snapshot does not know). A starting node is
-    empty: jobs queue on it back to back while its busy span stays within max(horizon, the longest
-    job), as on a new node (`_best_node`). When per-node room is unknown, the pool's free GPUs are
-    one node's worth of room (the old, optimistic rule)."""
+    empty: jobs queue on it back to back, as on a new node (`_Lane`). When per-node room is
+    unknown, the pool's free GPUs are one node's worth of room (the old, optimistic rule)."""
 
     def __init__(self, ps: PoolState, horizon_s: float) -> None:
         self.gpn = float(ps.pool.gpus_per_node)
         self.horizon = horizon_s
         known = bool(ps.node_free) or ps.alive == 0
         self.alive = [max(0.0, f) for f in ps.node_free] if known else []
-        self.starting = [[0.0, 0.0] for _ in range(ps.pending)]  # [longest, work] per starting node
-        self.pooled = None if known else [max(0.0, ps.gpus_free) + ps.pending * self.gpn, 0.0, 0.0]
+        self.starting = [_Lane(self.gpn) for _ in range(ps.pending)]
+        pooled = max(0.0, ps.gpus_free) + ps.pending * self.gpn
+        self.pooled = None if known or pooled <= 0 else _Lane(pooled)
 
     def __bool__(self) -> bool:
-        if self.pooled is not None:
-            return self.pooled[0] > 0
-        return bool(self.starting) or any(f > 0 for f in self.alive)
-
-    def _queue_on(self, node: list[float], job: QueuedJob, gpus: float) -> bool:
-        longest = max(node[-2], job.expected_duration_s)
-        work = node[-1] + job.gpus * job.expected_duration_s
-        if max(longest, work / gpus) > max(self.horizon, longest):
-            return False
-        node[-2], node[-1] = longest, work
-        return True
+        return self.pooled is not None or bool(self.starting) or any(f > 0 for f in self.alive)
 
     def take(self, job: QueuedJob) -> bool:
         """Steer `job` here if it fits; True when it does."""
         if self.pooled is not None:
-            room = self.pooled[0]
-            return job.gpus <= room and self._queue_on(self.pooled, job, room)
+            return job.gpus <= self.pooled.gpus and self.pooled.take(job, self.horizon)
         if take_slot(self.alive, job.gpus):
             return True
         if job.gpus > self.gpn:
             return False
-        return any(self._queue_on(node, job, self.gpn) for node in self.starting)
+        return any(lane.take(job, self.horizon) for lane in self.starting)
 
 
 # --- placement --------------------------------------------------------------------------------------
