@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from etrid_ray.cli import main
-from etrid_ray.clouds.report import format_age
+from etrid_ray.durations import format_duration
 from etrid_ray.prices import default_catalog
 from etrid_ray.testing.recorded_api import RecordedApi
 from tests.clouds_support import fake_aws_env, gcp_service_account_file, moto_server, recorded, reply
@@ -134,4 +134,10 @@ def test_a_bad_config_is_one_clear_line(offline, tmp_path: Path):
 @pytest.mark.parametrize("seconds, text", [(None, "-"), (5, "5 s"), (600, "10 min"), (5400, "90 min"),
                                            (7200, "2.0 h"), (28 * 86_400, "28 d")])
 def test_age_format(seconds, text):
-    assert format_age(seconds) == text
+    assert format_duration(seconds) == text
+
+
+def test_one_duration_format_serves_the_status_view_and_the_simulator():
+    assert [format_duration(v, compact=True, none="—") for v in (None, 5, 600, 7200, 28 * 86_400)] == \
+        ["—", "5s", "10m", "2.0h", "28d"]
+    assert format_duration(3 * 86_400, days=False) == "72.0 h"  # the simulator's waits stay in hours

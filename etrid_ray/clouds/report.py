@@ -12,20 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from etrid_ray.clouds.feed import MarketFeed
+from etrid_ray.durations import format_duration
 from etrid_ray.pools import Pool
-
-
-def format_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = max(0.0, seconds)
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    if s < 172_800:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86_400:.0f} d"
 
 
 def price_rows(feed: MarketFeed, pools: Iterable[Pool], now: datetime | None = None) -> list[dict[str, Any]]:
@@ -89,6 +77,6 @@ def price_table(rows: list[dict[str, Any]]) -> Any:
         if r["cloud"] == "local":
             headroom = "-"
         table.add_row(r["pool"], r["cloud"], where, _money(r["usd_per_node_hour"]), _money(r["usd_per_gpu_hour"]),
-                      discount, r["interruption_bucket"] or "-", headroom, r["source"], format_age(r["age_s"]),
+                      discount, r["interruption_bucket"] or "-", headroom, r["source"], format_duration(r["age_s"]),
                       "; ".join(r["notes"]))
     return table

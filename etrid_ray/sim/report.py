@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from etrid_ray.durations import format_duration
 from etrid_ray.sim.engine import SimResult
 from etrid_ray.sim.oracle import OracleBound
 from etrid_ray.sim.scenario import Scenario
@@ -20,11 +21,7 @@ COLUMNS = ("policy", "completed", "lost", "revenue $", "cloud $", "power $", "ne
 
 
 def _dur(s: float) -> str:
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
+    return format_duration(s, days=False)
 
 
 def rows(results: Sequence[SimResult], oracle: OracleBound | None) -> list[list[str]]:

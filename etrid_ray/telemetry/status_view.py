@@ -16,6 +16,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from etrid_ray.durations import format_duration
 from etrid_ray.telemetry.metrics import PLANCK_PER_EDSC, Snapshot
 
 
@@ -62,15 +63,7 @@ def chain_snapshot_source(url: str) -> Callable[[], Snapshot]:
 
 
 def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86_400:.0f}d"
+    return format_duration(seconds, compact=True, none="—")
 
 
 def _short(address: str) -> str:
