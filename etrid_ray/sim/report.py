@@ -104,7 +104,14 @@ def plot(out: Path, results: Sequence[SimResult], oracle: OracleBound | None = N
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: list[Path] = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(out / name)
+
     recorded = [r for r in results if r.series.get("t")]
     if not recorded:
         return written
@@ -113,10 +120,7 @@ def plot(out: Path, results: Sequence[SimResult], oracle: OracleBound | None = N
         ax.step(_days(r.series["t"]), r.series["queue"], where="post", label=r.policy, linewidth=0.8)
     ax.set(xlabel="day of trace", ylabel="queued jobs", title="Queue depth")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "queue_depth.png", dpi=110)
-    plt.close(fig)
-    written.append(out / "queue_depth.png")
+    save(fig, "queue_depth.png")
 
     fig, ax = plt.subplots(figsize=(10, 4))
     for r in recorded:
@@ -126,10 +130,7 @@ def plot(out: Path, results: Sequence[SimResult], oracle: OracleBound | None = N
                    label="oracle bound (end)")
     ax.set(xlabel="day of trace", ylabel="thousand USD", title="Cumulative net profit")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "cumulative_profit.png", dpi=110)
-    plt.close(fig)
-    written.append(out / "cumulative_profit.png")
+    save(fig, "cumulative_profit.png")
 
     fig, axes = plt.subplots(len(recorded), 1, figsize=(10, 1.6 * len(recorded) + 0.6), sharex=True, squeeze=False)
     for ax, r in zip(axes[:, 0], recorded, strict=True):
@@ -142,8 +143,5 @@ def plot(out: Path, results: Sequence[SimResult], oracle: OracleBound | None = N
             ax.legend(fontsize=6, loc="upper right")
     axes[0, 0].set_title("Cloud nodes per pool (alive + starting)")
     axes[-1, 0].set_xlabel("day of trace")
-    fig.tight_layout()
-    fig.savefig(out / "nodes_per_pool.png", dpi=110)
-    plt.close(fig)
-    written.append(out / "nodes_per_pool.png")
+    save(fig, "nodes_per_pool.png")
     return written
