@@ -410,11 +410,16 @@ def provider_run(config_path: str | None, address: str | None, run_for: float | 
 @click.option("--gpus", default=4, show_default=True, type=click.IntRange(1, 64), help="simulated GPUs")
 @click.option("--bad", default=4, show_default=True, type=click.IntRange(0, 100), help="broken manifests to add")
 @click.option("--timeout", "timeout_s", default=150.0, show_default=True, help="give up after this many seconds")
-def demo(jobs: int, speedup: float, seed: int, gpus: int, bad: int, timeout_s: float) -> None:
+@click.option("--dashboard/--no-dashboard", default=True, show_default=True,
+              help="Ray's dashboard on 127.0.0.1 (log in with the cluster's token)")
+@click.option("--keep-open", is_flag=True, help="after the summary, keep the cluster up for the dashboard until Ctrl-C")
+def demo(jobs: int, speedup: float, seed: int, gpus: int, bad: int, timeout_s: float, dashboard: bool,
+         keep_open: bool) -> None:
     """Everything on one machine: devnet, local Ray with simulated GPUs, the provider, a trace replay."""
     from etrid_ray.demo import run_demo
 
-    run_demo(jobs=jobs, speedup=speedup, seed=seed, gpus=gpus, bad=bad, timeout_s=timeout_s)
+    run_demo(jobs=jobs, speedup=speedup, seed=seed, gpus=gpus, bad=bad, timeout_s=timeout_s, dashboard=dashboard,
+             keep_open=keep_open)
 
 
 @main.command()

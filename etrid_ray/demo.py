@@ -14,7 +14,6 @@ import os
 # The demo's Ray cluster is this machine only: keep every Ray process on loopback (Ray reads this
 # when first imported, and the demo imports Ray lazily, after this line).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "token")  # the driver presents the cluster's token (Ray 2.60: on)
 import random
 import tempfile
 import threading
@@ -37,6 +36,7 @@ from etrid_ray.kuberay.render import raycluster
 from etrid_ray.percentiles import percentile
 from etrid_ray.pools import pools_from_config
 from etrid_ray.provider.scaler import alive_nodes_per_pool
+from etrid_ray.ray_auth import TokenSource, use_token
 from etrid_ray.testing.devnet_process import DevnetProcess
 from etrid_ray.testing.fake_cluster import FakeKubeRayCluster
 from etrid_ray.trace import trace_slice
@@ -149,8 +149,17 @@ def summary_table(result: DemoResult) -> Table:
     return table
 
 
+def dashboard_login(url: str, token: TokenSource) -> str:
+    """How to open the dashboard: the URL and where the token is (the token itself is never printed)."""
+    where = f"the value of {token.describe()}" if token.kind == "env" else f"the contents of {token.describe()}"
+    return f"[bold]Ray dashboard[/] {url} — log in with {where}"
+
+
 def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 4, bad: int = 4,
-             max_job_s: float = 6.0, timeout_s: float = 150.0, console: Console | None = None) -> DemoResult:
+             max_job_s: float = 6.0, timeout_s: float = 150.0, console: Console | None = None,
+             dashboard: bool = True, keep_open: bool = False) -> DemoResult:
+    # Token auth on for the demo's cluster and this driver; a fresh home gets the project's own token.
+    token = use_token()
     import ray
 
     from etrid_ray.provider.actor import launch_head, stop_head
@@ -160,22 +169,31 @@ def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 
     workdir = Path(tempfile.mkdtemp(prefix="etrid-demo-"))
     result = DemoResult(submitted=len(plan))
     started = time.monotonic()
+    # The provider's key as a file only the head reads (as the manifests mount it), not an environment
+    # variable every Ray process of the cluster, consumer tasks included, would inherit.
+    seed_file = workdir / "provider-seed"
+    seed_file.touch(mode=0o600)
+    seed_file.write_text("//Bob")
     with DevnetProcess(block_time=0, extra_args=["--confirm-window", "20"]) as devnet:
         console.print(f"[bold]devnet[/] {devnet.url} (pid {devnet.pid})")
-        config = load_config(env={}, overrides={
+        config = load_config(env={}, overrides={"seed_file": str(seed_file),
             "websocket_url": devnet.url, "rpc_url": devnet.http_url, "PRICE_PER_SECOND": PRICE_PER_SECOND,
             "gpus": {"count": gpus}, "local_nodes": 1, "journal_path": str(workdir / "journal.sqlite"),
             "heartbeat_interval_s": 5, "telemetry_interval_s": 5, "poll_interval_s": 0.2,
             "idle_timeout_s": IDLE_TIMEOUT_S, "aws_max_nodes": 1, "gcp_max_nodes": 1, "azure_max_nodes": 1,
             "scale_interval_s": 0.5})
         # The RayCluster users deploy, translated by Ray's KubeRay code, run on Ray's fake multi-node
-        # autoscaler: each pool a node type, each node a real raylet. The head's key is in the
-        # cluster's environment, as the Secret puts it in the head pod's.
+        # autoscaler: each pool a node type, each node a real raylet.
         cluster = FakeKubeRayCluster(raycluster(config), workdir / "cluster", idle_timeout_s=IDLE_TIMEOUT_S,
-                                     max_workers_per_type=1, cpus_per_node=8, env={"ETRID_SEED": "//Bob"})
+                                     max_workers_per_type=1, cpus_per_node=8,
+                                     dashboard=dashboard)
         cluster.start()
         console.print(f"[bold]Ray[/] fake multi-node cluster from the rendered RayCluster at {cluster.address}: "
                       f"pools {', '.join(p.name for p in pools_from_config(config))}")
+        if cluster.dashboard_url:
+            console.print(dashboard_login(cluster.dashboard_url, token))
+            console.print("  (Actors: the provider head; Jobs: this demo's driver; Cluster: one node per pool; "
+                          "Jobs › Tasks: the consumer jobs)")
         timeline: list[tuple[float, dict[str, int]]] = []
         try:
             ray.init(address=cluster.address, namespace="etrid", logging_level="ERROR", log_to_driver=False)
@@ -238,6 +256,13 @@ def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 
                     time.sleep(0.5)
             submitter.join(timeout=5)
             status = ray.get(head.status.remote(True))
+            if keep_open and cluster.dashboard_url:
+                console.print(f"the cluster stays up for the dashboard at {cluster.dashboard_url}: Ctrl-C to end")
+                try:
+                    while True:
+                        time.sleep(1)
+                except KeyboardInterrupt:
+                    pass
             result.completed = sum(1 for s in final.values() if s == "completed")
             result.failed = failure_reasons(client, devnet_best(client))
             result.unserved = len(plan) - len(final)

@@ -7,7 +7,11 @@ import os
 # Ray binds to the machine's first interface address unless told otherwise; every Ray process the
 # tests start must live on loopback. (Ray reads this when it is first imported, hence here.)
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "token")  # drivers present the cluster's token (Ray 2.60 default: on)
+from etrid_ray.ray_auth import use_token  # noqa: E402  (imports no Ray)
+
+# Token auth on for every cluster the tests start and every driver they run; on a machine with an empty
+# home nothing else creates the token `ray start` needs, so the project makes its own (see ray_auth).
+use_token()
 
 from collections.abc import Iterator  # noqa: E402
 

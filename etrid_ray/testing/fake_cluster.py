@@ -24,6 +24,8 @@ import psutil
 from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
 from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
 
+from etrid_ray.ray_auth import ensure_token, token_env
+from etrid_ray.telemetry.logs import SECRET_ENV
 from etrid_ray.testing.ray_head_process import free_port
 
 HEAD_TYPE = "ray.head.default"
@@ -82,13 +84,19 @@ class FakeKubeRayCluster:
     max_workers_per_type: int | None = 2
     cpus_per_node: float | None = 2
     env: dict[str, str] = field(default_factory=dict)
+    dashboard: bool = False  # Ray's dashboard on 127.0.0.1 (token login); off where nobody looks at it
     proc: subprocess.Popen[bytes] | None = None
     gcs_port: int = 0
+    dashboard_port: int = 0
     config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.dashboard_port}" if self.dashboard else None
 
     def start(self, timeout: float = 90.0) -> FakeKubeRayCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -101,12 +109,15 @@ class FakeKubeRayCluster:
         ray_bin = str(Path(sys.executable).with_name("ray"))
         args = [ray_bin, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
                 "--port", str(self.gcs_port), f"--autoscaling-config={config_path}",
-                "--num-cpus", "1", "--num-gpus", "0", "--include-dashboard", "false",
+                "--num-cpus", "1", "--num-gpus", "0", *self._dashboard_args(),
                 "--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
                 "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
                 "--disable-usage-stats"]
-        env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-               "RAY_AUTH_MODE": "token", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+        # Secrets of the calling shell stay out of the cluster (every worker would inherit them); a test
+        # that wants a key in the cluster's environment passes it in `env`, as a pod spec would.
+        inherited = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+        env = {**inherited, "RAY_FAKE_CLUSTER": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+               **token_env(ensure_token()), "AUTOSCALER_UPDATE_INTERVAL_S": "1",
                "RAY_enable_autoscaler_v2": "1", "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID,
                "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID,
                "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", **self.env}
@@ -121,6 +132,13 @@ class FakeKubeRayCluster:
             time.sleep(0.5)
         self.stop()
         raise TimeoutError("fake cluster head did not come up")
+
+    def _dashboard_args(self) -> list[str]:
+        if not self.dashboard:
+            return ["--include-dashboard", "false"]
+        self.dashboard_port = free_port()
+        return ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+                "--dashboard-port", str(self.dashboard_port)]
 
     def _our_processes(self) -> list[psutil.Process]:
         """Every process of this cluster: the ones `ray start` spawned and the fake nodes the autoscaler

@@ -13,6 +13,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from etrid_ray.ray_auth import ensure_token, token_env
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -50,7 +52,7 @@ class RayHeadProcess:
                 "--include-dashboard", "true", "--disable-usage-stats"]
         self.log = log
         path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
-        env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **self.env,
+        env = {**os.environ, **token_env(ensure_token()), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **self.env,
                "PATH": path}
         self.proc = subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
