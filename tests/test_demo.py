@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 
@@ -18,13 +20,24 @@ def _ray_and_devnet_processes() -> set[int]:
     return mine
 
 
-def test_the_demo_serves_trace_jobs_fails_broken_ones_and_leaves_no_process_behind() -> None:
+def test_the_demo_runs_from_an_empty_home_serves_trace_jobs_fails_broken_ones_and_leaves_no_process_behind(
+        tmp_path: Path) -> None:
     before = _ray_and_devnet_processes()
+    home = tmp_path / "home"
+    home.mkdir()
+    # A new user's machine: an empty home (no ~/.ray/auth_token, no ~/.etrid-ray) and no Ray token in the env.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN")}
     out = subprocess.run([sys.executable, "-m", "etrid_ray", "demo", "--jobs", "8", "--bad", "4", "--seed", "3",
                           "--timeout", "120"], capture_output=True, text=True, timeout=240,
-                         env={**os.environ, "COLUMNS": "120"})
+                         env={**env, "HOME": str(home), "COLUMNS": "120"})
     assert out.returncode == 0, out.stderr[-3000:]
     summary = out.stdout
+    # the dashboard was on loopback, behind the token the demo made in the project's own place
+    token_file = home / ".etrid-ray" / "ray" / "auth_token"
+    assert re.search(r"Ray dashboard http://127\.0\.0\.1:\d+", summary), summary[:2000]
+    assert str(token_file) in summary.replace("\n", "")
+    assert token_file.stat().st_mode & 0o077 == 0 and token_file.read_text().strip() not in summary
+    assert "first job completed after" in summary
     assert "jobs submitted" in summary and "12" in summary
     for reason in ("malformed manifest", "unknown handler", "matmul failed", "timeout after 2s"):
         assert reason in summary, summary[-2000:]
