@@ -377,29 +377,83 @@ def submit(
     )
 
 
+def _prepare_ray(*, starts_cluster: bool) -> None:
+    """Token auth set up before Ray is imported (Ray reads RAY_AUTH_MODE once, at import). A Ray this
+    command starts itself listens on loopback only: it is one machine's, and Ray would otherwise bind the
+    first interface (and `ray.init(_node_ip_address="127.0.0.1")` is turned back into that address)."""
+    from etrid_ray.ray_auth import RayAuthError, prepare_driver
+
+    if starts_cluster:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        prepare_driver(starts_cluster=starts_cluster)
+    except RayAuthError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 @provider.command("run")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="provider config (YAML or JSON); env ETRID_* settings override it")
 @click.option("--address", default=None, help="Ray cluster address (default: ray_address from the config, "
-              "else a local Ray)")
+              "else a local Ray with the config's GPUs)")
 @click.option("--run-for", type=float, default=None, help="stop after this many seconds (default: until SIGTERM)")
 @click.option("--status-every", type=float, default=10.0, show_default=True)
-@click.option("--leave-running", is_flag=True, help="leave the detached head actor running on exit")
+@click.option("--detach", is_flag=True, help="run the head under a Ray Job on the cluster and return "
+              "(needs --address/ray_address); stop it with `etrid-ray provider stop`")
+@click.option("--now", is_flag=True, help="on stop, fail in-flight jobs on chain at once instead of finishing them")
 @_friendly
 def provider_run(config_path: str | None, address: str | None, run_for: float | None, status_every: float,
-                 leave_running: bool) -> None:
-    """Run the provider head (a detached Ray actor) against the chain in the config.
+                 detach: bool, now: bool) -> None:
+    """Run the provider head (a Ray actor this command owns) against the chain in the config.
 
-    The signing key comes from the env var the config names (ETRID_SEED by default) or its seed_file.
+    Ctrl-C or SIGTERM drains it: no new claims, in-flight jobs finish and are settled, then it stops
+    (a second Ctrl-C fails them at once). Without a Ray address it starts a local Ray that advertises
+    the config's GPUs (simulated without an NVIDIA driver). The signing key comes from the env var the
+    config names (ETRID_SEED by default) or its seed_file — on a remote cluster, on its head node.
     """
     from etrid_ray.chain.keys import load_signer
     from etrid_ray.config import load_config
-    from etrid_ray.provider.runner import run_provider
 
     config = load_config(config_path)
-    load_signer(env_var=config.seed_env, file=config.seed_file)  # fail fast, here, with a clear message
-    run_provider(config, address=address, run_for=run_for, status_every=status_every,
-                 leave_running=leave_running, echo=click.echo)
+    if detach and run_for is not None:
+        raise click.UsageError("--run-for applies to the foreground only: drop it, or drop --detach")
+    local = not (address or config.ray_address)
+    if local:
+        # the head will run here, on a Ray this command starts: the key must be here (fail fast, clearly)
+        load_signer(env_var=config.seed_env, file=config.seed_file)
+    _prepare_ray(starts_cluster=local)
+    from etrid_ray.provider.runner import run_provider, submit_detached
+
+    if detach:
+        submit_detached(config, address, echo=click.echo)
+        return
+    run_provider(config, address=address, run_for=run_for, status_every=status_every, now=now, echo=click.echo)
+
+
+@provider.command("stop")
+@click.option("--address", default="auto", envvar="RAY_ADDRESS", show_default=True,
+              help="Ray cluster address (GCS, e.g. 127.0.0.1:6379; `auto`: the cluster started on this machine)")
+@click.option("--namespace", default="etrid", show_default=True, help="the head actor's Ray namespace")
+@click.option("--now", is_flag=True, help="fail in-flight jobs on chain at once (\"provider going offline\") "
+              "instead of letting them finish")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=None,
+              help="wait at most this long for in-flight jobs, then fail the rest (default: their deadlines)")
+@_friendly
+def provider_stop(address: str, namespace: str, now: bool, timeout_s: float | None) -> None:
+    """Take the provider offline: the head claims nothing more, settles what it runs, and stays down.
+
+    Works on a head started by `provider run` (foreground or --detach) or `ray job submit`; Ctrl-C here
+    fails the jobs still in flight at once.
+    """
+    _prepare_ray(starts_cluster=False)
+    from etrid_ray.provider.runner import stop_provider
+
+    try:
+        status = stop_provider(address, namespace, now=now, timeout=timeout_s, echo=click.echo)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"provider head stopped: {status.get('completed', 0)} completed, "
+               f"{sum(status.get('failed', {}).values())} failed, {status.get('reported', 0)} settled on chain")
 
 
 @main.command()

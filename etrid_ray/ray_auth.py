@@ -116,3 +116,27 @@ def use_token() -> TokenSource:
     source = ensure_token()
     os.environ.update(token_env(source))
     return source
+
+
+def client_token() -> TokenSource | None:
+    """The token a driver connecting to an existing cluster should present: the one Ray would find,
+    else the project's own (the token of the clusters etrid-ray starts), else None."""
+    found = find_token()
+    if found is not None:
+        return found
+    own = own_token_path()
+    return TokenSource("file", own) if _nonempty(own) else None
+
+
+def prepare_driver(*, starts_cluster: bool) -> TokenSource | None:
+    """Sets this process up for `ray.init`; must run before `import ray`, which reads `RAY_AUTH_MODE` once.
+
+    A driver that starts its own local cluster turns token auth on with `use_token()` (so `etrid-ray
+    provider stop` and `status` can reach that cluster with the same token); one that connects to a
+    running cluster presents `client_token()` when there is one, and leaves the mode alone otherwise."""
+    if starts_cluster:
+        return use_token()
+    source = client_token()
+    if source is not None:
+        os.environ.update(token_env(source))
+    return source

@@ -44,6 +44,7 @@ PRIORITY_ORDER = {"Premium": 0, "Standard": 1, "Economy": 2}
 POOL_CHECK_S = 2.0  # how often a head without pools looks for pool resources in the cluster
 MANIFEST_RETRY_S = 5.0
 MANIFEST_CACHE = 4096
+OFFLINE_REASON = "provider going offline"
 
 
 @dataclass
@@ -159,6 +160,8 @@ class ProviderHead:
         self._last_telemetry = 0.0
         self._settle_retry = False
         self._pool_resource: dict[str, float] = {}
+        self.draining = False  # set by drain(): no new claims; in-flight jobs finish (or fail) and settle
+        self._too_big: set[int] = set()  # jobs counted once as needing more GPUs than the Ray cluster has
         self.started_at = time.time()
         self.loop_seconds: deque[float] = deque(maxlen=1000)
         self.errors: Counter[str] = Counter()
@@ -217,6 +220,41 @@ class ProviderHead:
             self.anchorer.stop()  # a final anchor
         self.conn.close()
 
+    def drain(self, *, now: bool = False, reason: str = OFFLINE_REASON) -> None:
+        """Takes the provider offline without breaking a promise made on chain: from now on nothing is
+        claimed, and each claimed job either runs to its end and is settled as usual (`now=False`) or, with
+        `now`, is cancelled and settled at once as a failure carrying `reason` — so consumers learn it at
+        once instead of at the job's timeout. `drained` turns true when nothing is left in flight."""
+        self.draining = True
+        with self._lock:
+            self.candidates.clear()
+            if not now:
+                return
+            failed = []
+            for run in self.running.values():
+                if run.ref is not None:
+                    ray.cancel(run.ref, force=True)
+                    run.ref = None  # the harvest must not take it again
+                    failed.append((run.job_id, False, None, reason))
+            if not failed:
+                return
+            self.journal.finished(failed)
+            at = time.time()
+            for job_id, *_ in failed:
+                run = self.running.pop(job_id)
+                self.gpu_load[run.gpu_id] -= 1
+                self.finished_at[job_id] = at
+                self.stats.failed[_failure_kind(reason)] += 1
+            self.to_settle.extend(failed)
+        audit.record_many([("failure", {"job": j, "reason": reason}) for j, *_ in failed])
+        self._wake.set()
+
+    @property
+    def drained(self) -> bool:
+        """Draining and nothing left to run or to settle: the head may stop without losing a job."""
+        with self._lock:
+            return self.draining and not self.running and not self.to_settle
+
     def _on_update(self, update: QueueUpdate) -> None:
         self._updates.put(update)
         self._wake.set()
@@ -255,6 +293,11 @@ class ProviderHead:
 
     def _intake_pass(self) -> bool:
         self._take_updates()
+        if self.draining:  # offline: follow the chain (blocks, payments), keep heartbeats, claim nothing
+            with self._lock:
+                self.candidates.clear()
+            self._keepalive()
+            return False
         self._maybe_enable_scaling()
         self._evaluate()
         self._scale()
@@ -284,11 +327,12 @@ class ProviderHead:
         now = time.monotonic()
         if now - self._capacity_read_at > 1.0:
             self._capacity_read_at = now
-            total = float(ray.cluster_resources().get("GPU", 0.0)) if ray.is_initialized() else 0.0
-            if total > 0:
-                total = max(0.0, total - draining_gpus())  # a draining node takes no new work
-                self._capacity_cache = total
-            else:
+            if ray.is_initialized():
+                # What Ray can schedule, never what the config declares: a head that claimed on declared
+                # GPUs a cluster without GPUs cannot run would see every claim time out on chain.
+                total = float(ray.cluster_resources().get("GPU", 0.0))
+                self._capacity_cache = max(0.0, total - draining_gpus())  # a draining node takes no new work
+            else:  # driven without Ray (unit tests of the loop): the declared GPUs
                 self._capacity_cache = float(self.facts.count)
         return self._capacity_cache
 
@@ -501,6 +545,8 @@ class ProviderHead:
         return self.tee_gate.pool_room(room) if self.tee_gate is not None else room
 
     def _claim_and_dispatch(self) -> int:
+        if self.draining:
+            return 0
         chosen = [c for c in self.candidates.values() if c.verdict.action in ("claim", "reject")]
         if not chosen:
             return 0
@@ -522,6 +568,12 @@ class ProviderHead:
                     if pool is None or gpus > self._pool_free.get(pool, 0.0) + 1e-9:
                         continue  # its pool has no room yet: the scaler is asking for it
                 elif gpus > free + 1e-9:
+                    if gpus > self._capacity() + 1e-9 and cand.job.job_id not in self._too_big:
+                        # more than the whole cluster offers: never claimed here, left to other providers
+                        self._too_big.add(cand.job.job_id)
+                        self.stats.skipped[f"needs {gpus:g} GPUs, Ray has {self._capacity():g}"] += 1
+                        if len(self._too_big) > MANIFEST_CACHE:
+                            self._too_big.clear()
                     continue  # claim only what can start now: the chain's timeout clock starts at the claim
                 gpu = self._pick_gpu(gpus)
                 if gpu is None:
@@ -780,6 +832,7 @@ class ProviderHead:
         """A snapshot for dashboards and the demo; `detail` adds the raw latency samples."""
         s = self.stats
         out = {
+            "draining": self.draining, "drained": self.drained,
             "address": self.chain.address, "gpus": list(self.gpu_ids), "gpu_source": self.facts.source,
             "best_block": self.best_block, "queue_depth": len(self.pending_ids),
             "candidates": len(self.candidates), "running": len(self.running), "to_settle": len(self.to_settle),
