@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import socket
 import threading
 import time
@@ -19,7 +20,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from etrid_ray.config import ProviderConfig
 from etrid_ray.kuberay import render as r
@@ -29,8 +32,12 @@ from etrid_ray.telemetry.chain_source import ChainScraper, run_exporter
 from etrid_ray.telemetry.head_source import DecisionLog, head_snapshot
 from etrid_ray.telemetry.logs import REDACTED, configure_logging, make_handler
 from etrid_ray.telemetry.metrics import (
+    CLOUD_COST_USD,
+    GPU_STATUSES,
     METRICS,
     PBC,
+    SOURCES,
+    SPECS,
     GpuView,
     PoolView,
     ProviderView,
@@ -38,6 +45,7 @@ from etrid_ray.telemetry.metrics import (
     build_registry,
     families,
     reason_label,
+    scaling_reasons,
 )
 from etrid_ray.telemetry.server import MetricsServer
 
@@ -86,8 +94,6 @@ def test_a_snapshot_becomes_exactly_the_specified_families(source: str) -> None:
     family_name = {"counter": lambda n: n.removesuffix("_total"), "info": lambda n: n.removesuffix("_info"),
                    "gauge": lambda n: n}
     for spec in METRICS:
-        if spec.name == "etrid_cloud_cost_usd_total":
-            continue  # the module-level counter, served beside the snapshot
         family = emitted.get(family_name[spec.kind](spec.name))
         if source not in spec.sources:
             assert family is None, f"{spec.name} is not for the {source}"
@@ -100,8 +106,6 @@ def test_a_snapshot_becomes_exactly_the_specified_families(source: str) -> None:
 
 def test_values_of_the_seed_metrics_and_bounded_reason_labels() -> None:
     registry = build_registry(lambda: full_snapshot("head"))
-    from prometheus_client import generate_latest
-
     parsed = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
     depth = {s.labels["status"]: s.value for s in parsed["etrid_job_queue_depth"].samples}
     assert depth == {"pending": 5, "assigned": 2, "completed": 9}
@@ -141,10 +145,20 @@ def _fake_head(**over: Any) -> Any:
         conn=SimpleNamespace(reconnects=3), config=ProviderConfig(gcp_enabled=False, azure_enabled=False),
         facts=SimpleNamespace(count=4), scaler=None, chain=SimpleNamespace(address="5Grw"), gpu_ids=[0, 1, 2, 3],
         _last_heartbeat=now - 5)
-    head.pools = pools_from_config(head.config)
     for k, v in over.items():
         setattr(head, k, v)
+    head.pools = pools_from_config(head.config)
     return head
+
+
+def _fresh_head() -> Any:
+    """A head just started with the default config: its GPUs registered, nothing claimed, failed, run or spent."""
+    status = {"best_block": 1, "queue_depth": 0, "completed": 0, "earnings_planck": 0, "claimed": 0,
+              "lost_claims": 0, "errors": {}, "queue_to_start_p50": 0.0, "queue_to_start_p95": 0.0,
+              "result_to_chain_p50": 0.0, "result_to_chain_p99": 0.0}
+    return _fake_head(status=lambda: status, running={}, to_settle=[], candidates=OrderedDict(),
+                      stats=SimpleNamespace(failed=Counter(), skipped=Counter(), started_at={}, ended_at={}),
+                      loop_seconds=deque(), errors=Counter(), config=ProviderConfig(), _last_heartbeat=0.0)
 
 
 def test_head_snapshot_arithmetic() -> None:
@@ -188,6 +202,106 @@ def test_decision_log_keeps_the_scalers_decisions() -> None:
     assert [d["target"] for d in decisions.recent] == [2, 3]
     assert decisions.recent[-1] | {"at": 0} == {"at": 0, "pool": "aws-spot-a100", "direction": "up", "target": 3,
                                                 "delta": 1, "text": "queue", "reason": "queue_depth"}
+
+
+# ---------------------------------------------------------------------------------------------- first scrape
+
+DEFAULT_CLOUD_POOLS = {(p.name, p.kind) for p in pools_from_config(ProviderConfig()) if p.is_cloud}
+NAMED_PROVIDER = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"  # an --provider account with nothing on chain
+# A GPU's heartbeat series is named by the GPU: the exporter learns its GPUs from its first chain read (the
+# devnet test in test_prometheus.py requires the series then); the head knows its own from the start.
+NEEDS_A_CHAIN_READ = {"etrid_gpu_last_heartbeat_timestamp_seconds"}
+
+
+@pytest.fixture
+def no_spend_yet() -> None:
+    """The spend counter is process-wide: spend other tests accrued in this process must not show here."""
+    CLOUD_COST_USD.clear()
+
+
+def _first_snapshot(source: str) -> Snapshot:
+    """What each way out serves on its first scrape: the head just started with the default config; the
+    exporter before its first chain read, with one --provider and the default config's pools."""
+    if source == "head":
+        return head_snapshot(_fresh_head(), with_ray=False)
+    scraper = ChainScraper(f"ws://127.0.0.1:{_free_port()}", providers=[NAMED_PROVIDER],
+                           pools=pools_from_config(ProviderConfig()))
+    return scraper.snapshot()
+
+
+def _scrape(snap: Snapshot) -> dict[str, list[Sample]]:
+    """The samples of a whole /metrics page (snapshot families and the default registry), by sample name."""
+    text = generate_latest(build_registry(lambda: snap)).decode()
+    assert text.count("# TYPE etrid_cloud_cost_usd_total counter") == 1, "one cost family, never two"
+    out: dict[str, list[Sample]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append(sample)
+    return out
+
+
+def test_the_dashboard_and_alerts_query_only_specified_families_of_both_ways_out() -> None:
+    queried = monitoring.queried_metrics()
+    assert "etrid_cloud_cost_usd_total" in queried and "etrid_snapshot_ok" in queried  # the parse finds names
+    assert queried <= set(SPECS), f"queried but never emitted: {queried - set(SPECS)}"
+
+
+def test_only_families_named_by_their_events_may_start_without_series() -> None:
+    """A failure reason or an exception type is not known before it happens: no zero row can name it."""
+    assert {m.name for m in METRICS if m.labels_from_events} == {
+        "etrid_job_failures_total", "etrid_job_skipped_total", "etrid_head_errors_total"}
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_every_family_the_dashboard_and_alerts_query_has_samples_from_the_first_scrape(
+        source: str, no_spend_yet: None) -> None:
+    samples = _scrape(_first_snapshot(source))
+    missing = [name for name in sorted(monitoring.queried_metrics())
+               if source in SPECS[name].sources and not SPECS[name].labels_from_events
+               and not (source == "exporter" and name in NEEDS_A_CHAIN_READ) and not samples.get(name)]
+    assert not missing, f"no sample on the {source}'s first scrape: {missing}"
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_first_scrape_has_zero_cloud_cost_for_every_cloud_pool_of_the_default_config(
+        source: str, no_spend_yet: None) -> None:
+    cost = {(s.labels["pool"], s.labels["cloud"]): s.value for s in _scrape(_first_snapshot(source))[
+        "etrid_cloud_cost_usd_total"]}
+    assert len(DEFAULT_CLOUD_POOLS) == 3  # aws, gcp and azure spot pools
+    assert cost == dict.fromkeys(DEFAULT_CLOUD_POOLS, 0.0)
+
+
+def test_spend_shows_beside_the_zero_rows_of_the_pools_that_spent_nothing(no_spend_yet: None) -> None:
+    CLOUD_COST_USD.labels(pool="aws-spot-a100", cloud="aws").inc(2.5)
+    CLOUD_COST_USD.labels(pool="an-old-pool", cloud="gcp").inc(1.0)  # no longer configured, still counted
+    cost = {(s.labels["pool"], s.labels["cloud"]): s.value
+            for s in _scrape(_first_snapshot("head"))["etrid_cloud_cost_usd_total"]}
+    assert cost == {**dict.fromkeys(DEFAULT_CLOUD_POOLS, 0.0), ("aws-spot-a100", "aws"): 2.5,
+                    ("an-old-pool", "gcp"): 1.0}
+
+
+def test_known_providers_and_pools_get_zero_rows_in_every_labelled_family(no_spend_yet: None) -> None:
+    head = _scrape(_first_snapshot("head"))
+    pools = {p.name for p in pools_from_config(ProviderConfig())}
+    decisions = {(s.labels["pool"], s.labels["reason"]): s.value for s in head["etrid_scaling_decisions_total"]}
+    assert decisions == dict.fromkeys(((p, r) for p in pools for r in scaling_reasons()), 0.0)
+    assert {s.labels["pool"] for s in head["etrid_pool_gpus"]} == pools
+    exporter = _scrape(_first_snapshot("exporter"))
+    for name in ("etrid_gpu_utilization_percent", "etrid_gpu_jobs_completed_total", "etrid_gpu_earnings_total_edsc"):
+        assert [(s.labels["provider"], s.value) for s in exporter[name]] == [(NAMED_PROVIDER, 0.0)], name
+    chain_gpus = {(s.labels["provider"], s.labels["status"]): s.value for s in exporter["etrid_chain_gpus"]}
+    assert chain_gpus == dict.fromkeys(((NAMED_PROVIDER, status) for status in GPU_STATUSES), 0.0)
+    assert math.isnan(exporter["etrid_exporter_scrape_seconds"][0].value)  # no read yet: unknown, not 0 s
+
+
+def test_before_its_first_read_the_exporter_says_it_has_not_read_the_chain() -> None:
+    scraper = ChainScraper(f"ws://127.0.0.1:{_free_port()}", providers=[NAMED_PROVIDER])
+    snap = scraper.snapshot()
+    assert not snap.ok and snap.error == "no chain read yet" and snap.taken_at == scraper.started_at
+    assert scraper.latest is None and not scraper.ready()[0]
+    after = scraper.read()  # the chain is down: the same known rows, with the error
+    assert not after.ok and "ChainConnectionError" in (after.error or "")
+    assert [p.address for p in after.providers] == [NAMED_PROVIDER]
 
 
 # ---------------------------------------------------------------------------------------------- server
@@ -240,7 +354,8 @@ def test_exporter_with_the_chain_down_is_alive_but_not_ready() -> None:
             time.sleep(0.05)
         base = urls[0]
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and "etrid_snapshot_ok 0.0" not in _get(base + "/metrics")[2]:
+        failed_read = 'etrid_chain_rpc_errors_total{kind="connection"} 1.0'
+        while time.monotonic() < deadline and failed_read not in _get(base + "/metrics")[2]:
             time.sleep(0.1)
         assert _get(base + "/healthz")[0] == 200  # the loop runs: no restart needed
         status, _, body = _get(base + "/readyz")

@@ -37,14 +37,26 @@ import yaml
 from substrateinterface import Keypair
 
 from etrid_ray.blobs import open_blob_store
-from etrid_ray.chain import Call, ChainClient, Connection, ProviderClient, dev_signer, load_signer
+from etrid_ray.chain import (
+    Call,
+    ChainClient,
+    Connection,
+    GpuSpecs,
+    HardwareAttestation,
+    ProviderClient,
+    dev_signer,
+    load_signer,
+    to_planck,
+)
 from etrid_ray.chain.models import JobStatus
+from etrid_ray.config import SEED_ENV_NAMES, ProviderConfig
+from etrid_ray.pools import pools_from_config
 from etrid_ray.provider.head import ProviderHead
 from etrid_ray.provider.journal import Journal
 from etrid_ray.telemetry import monitoring
 from etrid_ray.telemetry.head_source import HeadTelemetry
 from etrid_ray.telemetry.logs import make_handler
-from etrid_ray.telemetry.metrics import METRICS, PLANCK_PER_EDSC
+from etrid_ray.telemetry.metrics import GPU_STATUSES, METRICS, PLANCK_PER_EDSC, SPECS
 from etrid_ray.testing.devnet_process import DevnetProcess
 from tests.provider_support import CONSUMER, provider_config, wait_until
 
@@ -169,11 +181,10 @@ def _fund(url: str, address: str, edsc: int) -> None:
         conn.close()
 
 
-def _start_exporter(url: str, seed: str, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    env = {**os.environ, "ETRID_SEED": seed}
+def _start_exporter(url: str, log_path: Path, env: dict[str, str], *args: str) -> tuple[subprocess.Popen[bytes], str]:
     log = open(log_path, "wb")  # noqa: SIM115 - handed to the child, closed below
     proc = subprocess.Popen([ETRID_RAY, "exporter", "--url", url, "--port", "0", "--interval", "1",
-                             "--log-format", "json"], stdout=subprocess.PIPE, stderr=log, env=env)
+                             "--log-format", "json", *args], stdout=subprocess.PIPE, stderr=log, env=env)
     log.close()
     assert proc.stdout is not None
     line = proc.stdout.readline().decode().strip()  # the /metrics URL, once listening
@@ -216,7 +227,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         stack.append(head.stop)
         telemetry = HeadTelemetry(head, port=0, ray_interval_s=1).start()
         stack.append(telemetry.stop)
-        exporter, exporter_url = _start_exporter(devnet.url, seed, tmp / "exporter.log")
+        exporter, exporter_url = _start_exporter(devnet.url, tmp / "exporter.log", {**os.environ, "ETRID_SEED": seed})
 
         def stop_exporter() -> None:
             exporter.terminate()
@@ -264,7 +275,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             # Ray exports what the bridge pushed every few seconds: wait for the final count there too
             ray_seen = [r for r in prometheus.query("ray_etrid_gpu_jobs_completed_total")
                         if float(r["value"][1]) == len(ok_ids)]
-            decided = prometheus.query('etrid_scaling_decisions_total{pool="aws-spot-a100"}')
+            decided = prometheus.query('etrid_scaling_decisions_total{pool="aws-spot-a100"} > 0')  # zeros from start
             return (all(math.isclose(got.get(j, 0.0), edsc, rel_tol=1e-9) for j in ("etrid-head", "etrid-exporter"))
                     and bool(ray_seen) and bool(decided))
 
@@ -288,6 +299,68 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             os.environ["ETRID_SEED"] = saved_seed
 
 
+# ---------------------------------------------------------------------------------------------- first scrape
+
+
+def test_a_fresh_exporter_has_every_family_from_its_first_scrapes(tmp_path: Path) -> None:
+    """A fresh devnet where one provider has registered a GPU and nothing else happened, `etrid-ray exporter`
+    with the default config (no ETRID_* in its environment) naming that provider and one with nothing on chain,
+    and a real Prometheus scraping it: at its first scrape spend is not absent (a zero series for every cloud
+    pool of the default config), and once the exporter has read the chain every family the dashboard and the
+    alerts query has data, with zero rows for the provider that has nothing yet."""
+    require("prometheus")
+    devnet = DevnetProcess(block_time=0).start()
+    stack: list[Any] = [devnet.stop]
+    try:
+        client = ChainClient(devnet.url)
+        stack.append(client.close)
+        bob, dave = dev_signer("Bob"), dev_signer("Dave")
+        client.provider(bob).register_gpu(GpuSpecs("A100", 80, compute_units=108, clock_speed_mhz=1410,
+                                                   tdp_watts=400), to_planck(100),
+                                          HardwareAttestation(b"quote", 9000, int(time.time())))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETRID_") and k not in SEED_ENV_NAMES}
+        exporter, url = _start_exporter(devnet.url, tmp_path / "exporter.log", env,
+                                        "--provider", bob.address, "--provider", dave.address)
+
+        def stop_exporter() -> None:
+            exporter.terminate()
+            exporter.wait(timeout=15)
+
+        stack.append(stop_exporter)
+        prometheus = Prometheus(tmp_path, {"etrid-exporter": url.removeprefix("http://")}).start()
+        stack.append(prometheus.stop)
+
+        wait_until(lambda: bool(prometheus.query('up{job="etrid-exporter"} == 1')), 30, "the first scrape", poll=0.2)
+        assert prometheus.query("absent(etrid_cloud_cost_usd_total)") == []
+        cost = {(r["metric"]["pool"], r["metric"]["cloud"]): float(r["value"][1])
+                for r in prometheus.query("etrid_cloud_cost_usd_total")}
+        cloud = {(p.name, p.kind) for p in pools_from_config(ProviderConfig()) if p.is_cloud}
+        assert cost == dict.fromkeys(cloud, 0.0) and len(cloud) == 3
+
+        wait_until(lambda: bool(prometheus.query("etrid_snapshot_ok == 1")), 30, "a chain read scraped", poll=0.2)
+        missing = [name for name in sorted(monitoring.queried_metrics())
+                   if "exporter" in SPECS[name].sources and not SPECS[name].labels_from_events
+                   and not prometheus.query(f'{name}{{job="etrid-exporter"}}')]
+        assert not missing, f"no data from a fresh exporter: {missing}"
+        assert prometheus.query(f'absent(etrid_gpu_last_heartbeat_timestamp_seconds{{provider="{bob.address}"}})') \
+            == []
+        p = f'provider="{dave.address}"'
+        for name in ("etrid_gpu_utilization_percent", "etrid_gpu_jobs_completed_total",
+                     "etrid_gpu_earnings_total_edsc"):
+            assert _only_value(prometheus, f"{name}{{{p}}}") == 0, name
+        statuses = {r["metric"]["status"]: float(r["value"][1]) for r in prometheus.query(f"etrid_chain_gpus{{{p}}}")}
+        assert statuses == dict.fromkeys(GPU_STATUSES, 0.0)
+    finally:
+        for stop in reversed(stack):
+            stop()
+
+
+def _only_value(prometheus: Prometheus, expr: str) -> float:
+    result = prometheus.query(expr)
+    assert len(result) == 1, f"{expr}: {result}"
+    return float(result[0]["value"][1])
+
+
 # ---------------------------------------------------------------------------------------------- series
 
 
@@ -296,9 +369,7 @@ def _series(run: Run, name: str, job: str) -> list[dict[str, Any]]:
 
 
 def _value(run: Run, expr: str) -> float:
-    result = run.prometheus.query(expr)
-    assert len(result) == 1, f"{expr}: {result}"
-    return float(result[0]["value"][1])
+    return _only_value(run.prometheus, expr)
 
 
 SOURCE_JOBS = {"head": "etrid-head", "exporter": "etrid-exporter"}
@@ -310,7 +381,7 @@ def test_every_series_exists_with_exactly_its_labels_from_each_way_out(run: Run)
         for source in spec.sources:
             job = SOURCE_JOBS[source]
             result = _series(run, spec.name, job)
-            if not result and not spec.only_on_failure:
+            if not result and not spec.labels_from_events:
                 missing.append(f"{spec.name} from {job}")
                 continue
             for r in result:
@@ -372,7 +443,7 @@ def test_values_are_sane_and_agree_between_head_exporter_and_chain(run: Run) -> 
     assert _value(run, 'etrid_job_claims_total{job="etrid-exporter",result="won"}') == n_ok + n_bad
     gpus = {r["metric"]["status"]: float(r["value"][1]) for r in _series(run, "etrid_chain_gpus", "etrid-exporter")
             if r["metric"]["provider"] == run.provider}
-    assert gpus == {"Active": 4}
+    assert gpus == {**dict.fromkeys(GPU_STATUSES, 0.0), "Active": 4}  # every status has its row
     assert _value(run, "etrid_exporter_scrape_seconds") > 0
 
 
@@ -387,7 +458,7 @@ def test_head_only_series_show_pools_scaling_prices_and_spend(run: Run) -> None:
     assert _value(run, 'etrid_pool_nodes{pool="aws-spot-a100",state="requested"}') == 1
     assert _value(run, 'etrid_pool_nodes{pool="local-gpu",state="alive"}') == 1
     assert _value(run, 'etrid_scaling_decisions_total{pool="aws-spot-a100",reason="min_nodes"}') >= 1
-    assert _value(run, 'etrid_cloud_cost_usd_total{pool="aws-spot-a100"}') == 0  # no cloud node ever alive
+    assert _value(run, 'etrid_cloud_cost_usd_total{job="etrid-head",pool="aws-spot-a100"}') == 0  # none ever alive
     assert _value(run, "etrid_cloud_spend_today_usd") == 0
     assert _value(run, "etrid_cloud_budget_usd") == 2000
     ages = run.prometheus.query("etrid_price_age_seconds")

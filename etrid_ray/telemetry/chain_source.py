@@ -6,6 +6,10 @@ every GPU (`GpuNodes`) and its telemetry (`GpuTelemetry`, a devnet extension, wh
 it), and the events of the blocks since the last read (`PaymentReleased` → earnings per provider,
 `JobFailed` → failures by reason, `JobAssigned` → claims). The collector serves the latest snapshot;
 when a read fails it serves the previous one marked not ok, and counts the error by kind.
+
+Before the first read succeeds it serves what is known without one, marked not ok: zero rows for the
+`--provider` accounts and, for `etrid_cloud_cost_usd_total`, for every cloud pool of the provider config in
+the environment. So every family is there from the first scrape (see `metrics` on why that matters).
 """
 
 from __future__ import annotations
@@ -19,13 +23,17 @@ from statistics import fmean
 from typing import Any
 
 from etrid_ray.chain.connection import Connection, RetryPolicy
+from etrid_ray.chain.errors import ConfigError
 from etrid_ray.chain.events import events_in_range
 from etrid_ray.chain.models import GpuNode, Job, JobStatus, Telemetry
 from etrid_ray.chain.reader import ChainReader
+from etrid_ray.config import load_config
+from etrid_ray.pools import Pool, pools_from_config
 from etrid_ray.telemetry.metrics import (
     PBC,
     RPC_ERROR_KINDS,
     GpuView,
+    PoolView,
     ProviderView,
     Snapshot,
     build_registry,
@@ -44,13 +52,17 @@ MAX_EVENT_BLOCKS = 1_000  # the first read looks back this many blocks for event
 class ChainScraper:
     """Reads chain state into a `Snapshot` now (`read()`), or every `interval_s` in a thread (`start()`).
 
-    `providers` limits the per-provider series to those accounts (a public chain has many)."""
+    `providers` limits the per-provider series to those accounts (a public chain has many), and gives each
+    of them its series even before it has a GPU or a payment. `pools` are the provider's pools: the cloud
+    ones get a zero `etrid_cloud_cost_usd_total` row (the exporter spends nothing; the series exists)."""
 
     def __init__(self, url: str, *, interval_s: float = 10.0, providers: Iterable[str] | None = None,
-                 from_block: int | None = None, timeout: float = 30.0) -> None:
+                 pools: Iterable[Pool] = (), from_block: int | None = None, timeout: float = 30.0) -> None:
         self.url = url
         self.interval_s = interval_s
         self.providers = set(providers) if providers else None
+        self.pools = [PoolView(p.name, p.kind) for p in pools]
+        self.started_at = time.time()
         self.timeout = timeout
         self._conn: Connection | None = None
         self._final: dict[int, Job] = {}
@@ -89,9 +101,9 @@ class ChainScraper:
                 self._conn = None
                 self.rpc_errors["reconnect"] += 1
             prev = self.latest
-            snap = Snapshot(source="exporter", ok=False, error=f"{type(err).__name__}: {err}")
-            if prev is not None:
-                snap = Snapshot.from_dict({**prev.to_dict(), "ok": False, "error": snap.error})
+            error = f"{type(err).__name__}: {err}"
+            snap = (self._unread(error) if prev is None
+                    else Snapshot.from_dict({**prev.to_dict(), "ok": False, "error": error}))
             snap.rpc_errors = dict(self.rpc_errors)
             snap.scrape_seconds = time.perf_counter() - t0
         else:
@@ -100,6 +112,13 @@ class ChainScraper:
         with self._lock:
             self.latest = snap
         return snap
+
+    def _unread(self, error: str) -> Snapshot:
+        """What is known without a chain read: not ok, taken when the exporter started, zero rows for the
+        named providers and the configured pools (their GPUs come with the first read)."""
+        return Snapshot(source="exporter", taken_at=self.started_at, ok=False, error=error,
+                        providers=[ProviderView(a) for a in sorted(self.providers or ())],
+                        pools=[PoolView(p.name, p.kind) for p in self.pools], rpc_errors=dict(self.rpc_errors))
 
     def _read(self) -> Snapshot:
         conn = self._connection()
@@ -136,7 +155,7 @@ class ChainScraper:
         for g, node in gpus.items():
             per_provider.setdefault(node.provider, []).append(g)
         providers = []
-        for address in sorted(set(per_provider) | set(self._earnings) | set(done)):
+        for address in sorted(set(per_provider) | set(self._earnings) | set(done) | (self.providers or set())):
             if self.providers is not None and address not in self.providers:
                 continue
             mine = per_provider.get(address, [])
@@ -151,6 +170,7 @@ class ChainScraper:
             providers=providers,
             gpus=[GpuView(g, node.provider, node.status, float(node.last_heartbeat)) for g, node in sorted(gpus.items())
                   if self.providers is None or node.provider in self.providers],
+            pools=[PoolView(p.name, p.kind) for p in self.pools],
             claims={"won": self._claims, "lost": 0}, failures=dict(self._failures),
             rpc_errors=dict(self.rpc_errors))
 
@@ -187,9 +207,12 @@ class ChainScraper:
 
     # serving ------------------------------------------------------------------------------------
 
-    def snapshot(self) -> Snapshot | None:
+    def snapshot(self) -> Snapshot:
+        """The latest read, or before the first one what is known without it (so the first scrape has every
+        family)."""
         with self._lock:
-            return self.latest
+            latest = self.latest
+        return latest if latest is not None else self._unread("no chain read yet")
 
     def registry(self) -> Any:
         return build_registry(self.snapshot)
@@ -228,13 +251,26 @@ class ChainScraper:
             self._conn = None
 
 
+def configured_pools(env: dict[str, str] | None = None) -> list[Pool]:
+    """The pools of the provider config in the environment (`ETRID_*` and the seed's names; in the cluster the
+    provider's ConfigMap, which exporter.yaml passes with envFrom): the exporter's known pools. A config that
+    does not validate costs the exporter only these zero rows, so it says so and serves without them."""
+    try:
+        return pools_from_config(load_config(env=env))
+    except ConfigError as err:
+        log.warning("no pools for etrid_cloud_cost_usd_total: %s", err)
+        return []
+
+
 def run_exporter(url: str, *, host: str = "127.0.0.1", port: int = 9090, interval_s: float = 10.0,
-                 providers: Iterable[str] | None = None, stop: threading.Event | None = None,
-                 on_ready: Any = None) -> None:
-    """The exporter's main loop: read the chain every interval, serve until `stop` is set."""
+                 providers: Iterable[str] | None = None, pools: Iterable[Pool] | None = None,
+                 stop: threading.Event | None = None, on_ready: Any = None) -> None:
+    """The exporter's main loop: read the chain every interval, serve until `stop` is set. `pools`: the
+    provider's pools (default: `configured_pools()`)."""
     from etrid_ray.telemetry.server import MetricsServer
 
-    scraper = ChainScraper(url, interval_s=interval_s, providers=providers)
+    scraper = ChainScraper(url, interval_s=interval_s, providers=providers,
+                           pools=configured_pools() if pools is None else pools)
     server = MetricsServer(scraper.registry(), health=scraper.health, ready=scraper.ready, host=host, port=port)
     stop = stop or threading.Event()
     server.start()

@@ -8,14 +8,24 @@ built live from `ProviderHead`; the standalone exporter: the latest chain read, 
 10 s as in the seed) and turns it into metric families. Both ways out emit the same names.
 
 The one exception is the seed's `etrid_cloud_cost_usd_total`: a module-level Counter that the
-cloud-spend accounting increments (issue 5); servers here expose it alongside the snapshot.
+cloud-spend accounting increments (issue 5). `families()` serves it with the snapshot's families (and
+the pass-through of the default registry leaves it out), so that it too gets its zero rows.
+
+Every family a source serves has samples from its first scrape: a labelled family emits a zero row for
+every label value known before anything happened (the snapshot's pools and providers, and the fixed
+enumerations: queue statuses, GPU statuses, scaling reasons, error kinds). A family with no series makes
+`absent()` fire and panels say "No data" until the first event, and a counter whose series appears at its
+first increment hides that increment from `rate()` and `increase()`. The only families without a zero
+row are those whose label values are named by the events themselves (`MetricSpec.labels_from_events`:
+failure reasons, exception types) and the per-GPU heartbeat before a GPU is known.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -23,9 +33,12 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
+from etrid_ray.chain.models import GpuStatus
+
 # The seed's cloud-spend metric: the scaler accrues spend into it per node-second, by pool and cloud
 # (`Scaler._accrue_spend`). `CLOUD_COST` is the same counter under its first name.
-CLOUD_COST_USD = Counter("etrid_cloud_cost_usd_total", "Cloud spend on spot/on-demand worker nodes, in USD",
+CLOUD_COST_NAME = "etrid_cloud_cost_usd_total"
+CLOUD_COST_USD = Counter(CLOUD_COST_NAME, "Cloud spend on spot/on-demand worker nodes, in USD",
                          ["pool", "cloud"])
 CLOUD_COST = CLOUD_COST_USD
 
@@ -37,6 +50,7 @@ POOL_NODE_STATES = ("alive", "requested")
 CLAIM_RESULTS = ("won", "lost")
 RPC_ERROR_KINDS = ("rpc", "connection", "timeout", "extrinsic", "reconnect", "other")
 SOURCES = ("head", "exporter")
+GPU_STATUSES = tuple(str(s) for s in GpuStatus)
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,9 @@ class MetricSpec:
     help: str
     sources: tuple[str, ...] = SOURCES  # which ways out emit it
     seed: bool = False  # one of the seed's metrics (names and labels fixed)
-    only_on_failure: bool = False  # no series until the first failure (label values are error names)
+    # no series until the first event: its label values (failure reasons, exception types) are named by the
+    # events, so no zero row can be emitted before one without inventing a value
+    labels_from_events: bool = False
 
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -69,9 +85,10 @@ METRICS: tuple[MetricSpec, ...] = (
                "ËDSC paid to the provider (PaymentReleased events: the head's since it started, the exporter's "
                "since 1,000 blocks before it started); monotonic, a gauge because the seed's name does not end in "
                "_total", seed=True),
-    MetricSpec("etrid_cloud_cost_usd_total", "counter", ("pool", "cloud"),
-               "Cloud spend on worker nodes, in USD (process-wide counter; the head's cloud pools start at 0)",
-               ("head",), seed=True),
+    MetricSpec(CLOUD_COST_NAME, "counter", ("pool", "cloud"),
+               "Cloud spend on worker nodes, in USD (process-wide counter; every known cloud pool starts at 0: the "
+               "head's, and the exporter's from the provider config in its environment, where it stays 0 as the "
+               "exporter runs no nodes)", seed=True),
     # --- beyond the seed
     MetricSpec("etrid_info", "info", ("source", "version", "address"), "What this endpoint is"),
     MetricSpec("etrid_snapshot_ok", "gauge", (), "1 when the last read of the head or chain succeeded"),
@@ -83,10 +100,11 @@ METRICS: tuple[MetricSpec, ...] = (
                "Unix time of each GPU's last heartbeat (head: last one sent; exporter: GpuNodes.last_heartbeat)"),
     MetricSpec("etrid_job_claims_total", "counter", ("result",),
                "Claims: won, or lost to another provider (head); won = JobAssigned events (exporter)"),
-    MetricSpec("etrid_job_failures_total", "counter", ("reason",), "Jobs reported failed, by reason"),
+    MetricSpec("etrid_job_failures_total", "counter", ("reason",), "Jobs reported failed, by reason",
+               labels_from_events=True),
     MetricSpec("etrid_jobs_running", "gauge", ("provider",), "Jobs running as Ray tasks now", ("head",)),
     MetricSpec("etrid_job_skipped_total", "counter", ("reason",), "Queued jobs admission declined, by reason",
-               ("head",)),
+               ("head",), labels_from_events=True),
     MetricSpec("etrid_job_queue_to_start_seconds", "gauge", ("quantile",),
                "Submission to task start, over the last 20,000 jobs", ("head",)),
     MetricSpec("etrid_job_result_to_chain_seconds", "gauge", ("quantile",),
@@ -100,7 +118,7 @@ METRICS: tuple[MetricSpec, ...] = (
                "Duration of the head's loop passes that did work (last 1,000; `ProviderHead.loop_seconds`)",
                ("head",)),
     MetricSpec("etrid_head_errors_total", "counter", ("kind",), "Failed head passes by exception type",
-               ("head",), only_on_failure=True),
+               ("head",), labels_from_events=True),
     MetricSpec("etrid_price_age_seconds", "gauge", ("pool", "source"),
                "Age of each pool's price quote (catalog prices carry the catalog's date)", ("head",)),
     MetricSpec("etrid_price_usd_per_gpu_hour", "gauge", ("pool", "source"), "Each pool's quoted price",
@@ -148,6 +166,11 @@ class PoolView:
     price_usd_per_gpu_hour: float | None = None
     price_source: str | None = None
     price_age_s: float | None = None
+
+    @property
+    def is_cloud(self) -> bool:
+        """As `Pool.is_cloud`: every pool but the local one bills by the node-hour."""
+        return self.kind != "local"
 
 
 @dataclass
@@ -249,12 +272,45 @@ def project_version() -> str:
 
 
 Rows = Iterable[tuple[Sequence[str], float]]  # (label values, value) per series
+Key = tuple[str, ...]  # one series' label values
 
 
-def families(snap: Snapshot, *, now: float | None = None) -> Iterator[Metric]:
-    """The metric families of one snapshot, in METRICS order; metrics a source does not know are left out."""
+def with_zeros(observed: Mapping[Key, float], known: Iterable[Key]) -> list[tuple[Key, float]]:
+    """The observed series plus a zero row for every known label combination not observed yet, in label
+    order: why, see the module's docstring (absent() and rate() need the series before the first event)."""
+    rows = dict.fromkeys(known, 0.0)
+    rows.update(observed)
+    return sorted(rows.items())
+
+
+def _unknown_as_nan(value: float | None) -> float:
+    """A scalar gauge not known yet (no chain read so far) is NaN: the family exists, and no false 0 is shown."""
+    return math.nan if value is None else value
+
+
+def cloud_spend() -> dict[Key, float]:
+    """The process-wide spend counter by (pool, cloud): what the scaler in this process accrued."""
+    return {(s.labels["pool"], s.labels["cloud"]): s.value
+            for family in CLOUD_COST_USD.collect() for s in family.samples if s.name.endswith("_total")}
+
+
+def scaling_reasons() -> tuple[str, ...]:
+    """Every reason a scaling decision can give (`scaling.policy.Reason`). Imported here, not at the top: the
+    policy pulls in placement, manifests and the workload registry, which the exporter does not need."""
+    from etrid_ray.scaling.policy import Reason
+
+    return tuple(str(r) for r in Reason)
+
+
+def families(snap: Snapshot, *, now: float | None = None,
+             spent: Mapping[Key, float] | None = None) -> Iterator[Metric]:
+    """The metric families of one snapshot, in METRICS order; metrics a source does not know are left out.
+
+    Each labelled family has a zero row for every known label value (see `with_zeros`). `spent` is the
+    cloud spend by (pool, cloud); by default this process's `CLOUD_COST_USD`."""
     now = time.time() if now is None else now
     src = snap.source
+    providers = [p.address for p in snap.providers]
 
     def filled(m: GaugeMetricFamily | CounterMetricFamily, rows: Rows) -> Metric:
         for labels, value in rows:
@@ -279,6 +335,9 @@ def families(snap: Snapshot, *, now: float | None = None) -> Iterator[Metric]:
     yield counter("etrid_gpu_jobs_completed_total", (([p.address], p.jobs_completed) for p in snap.providers))
     yield gauge("etrid_gpu_earnings_total_edsc",
                 (([p.address], p.earnings_planck / PLANCK_PER_EDSC) for p in snap.providers))
+    yield counter(CLOUD_COST_NAME,
+                  with_zeros(cloud_spend() if spent is None else spent,
+                             ((pool.name, pool.kind) for pool in snap.pools if pool.is_cloud)))
 
     info = InfoMetricFamily("etrid", SPECS["etrid_info"].help, labels=["source", "version", "address"])
     info.add_metric([src, project_version(), snap.address], {})
@@ -304,7 +363,8 @@ def families(snap: Snapshot, *, now: float | None = None) -> Iterator[Metric]:
                                          for kind, n in (("alive", pool.nodes_alive),
                                                          ("requested", pool.nodes_requested))))
         yield counter("etrid_scaling_decisions_total",
-                      (([pool_name, reason], n) for pool_name, reason, n in sorted(snap.decisions)))
+                      with_zeros({(pool_name, reason): n for pool_name, reason, n in snap.decisions},
+                                 ((pool.name, reason) for pool in snap.pools for reason in scaling_reasons())))
         yield quantiles("etrid_head_loop_seconds", snap.loop_s)
         yield counter("etrid_head_errors_total", (([kind], n) for kind, n in sorted(snap.head_errors.items())))
         yield gauge("etrid_price_age_seconds",
@@ -313,17 +373,15 @@ def families(snap: Snapshot, *, now: float | None = None) -> Iterator[Metric]:
         yield gauge("etrid_price_usd_per_gpu_hour",
                     (([pool.name, pool.price_source], pool.price_usd_per_gpu_hour) for pool in snap.pools
                      if pool.price_usd_per_gpu_hour is not None and pool.price_source is not None))
-        if snap.spend_today_usd is not None:
-            yield gauge("etrid_cloud_spend_today_usd", [([], snap.spend_today_usd)])
-        if snap.budget_usd is not None:
-            yield gauge("etrid_cloud_budget_usd", [([], snap.budget_usd)])
+        yield gauge("etrid_cloud_spend_today_usd", [([], _unknown_as_nan(snap.spend_today_usd))])
+        yield gauge("etrid_cloud_budget_usd", [([], _unknown_as_nan(snap.budget_usd))])
     else:
-        counts: dict[tuple[str, str], int] = {}
+        counts: dict[Key, float] = {}
         for g in snap.gpus:
             counts[(g.provider, g.status)] = counts.get((g.provider, g.status), 0) + 1
-        yield gauge("etrid_chain_gpus", (([provider, status], n) for (provider, status), n in sorted(counts.items())))
-        if snap.scrape_seconds is not None:
-            yield gauge("etrid_exporter_scrape_seconds", [([], snap.scrape_seconds)])
+        yield gauge("etrid_chain_gpus",
+                    with_zeros(counts, ((provider, status) for provider in providers for status in GPU_STATUSES)))
+        yield gauge("etrid_exporter_scrape_seconds", [([], _unknown_as_nan(snap.scrape_seconds))])
 
 
 class SnapshotCollector:
@@ -339,10 +397,13 @@ class SnapshotCollector:
 
 
 class _DefaultRegistry:
-    """Passes the process-wide registry through (the cloud-cost counter, process and GC metrics)."""
+    """Passes the process-wide registry through (process and GC metrics), less the cloud-cost counter:
+    `families()` serves that one, with a zero row for every known cloud pool (one family, never two)."""
 
     def collect(self) -> Iterator[Metric]:
-        yield from REGISTRY.collect()
+        for family in REGISTRY.collect():
+            if family.name != CLOUD_COST_NAME.removesuffix("_total"):
+                yield family
 
 
 def build_registry(snapshot: Callable[[], Snapshot | None]) -> CollectorRegistry:

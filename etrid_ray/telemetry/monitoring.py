@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,17 @@ DATA_ONLY_ON_FAILURE = ("Head errors by kind (15 min)",)
 def dashboard_exprs() -> list[tuple[str, str]]:
     """(panel title, expr) of every query on the dashboard."""
     return [(p.title, expr) for row in DASHBOARD for p in row.panels for expr, _ in p.targets]
+
+
+# an etrid_* name not preceded by a name character: `ray_etrid_*` (Ray's copy of the values) is no family here
+_METRIC_NAME = re.compile(r"(?<![A-Za-z0-9_:])etrid_[a-z_]+")
+
+
+def queried_metrics() -> set[str]:
+    """The names of every family the dashboard and the alert rules query: those must have series from the
+    first scrape, or panels say "No data" and `absent()` fires before anything happened."""
+    exprs = [expr for _, expr in dashboard_exprs()] + [a.expr for a in ALERTS]
+    return {name for expr in exprs for name in _METRIC_NAME.findall(expr)}
 
 
 def dashboard() -> dict[str, Any]:
