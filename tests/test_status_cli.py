@@ -169,6 +169,16 @@ def test_status_reads_the_head_actor_through_a_ray_address(actor_ray: str, fresh
         missing = CliRunner().invoke(cli_main, ["status", "--address", actor_ray, "--namespace", "nobody",
                                                 "--once"])
         assert missing.exit_code == 1 and "no provider head actor" in missing.output
+
+        # a head being taken offline says so, in JSON and in the table
+        assert ray.get(handle.drain.remote(False))["draining"] is True
+        out = subprocess.run([ETRID_RAY, "status", "--address", actor_ray, "--namespace", "etrid-status-head",
+                              "--once", "--json"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["draining"] is True
+        table = CliRunner().invoke(cli_main, ["status", "--address", actor_ray, "--namespace", "etrid-status-head",
+                                              "--once"], env={"COLUMNS": "200"})
+        assert "DRAINING" in table.output, table.output
     finally:
         stop_head(handle)
         client.close()
