@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # every Ray process on loopback
-os.environ.setdefault("RAY_AUTH_MODE", "token")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from etrid_ray.ray_auth import use_token  # noqa: E402  (imports no Ray)
+
+use_token()  # token auth on for the cluster this bench starts and for its driver (the project's own token)
 
 import ray  # noqa: E402
 
