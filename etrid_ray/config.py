@@ -116,6 +116,24 @@ class ProviderConfig(BaseModel):
     claim_order: Literal["best-paying", "first-come"] = Field(
         "best-paying", description="which queued jobs take scarce room first: the best price per GPU-second "
         "(then the most GPU-seconds; the most profit) or the chain queue's own order (the most jobs served)")
+    # The Ray dashboard's Metrics tab and the monitoring stack the KubeRay manifests point at (etrid_ray.kuberay):
+    # the head's RAY_PROMETHEUS_HOST / RAY_GRAFANA_HOST / RAY_GRAFANA_IFRAME_HOST / RAY_PROMETHEUS_NAME. The
+    # defaults are kube-prometheus-stack's in-cluster names in a `monitoring` namespace.
+    ray_prometheus_host: str = Field("http://prometheus-operated.monitoring.svc:9090",
+                                     description="Prometheus as the Ray head reaches it (the dashboard's queries)")
+    ray_prometheus_name: str = Field("Prometheus", min_length=1,
+                                     description="the Grafana datasource holding Ray's metrics (Ray's dashboards)")
+    ray_grafana_host: str = Field("http://grafana.monitoring.svc:3000",
+                                  description="Grafana as the Ray head reaches it (health check, dashboard links)")
+    ray_grafana_iframe_host: str | None = Field(
+        "http://127.0.0.1:3000", description="Grafana as the browser reaches it (the Metrics tab embeds it; "
+        "default: `kubectl -n monitoring port-forward svc/grafana 3000`); null: ray_grafana_host")
+    monitoring_namespace: str = Field("monitoring", min_length=1,
+                                      description="namespace of Grafana's dashboard sidecar: Ray's dashboards go there")
+    monitoring_namespace_labels: dict[str, str] = Field(
+        default_factory=lambda: {"kubernetes.io/metadata.name": "monitoring"},
+        description="labels of the monitoring stack's namespace: the NetworkPolicy admits its pods to the Ray "
+        "head's metrics ports, dashboard, GCS and client port")
 
     @field_validator("websocket_url")
     @classmethod

@@ -97,7 +97,7 @@ TEE_CONFIG = ProviderConfig(ENABLE_TEE=True, local_nodes=3, gcp_enabled=False, i
 def test_committed_files_are_the_default_rendering() -> None:
     rendered = r.render_all(ProviderConfig())
     assert set(rendered) == {"namespace.yaml", "configmap.yaml", "secret.template.yaml", "state.yaml",
-                             "raycluster.yaml", "rayjob.yaml"}
+                             "raycluster.yaml", "rayjob.yaml", "networkpolicy.yaml", "ray-grafana-dashboards.yaml"}
     for name, text in rendered.items():
         path = CLUSTER_DIR / name
         assert path.exists(), f"cluster/{name} missing: run `etrid-ray render --out cluster`"
@@ -179,7 +179,8 @@ def test_the_strict_crd_check_catches_typos_and_bad_values(raycluster_schema: An
     assert _errors(raycluster_schema, bad)
 
 
-@pytest.mark.parametrize("name", ["namespace.yaml", "configmap.yaml", "secret.template.yaml", "state.yaml"])
+@pytest.mark.parametrize("name", ["namespace.yaml", "configmap.yaml", "secret.template.yaml", "state.yaml",
+                                  "networkpolicy.yaml"])
 def test_core_objects_are_valid_kubernetes(name: str) -> None:
     docs = _committed(name)
     assert docs
@@ -367,27 +368,25 @@ def test_no_secret_is_rendered(monkeypatch: pytest.MonkeyPatch) -> None:
     files = r.render_all(load_config(None, env={}))
     for text in files.values():
         assert seed not in text and "wJalrXUtnFEMI" not in text
-    (secret,) = _docs(files["secret.template.yaml"])
-    assert set(secret["stringData"].values()) == {"REPLACE_ME"}
-    assert "ETRID_SEED" in secret["stringData"]
+    credentials, token = _docs(files["secret.template.yaml"])
+    for secret in (credentials, token):
+        assert set(secret["stringData"].values()) == {"REPLACE_ME"}
+    assert "ETRID_SEED" in credentials["stringData"] and set(token["stringData"]) == {"auth_token"}
     (cluster,) = _docs(files["raycluster.yaml"])
-    head_env = {e["name"]: e for e in cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
-    assert head_env["ETRID_SEED"] == {"name": "ETRID_SEED", "valueFrom": {"secretKeyRef": {
-        "name": "etrid-provider-credentials", "key": "ETRID_SEED", "optional": False}}}
+    # the seed: a file on the head (tests/test_manifest_security.py), in no container's environment
+    for group in [cluster["spec"]["headGroupSpec"], *cluster["spec"]["workerGroupSpecs"]]:
+        for container in group["template"]["spec"]["containers"]:
+            assert "ETRID_SEED" not in {e["name"] for e in container["env"]}
+            for entry in container["env"]:
+                if entry["name"] in r.SECRET_KEYS:  # every credential is a reference into the Secret, never a value
+                    assert "value" not in entry and entry["valueFrom"]["secretKeyRef"]["name"] == r.SECRET_NAME
     for group in cluster["spec"]["workerGroupSpecs"]:
         env = group["template"]["spec"]["containers"][0]["env"]
-        assert "ETRID_SEED" not in {e["name"] for e in env}  # the signing key stays on the head
-        assert all("value" not in e or e["name"] == "ETRID_POOL" for e in env)
-    containers = [c for g in [cluster["spec"]["headGroupSpec"], *cluster["spec"]["workerGroupSpecs"]]
-                  for c in g["template"]["spec"]["containers"]]
-    for container in containers:
-        for entry in container["env"]:
-            if entry["name"] in r.SECRET_KEYS:  # every credential is a reference into the Secret, never a value
-                assert "value" not in entry and entry["valueFrom"]["secretKeyRef"]["name"] == r.SECRET_NAME
+        assert all("value" not in e or e["name"] in {"ETRID_POOL", "AWS_SHARED_CREDENTIALS_FILE"} for e in env)
     for configmap in _docs(files["configmap.yaml"]):
         assert not set(configmap["data"]) & set(r.SECRET_KEYS)
-        assert "seed" not in configmap["data"].get("provider.yaml", "").replace("seed_env", "").replace(
-            "seed_file: null", "")
+        provider = configmap["data"].get("provider.yaml", "")
+        assert "seed" not in provider.replace("seed_env", "").replace(f"seed_file: {r.SEED_PATH}", "")
 
 
 def test_configmaps_map_back_onto_the_same_config(tmp_path: Path) -> None:

@@ -8,8 +8,21 @@ node types otherwise tie). Ray's own KubeRay translation
 (`ray.autoscaler._private.kuberay.autoscaling_config`) turns this manifest into the
 autoscaler's node types; the tests check that it does so pool for pool.
 
-No secret value is ever rendered: the seed phrase and cloud keys are `secretKeyRef`s to the
-`etrid-provider-credentials` Secret, whose committed file is a template of placeholders.
+No secret value is ever rendered, and no secret is ever an environment variable: the seed phrase
+is a file from the `etrid-provider-credentials` Secret mounted read-only (0400) into the head's Ray
+container alone, where the config's `seed_file` names it and only the provider head actor (pinned
+to the head node) reads it. An env var would be inherited by every Ray process of the pod — the
+dashboard, job drivers, runtime-env agents — and shown by `/proc/*/environ`; worker pods never see
+the seed at all. The cloud keys are files too (an AWS shared-credentials file, an Azure client
+certificate), found through the path variables the SDKs read.
+
+Ray's own control plane is closed to strangers: `authOptions` turns on Ray token authentication
+(KubeRay >= 1.5 injects `RAY_AUTH_MODE=token` and `RAY_AUTH_TOKEN` from the Secret's `auth_token` key
+into the head, the workers, the autoscaler and the RayJob's submitter), so the dashboard, the Jobs
+API and the GCS refuse a request without the token; a NetworkPolicy admits the Ray ports only from
+the cluster's own pods, the namespace and the monitoring stack. The head's env points the dashboard's
+Metrics tab at Prometheus and Grafana, and Ray's own Grafana dashboards are rendered from the
+installed Ray into ConfigMaps for Grafana's dashboard sidecar.
 """
 
 from __future__ import annotations
@@ -31,6 +44,19 @@ CLUSTER_NAME = "etrid-provider"
 CONFIGMAP_NAME = "etrid-provider-config"  # the seed's keys, as env vars (envFrom)
 CONFIG_FILE_CONFIGMAP_NAME = "etrid-provider-file"  # provider.yaml, mounted at CONFIG_DIR
 SECRET_NAME = "etrid-provider-credentials"
+# The Ray token's Secret. KubeRay's own name for it (the cluster's name; the operator's generated Secret and
+# `kubectl ray get token` use it) and its key, `auth_token` (KubeRay's RAY_AUTH_TOKEN_SECRET_KEY): every KubeRay
+# version that has authOptions then finds the same Secret for the pods and for the RayJob's submitter.
+RAY_TOKEN_SECRET_NAME = "etrid-provider"
+RAY_TOKEN_KEY = "auth_token"
+SECRETS_DIR = "/var/run/secrets/etrid"  # the head's seed file (never under CONFIG_DIR: a ConfigMap volume)
+SEED_KEY = "ETRID_SEED"
+SEED_PATH = f"{SECRETS_DIR}/seed"
+SEED_FILE_MODE = 0o400
+CLOUD_SECRETS_DIR = "/var/run/secrets/etrid-cloud"
+AWS_CREDENTIALS_KEY = "aws-credentials"  # an AWS shared-credentials (INI) file: boto3 reads it by path
+AZURE_CERTIFICATE_KEY = "azure-client-certificate"  # a PEM with the service principal's key and certificate
+RAY_TOKEN_DIR = "/var/run/secrets/ray-auth"  # the spot-watch sidecar's token file (KubeRay injects no env there)
 CONFIG_DIR = "/etc/etrid"
 CONFIG_PATH = f"{CONFIG_DIR}/provider.yaml"
 # the head's journal (claimed and finished jobs not yet settled) must outlive the head pod: a volume of its own
@@ -64,9 +90,19 @@ SEED_ENV_KEYS = {
     "AWS_SPOT_MAX_PRICE": "aws_spot_max_price",
 }
 # Secret keys: the seed phrase (required) and optional cloud credentials for the price/quota APIs and S3 blobs.
-SECRET_KEYS = ["ETRID_SEED", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET",
-               "AZURE_TENANT_ID", "AZURE_SUBSCRIPTION_ID"]
-WORKER_SECRET_KEYS = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]  # workers only read s3:// blobs
+# The secret ones are only ever mounted as files; the Azure identifiers (not secret) are env references.
+SECRET_FILE_KEYS = [SEED_KEY, AWS_CREDENTIALS_KEY, AZURE_CERTIFICATE_KEY]
+AZURE_ID_KEYS = ["AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_SUBSCRIPTION_ID"]
+SECRET_KEYS = [*SECRET_FILE_KEYS, *AZURE_ID_KEYS]
+# where the SDKs find the credential files: AWS_SHARED_CREDENTIALS_FILE (boto3), AZURE_CLIENT_CERTIFICATE_PATH
+# (azure-identity's EnvironmentCredential, with AZURE_TENANT_ID and AZURE_CLIENT_ID)
+CLOUD_FILE_ENV = {AWS_CREDENTIALS_KEY: "AWS_SHARED_CREDENTIALS_FILE",
+                  AZURE_CERTIFICATE_KEY: "AZURE_CLIENT_CERTIFICATE_PATH"}
+WORKER_CLOUD_KEYS = [AWS_CREDENTIALS_KEY]  # workers only read s3:// blobs
+# Ray's own Grafana dashboards (ray.dashboard.modules.metrics.grafana_dashboard_factory), as Ray writes them to
+# session_latest/metrics/grafana/dashboards/ when it starts; the ones the Ray dashboard links to.
+RAY_DASHBOARDS = ["default", "serve", "serve_deployment", "data", "train"]
+GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"  # kube-prometheus-stack's Grafana sidecar picks up ConfigMaps with it
 PLACEHOLDER = "REPLACE_ME"
 
 HEADER = ("# Rendered by `etrid-ray render --config FILE --out cluster/` from {what}.\n"
@@ -174,10 +210,51 @@ def _scheduling(pool: Pool) -> tuple[dict[str, str], list[dict[str, str]]]:
     return selector, tolerations
 
 
-def _secret_env(keys: list[str], required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": key,
-                                                          "optional": key not in required}}}
+def _secret_env(keys: list[str]) -> list[dict[str, Any]]:
+    """Optional env references into the credentials Secret: only for keys that are not secret themselves."""
+    assert not set(keys) & set(SECRET_FILE_KEYS), "secret values are mounted as files, never env vars"
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": key, "optional": True}}}
             for key in keys]
+
+
+def _cloud_credentials(keys: list[str]) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """The optional cloud credential files (volume, mount, and the path variables the SDKs read): a key
+    missing from the Secret is skipped (`optional`), and the SDK then falls back to its other sources
+    (IRSA, workload identity, instance profiles)."""
+    volume = {"name": "cloud-credentials", "secret": {
+        "secretName": SECRET_NAME, "optional": True, "defaultMode": SEED_FILE_MODE,
+        "items": [{"key": key, "path": key} for key in keys]}}
+    mount = {"name": "cloud-credentials", "mountPath": CLOUD_SECRETS_DIR, "readOnly": True}
+    env = [{"name": CLOUD_FILE_ENV[key], "value": f"{CLOUD_SECRETS_DIR}/{key}"} for key in keys]
+    return volume, mount, env
+
+
+def _seed_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The seed phrase as one read-only file, owner-read only (with the pod's fsGroup Kubernetes adds group
+    read for the `ray` user's group): required, so a head without it does not start."""
+    volume = {"name": "provider-seed", "secret": {"secretName": SECRET_NAME, "defaultMode": SEED_FILE_MODE,
+                                                  "items": [{"key": SEED_KEY, "path": Path(SEED_PATH).name}]}}
+    return volume, {"name": "provider-seed", "mountPath": SECRETS_DIR, "readOnly": True}
+
+
+def ray_token_volume() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """The Ray token as a file, for a container KubeRay does not inject RAY_AUTH_TOKEN into (the spot-watch
+    sidecar): Ray reads the file `RAY_AUTH_TOKEN_PATH` names."""
+    volume = {"name": "ray-token", "secret": {"secretName": RAY_TOKEN_SECRET_NAME, "defaultMode": SEED_FILE_MODE,
+                                              "items": [{"key": RAY_TOKEN_KEY, "path": RAY_TOKEN_KEY}]}}
+    mount = {"name": "ray-token", "mountPath": RAY_TOKEN_DIR, "readOnly": True}
+    env = [{"name": "RAY_AUTH_MODE", "value": "token"},
+           {"name": "RAY_AUTH_TOKEN_PATH", "value": f"{RAY_TOKEN_DIR}/{RAY_TOKEN_KEY}"}]
+    return volume, mount, env
+
+
+def ray_dashboard_env(config: ProviderConfig) -> list[dict[str, str]]:
+    """The head's settings for the Ray dashboard's Metrics tab: where the dashboard queries Prometheus and
+    checks Grafana, the Grafana datasource Ray's dashboards use, and the Grafana address the browser embeds."""
+    env = {"RAY_PROMETHEUS_HOST": config.ray_prometheus_host, "RAY_PROMETHEUS_NAME": config.ray_prometheus_name,
+           "RAY_GRAFANA_HOST": config.ray_grafana_host,
+           "RAY_GRAFANA_IFRAME_HOST": config.ray_grafana_iframe_host or config.ray_grafana_host}
+    return [{"name": k, "value": v} for k, v in env.items()]
 
 
 def _pod_security() -> dict[str, Any]:
@@ -195,6 +272,8 @@ def _shm_volume() -> tuple[dict[str, Any], dict[str, Any]]:
 
 def head_group(config: ProviderConfig) -> dict[str, Any]:
     shm, shm_mount = _shm_volume()
+    seed, seed_mount = _seed_volume()
+    cloud, cloud_mount, cloud_env = _cloud_credentials(list(CLOUD_FILE_ENV))
     container = {
         "name": "ray-head",
         "image": project_image(),
@@ -205,14 +284,16 @@ def head_group(config: ProviderConfig) -> dict[str, Any]:
         "envFrom": [{"configMapRef": {"name": CONFIGMAP_NAME}}],
         "env": [{"name": "ETRID_METRICS_HOST", "value": "0.0.0.0"},
                 {"name": "ETRID_METRICS_PORT", "value": str(PROVIDER_METRICS_PORT)},
-                *_secret_env(SECRET_KEYS, required=("ETRID_SEED",))],
+                *ray_dashboard_env(config), *cloud_env, *_secret_env(AZURE_ID_KEYS)],
         "volumeMounts": [{"name": "provider-config", "mountPath": CONFIG_DIR, "readOnly": True},
-                         {"name": "provider-state", "mountPath": STATE_DIR}, shm_mount],
+                         {"name": "provider-state", "mountPath": STATE_DIR}, shm_mount, seed_mount, cloud_mount],
         "securityContext": _container_security(),
     }
     return {
         "serviceType": "ClusterIP",
-        # num-cpus 0: no job task lands on the head; the provider head actor (num_cpus=0) and the driver do
+        # num-cpus 0: no job task lands on the head; the provider head actor (num_cpus=0) and the driver do.
+        # dashboard-host 0.0.0.0: the RayJob's submitter and `kubectl port-forward` reach it through the head
+        # service; the token (authOptions) and the NetworkPolicy are what keep strangers out.
         "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0",
                            "metrics-export-port": str(PORTS["metrics"])},
         "template": {
@@ -224,7 +305,7 @@ def head_group(config: ProviderConfig) -> dict[str, Any]:
                              "configMap": {"name": CONFIG_FILE_CONFIGMAP_NAME,
                                            "items": [{"key": "provider.yaml", "path": "provider.yaml"}]}},
                             {"name": "provider-state", "persistentVolumeClaim": {"claimName": STATE_PVC_NAME}},
-                            shm],
+                            shm, seed, cloud],
             },
         },
     }
@@ -238,7 +319,9 @@ def spot_watch_sidecar(pool: Pool) -> dict[str, Any]:
     """A native sidecar (an init container with `restartPolicy: Always`, Kubernetes >= 1.29) beside a spot
     pool's Ray container: `etrid-ray spot-watch` polls the cloud's interruption notice and drains this
     pod's Ray node with the notice's deadline (etrid_ray/clouds/interruptions). It finds the node as the
-    preStop hook does (pod name and IP from the downward API) and reaches the GCS through the head service."""
+    preStop hook does (pod name and IP from the downward API) and reaches the GCS through the head service,
+    with the Ray token from a file (KubeRay injects the token only into the Ray container)."""
+    _, token_mount, token_env = ray_token_volume()
     return {
         "name": "spot-watch",
         "image": project_image(),
@@ -247,7 +330,8 @@ def spot_watch_sidecar(pool: Pool) -> dict[str, Any]:
         "command": ["python", "-m", "etrid_ray", "spot-watch", "--cloud", pool.kind, "--linger"],
         "env": [{"name": "RAY_ADDRESS", "value": HEAD_GCS_ADDRESS},
                 {"name": "ETRID_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                {"name": "ETRID_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                {"name": "ETRID_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}, *token_env],
+        "volumeMounts": [token_mount],
         "resources": {"requests": {"cpu": "50m", "memory": "192Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
         "securityContext": _container_security(),
     }
@@ -259,6 +343,7 @@ def worker_group(pool: Pool, priority: int, cost: float) -> dict[str, Any]:
     max_replicas = max(pool.max_nodes, min_replicas)
     selector, tolerations = _scheduling(pool)
     shm, shm_mount = _shm_volume()
+    cloud, cloud_mount, cloud_env = _cloud_credentials(WORKER_CLOUD_KEYS)
     limits = {"cpu": _quantity_cpu(pool), "memory": _quantity_memory(pool), "nvidia.com/gpu": str(pool.gpus_per_node)}
     container = {
         "name": "ray-worker",
@@ -271,13 +356,17 @@ def worker_group(pool: Pool, priority: int, cost: float) -> dict[str, Any]:
                 # how the preStop hook tells this pod's Ray node from every other one
                 {"name": "ETRID_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                 {"name": "ETRID_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                *_secret_env(WORKER_SECRET_KEYS)],
+                *cloud_env],
         "lifecycle": {"preStop": {"exec": {"command": [
             "python", "-m", "etrid_ray.kuberay.prestop", "--deadline-s", str(PRESTOP_DEADLINE_S),
             "--reason", f"pod of pool {pool.name} is terminating"]}}},
-        "volumeMounts": [shm_mount],
+        "volumeMounts": [shm_mount, cloud_mount],
         "securityContext": _container_security(),
     }
+    volumes = [shm, cloud]
+    spot_watch = pool.is_cloud and pool.spot
+    if spot_watch:
+        volumes.append(ray_token_volume()[0])
     annotations = {f"{LABEL_PREFIX}/cost-usd-per-gpu-hour": "unknown" if math.isinf(cost) else f"{cost:.4f}",
                    f"{LABEL_PREFIX}/priority": str(priority)}
     if pool.max_spot_price is not None:
@@ -310,9 +399,9 @@ def worker_group(pool: Pool, priority: int, cost: float) -> dict[str, Any]:
                 "securityContext": _pod_security(),
                 "nodeSelector": selector,
                 "tolerations": tolerations,
-                **({"initContainers": [spot_watch_sidecar(pool)]} if pool.is_cloud and pool.spot else {}),
+                **({"initContainers": [spot_watch_sidecar(pool)]} if spot_watch else {}),
                 "containers": [container],
-                "volumes": [shm],
+                "volumes": volumes,
             },
         },
     }
@@ -329,6 +418,9 @@ def raycluster(config: ProviderConfig) -> dict[str, Any]:
         "metadata": {"name": CLUSTER_NAME, "namespace": NAMESPACE, "labels": _labels("cluster")},
         "spec": {
             "rayVersion": ray_version(),
+            # Ray token auth (Ray >= 2.52, KubeRay >= 1.5): without the token the dashboard, the Jobs API and
+            # the GCS refuse every request
+            "authOptions": {"mode": "token", "secretName": RAY_TOKEN_SECRET_NAME},
             "enableInTreeAutoscaling": True,
             "autoscalerOptions": {
                 "version": "v2",
@@ -346,7 +438,9 @@ def raycluster(config: ProviderConfig) -> dict[str, Any]:
 
 def rayjob(config: ProviderConfig) -> dict[str, Any]:
     """The RayJob that runs the provider (`jobs/provider.py`) on the RayCluster above, selected by name,
-    so the RayCluster manifest stays the one source of the pools."""
+    so the RayCluster manifest stays the one source of the pools. A RayJob has no authOptions of its own
+    with a clusterSelector: KubeRay gives its submitter the selected cluster's token (RAY_AUTH_MODE and
+    RAY_AUTH_TOKEN from the same Secret), so `ray job submit` authenticates like any other client."""
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
@@ -370,11 +464,14 @@ def _env_value(value: Any) -> str:
 
 
 def in_cluster(config: ProviderConfig) -> ProviderConfig:
-    """The config as the head pod runs it: a journal left at its default (the home directory, gone with
-    the pod) moves onto the state volume, so a restarted head pod recovers its unsettled jobs."""
+    """The config as the head pod runs it: the seed is the file the head mounts from the Secret (a
+    `seed_file` of the machine the config was written on means nothing in the pod, and no container has
+    an ETRID_SEED variable), and a journal left at its default (the home directory, gone with the pod)
+    moves onto the state volume, so a restarted head pod recovers its unsettled jobs."""
+    update: dict[str, Any] = {"seed_file": Path(SEED_PATH)}
     if config.journal_path == ProviderConfig.model_fields["journal_path"].default:
-        return config.model_copy(update={"journal_path": Path(STATE_DIR) / "journal.sqlite"})
-    return config
+        update["journal_path"] = Path(STATE_DIR) / "journal.sqlite"
+    return config.model_copy(update=update)
 
 
 def provider_yaml(config: ProviderConfig) -> str:
@@ -408,11 +505,72 @@ def secret_template() -> dict[str, Any]:
             "stringData": {key: PLACEHOLDER for key in SECRET_KEYS}}
 
 
+def ray_token_secret_template() -> dict[str, Any]:
+    """The Ray token authOptions names: KubeRay puts its `auth_token` into every Ray container's env."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": RAY_TOKEN_SECRET_NAME, "namespace": NAMESPACE, "labels": _labels("ray-token")},
+            "stringData": {RAY_TOKEN_KEY: PLACEHOLDER}}
+
+
+def network_policy(config: ProviderConfig) -> dict[str, Any]:
+    """Who may open a connection to a Ray pod of the cluster. Ray's own nodes reach each other on any port
+    (raylets, object managers, workers and agents use ports of their own); the Ray head's GCS, dashboard
+    (and Jobs API) and client server are open to the namespace's pods (the RayJob's submitter, the exporter)
+    and to the monitoring stack; the metrics ports to the monitoring stack. Everything else is refused.
+    `kubectl port-forward` enters through the pod itself, so it still reaches the dashboard."""
+    ray_pods = {"ray.io/cluster": CLUSTER_NAME}
+    monitoring = {"namespaceSelector": {"matchLabels": dict(config.monitoring_namespace_labels)}}
+    control = [{"protocol": "TCP", "port": PORTS[name]} for name in ("gcs", "dashboard", "client")]
+    metrics = [{"protocol": "TCP", "port": PORTS["metrics"]},
+               {"protocol": "TCP", "port": PROVIDER_METRICS_PORT}]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": f"{CLUSTER_NAME}-ray", "namespace": NAMESPACE, "labels": _labels("network")},
+            "spec": {"podSelector": {"matchLabels": ray_pods}, "policyTypes": ["Ingress"],
+                     "ingress": [{"from": [{"podSelector": {"matchLabels": ray_pods}}]},
+                                 {"from": [{"podSelector": {}}, monitoring], "ports": control},
+                                 {"from": [monitoring], "ports": metrics}]}}
+
+
+def ray_grafana_dashboards() -> dict[str, str]:
+    """Ray's own Grafana dashboards, name -> JSON, from the installed Ray's factory (what Ray writes to
+    session_latest/metrics/grafana/dashboards/ at start). The factory reads RAY_GRAFANA_*_DASHBOARD_* overrides
+    from the environment; they are ignored here, so the rendering does not change with the shell."""
+    import os
+
+    from ray.dashboard.modules.metrics import grafana_dashboard_factory as factory
+
+    saved = {k: v for k, v in os.environ.items() if k.startswith("RAY_GRAFANA_") and "_DASHBOARD_" in k}
+    for key in saved:
+        del os.environ[key]
+    try:
+        out = {}
+        for name in RAY_DASHBOARDS:
+            content, _uid = getattr(factory, f"generate_{name}_grafana_dashboard")()
+            out[name] = json.dumps(json.loads(content), separators=(",", ":"), ensure_ascii=False)
+        return out
+    finally:
+        os.environ.update(saved)
+
+
+def ray_dashboard_configmaps(config: ProviderConfig) -> list[dict[str, Any]]:
+    """One ConfigMap per Ray dashboard in the monitoring namespace, labelled for Grafana's sidecar; each keeps
+    Ray's uid, which is what the Ray dashboard's Metrics tab embeds."""
+    docs = []
+    for name, text in ray_grafana_dashboards().items():
+        docs.append({"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": f"ray-dashboard-{name.replace('_', '-')}",
+                                  "namespace": config.monitoring_namespace,
+                                  "labels": {**_labels("grafana-dashboard"), GRAFANA_DASHBOARD_LABEL: "1"}},
+                     "data": {f"ray_{name}_grafana_dashboard.json": text}})
+    return docs
+
+
 # ---------------------------------------------------------------------------------------------- files
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # a selector shared by two rules is written out twice, not as an &id001 anchor
 
 
 def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
@@ -428,10 +586,16 @@ def dump_yaml(*docs: dict[str, Any]) -> str:
                         for d in docs)
 
 
-SECRET_NOTE = ("# A template: copy it, put the real values in (or create the Secret with\n"
+SECRET_NOTE = ("# Templates: copy them, put the real values in (or create the Secrets with\n"
                "#   kubectl -n etrid-ai-compute create secret generic etrid-provider-credentials"
-               " --from-literal=ETRID_SEED=…),\n"
-               "# drop the cloud keys you do not use (they are optional), and never commit the filled-in copy.\n")
+               " --from-file=ETRID_SEED=seed.txt\n"
+               "#   kubectl -n etrid-ai-compute create secret generic etrid-provider"
+               " --from-literal=auth_token=\"$(openssl rand -hex 32)\"),\n"
+               "# drop the cloud keys you do not use (they are optional), and never commit the filled-in copies.\n"
+               "# ETRID_SEED is mounted as a file (0400) into the head's Ray container only; aws-credentials is\n"
+               "# an AWS shared-credentials file, azure-client-certificate a PEM (key and certificate). auth_token\n"
+               "# is the Ray token every client presents (`Authorization: Bearer …`, or RAY_AUTH_TOKEN for Ray's\n"
+               "# own clients).\n")
 
 
 def render_all(config: ProviderConfig) -> dict[str, str]:
@@ -443,9 +607,18 @@ def render_all(config: ProviderConfig) -> dict[str, str]:
         "configmap.yaml": HEADER.format(what=what)
         + "# Env keys (etrid-provider-config) override provider.yaml (etrid-provider-file).\n"
         + dump_yaml(*configmaps(config)),
-        "secret.template.yaml": HEADER.format(what=what) + SECRET_NOTE + dump_yaml(secret_template()),
+        "secret.template.yaml": HEADER.format(what=what) + SECRET_NOTE
+        + dump_yaml(secret_template(), ray_token_secret_template()),
         "state.yaml": HEADER.format(what=what) + "# The head's journal: unsettled jobs survive a head pod restart.\n"
         + dump_yaml(state_volume_claim()),
         "raycluster.yaml": HEADER.format(what=what) + dump_yaml(raycluster(config)),
         "rayjob.yaml": HEADER.format(what=what) + dump_yaml(rayjob(config)),
+        "networkpolicy.yaml": HEADER.format(what=what)
+        + "# Ray's ports: the cluster's own pods, the namespace, and the monitoring stack only.\n"
+        + dump_yaml(network_policy(config)),
+        "ray-grafana-dashboards.yaml": HEADER.format(what=f"the installed Ray {ray_version()}'s dashboard factory")
+        + "# Ray's own Grafana dashboards (what the Ray dashboard's Metrics tab embeds, by uid), for Grafana's\n"
+        + f"# dashboard sidecar (label {GRAFANA_DASHBOARD_LABEL}). Too large for client-side apply: "
+        + "`kubectl apply --server-side -f`.\n"
+        + dump_yaml(*ray_dashboard_configmaps(config)),
     }
