@@ -26,12 +26,13 @@ class GpuConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    count: int = Field(4, ge=0, le=100)
-    model: str = Field("A100", min_length=1, max_length=64)
-    vram_gb: int = Field(80, ge=1, le=65535)
-    compute_units: int = Field(108, ge=1)
-    clock_speed_mhz: int = Field(1410, ge=1, le=65535)
-    tdp_watts: int = Field(400, ge=1, le=65535)
+    count: int = Field(4, ge=0, le=100, description="GPUs per local node (NVML's count wins where a driver is "
+                       "present); a local Ray that provider run starts advertises this many, simulated without one")
+    model: str = Field("A100", min_length=1, max_length=64, description="GPU model registered on chain")
+    vram_gb: int = Field(80, ge=1, le=65535, description="memory per GPU in GB")
+    compute_units: int = Field(108, ge=1, description="streaming multiprocessors (or compute units) per GPU")
+    clock_speed_mhz: int = Field(1410, ge=1, le=65535, description="boost clock in MHz")
+    tdp_watts: int = Field(400, ge=1, le=65535, description="power per busy GPU (the local pool's electricity cost)")
     tee: Literal["sgx", "sev-snp", "tdx"] | None = Field(None, description="TEE type these GPUs' nodes provide")
 
 
@@ -40,53 +41,70 @@ class ProviderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    rpc_url: str = "http://127.0.0.1:9944"
-    websocket_url: str = "ws://127.0.0.1:9944"
+    rpc_url: str = Field("http://127.0.0.1:9944",
+        description="the chain node's HTTP JSON-RPC URL (also the default blob store)")
+    websocket_url: str = Field("ws://127.0.0.1:9944",
+        description="the chain node's WebSocket URL: new-head subscriptions and extrinsics")
     PRICE_PER_SECOND: int = Field(10**14, ge=0, description="minimum price per GPU-second, in planck")
     seed_env: str = Field("ETRID_SEED", description="env var holding the provider's seed phrase or //Dev URI")
     seed_file: Path | None = Field(None, description="file holding the seed (used when seed_env is unset)")
     blob_store: str | None = Field(None, description="http(s)://, file:// or s3:// store; default: the devnet's")
-    gpus: GpuConfig = Field(default_factory=GpuConfig)
+    gpus: GpuConfig = Field(default_factory=GpuConfig, description="the local GPUs, as registered on chain")
     stake_edsc: int = Field(100, ge=100, description="stake per GPU in ËDSC (chain minimum: 100)")
-    allowed_handlers: list[str] = Field(default_factory=lambda: ["echo", "sleep", "matmul", "embedding"])
-    max_input_bytes: int = Field(16 * 1024 * 1024, ge=1)
-    claim_batch: int = Field(256, ge=1, le=5000)
-    result_batch: int = Field(256, ge=1, le=5000)
+    allowed_handlers: list[str] = Field(default_factory=lambda: ["echo", "sleep", "matmul", "embedding"],
+        description="workloads this provider runs (from etrid_ray/workloads); jobs naming others are left for other "
+                    "providers")
+    max_input_bytes: int = Field(16 * 1024 * 1024, ge=1,
+        description="largest job input fetched from the blob store; larger jobs fail with a reason")
+    claim_batch: int = Field(256, ge=1, le=5000, description="most jobs claimed in one batched extrinsic")
+    result_batch: int = Field(256, ge=1, le=5000,
+        description="most results or failures settled in one batched extrinsic")
     max_inflight_per_gpu: int = Field(64, ge=1, description="claimed-but-unfinished jobs allowed per GPU")
     task_cpus: float = Field(1.0, ge=0, le=64, description="CPUs each job's Ray task reserves besides its GPUs")
-    heartbeat_interval_s: float = Field(30.0, gt=0)
-    telemetry_interval_s: float = Field(30.0, gt=0)
-    poll_interval_s: float = Field(0.5, gt=0)
-    journal_path: Path = Path("~/.etrid-ray/journal.sqlite")
+    heartbeat_interval_s: float = Field(30.0, gt=0,
+        description="how often the head sends its GPUs' heartbeat (the chain marks silent GPUs offline)")
+    telemetry_interval_s: float = Field(30.0, gt=0, description="how often utilization is reported on chain")
+    poll_interval_s: float = Field(0.5, gt=0,
+        description="queue polling interval when the new-head subscription is down")
+    journal_path: Path = Field(Path("~/.etrid-ray/journal.sqlite"),
+        description="SQLite journal of claimed and finished jobs not yet settled: keep it on a disk that survives "
+                    "restarts")
     pool: str = Field("local-gpu", description="pool the head steers jobs to when no placement policy runs")
-    region: str = "local"
+    region: str = Field("local", description="region label of the local GPU nodes (data residency rules match it)")
     edsc_usd: float = Field(1.0, ge=0, description="ËDSC→USD rate for reports")
-    ray_address: str | None = None
-    namespace: str = "etrid"
-    ENABLE_TEE: bool = False
-    ENABLE_COMPLIANCE: bool = False
+    ray_address: str | None = Field(None,
+        description="Ray cluster to join (GCS address, e.g. 10.0.0.5:6379, or auto); null: provider run starts a "
+                    "local Ray with the GPUs of `gpus`")
+    namespace: str = Field("etrid", description="Ray namespace of the head actor (`etrid-provider`)")
+    ENABLE_TEE: bool = Field(False,
+        description="serve confidential jobs on attested TEE nodes and add the azure-tee-h100 pool")
+    ENABLE_COMPLIANCE: bool = Field(False,
+        description="turn on the compliance templates enabled on chain (encryption, audit log, residency)")
     # pools: the local GPU nodes and the seed's cloud spot pools (see etrid_ray/pools.py)
     local_nodes: int = Field(1, ge=0, le=1000, description="local GPU nodes (each with gpus.count GPUs)")
-    local_cpus_per_node: int = Field(32, ge=1)
-    local_memory_gib: int = Field(256, ge=1)
-    electricity_usd_per_kwh: float = Field(0.12, ge=0)
-    aws_enabled: bool = True
-    aws_region: str = "us-east-1"
-    aws_instance_type: str = "p4d.24xlarge"
+    local_cpus_per_node: int = Field(32, ge=1, description="CPUs of each local GPU node")
+    local_memory_gib: int = Field(256, ge=1, description="memory of each local GPU node")
+    electricity_usd_per_kwh: float = Field(0.12, ge=0,
+        description="what a busy local GPU's power costs (the local pool's cost per GPU-hour)")
+    aws_enabled: bool = Field(True, description="burst to the AWS spot pool")
+    aws_region: str = Field("us-east-1", description="AWS region of the AWS spot pool")
+    aws_instance_type: str = Field("p4d.24xlarge",
+        description="EC2 instance type of the AWS spot pool (8 GPUs per node for p4d.24xlarge)")
     aws_spot_max_price: float | None = Field(12.0, gt=0, description="USD per node-hour")
-    aws_max_nodes: int = Field(4, ge=0)
-    gcp_enabled: bool = True
-    gcp_region: str = "europe-west4"
-    gcp_machine_type: str = "a2-ultragpu-8g"
+    aws_max_nodes: int = Field(4, ge=0, description="most nodes of the AWS spot pool")
+    gcp_enabled: bool = Field(True, description="burst to the GCP spot pool")
+    gcp_region: str = Field("europe-west4", description="GCP region of the GCP spot pool (EU: GDPR jobs may run there)")
+    gcp_machine_type: str = Field("a2-ultragpu-8g", description="GCE machine type of the GCP spot pool")
     gcp_spot_max_price: float | None = Field(24.0, gt=0, description="USD per node-hour")
-    gcp_max_nodes: int = Field(4, ge=0)
-    azure_enabled: bool = True
-    azure_region: str = "eastus"
-    azure_vm_size: str = "Standard_ND96amsr_A100_v4"
+    gcp_max_nodes: int = Field(4, ge=0, description="most nodes of the GCP spot pool")
+    azure_enabled: bool = Field(True, description="burst to the Azure spot pool")
+    azure_region: str = Field("eastus", description="Azure region of the Azure spot pool")
+    azure_vm_size: str = Field("Standard_ND96amsr_A100_v4", description="VM size of the Azure spot pool")
     azure_spot_max_price: float | None = Field(8.0, gt=0, description="USD per node-hour")
-    azure_max_nodes: int = Field(4, ge=0)
-    tee_region: str = "eastus2"
-    tee_max_nodes: int = Field(2, ge=0)
+    azure_max_nodes: int = Field(4, ge=0, description="most nodes of the Azure spot pool")
+    tee_region: str = Field("eastus2",
+        description="Azure region of the confidential (SEV-SNP) pool, used with ENABLE_TEE")
+    tee_max_nodes: int = Field(2, ge=0, description="most nodes of the confidential pool")
     daily_cloud_budget_usd: float = Field(2000.0, ge=0, description="cloud spend per UTC day; no growth above")
     # cloud market (etrid_ray/clouds): live spot prices, quotas and capacity; the shipped catalog underneath
     live_prices: bool = Field(False, description="read prices, quotas and capacity from the cloud APIs "
@@ -95,7 +113,8 @@ class ProviderConfig(BaseModel):
     price_refresh_s: float = Field(300.0, ge=0, description="how often the cloud APIs are read again")
     spot_rerun_share: float = Field(0.5, ge=0, le=1, description="share of a node's work re-run after a spot "
                                     "interruption: effective cost × (1 + interruption rate × this)")
-    cloud_api_timeout_s: float = Field(10.0, gt=0)
+    cloud_api_timeout_s: float = Field(10.0, gt=0,
+        description="timeout of one cloud API call (prices, quotas, capacity)")
     gcp_project: str | None = Field(None, description="GCP project (default: the credentials' project)")
     azure_subscription_id: str | None = Field(None, description="default: AZURE_SUBSCRIPTION_ID")
     aws_endpoint_url: str | None = Field(None, description="API endpoint override (emulators); default: AWS's")
@@ -104,11 +123,14 @@ class ProviderConfig(BaseModel):
     pools: list[Pool] = Field(default_factory=list, description="extra or overriding pools, by name")
     # scaling policy (the seed's rules by default)
     scale_up_queue_per_gpu: float = Field(5.0, ge=0, description="queue depth per GPU that triggers +50 %")
-    scale_up_sustain_s: float = Field(60.0, ge=0)
+    scale_up_sustain_s: float = Field(60.0, ge=0,
+        description="how long the queue must stay above scale_up_queue_per_gpu before growing")
     scale_up_factor: float = Field(0.5, gt=0, description="+50 %")
     scale_up_wait_s: float = Field(30.0, ge=0, description="average wait that triggers a scale-up")
-    scale_down_queue_per_gpu: float = Field(1.0, ge=0)
-    scale_down_sustain_s: float = Field(300.0, ge=0)
+    scale_down_queue_per_gpu: float = Field(1.0, ge=0,
+        description="queue depth per GPU below which pools shrink by scale_down_factor")
+    scale_down_sustain_s: float = Field(300.0, ge=0,
+        description="how long the queue must stay below scale_down_queue_per_gpu before shrinking")
     scale_down_factor: float = Field(0.1, gt=0, description="−10 %")
     stabilization_s: float = Field(60.0, ge=0, description="no opposite decision for a pool within this window")
     idle_timeout_s: float = Field(300.0, ge=0, description="idle nodes removed after this (KubeRay/Ray)")
