@@ -144,11 +144,11 @@ def test_k8s_secret_renders_the_credentials_secret_without_echoing_the_phrase(
     assert "stringData" not in doc
     assert base64.b64decode(doc["data"]["ETRID_SEED"]).decode() == phrase
     assert base64.b64decode(doc["data"]["ETRID_PROVIDER_ADDRESS"]).decode() == address
-    # the head's required secretKeyRef finds its key in this Secret
-    head = r.head_group(r.ProviderConfig())["template"]["spec"]["containers"][0]
-    refs = [e["valueFrom"]["secretKeyRef"] for e in head["env"] if "secretKeyRef" in e.get("valueFrom", {})]
-    required = [ref for ref in refs if not ref["optional"]]
-    assert required and all(ref["name"] == doc["metadata"]["name"] and ref["key"] in doc["data"] for ref in required)
+    # the head's required seed volume finds its keys in this Secret
+    head = r.head_group(r.ProviderConfig())["template"]["spec"]
+    required = [v["secret"] for v in head["volumes"] if "secret" in v and not v["secret"].get("optional")]
+    assert required and all(s["secretName"] == doc["metadata"]["name"]
+                            and {i["key"] for i in s["items"]} <= set(doc["data"]) for s in required)
     # refused without a destination; printed only with the flag
     assert cli(["keys", "k8s-secret", "--seed-file", str(key)]).exit_code == 2
     res = cli(["keys", "k8s-secret", "--stdout", "--namespace", "ns2", "--name", "creds"],

@@ -186,8 +186,8 @@ def k8s_secret(secret: Secret, info: KeyInfo, *, name: str | None = None, namesp
                ) -> dict[str, Any]:
     """The ``etrid-provider-credentials`` Secret (``data``, base64) with the phrase and the public address.
 
-    Same name, namespace and labels as the template ``etrid-ray render`` writes, so the head's
-    ``secretKeyRef``s find it; the cloud keys of the template stay optional and are left out."""
+    Same name, namespace and labels as the template ``etrid-ray render`` writes, so the head's (0400, head only)
+    seed volume finds it; the cloud keys of the template stay optional and are left out."""
     from etrid_ray.kuberay.render import secret_template
 
     doc = secret_template()
