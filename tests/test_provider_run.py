@@ -172,7 +172,7 @@ def _workers(dashboard: str) -> int:
     """Task worker processes the cluster ever started (alive or not)."""
     from ray.util.state import list_workers
 
-    return len(list_workers(address=dashboard, filters=[("worker_type", "=", "WORKER")], limit=100_000,
+    return len(list_workers(address=dashboard, filters=[("worker_type", "=", "WORKER")], limit=10_000,
                             raise_on_missing_output=False))
 
 
