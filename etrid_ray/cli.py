@@ -418,6 +418,9 @@ def provider_run(config_path: str | None, address: str | None, run_for: float | 
     if detach and run_for is not None:
         raise click.UsageError("--run-for applies to the foreground only: drop it, or drop --detach")
     local = not (address or config.ray_address)
+    if detach and local:
+        raise click.UsageError("--detach needs a running Ray cluster that outlives this command: set --address or "
+                               "ray_address (start one with `ray start --head`), or run in the foreground")
     if local:
         # the head will run here, on a Ray this command starts: the key must be here (fail fast, clearly)
         load_signer(env_var=config.seed_env, file=config.seed_file)
@@ -1281,6 +1284,34 @@ def simulate(trace_path: str, policies: tuple[str, ...], local_gpus: int, price_
                        f"patience "
                        f"{'∞' if not patience else f'{patience:g} s'}")
     click.echo(f"wrote {', '.join(str(p) for p in written)}")
+
+
+@main.group("config")
+def config_group() -> None:
+    """The provider config: a complete example, and a check of yours."""
+
+
+@config_group.command("example")
+def config_example_cmd() -> None:
+    """Print a provider.yaml with every setting, its default and what it does."""
+    from etrid_ray.config_example import example_yaml
+
+    click.echo(example_yaml(), nl=False)
+
+
+@config_group.command("check")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), required=True,
+              help="provider config (YAML or JSON); ETRID_* environment settings apply on top, as in provider run")
+@_friendly
+def config_check_cmd(config_path: str) -> None:
+    """Validate a provider config: exit 2 naming each bad key and its fix, else print the settings that
+    differ from the defaults."""
+    from etrid_ray.config import load_config
+
+    changed = load_config(config_path).model_dump(mode="json", exclude_defaults=True)
+    click.echo(f"{config_path}: valid; {len(changed)} setting(s) differ from the defaults")
+    if changed:
+        click.echo(json.dumps(changed, indent=2, sort_keys=True))
 
 
 if __name__ == "__main__":  # pragma: no cover

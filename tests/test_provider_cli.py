@@ -39,3 +39,18 @@ def test_without_nvml_the_declared_gpus_are_used_and_the_source_says_so() -> Non
     facts = gpu_facts(GpuConfig(count=3, model="H100", vram_gb=94))
     assert facts.source == "declared"  # this machine has no NVIDIA driver
     assert (facts.count, facts.model, facts.vram_gb) == (3, "H100", 94)
+
+
+def test_detach_without_a_cluster_says_it_needs_one(tmp_path: Path) -> None:
+    config = tmp_path / "p.json"
+    config.write_text(json.dumps({"gpus": {"count": 1}}))
+    out = _run(["provider", "run", "--detach", "--config", str(config)], {"ETRID_SEED": "//Bob"})
+    assert out.returncode == 2
+    assert "--detach needs a running Ray cluster" in out.stderr and "ray_address" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_stop_against_an_address_nothing_listens_on_names_the_address() -> None:
+    out = _run(["provider", "stop", "--address", "127.0.0.1:9"], {})
+    assert out.returncode == 2
+    assert "cannot reach the Ray cluster at 127.0.0.1:9" in out.stderr and "Traceback" not in out.stderr
