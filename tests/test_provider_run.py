@@ -246,3 +246,35 @@ def _restarted_status(namespace: str) -> dict[str, Any]:
         return dict(ray.get(ray.get_actor("etrid-provider", namespace=namespace).status.remote(), timeout=10))
     except Exception:  # restarting
         return {}
+
+
+def test_a_foreground_run_killed_with_sigkill_takes_its_head_with_it(cluster: RayHeadProcess, devnet: Any,
+                                                                     tmp_path: Path) -> None:
+    seed = tmp_path / "seed"
+    seed.write_text("//Dave")
+    seed.chmod(0o600)
+    namespace = "etrid-sigkill"
+    config = _config(tmp_path, devnet, seed_file=str(seed), namespace=namespace)
+    proc = subprocess.Popen([*ETRID_RAY, "provider", "run", "--config", str(config), "--address",
+                             cluster.gcs_address, "--status-every", "1"], env=_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = Output(proc)
+    ray.init(address=cluster.gcs_address, namespace=namespace, logging_level="ERROR", log_to_driver=False)
+    try:
+        out.wait_for('"best_block"', 120)  # the head answers its owner
+        ray.get_actor("etrid-provider", namespace=namespace)
+        proc.kill()  # no drain, no cleanup: the owner is simply gone
+        proc.wait(timeout=30)
+
+        def gone() -> bool:
+            try:
+                ray.get_actor("etrid-provider", namespace=namespace)
+            except ValueError:
+                return True
+            return False
+
+        wait_until(gone, 60, "Ray to end the head with its owner (nothing left claiming without an operator)")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        ray.shutdown()
