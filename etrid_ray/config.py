@@ -241,6 +241,25 @@ def read_mapping_file(path: str | Path, what: str, missing_hint: str) -> dict[st
     return data
 
 
+SECRET_KEY_NAMES = {"seed", "etrid_seed", "seed_phrase", "mnemonic", "private_key", "secret", "secret_key"}
+
+
+def _unknown_hint(loc: tuple[Any, ...]) -> str:
+    """For a misspelt key, the setting it was probably meant to be."""
+    import difflib
+
+    if str(loc[-1]).lower() in SECRET_KEY_NAMES:
+        return "remove it (the key is never a setting: export the variable seed_env names, or set seed_file)"
+    model: Any = ProviderConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        model = field.annotation if field is not None else None
+    known = list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(str(loc[-1]).lower(), list(by_lower), n=1)
+    return f"unknown setting: did you mean {by_lower[close[0]]}?" if close else "remove it (unknown setting)"
+
+
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None,
                 overrides: dict[str, Any] | None = None) -> ProviderConfig:
     """Reads a YAML/JSON file, then env vars, then explicit overrides; errors name the key and the fix."""
@@ -255,6 +274,6 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         problems = []
         for e in err.errors():
             key = ".".join(str(x) for x in e["loc"]) or "(root)"
-            hint = "remove it (unknown setting)" if e["type"] == "extra_forbidden" else e["msg"]
+            hint = _unknown_hint(e["loc"]) if e["type"] == "extra_forbidden" else e["msg"]
             problems.append(f"{key}: {hint}")
         raise ConfigError("invalid provider config — " + "; ".join(problems)) from None

@@ -24,7 +24,7 @@ HEADER = """\
 # the variable `seed_env` names or the file `seed_file` names; cloud keys from the clouds' usual variables.
 """
 # A pool entry, shown commented out: `pools` is empty by default (the seed's keys above describe the pools).
-POOL_EXAMPLE = Pool(name="lambda-h100", kind="aws", accelerator="H100", gpus_per_node=8, region="us-east-1",
+POOL_EXAMPLE = Pool(name="aws-spot-h100", kind="aws", accelerator="H100", gpus_per_node=8, region="us-east-1",
                     instance_type="p5.48xlarge", max_nodes=2, startup_s=240)
 
 
@@ -62,6 +62,7 @@ def _fields(model: type[BaseModel], values: BaseModel, indent: str = "") -> list
             pool = json.loads(POOL_EXAMPLE.model_dump_json(exclude_defaults=True))
             out.append(f"{indent}#   e.g.")
             out.extend(f"{indent}#   {line}" for line in yaml.safe_dump([pool], sort_keys=False).splitlines())
+            out.append("")
         else:
             out.append(f"{indent}{name}: {_scalar(value)}")
     return out
@@ -69,7 +70,7 @@ def _fields(model: type[BaseModel], values: BaseModel, indent: str = "") -> list
 
 def example_yaml() -> str:
     """The whole example file; it loads back to the defaults (a test holds it to that)."""
-    return HEADER + "\n".join(_fields(ProviderConfig, ProviderConfig())) + "\n"
+    return HEADER + "\n" + "\n".join(_fields(ProviderConfig, ProviderConfig())) + "\n"
 
 
 def undocumented_fields() -> list[str]:

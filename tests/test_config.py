@@ -153,7 +153,7 @@ def test_the_seed_env_name_and_seed_file_are_configurable():
 
 def test_a_seed_in_the_config_file_is_refused_without_echoing_it(tmp_path):
     msg = error(path=write(tmp_path, "c.yaml", f"seed: {SEED}\n"))
-    assert "seed: remove it (unknown setting)" in msg
+    assert "seed: remove it (the key is never a setting" in msg
     assert SEED not in msg
 
 
@@ -173,7 +173,8 @@ def test_missing_file_names_the_path_and_the_fix(tmp_path):
 
 def test_unknown_key_is_named_with_the_fix(tmp_path):
     msg = error(path=write(tmp_path, "c.yaml", "price_per_secnd: 5\n"))
-    assert "price_per_secnd: remove it (unknown setting)" in msg
+    assert "price_per_secnd: unknown setting: did you mean PRICE_PER_SECOND?" in msg
+    assert "flux_capacitor: remove it (unknown setting)" in error(path=write(tmp_path, "d.yaml", "flux_capacitor: 1\n"))
 
 
 def test_unknown_nested_key_is_named_by_its_path(tmp_path):
