@@ -624,7 +624,6 @@ def status_cmd(url: str, address: str | None, namespace: str, once: bool, as_jso
         chain_snapshot_source,
         head_snapshot_source,
         render,
-        snapshot_dict,
     )
 
     configure_logging(log_format, level="WARNING")
@@ -647,10 +646,10 @@ def status_cmd(url: str, address: str | None, namespace: str, once: bool, as_jso
         if not first.ok and not first.best_block:  # never read anything: say why, not an empty view
             raise click.ClickException(f"cannot read {where}: {first.error}")
         if as_json:
-            click.echo(json.dumps(snapshot_dict(first), sort_keys=True, default=str))
+            click.echo(json.dumps(first.to_dict(), sort_keys=True, default=str))
             while not once:
                 time.sleep(interval_s)
-                click.echo(json.dumps(snapshot_dict(read()), sort_keys=True, default=str))
+                click.echo(json.dumps(read().to_dict(), sort_keys=True, default=str))
             return
         from rich.console import Console
         from rich.live import Live

@@ -98,10 +98,8 @@ class ProviderHeadActor:
         return self.head.status()
 
     def snapshot(self) -> dict[str, Any]:
-        """What `/metrics` serves, as data (`etrid-ray status --address`), plus whether the head drains."""
-        out = self.telemetry.snapshot().to_dict()
-        out["draining"] = self.head.draining
-        return out
+        """What `/metrics` serves, as data (`etrid-ray status --address`)."""
+        return self.telemetry.snapshot().to_dict()
 
     def metrics_url(self) -> str | None:
         return self.telemetry.url

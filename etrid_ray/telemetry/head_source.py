@@ -19,7 +19,6 @@ from statistics import fmean
 from typing import Any
 
 from etrid_ray.telemetry.metrics import (
-    CLOUD_COST_USD,
     PBC,
     RPC_ERROR_KINDS,
     GpuView,
@@ -170,7 +169,8 @@ def head_snapshot(head: Any, decisions: DecisionLog | None = None, *, with_ray: 
     address = head.chain.address
     heartbeat = float(getattr(head, "_last_heartbeat", 0.0) or 0.0)
     return Snapshot(
-        source="head", taken_at=now, ok=True, address=address, best_block=int(st["best_block"]),
+        source="head", taken_at=now, ok=True, address=address, draining=bool(getattr(head, "draining", False)),
+        best_block=int(st["best_block"]),
         queue={"pending": int(st["queue_depth"]), "assigned": len(running) + to_settle,
                "completed": int(st["completed"])},
         avg_wait_s=fmean(waits) if waits else 0.0,
@@ -232,9 +232,6 @@ class HeadTelemetry:
 
     def start(self) -> HeadTelemetry:
         self.decisions.attach()
-        for pool in self.head.pools:  # every cloud pool's spend series exists from the start, at 0
-            if pool.is_cloud:
-                CLOUD_COST_USD.labels(pool=pool.name, cloud=pool.kind)
         self.server = MetricsServer(build_registry(self._safe_snapshot), health=self.health, ready=self.ready,
                                     host=self.host, port=self.port)
         try:

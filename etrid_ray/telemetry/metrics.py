@@ -183,6 +183,7 @@ class Snapshot:
     ok: bool = True
     error: str | None = None
     address: str = "all"  # the head's provider account ("all": the exporter, which watches every provider)
+    draining: bool = False  # the head is going offline (`provider stop`): it claims nothing, finishes what it runs
     best_block: int = 0
     queue: dict[str, int] = field(default_factory=lambda: dict.fromkeys(QUEUE_STATUSES, 0))
     avg_wait_s: float = 0.0

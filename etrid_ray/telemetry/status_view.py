@@ -37,32 +37,9 @@ def head_snapshot_source(address: str, namespace: str) -> Callable[[], Snapshot]
                           ) from None
 
     def read() -> Snapshot:
-        return snapshot_from_head(ray.get(handle.snapshot.remote(), timeout=30))
+        return Snapshot.from_dict(ray.get(handle.snapshot.remote(), timeout=30))
 
     return read
-
-
-def snapshot_from_head(data: dict[str, Any]) -> Snapshot:
-    """The head actor's snapshot dict as a `Snapshot`, keeping its `draining` flag (an attribute here,
-    since the metrics model has no such field: `draining_of`/`snapshot_dict` read it)."""
-    d = dict(data)
-    draining = bool(d.pop("draining", False)) if "draining" not in Snapshot.__dataclass_fields__ else None
-    snap = Snapshot.from_dict(d)
-    if draining is not None:
-        snap.draining = draining  # type: ignore[attr-defined]
-    return snap
-
-
-def draining_of(snap: Snapshot) -> bool:
-    """True while the head drains (`etrid-ray provider stop`): it claims nothing and finishes what it runs."""
-    return bool(getattr(snap, "draining", False))
-
-
-def snapshot_dict(snap: Snapshot) -> dict[str, Any]:
-    """`Snapshot.to_dict()` plus `draining` (what `etrid-ray status --json` prints)."""
-    out = snap.to_dict()
-    out["draining"] = draining_of(snap)
-    return out
 
 
 def _reachable(address: str, timeout: float = 5.0) -> None:
@@ -97,7 +74,7 @@ def render(snap: Snapshot, *, where: str = "", now: float | None = None) -> Grou
     now = time.time() if now is None else now
     head = snap.source == "head"
     state = Text("ok", style="green") if snap.ok else Text(f"STALE: {snap.error}", style="bold red")
-    if head and draining_of(snap):
+    if head and snap.draining:
         state = Text.assemble(state, ("  DRAINING: no new claims, finishing in-flight jobs", "bold yellow"))
     title = Text.assemble(("etrid-ray status ", "bold"), (f"{where}  ", "dim"),
                           f"{'head ' + _short(snap.address) if head else 'chain only'}  block #{snap.best_block}  "
