@@ -406,8 +406,8 @@ def test_logs_redact_secrets_in_text_and_json(monkeypatch: pytest.MonkeyPatch, t
 
 def test_configure_logging_replaces_only_its_own_handler() -> None:
     root = logging.getLogger()
-    before = list(root.handlers)
-    level = root.level
+    before = [h for h in root.handlers if not getattr(h, "_etrid", False)]  # others' handlers (an earlier
+    level = root.level  # test's CLI run may have left one of ours, which is ours to replace)
     try:
         configure_logging("json", stream=io.StringIO())
         configure_logging("text", stream=io.StringIO())
