@@ -3,6 +3,9 @@
 The envelope is parsed by hand because the signing payload must be rebuilt
 from the exact bytes the client signed (call ++ extra ++ additional), not from
 a re-encoding; the call inside it is decoded by scalecodec from metadata.
+Parsing the envelope is cheap and needs no state, so the signature is checked
+before the call is decoded: an unauthenticated sender never buys scalecodec time.
+Compacts must be canonical (minimal, within their type), as a real runtime demands.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ class Extrinsic:
     @staticmethod
     def decode(raw: bytes) -> Extrinsic:
         try:
-            length, offset = compact_decode(raw, 0)
+            length, offset = compact_decode(raw, 0, bits=32)
         except ValueError as err:
             raise ExtrinsicFormatError(str(err)) from err
         if length != len(raw) - offset:
@@ -110,8 +113,8 @@ class Extrinsic:
         extra_start = offset
         era, offset = Era.decode(raw, offset)
         try:
-            nonce, offset = compact_decode(raw, offset)
-            tip, offset = compact_decode(raw, offset)
+            nonce, offset = compact_decode(raw, offset, bits=32)  # CheckNonce: Compact<u32>
+            tip, offset = compact_decode(raw, offset, bits=128)   # ChargeTransactionPayment: Compact<u128>
         except ValueError as err:
             raise ExtrinsicFormatError(str(err)) from err
         if offset >= len(raw):

@@ -12,11 +12,13 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
 from etrid_ray.devnet.codec import blake2_256, compact_encode
 from etrid_ray.devnet.common_types import hexstr
+from etrid_ray.devnet.extrinsic import Extrinsic
 from etrid_ray.devnet.runtime import (
     MAX_EXTRINSICS_PER_BLOCK,
     CheckedExtrinsic,
@@ -28,6 +30,11 @@ from etrid_ray.devnet.runtime import (
 from etrid_ray.devnet.storage import MISSING, StorageItem
 
 HISTORY_BLOCKS = 256  # like a pruned node: storage at older blocks is not kept (events always are)
+# Substrate's pool defaults (--pool-limit 8192, --pool-kbytes 20480): a full pool drops new transactions.
+MAX_POOL_TRANSACTIONS = 8192
+MAX_POOL_BYTES = 20 * 1024 * 1024
+# Calls this short decode on the loop (well under a millisecond); longer ones go to the decoder thread.
+INLINE_DECODE_BYTES = 2048
 
 
 @dataclass
@@ -79,6 +86,9 @@ class Node:
         self._seal_scheduled = False
         self._last_timestamp = 0
         self._loop_task: asyncio.Task[None] | None = None
+        # State at an older block as one overlay {raw key: encoded value or None}, built once per (block, best):
+        # walking the history per key made `state_queryStorageAt` 250 blocks back O(keys x blocks).
+        self._overlay: tuple[bytes, bytes, dict[bytes, tuple[StorageItem, Any]]] | None = None
         if store is not None and store.has_chain():
             store.load(self)
         else:
@@ -129,25 +139,57 @@ class Node:
             raise KeyError("unknown block")
         if raw_key == self.runtime.system.Events.prefix:
             return block.events_raw
-        for number in range(block.number + 1, self.best.number + 1):
+        found = self._overlay_at(block).get(raw_key)
+        if found is not None:
+            item, old = found
+            return None if old is MISSING else state.encode_value(item, old)
+        return state.read_raw(raw_key)
+
+    def _overlay_at(self, block: Block) -> dict[bytes, tuple[StorageItem, Any]]:
+        """(item, value at `block`) of every key changed since: the oldest change after it wins."""
+        cached = self._overlay
+        if cached is not None and cached[0] == block.hash and cached[1] == self.best.hash:
+            return cached[2]
+        overlay: dict[bytes, tuple[StorageItem, Any]] = {}
+        for number in range(self.best.number, block.number, -1):  # newest first: older changes overwrite
             changes = self.history.get(number)
             if changes is None:
-                if number <= self.best.number and number not in self.history:
-                    raise KeyError("state already discarded for this block")
-                continue
-            if raw_key in changes:
-                item, old = changes[raw_key]
-                return None if old is MISSING else state.encode_value(item, old)
-        return state.read_raw(raw_key)
+                raise KeyError("state already discarded for this block")
+            overlay.update(changes)
+        self._overlay = (block.hash, self.best.hash, overlay)
+        return overlay
 
     # transaction pool -----------------------------------------------------------------------------
 
     def submit(self, raw: bytes, watcher: Callable[[Any], None] | None = None) -> bytes:
         """Validates and queues a transaction; raises InvalidTransaction with Substrate's codes."""
+        ext_hash = self._precheck_pool(raw)
+        return self._admit(ext_hash, self.runtime.check(raw, self.block_hash_at), watcher)
+
+    async def submit_async(self, raw: bytes, watcher: Callable[[Any], None] | None = None,
+                           decoder: Executor | None = None) -> bytes:
+        """`submit` for the RPC server: envelope, batch prefix and signature on the loop (cheap), the
+        call's decoding on `decoder` when it is long, so one big extrinsic never stalls other clients."""
+        ext_hash = self._precheck_pool(raw)
+        ext: Extrinsic = self.runtime.check_envelope(raw, self.block_hash_at)
+        if decoder is None or len(ext.call) <= INLINE_DECODE_BYTES:
+            call = self.runtime.decode_checked_call(ext)
+        else:
+            call = await asyncio.get_running_loop().run_in_executor(decoder, self.runtime.decode_checked_call, ext)
+            ext_hash = self._precheck_pool(raw)  # the pool may have changed meanwhile
+        return self._admit(ext_hash, self.runtime.finish_check(ext, call), watcher)
+
+    def _precheck_pool(self, raw: bytes) -> bytes:
         ext_hash = blake2_256(raw)
         if ext_hash in self.pool:
             raise InvalidTransaction(1013, "Transaction Already Imported", "Transaction is already in the pool")
-        checked = self.runtime.check(raw, self.block_hash_at)
+        if (len(self.pool) >= MAX_POOL_TRANSACTIONS
+                or sum(len(e.checked.ext.raw) for e in self.pool.values()) + len(raw) > MAX_POOL_BYTES):
+            raise InvalidTransaction(1016, "Immediately Dropped",
+                                     "The transaction couldn't enter the pool because of the limit")
+        return ext_hash
+
+    def _admit(self, ext_hash: bytes, checked: CheckedExtrinsic, watcher: Callable[[Any], None] | None) -> bytes:
         sender = checked.sender
         assert sender is not None
         account_nonce = self.runtime.system.nonce(sender)

@@ -6,19 +6,24 @@ with Substrate's codes so a bad request never reaches the loop as an exception.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from etrid_ray.devnet.codec import compact_encode
 from etrid_ray.devnet.common_types import hexstr
-from etrid_ray.devnet.node import Block, Node
+from etrid_ray.devnet.node import INLINE_DECODE_BYTES, Block, Node
 from etrid_ray.devnet.pallets.system import SS58_PREFIX
 from etrid_ray.devnet.runtime import TOKEN_DECIMALS, InvalidTransaction
 
 MAX_KEYS_PAGE = 1000
 MAX_QUERY_KEYS = 20_000
+MAX_SUBSCRIPTIONS = 1024          # per connection, Substrate's --rpc-max-subscriptions-per-connection default
+MAX_WATCHED_KEYS = 4096           # storage keys watched per connection: each is read again at every block
+TOO_MANY_SUBSCRIPTIONS = -32006   # jsonrpsee's code and message for the same refusal
 
 
 class RpcError(Exception):
@@ -55,21 +60,35 @@ def _param(params: list[Any], idx: int, default: Any = None) -> Any:
 
 @dataclass
 class Session:
-    """One client connection: its subscriptions and how to push notifications to it."""
+    """One client connection: its subscriptions, how to push notifications to it, and its limits
+    (a connection may not make the node do per-block work without bound)."""
 
     send: Callable[[dict[str, Any]], Awaitable[None] | None] | None
     subscriptions: dict[str, Callable[[], None]] = field(default_factory=dict)
+    max_subscriptions: int = MAX_SUBSCRIPTIONS
+    watched_keys: int = 0
 
     def close(self) -> None:
         for cancel in self.subscriptions.values():
             cancel()
         self.subscriptions.clear()
+        self.send = None  # a closed connection receives nothing more, whatever still holds a reference
+
+    def reserve(self) -> None:
+        """Raises jsonrpsee's "too many subscriptions" once the connection holds its limit."""
+        if len(self.subscriptions) >= self.max_subscriptions:
+            raise RpcError(TOO_MANY_SUBSCRIPTIONS, "Too many subscriptions on the connection",
+                           f"Exceeded max limit of {self.max_subscriptions}")
 
 
 class RpcHandler:
-    def __init__(self, node: Node, chain_name: str = "Etrid AI-Compute Devnet") -> None:
+    def __init__(self, node: Node, chain_name: str = "Etrid AI-Compute Devnet",
+                 decoder: Executor | None = None) -> None:
         self.node = node
         self.chain_name = chain_name
+        # One worker decodes long calls (scalecodec holds the GIL in slices, so the loop keeps its turns).
+        self.decoder = decoder or ThreadPoolExecutor(max_workers=1, thread_name_prefix="devnet-decode")
+        self._metadata_hex = hexstr(node.runtime.metadata_bytes)
         self._sub_ids = itertools.count(1)
         self.methods: dict[str, Callable[[Session, list[Any]], Any]] = {
             "rpc_methods": self.rpc_methods,
@@ -144,8 +163,8 @@ class RpcHandler:
 
     # dispatch -------------------------------------------------------------------------------------
 
-    def handle(self, session: Session, request: Any) -> dict[str, Any] | None:
-        """Answers one JSON-RPC request object; returns None for notifications (no id)."""
+    async def handle(self, session: Session, request: Any) -> dict[str, Any] | None:
+        """Answers one JSON-RPC request object. Handlers that need the decoder thread return awaitables."""
         if not isinstance(request, dict) or request.get("jsonrpc") != "2.0" or not isinstance(
                 request.get("method"), str):
             return {"jsonrpc": "2.0", "id": request.get("id") if isinstance(request, dict) else None,
@@ -167,6 +186,8 @@ class RpcHandler:
         self._current_method = method
         try:
             result = fn(session, params)
+            if inspect.isawaitable(result):
+                result = await result
         except RpcError as err:
             return {"jsonrpc": "2.0", "id": req_id, "error": err.json()}
         except InvalidTransaction as err:
@@ -243,7 +264,7 @@ class RpcHandler:
 
     def get_metadata(self, session: Session, params: list[Any]) -> str:
         self._block(_param(params, 0))
-        return hexstr(self.node.runtime.metadata_bytes)
+        return self._metadata_hex
 
     # storage --------------------------------------------------------------------------------------
 
@@ -287,7 +308,7 @@ class RpcHandler:
 
     # runtime calls --------------------------------------------------------------------------------
 
-    def state_call(self, session: Session, params: list[Any]) -> str:
+    async def state_call(self, session: Session, params: list[Any]) -> str:
         method = _param(params, 0)
         data = parse_hex(_param(params, 1, "0x"), "call data")
         rt = self.node.runtime
@@ -310,7 +331,7 @@ class RpcHandler:
         if method in ("TransactionPaymentApi_query_info", "TransactionPaymentApi_query_fee_details"):
             if len(data) < 4:
                 raise invalid_params("expected (extrinsic, u32 length)")
-            info = self._fee_info(data[:-4])
+            info = await self._fee_info(data[:-4])
             if method.endswith("query_info"):
                 return hexstr(compact_encode(info["weight"]["ref_time"]) + compact_encode(0) + b"\x00"
                               + info["partialFee"].to_bytes(16, "little"))
@@ -329,39 +350,55 @@ class RpcHandler:
                 + compact_encode(len(v["apis"])) + apis + v["transactionVersion"].to_bytes(4, "little")
                 + bytes([v["stateVersion"]]))
 
-    def _fee_info(self, raw: bytes) -> dict[str, Any]:
-        """Fee of an extrinsic without checking its signature (clients estimate with a dummy one)."""
-        from etrid_ray.devnet.extrinsic import Extrinsic, ExtrinsicFormatError
+    async def _fee_info(self, raw: bytes) -> dict[str, Any]:
+        """Fee of an extrinsic without checking its signature (clients estimate with a dummy one).
+
+        Unauthenticated, so bounded like a submission: size and batch prefix first, and a long call is
+        decoded on the decoder thread with the same call budget."""
+        import asyncio
+
+        from etrid_ray.devnet.extrinsic import Extrinsic
+        from etrid_ray.devnet.runtime import MAX_CALLS_PER_EXTRINSIC, MAX_EXTRINSIC_BYTES, invalid
 
         rt = self.node.runtime
+        if len(raw) > MAX_EXTRINSIC_BYTES:
+            raise invalid(f"Transaction would exhaust the block limits ({len(raw)} bytes)")
         try:
             ext = Extrinsic.decode(raw)
-            call = rt.codec.decode_call(ext.call)
-        except (ExtrinsicFormatError, Exception) as err:
+            rt.precheck_call(ext.call)
+            if len(ext.call) <= INLINE_DECODE_BYTES:
+                call = rt.codec.decode_call(ext.call, MAX_CALLS_PER_EXTRINSIC)
+            else:
+                call = await asyncio.get_running_loop().run_in_executor(
+                    self.decoder, rt.codec.decode_call, ext.call, MAX_CALLS_PER_EXTRINSIC)
+        except InvalidTransaction:
+            raise
+        except Exception as err:
             raise RpcError(1002, "Verification Error: Runtime error: Execution failed",
                            f"Could not decode extrinsic: {err}") from err
         weight = rt.call_weight(call)
         fee = rt.transaction_payment.fee(len(raw), weight)
         return {"weight": {"ref_time": weight, "proof_size": 0}, "class": "normal", "partialFee": fee}
 
-    def payment_query_info(self, session: Session, params: list[Any]) -> dict[str, Any]:
-        info = self._fee_info(parse_hex(_param(params, 0), "extrinsic"))
+    async def payment_query_info(self, session: Session, params: list[Any]) -> dict[str, Any]:
+        info = await self._fee_info(parse_hex(_param(params, 0), "extrinsic"))
         return {**info, "partialFee": str(info["partialFee"])}
 
-    def payment_fee_details(self, session: Session, params: list[Any]) -> dict[str, Any]:
-        info = self._fee_info(parse_hex(_param(params, 0), "extrinsic"))
+    async def payment_fee_details(self, session: Session, params: list[Any]) -> dict[str, Any]:
+        info = await self._fee_info(parse_hex(_param(params, 0), "extrinsic"))
         return {"inclusionFee": {"baseFee": hex(info["partialFee"]), "lenFee": "0x0", "adjustedWeightFee": "0x0"},
                 "tip": "0x0"}
 
     # transactions ---------------------------------------------------------------------------------
 
-    def submit_extrinsic(self, session: Session, params: list[Any]) -> str:
-        return hexstr(self.node.submit(parse_hex(_param(params, 0), "extrinsic")))
+    async def submit_extrinsic(self, session: Session, params: list[Any]) -> str:
+        return hexstr(await self.node.submit_async(parse_hex(_param(params, 0), "extrinsic"), None, self.decoder))
 
-    def submit_and_watch(self, session: Session, params: list[Any]) -> str:
+    async def submit_and_watch(self, session: Session, params: list[Any]) -> str:
         raw = parse_hex(_param(params, 0), "extrinsic")
         if session.send is None:
             raise RpcError(-32603, "Subscriptions are not supported over HTTP")
+        session.reserve()
         sub_id = self._new_sub_id()
         done = {"finished": False}
 
@@ -375,7 +412,7 @@ class RpcHandler:
 
         session.subscriptions[sub_id] = lambda: None
         try:
-            self.node.submit(raw, watcher)
+            await self.node.submit_async(raw, watcher, self.decoder)
         except Exception:
             session.subscriptions.pop(sub_id, None)
             raise
@@ -394,6 +431,7 @@ class RpcHandler:
         if session.send is None:
             raise RpcError(-32603, "Subscriptions are not supported over HTTP")
         method = self.notification_names[self._current_method]
+        session.reserve()
         sub_id = self._new_sub_id()
 
         def on_block(block: Block) -> None:
@@ -408,6 +446,7 @@ class RpcHandler:
     def subscribe_runtime_version(self, session: Session, params: list[Any]) -> str:
         if session.send is None:
             raise RpcError(-32603, "Subscriptions are not supported over HTTP")
+        session.reserve()
         sub_id = self._new_sub_id()
         session.subscriptions[sub_id] = lambda: None
         self._notify(session, "state_runtimeVersion", sub_id, self.node.runtime.version)
@@ -420,6 +459,10 @@ class RpcHandler:
         if not isinstance(keys, list) or not keys or len(keys) > MAX_KEYS_PAGE:
             raise invalid_params("expected a non-empty list of storage keys")
         raw_keys = [parse_hex(k, "storage key") for k in keys]
+        session.reserve()
+        if session.watched_keys + len(raw_keys) > MAX_WATCHED_KEYS:
+            raise RpcError(TOO_MANY_SUBSCRIPTIONS, "Too many subscriptions on the connection",
+                           f"Exceeded max limit of {MAX_WATCHED_KEYS} watched storage keys")
         sub_id = self._new_sub_id()
         last: dict[bytes, bytes | None] = {}
 
@@ -433,8 +476,13 @@ class RpcHandler:
             if changes:
                 self._notify(session, "state_storage", sub_id, {"block": hexstr(block.hash), "changes": changes})
 
+        def cancel() -> None:
+            self.node.head_listeners.remove(on_block)
+            session.watched_keys -= len(raw_keys)
+
         self.node.head_listeners.append(on_block)
-        session.subscriptions[sub_id] = lambda: self.node.head_listeners.remove(on_block)
+        session.watched_keys += len(raw_keys)
+        session.subscriptions[sub_id] = cancel
         on_block(self.node.best, initial=True)
         return sub_id
 

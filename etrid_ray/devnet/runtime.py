@@ -10,7 +10,7 @@ from scalecodec.base import RuntimeConfigurationObject
 from scalecodec.type_registry import load_type_registry_preset
 from substrateinterface import Keypair
 
-from etrid_ray.devnet.codec import Codec, blake2_256
+from etrid_ray.devnet.codec import Codec, blake2_256, compact_decode
 from etrid_ray.devnet.common_types import CommonTypes, hexstr
 from etrid_ray.devnet.extrinsic import Extrinsic, ExtrinsicFormatError, encode_unsigned
 from etrid_ray.devnet.pallet import NONE, DispatchError, Origin, Pallet
@@ -27,7 +27,7 @@ from etrid_ray.devnet.pallets.sudo import Sudo
 from etrid_ray.devnet.pallets.system import SS58_PREFIX, System
 from etrid_ray.devnet.pallets.timestamp import Timestamp
 from etrid_ray.devnet.pallets.transaction_payment import TransactionPayment
-from etrid_ray.devnet.pallets.utility import Utility
+from etrid_ray.devnet.pallets.utility import BATCHED_CALLS_LIMIT, Utility
 from etrid_ray.devnet.storage import Storage
 from etrid_ray.devnet.type_registry import Field, TypeRegistry, Variant
 
@@ -39,6 +39,14 @@ DEV_ACCOUNTS = ("Alice", "Bob", "Charlie", "Dave", "Eve", "Ferdie")
 DEV_ENDOWMENT = 1_000_000 * 10**TOKEN_DECIMALS
 TREASURY_SEED = b"modlpy/trsry"  # PalletId("py/trsry") account, as Substrate derives it
 MAX_EXTRINSICS_PER_BLOCK = 4_000
+# Substrate's default block length is 5 MiB, 75 % of it for normal transactions: a longer extrinsic can never
+# be included, so it is refused before anything reads it.
+MAX_EXTRINSIC_BYTES = 5 * 1024 * 1024 * 3 // 4
+# Calls decoded per extrinsic, the whole tree counted (sudo(batch([...]))): a batch's own limit plus room for
+# the wrappers. scalecodec decodes ~6,000 calls/s, so this bounds one extrinsic's decoding to ~2 s of a thread.
+MAX_CALLS_PER_EXTRINSIC = BATCHED_CALLS_LIMIT + 8
+BATCH_CALL_INDICES = (0, 2, 4)  # Utility.batch, batch_all, force_batch
+SUDO_WRAPPER_INDICES = (0, 1)   # Sudo.sudo(call), sudo_unchecked_weight(call, weight): the call comes first
 
 RUNTIME_APIS = [  # (name, version): what `state_getRuntimeVersion.apis` advertises
     ("Core", 4), ("Metadata", 2), ("BlockBuilder", 6), ("TaggedTransactionQueue", 3),
@@ -126,6 +134,7 @@ class Runtime:
             for item in pallet.storage_items:
                 self.state.register(item)
         self.dispatch_table = {(p.name, c.name): (p, c) for p in self.pallets for c in p.calls}
+        self.call_indices = {(p.index, c.index) for p in self.pallets for c in p.calls}
         self.treasury = treasury_account()
         self.block_number = 0
         self.genesis_hash = b"\x00" * 32
@@ -290,18 +299,27 @@ class Runtime:
     def check(self, raw: bytes, block_hash_at: Any) -> CheckedExtrinsic:
         """Validates a transaction against the current state: decoding, signature, era, nonce, fee.
 
-        `block_hash_at(number)` returns the hash of a known block, or None."""
+        `block_hash_at(number)` returns the hash of a known block, or None. The node runs the three
+        steps itself so that the call's decoding (the only costly one) can leave the event loop."""
+        ext = self.check_envelope(raw, block_hash_at)
+        return self.finish_check(ext, self.decode_checked_call(ext))
+
+    def check_envelope(self, raw: bytes, block_hash_at: Any) -> Extrinsic:
+        """Everything that is cheap and needs no decoded call: size, envelope, the batch's length prefix,
+        era and signature. Nothing an unauthenticated sender controls reaches scalecodec."""
+        if len(raw) > MAX_EXTRINSIC_BYTES:
+            raise invalid(f"Transaction would exhaust the block limits ({len(raw)} bytes, "
+                          f"at most {MAX_EXTRINSIC_BYTES})")
         try:
             ext = Extrinsic.decode(raw)
         except ExtrinsicFormatError as err:
             raise undecodable(f"Could not decode extrinsic: {err}") from err
-        try:
-            call = self.codec.decode_call(ext.call)
-            _module, _fn, _args = _call_parts(call)
-            self.registry.check_bounds(self.runtime_call_ty, _variant_form(call))
-        except Exception as err:  # scalecodec raises many kinds on garbage
-            raise undecodable(f"Could not decode call: {type(err).__name__}: {err}") from err
+        self.precheck_call(ext.call)
         if not ext.signed:
+            # Nothing vouches for an unsigned call and none is accepted: refuse it unread (its index
+            # alone tells garbage, 1002, from a well-formed but unexpected call, 1010).
+            if len(ext.call) < 2 or (ext.call[0], ext.call[1]) not in self.call_indices:
+                raise undecodable("Could not decode call: unknown pallet or call index")
             raise invalid("Transaction call is not expected")
         era_birth = ext.era.birth(self.block_number)
         era_hash = block_hash_at(era_birth) if era_birth <= self.block_number else None
@@ -310,10 +328,42 @@ class Runtime:
         payload = ext.signing_payload(SPEC_VERSION, TRANSACTION_VERSION, self.genesis_hash, era_hash)
         if not ext.verify(payload):
             raise invalid("Transaction has a bad signature")
+        return ext
+
+    def precheck_call(self, call: bytes, depth: int = 0) -> None:
+        """Reads a batch's Compact length prefix (under Sudo wrappers too) and refuses more calls than
+        `batched_calls_limit` before any of them is decoded; the bytes must hold at least 2 per call."""
+        if len(call) < 2:
+            return  # too short to be a call: decoding says so
+        pallet, function = call[0], call[1]
+        if pallet == self.utility.index and function in BATCH_CALL_INDICES:
+            try:
+                count, offset = compact_decode(call, 2, bits=32)
+            except ValueError as err:
+                raise undecodable(f"Could not decode call: batch length: {err}") from err
+            if count > BATCHED_CALLS_LIMIT:
+                raise invalid(f"Utility batch of {count} calls exceeds batched_calls_limit ({BATCHED_CALLS_LIMIT})")
+            if count * 2 > len(call) - offset:
+                raise undecodable(f"Could not decode call: a batch of {count} calls in {len(call) - offset} bytes")
+        elif pallet == self.sudo.index and function in SUDO_WRAPPER_INDICES and depth < 4:
+            self.precheck_call(call[2:], depth + 1)
+
+    def decode_checked_call(self, ext: Extrinsic) -> dict[str, Any]:
+        """Decodes and bounds-checks the call (pure: safe on a worker thread); raises 1002 when it cannot."""
+        try:
+            call = self.codec.decode_call(ext.call, MAX_CALLS_PER_EXTRINSIC)
+            _call_parts(call)
+            self.registry.check_bounds(self.runtime_call_ty, _variant_form(call))
+        except Exception as err:  # scalecodec raises many kinds on garbage
+            raise undecodable(f"Could not decode call: {type(err).__name__}: {err}") from err
+        return call
+
+    def finish_check(self, ext: Extrinsic, call: dict[str, Any]) -> CheckedExtrinsic:
+        """The state-dependent part of validation: the sender can pay the fee."""
         assert ext.signer is not None
         sender = hexstr(ext.signer)
         weight = self.call_weight(call)
-        fee = self.transaction_payment.fee(len(raw), weight) + ext.tip
+        fee = self.transaction_payment.fee(len(ext.raw), weight) + ext.tip
         if self.balances.free(sender) < fee:
             raise invalid("Inability to pay some fees (e.g. account balance too low)")
         return CheckedExtrinsic(ext, call, sender, fee, weight)
