@@ -4,6 +4,10 @@
 it should be scraped and trusted (it reads the head or the chain right now); both return 200 or 503
 with a small JSON body saying why. `/metrics` speaks the Prometheus text format, or OpenMetrics
 when the scraper asks for it.
+
+Served by a bounded pool of threads behind a 128-deep listen backlog, each connection with a socket
+timeout: a client that sends half a request (or never reads) holds one thread for at most
+`request_timeout` seconds, and a burst of scrapers waits in the backlog instead of being refused.
 """
 
 from __future__ import annotations
@@ -23,11 +27,48 @@ log = logging.getLogger(__name__)
 
 Check = Callable[[], tuple[bool, dict[str, Any]]]
 
+REQUEST_TIMEOUT_S = 10.0  # a connection's whole request, and each write of the answer
+MAX_THREADS = 128         # connections served at once; more wait in the backlog
+BACKLOG = 128             # the stdlib's default listen backlog is 5: a burst of scrapes was refused or retried
+
+
+class _BoundedThreadingServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a real backlog and at most `max_threads` handler threads."""
+
+    daemon_threads = True
+    request_queue_size = BACKLOG
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_threads: int,
+                 slot_wait: float) -> None:
+        self._slots = threading.BoundedSemaphore(max_threads)
+        self._slot_wait = slot_wait
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Waiting here leaves further connections in the backlog; a slot frees within the request
+        # timeout, so a connection still waiting after it is dropped rather than queued without end.
+        if not self._slots.acquire(timeout=self._slot_wait):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
 
 class MetricsServer:
     def __init__(self, registry: CollectorRegistry, *, health: Check, ready: Check, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, request_timeout: float = REQUEST_TIMEOUT_S, max_threads: int = MAX_THREADS) -> None:
         self.registry = registry
+        self.request_timeout = request_timeout
+        self.max_threads = max_threads
         self.health = health
         self.ready = ready
         self.host = host
@@ -45,6 +86,7 @@ class MetricsServer:
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "etrid-ray"
+            timeout = server.request_timeout  # StreamRequestHandler sets it on the socket: half-sent requests end
 
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 path = urlparse(self.path).path
@@ -74,8 +116,7 @@ class MetricsServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
                 log.debug("%s " + format, self.client_address[0], *args)
 
-        httpd = ThreadingHTTPServer((self.host, self.port), Handler)
-        httpd.daemon_threads = True
+        httpd = _BoundedThreadingServer((self.host, self.port), Handler, self.max_threads, self.request_timeout)
         self._httpd = httpd
         self.port = int(httpd.server_address[1])
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
