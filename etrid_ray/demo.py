@@ -39,7 +39,7 @@ from etrid_ray.kuberay.render import raycluster
 from etrid_ray.percentiles import percentile
 from etrid_ray.pools import pools_from_config
 from etrid_ray.provider.scaler import alive_nodes_per_pool
-from etrid_ray.ray_auth import TokenSource, use_token
+from etrid_ray.ray_auth import dashboard_login, use_token
 from etrid_ray.testing.devnet_process import DevnetProcess
 from etrid_ray.testing.fake_cluster import FakeKubeRayCluster
 from etrid_ray.trace import trace_slice
@@ -155,17 +155,11 @@ def summary_table(result: DemoResult) -> Table:
     return table
 
 
-def dashboard_login(url: str, token: TokenSource) -> str:
-    """How to open the dashboard: the URL and where the token is (the token itself is never printed)."""
-    where = f"the value of {token.describe()}" if token.kind == "env" else f"the contents of {token.describe()}"
-    return f"[bold]Ray dashboard[/] {url} — log in with {where}"
-
-
 def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 4, bad: int = 4,
              max_job_s: float = 6.0, timeout_s: float = 150.0, console: Console | None = None,
              dashboard: bool = True, keep_open: bool = False) -> DemoResult:
     # Token auth on for the demo's cluster and this driver; a fresh home gets the project's own token.
-    token = use_token()
+    use_token()
     import ray
 
     from etrid_ray.provider.actor import launch_head, stop_head
@@ -197,7 +191,7 @@ def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 
         console.print(f"[bold]Ray[/] fake multi-node cluster from the rendered RayCluster at {cluster.address}: "
                       f"pools {', '.join(p.name for p in pools_from_config(config))}")
         if cluster.dashboard_url:
-            console.print(dashboard_login(cluster.dashboard_url, token))
+            console.print(dashboard_login(cluster.dashboard_url))
             console.print("  (Actors: the provider head; Jobs: this demo's driver; Cluster: one node per pool; "
                           "Jobs › Tasks: the consumer jobs)")
         timeline: list[tuple[float, dict[str, int]]] = []

@@ -140,3 +140,10 @@ def prepare_driver(*, starts_cluster: bool) -> TokenSource | None:
     if source is not None:
         os.environ.update(token_env(source))
     return source
+
+
+def dashboard_login(url: str) -> str:
+    """How to open a Ray dashboard behind the token: its URL and where the token is (never the token)."""
+    source = find_token() or TokenSource("file", own_token_path())
+    where = f"the value of {source.describe()}" if source.kind == "env" else f"the contents of {source.describe()}"
+    return f"Ray dashboard {url} — log in with {where}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -74,16 +75,27 @@ def _submit(client: ChainClient, devnet: Any, manifests: list[dict[str, Any]], m
     return [j.job_id for j in consumer.submit_jobs(manifests, payment=PAY, max_compute_time=max_compute_time)]
 
 
+def _alive(gcs_address: str) -> bool:
+    """Whether anything still listens on the Ray cluster's GCS port."""
+    host, port = gcs_address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
 def _status(client: ChainClient, job_id: int) -> JobStatus:
     return read_jobs(client, [job_id])[job_id].status
 
 
-def test_local_run_advertises_the_declared_gpus_keeps_the_key_out_of_ray_and_drains_on_sigterm(
+def test_local_run_advertises_the_declared_gpus_keeps_the_key_out_of_ray_and_drains_on_ctrl_c(
         fresh_devnet: Any, tmp_path: Path) -> None:
     config = _config(tmp_path, fresh_devnet)
+    # its own process group, as a terminal's foreground job: Ctrl-C reaches every process in that group
     proc = subprocess.Popen([*ETRID_RAY, "provider", "run", "--config", str(config), "--status-every", "1"],
                             env=_env(tmp_path, ETRID_SEED=SEED), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, start_new_session=True)
     out = Output(proc)
     client = ChainClient(fresh_devnet.url)
     try:
@@ -112,17 +124,19 @@ def test_local_run_advertises_the_declared_gpus_keeps_the_key_out_of_ray_and_dra
             env={**_env(tmp_path), "PROBE": gcs}, capture_output=True, text=True, timeout=120)
         assert probe.stdout.strip().endswith("UNSET"), probe.stdout + probe.stderr
 
-        # SIGTERM drains: the job in flight finishes and is settled, nothing new is claimed, exit 0
+        # Ctrl-C (SIGINT to the whole foreground group) drains: Ray, in a session of its own, keeps running
+        # the job in flight, which finishes and is settled; nothing new is claimed; exit 0
         (slow,) = _submit(client, fresh_devnet, [{"handler": "sleep", "args": {"seconds": 4}}])
         wait_until(lambda: _status(client, slow) == JobStatus.PROCESSING, 30, "the slow job claimed")
-        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGINT)
         out.wait_for("draining", 30)
         (late,) = _submit(client, fresh_devnet, [{"handler": "echo"}])
         assert proc.wait(timeout=90) == 0, out.text[-3000:]
-        assert _status(client, slow) == JobStatus.COMPLETED
+        assert _status(client, slow) == JobStatus.COMPLETED, out.text[-3000:]
         assert _status(client, late) == JobStatus.PENDING
         assert not seed_file.exists()
         assert SEED not in out.text and "Traceback" not in out.text
+        assert not _alive(gcs)  # the Ray it started is gone with it
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -161,6 +161,7 @@ class ProviderHead:
         self._settle_retry = False
         self._pool_resource: dict[str, float] = {}
         self.draining = False  # set by drain(): no new claims; in-flight jobs finish (or fail) and settle
+        self.claiming = 0  # jobs in a claim extrinsic not yet answered: claimed on chain, not yet running
         self._too_big: set[int] = set()  # jobs counted once as needing more GPUs than the Ray cluster has
         self.started_at = time.time()
         self.loop_seconds: deque[float] = deque(maxlen=1000)
@@ -253,7 +254,7 @@ class ProviderHead:
     def drained(self) -> bool:
         """Draining and nothing left to run or to settle: the head may stop without losing a job."""
         with self._lock:
-            return self.draining and not self.running and not self.to_settle
+            return self.draining and not self.claiming and not self.running and not self.to_settle
 
     def _on_update(self, update: QueueUpdate) -> None:
         self._updates.put(update)
@@ -584,8 +585,18 @@ class ProviderHead:
                 cand.pool = pool
                 self.gpu_load[gpu] += 1
                 pairs.append((cand, gpu))
+            self.claiming += len(pairs)  # under the same lock as `drained` reads it
         if not pairs:
             return 0
+        try:
+            return self._claim_pairs(pairs)
+        finally:
+            with self._lock:
+                self.claiming -= len(pairs)
+
+    def _claim_pairs(self, pairs: list[tuple[Candidate, int]]) -> int:
+        """Claims on chain and dispatches what was won; `claiming` covers the whole span, so a drain never
+        takes a job claimed on chain but not yet running for a head with nothing in flight."""
         try:
             results = self.chain.claim([(c.job.job_id, g) for c, g in pairs])
         except Exception:

@@ -44,6 +44,7 @@ import ray
 
 from etrid_ray.chain.errors import ConfigError
 from etrid_ray.config import ProviderConfig
+from etrid_ray.local_ray import LocalRay
 from etrid_ray.provider.actor import (
     ACTOR_NAME,
     clear_drain,
@@ -60,6 +61,7 @@ from etrid_ray.ray_auth import (
     TOKEN_PATH_ENV,
     RayAuthError,
     client_token,
+    dashboard_login,
     etrid_home,
     token_env,
     use_token,
@@ -163,12 +165,15 @@ class Session:
     local: bool
     seed_file: Path | None = None
     owns_ray: bool = False
+    local_ray: LocalRay | None = None  # the Ray this command started, stopped with it
 
     def close(self) -> None:
         if self.seed_file is not None:
             self.seed_file.unlink(missing_ok=True)
         if self.owns_ray and ray.is_initialized():
             ray.shutdown()
+        if self.local_ray is not None:
+            self.local_ray.stop()
 
 
 def start_local(config: ProviderConfig, echo: Echo) -> Session:
@@ -188,15 +193,22 @@ def start_local(config: ProviderConfig, echo: Echo) -> Session:
         use_token()  # effective only if Ray was not imported yet: the CLI calls ray_auth.prepare_driver first
     except RayAuthError as err:
         raise ConfigError(str(err)) from None
-    ray.init(address="local", namespace=config.namespace, logging_level="WARNING", include_dashboard=False,
-             num_gpus=facts.count)
-    address = ray.get_runtime_context().gcs_address
+    # `ray start` in a session of its own (see etrid_ray.local_ray): Ctrl-C in this terminal reaches this
+    # command, which drains the head, and not Ray's own processes, which the drain still needs.
+    local = LocalRay(num_gpus=facts.count).start(run_dir() / f"ray-{os.getpid()}.log")
+    try:
+        ray.init(address=local.gcs_address, namespace=config.namespace, logging_level="WARNING")
+    except BaseException:
+        local.stop()
+        raise
+    address = local.gcs_address
     if facts.source == "nvml":
         echo(f"local Ray at {address}: {facts.count} × {facts.model} GPUs (NVML)")
     else:
         echo(f"local Ray at {address}: {facts.count} GPUs SIMULATED (no NVIDIA driver; gpus.count from the "
              "config) — jobs run on the CPU")
-    return Session(config, address, local=True, seed_file=seed_file, owns_ray=True)
+    echo(dashboard_login(local.dashboard_url))
+    return Session(config, address, local=True, seed_file=seed_file, owns_ray=True, local_ray=local)
 
 
 def check_remote_key(config: ProviderConfig, address: str) -> None:
