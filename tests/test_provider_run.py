@@ -75,6 +75,20 @@ def _submit(client: ChainClient, devnet: Any, manifests: list[dict[str, Any]], m
     return [j.job_id for j in consumer.submit_jobs(manifests, payment=PAY, max_compute_time=max_compute_time)]
 
 
+def test_copies_of_one_stop_signal_count_once_and_a_later_one_escalates() -> None:
+    from etrid_ray.provider.runner import Signals
+
+    now = [100.0]
+    signals = Signals(clock=lambda: now[0])
+    signals.received()  # `timeout` signals the process, then its group: one request
+    now[0] += 0.01
+    signals.received()
+    assert signals.count == 1 and signals.event.is_set()
+    now[0] += 3  # a person's second Ctrl-C: fail what is still in flight
+    signals.received()
+    assert signals.count == 2
+
+
 def _alive(gcs_address: str) -> bool:
     """Whether anything still listens on the Ray cluster's GCS port."""
     host, port = gcs_address.rsplit(":", 1)

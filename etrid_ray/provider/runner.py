@@ -250,11 +250,24 @@ def connect(config: ProviderConfig, address: str | None, echo: Echo) -> Session:
 
 
 class Signals:
-    """SIGINT/SIGTERM counted: the first drains, a second fails what is still in flight."""
+    """SIGINT/SIGTERM counted: the first drains, a second fails what is still in flight. Copies of one
+    request arriving together count once (`timeout`, a shell's job control or a supervisor may signal
+    the process and then its group within milliseconds); a person's second Ctrl-C comes later."""
 
-    def __init__(self) -> None:
+    SAME_REQUEST_S = 1.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.count = 0
         self.event = threading.Event()
+        self._clock = clock
+        self._last = -1e9
+
+    def received(self) -> None:
+        now = self._clock()
+        if now - self._last >= self.SAME_REQUEST_S:
+            self.count += 1
+        self._last = now
+        self.event.set()
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[Signals]:
@@ -264,8 +277,7 @@ class Signals:
         old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
         def handler(*_: object) -> None:
-            self.count += 1
-            self.event.set()
+            self.received()
 
         for sig in old:
             signal.signal(sig, handler)
