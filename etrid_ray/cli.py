@@ -104,13 +104,28 @@ def main() -> None:
     default=None,
     help="persist chain state here (SQLite); without it the chain is ephemeral",
 )
-@click.option(
-    "--blob-limit-mb",
-    default=64,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="largest blob the built-in blob store accepts",
-)
+@click.option("--blob-limit-mb", default=64.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="largest blob the built-in blob store accepts")
+@click.option("--blob-store-mb", default=256.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="all blobs of the in-memory store together (without --data-dir); full: HTTP 507")
+@click.option("--max-uploads", default=4, show_default=True, type=click.IntRange(min=1),
+              help="blob uploads read at once (bodies stream to a temp file); more: HTTP 503")
+@click.option("--max-request-mb", default=16.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="largest JSON-RPC request (HTTP body or WebSocket frame), refused while it is read")
+@click.option("--max-response-mb", default=16.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="largest JSON-RPC answer, a whole batch's; bigger: error -32008")
+@click.option("--max-batch", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="requests in one JSON-RPC batch")
+@click.option("--max-subscriptions", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="subscriptions per WebSocket connection; more: error -32006")
+@click.option("--max-queued-mb", default=16.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="unsent output per connection; a client that lets more pile up is disconnected")
+@click.option("--max-connections", default=100, show_default=True, type=click.IntRange(min=1),
+              help="open WebSocket connections; more: HTTP 503")
+@click.option("--idle-timeout", default=15.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="seconds for a request's headers to arrive, and for an idle HTTP connection to live")
+@click.option("--request-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="seconds for an RPC body to arrive (and the longest pause inside a blob upload)")
 @click.option(
     "--confirm-window",
     type=click.IntRange(min=1),
@@ -128,19 +143,41 @@ def devnet(
     port: int,
     block_time: float,
     data_dir: Path | None,
-    blob_limit_mb: int,
+    blob_limit_mb: float,
+    blob_store_mb: float,
+    max_uploads: int,
+    max_request_mb: float,
+    max_response_mb: float,
+    max_batch: int,
+    max_subscriptions: int,
+    max_queued_mb: float,
+    max_connections: int,
+    idle_timeout: float,
+    request_timeout: float,
     confirm_window: int | None,
     timeout_grace: int | None,
 ) -> None:
-    """Run the embedded Etrid AI-Compute development chain (prints its ws:// URL when ready)."""
-    from etrid_ray.devnet.server import main_from_cli
+    """Run the embedded Etrid AI-Compute development chain (prints its ws:// URL when ready).
+
+    The limits below keep one misbehaving client from stopping everyone else: requests are refused by
+    size and count before they are parsed or decoded (an extrinsic's signature and its batch length are
+    checked before its calls are decoded), answers and per-connection output are capped, half-sent
+    requests time out. Unsigned or badly signed extrinsics never cost more than reading their envelope.
+    """
+    from etrid_ray.devnet.server import Limits, main_from_cli
 
     extra = {}
     if confirm_window is not None:
         extra["confirm_window_blocks"] = confirm_window
     if timeout_grace is not None:
         extra["timeout_grace_secs"] = timeout_grace
-    main_from_cli(host, port, block_time, str(data_dir) if data_dir else None, blob_limit_mb * 1024 * 1024, **extra)
+    limits = Limits.from_options(
+        max_request_mb=max_request_mb, max_response_mb=max_response_mb, max_batch=max_batch,
+        max_subscriptions=max_subscriptions, max_queued_mb=max_queued_mb, max_connections=max_connections,
+        blob_limit_mb=blob_limit_mb, blob_store_mb=blob_store_mb, max_uploads=max_uploads,
+        idle_timeout=idle_timeout, request_timeout=request_timeout)
+    main_from_cli(host, port, block_time, str(data_dir) if data_dir else None, limits.blob_limit, limits=limits,
+                  **extra)
 
 
 # chain ------------------------------------------------------------------------------------------
