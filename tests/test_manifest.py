@@ -93,6 +93,52 @@ def test_invalid_manifest_is_refused_with_the_offending_field_named(obj, where):
     assert msg.startswith(f"invalid manifest: {where}"), msg
 
 
+# --- only what Ray can schedule: a manifest that parses is one the head can dispatch ----------------
+
+
+@pytest.mark.parametrize("gpus", [0, 0.0001, 0.00015, 0.25, 1 / 3, 0.5, 1, 1.0, 2, 8.0, 64])
+def test_gpus_may_be_zero_a_fraction_of_at_least_a_ray_unit_or_whole(gpus):
+    assert parse({"handler": "echo", "resources": {"gpus": gpus}}).resources.gpus == gpus
+
+
+@pytest.mark.parametrize(("gpus", "why"), [
+    (1.5, "above 1, GPUs must be whole"), (2.25, "above 1, GPUs must be whole"), (63.9999, "above 1"),
+    (0.00001, "at least 0.0001"), (5e-324, "at least 0.0001"), (0.0000999, "at least 0.0001"),
+    (-1, "within 0..64"), (65, "within 0..64"), (True, "valid number"), ("1", "valid number"),
+])
+def test_gpus_ray_would_refuse_are_refused_when_parsing_with_the_field_named(gpus, why):
+    msg = reason(json.dumps({"handler": "echo", "resources": {"gpus": gpus}}).encode())
+    assert msg.startswith("invalid manifest: resources.gpus: ") and why in msg, msg
+
+
+@pytest.mark.parametrize("text", ["Infinity", "-Infinity", "NaN", "1e300", "4294967296"])
+def test_a_timeout_must_be_finite_and_no_longer_than_the_chain_can_hold(text):
+    msg = reason(b'{"handler":"echo","timeout_s":' + text.encode() + b"}")
+    assert msg.startswith("invalid manifest: timeout_s"), msg
+
+
+def test_the_longest_timeout_the_chain_can_hold_is_accepted():
+    assert parse({"handler": "echo", "timeout_s": 2**32 - 1}).timeout_s == 2**32 - 1
+
+
+_gpus_values = (st.floats(-2, 70, allow_nan=False) | st.integers(-2, 70) | st.sampled_from([0.0001, 1.0, 1.5, 1e-5])
+                | st.floats(0, 0.001))
+
+
+@settings(max_examples=400, deadline=None)
+@given(gpus=_gpus_values)
+def test_the_parser_and_the_json_schema_agree_on_every_gpu_count(gpus):
+    obj = {"handler": "echo", "resources": {"gpus": gpus}}
+    schema_ok = jsonschema.Draft202012Validator(manifest_json_schema()).is_valid(obj)
+    try:
+        parse(obj)
+    except ManifestError:
+        parsed = False
+    else:
+        parsed = True
+    assert parsed == schema_ok, (gpus, parsed, schema_ok)
+
+
 @pytest.mark.parametrize("data, expected", [
     (b"", "malformed manifest JSON"),
     (b"{not json", "malformed manifest JSON"),

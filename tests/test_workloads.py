@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from etrid_ray.workloads import REGISTRY, UnknownHandler, WorkloadContext, basic, get_workload, matmul
 from etrid_ray.workloads.registry import ALL_MODEL_TYPES
@@ -270,10 +272,37 @@ def test_execute_fails_inputs_larger_than_the_limit_whatever_they_declared(store
     assert execute({"handler": "echo", "inputs": refs}, store, max_input_bytes=1100).ok  # exactly at the limit
 
 
-def test_execute_fails_a_handler_exception_with_its_type_name(store):
+def test_execute_fails_a_handler_exception_with_the_handler_its_type_and_its_message(store):
     out = execute({"handler": "matmul", "args": {"n": 0}}, store)
     assert not out.ok and out.result_hash is None
-    assert out.reason.startswith("matmul failed: ValueError: n must be within")
+    assert out.reason == f"matmul: ValueError: n must be within 1..{matmul.MAX_N}"
+
+
+@pytest.mark.parametrize(("args", "reason"), [
+    ({"n": "big"}, "matmul: ValueError: n must be a number, not str"),
+    ({"n": 8.5}, "matmul: ValueError: n must be a whole number"),
+    ({"seed": -1}, "matmul: ValueError: seed must be within 0..2**63-1"),
+    ({"iterations": None}, "matmul: ValueError: iterations must be a number, not NoneType"),
+])
+def test_a_bad_argument_is_named_in_the_reason_the_consumer_reads(store, args, reason):
+    assert execute({"handler": "matmul", "args": {"n": 8, **args}}, store).reason == reason
+
+
+def test_a_multi_line_exception_message_becomes_one_line(store):
+    from etrid_ray.provider.task import handler_failure
+
+    assert handler_failure("echo", RuntimeError("line one\n  line two")) == "echo: RuntimeError: line one line two"
+    assert handler_failure("echo", KeyError()) == "echo: KeyError"
+
+
+@settings(max_examples=200, deadline=None)
+@given(message=st.text(max_size=400), handler=st.sampled_from(sorted(REGISTRY)))
+def test_a_handler_failure_reason_always_names_the_handler_and_fits_the_chain(message, handler):
+    from etrid_ray.provider.task import handler_failure
+
+    reason = handler_failure(handler, ValueError(message))
+    assert reason.startswith(f"{handler}: ValueError")
+    assert len(reason.encode("utf-8")) <= 128
 
 
 def test_execute_fails_an_unknown_handler_without_running_anything(store):
@@ -289,4 +318,4 @@ def test_failure_reasons_fit_the_chain_once_truncated(store, junk):
     assert not out.ok and "ValueError" in out.reason
     cut = truncate_utf8(out.reason)
     assert len(cut) <= 128
-    assert cut.decode("utf-8").startswith("sleep failed: ValueError")   # cut on a character boundary
+    assert cut.decode("utf-8").startswith("sleep: ValueError")   # cut on a character boundary

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 
 from etrid_ray.blobs import BlobError, BlobIntegrityError, BlobNotFound, BlobTooLarge, open_blob_store
-from etrid_ray.manifest import Manifest
+from etrid_ray.manifest import Manifest, chain_reason
 from etrid_ray.security.compliance import policy_for
 from etrid_ray.security.crypto import CryptoError, KeyringNotConfigured, store_for_job
 from etrid_ray.workloads.registry import UnknownHandler, WorkloadContext, get_workload
@@ -76,13 +75,22 @@ def _store(url: str) -> Any:
     return store
 
 
+def handler_failure(handler: str, err: BaseException) -> str:
+    """What the consumer reads on chain when the handler raised: which handler, the exception's type and its
+    message (`matmul: ValueError: n must be within 1..16384`), on one line, cut to the chain's 128 bytes. A bare
+    "matmul failed" would tell them nothing they could fix."""
+    message = " ".join(str(err).split())
+    text = f"{handler}: {type(err).__name__}: {message}" if message else f"{handler}: {type(err).__name__}"
+    return chain_reason(text)
+
+
 def execute(job_id: int, manifest_json: str, store_url: str, max_input_bytes: int) -> Outcome:
     """Runs a job in this process; used by the Ray task and directly by tests."""
     started = time.time()
     node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
     def fail(reason: str) -> Outcome:
-        return Outcome(job_id, False, None, reason, started, time.time(), node_id)
+        return Outcome(job_id, False, None, chain_reason(reason), started, time.time(), node_id)
 
     manifest = Manifest.model_validate_json(manifest_json)
     try:
@@ -115,9 +123,7 @@ def execute(job_id: int, manifest_json: str, store_url: str, max_input_bytes: in
     try:
         result = workload.fn(manifest.args, ctx)
     except Exception as err:  # the handler's failure is the job's failure, not the head's
-        tb = traceback.extract_tb(err.__traceback__)
-        where = f" at {tb[-1].name}" if tb else ""
-        return fail(f"{manifest.handler} failed: {type(err).__name__}: {err}{where}")
+        return fail(handler_failure(manifest.handler, err))
     if isinstance(result, bytes | bytearray):
         payload = bytes(result)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from etrid_ray.workloads.registry import WorkloadContext
+from etrid_ray.workloads.registry import WorkloadContext, number_arg
 
 MAX_SLEEP_S = 3600.0
 
@@ -24,7 +24,7 @@ def echo(args: dict[str, Any], ctx: WorkloadContext) -> Any:
 
 
 def sleep(args: dict[str, Any], ctx: WorkloadContext) -> Any:
-    seconds = float(args.get("seconds", 1.0))
+    seconds = number_arg(args, "seconds", 1.0)
     if not 0 <= seconds <= MAX_SLEEP_S:
         raise ValueError(f"seconds must be within 0..{MAX_SLEEP_S}")
     time.sleep(seconds)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from etrid_ray.workloads.registry import WorkloadContext
+from etrid_ray.workloads.registry import WorkloadContext, number_arg
 
 MAX_N = 16384
 DTYPES = {"float32", "float64", "float16", "bfloat16"}
@@ -27,14 +27,16 @@ def _torch_cuda() -> Any:
 
 
 def run(args: dict[str, Any], ctx: WorkloadContext) -> dict[str, Any]:
-    n = int(args.get("n", 512))
-    iterations = int(args.get("iterations", 1))
+    n = int(number_arg(args, "n", 512, integer=True))
+    iterations = int(number_arg(args, "iterations", 1, integer=True))
     dtype = str(args.get("dtype", "float32"))
-    seed = int(args.get("seed", 0))
+    seed = int(number_arg(args, "seed", 0, integer=True))
     if not 1 <= n <= MAX_N:
         raise ValueError(f"n must be within 1..{MAX_N}")
     if not 1 <= iterations <= 1000:
         raise ValueError("iterations must be within 1..1000")
+    if not 0 <= seed < 2**63:
+        raise ValueError("seed must be within 0..2**63-1")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}")
     torch = _torch_cuda()

@@ -13,6 +13,21 @@ class UnknownHandler(KeyError):
     pass
 
 
+def number_arg(args: dict[str, Any], name: str, default: float, *, integer: bool = False) -> float:
+    """`args[name]` as a number, or a ValueError that names the argument: the message goes on chain as the job's
+    failure reason, and `could not convert string to float: '…'` would not tell the consumer which one."""
+    value = args.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, not {type(value).__name__}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be a finite number")
+    if integer:
+        if not float(value).is_integer():
+            raise ValueError(f"{name} must be a whole number")
+        return int(value)
+    return float(value)
+
+
 @dataclass
 class WorkloadContext:
     """What a handler sees besides its args: verified input blobs and the device it may use."""
