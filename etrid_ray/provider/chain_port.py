@@ -48,6 +48,25 @@ class ChainPort:
     def my_gpus(self) -> list[int]:
         return self.client.my_gpus()
 
+    def identity(self) -> tuple[str, str | None]:
+        """(genesis hash, hash of block 1 or None before there is one): which chain this is. The genesis alone
+        cannot tell two devnets apart — every one builds the same genesis block — while block 1 carries
+        the moment it was sealed (see `journal.JournalBinding`)."""
+        genesis = self.conn.block_hash(0)
+        block1 = self.conn.block_hash(1) if self.conn.best_number() >= 1 else None
+        return genesis, block1
+
+    def job_deadlines(self, ids: list[int]) -> dict[int, int]:
+        """Unix second after which the chain fails each Processing job as timed out (`JobDeadlines`, a
+        devnet extension); empty where the runtime does not keep deadlines, and for absent ids."""
+        meta = self.conn.metadata
+        if not ids or not meta.has_storage(MARKET, "JobDeadlines"):
+            return {}
+        entry = meta.storage(MARKET, "JobDeadlines")
+        keys = entry.u64_keys_hex(ids)
+        raw = self.conn.storage_many(keys)
+        return {j: int(entry.decode(raw[k])) for j, k in zip(ids, keys, strict=True) if raw.get(k) is not None}
+
     # writes ---------------------------------------------------------------------------------------
 
     def each(self, calls: Sequence[Call]) -> list[ItemResult]:

@@ -33,7 +33,7 @@ from etrid_ray.pools import STEER, Pool, pools_from_config
 from etrid_ray.provider.admission import Capabilities, JobTerms, Verdict, admit
 from etrid_ray.provider.chain_port import ChainPort
 from etrid_ray.provider.gpu_info import GpuFacts, gpu_facts
-from etrid_ray.provider.journal import Journal
+from etrid_ray.provider.journal import Journal, JournalBinding, JournalEntry
 from etrid_ray.provider.scaler import draining_gpus
 from etrid_ray.provider.task import Outcome, run_job
 from etrid_ray.security import audit, transport
@@ -45,6 +45,9 @@ POOL_CHECK_S = 2.0  # how often a head without pools looks for pool resources in
 MANIFEST_RETRY_S = 5.0
 MANIFEST_CACHE = 4096
 OFFLINE_REASON = "provider going offline"
+RERUN_MIN_S = 2.0  # a recovered job with less time than this before the chain's deadline is failed, not rerun
+RERUN_MARGIN_S = 1.0  # a rerun is timed out this long before the chain's deadline, so our report lands first
+RERUN_LATE_REASON = "result lost in a provider restart; too close to the deadline to run again"
 
 
 @dataclass
@@ -351,37 +354,119 @@ class ProviderHead:
     # recovery -------------------------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Rebuilds in-flight state: every Processing job on our GPUs is either reported (its result is
-        journalled) or dispatched again; nothing is lost and nothing is reported twice."""
+        """Rebuilds in-flight state from the chain, trusting the journal only where the chain agrees.
+
+        A Processing job on our GPUs is reported from the journal only when the journal belongs to this
+        chain and account (`_bind_journal`), its row says this head finished the job on the GPU the chain
+        assigned it to, and — for a result — the result blob is in the store and hashes to what would be
+        reported. Anything else runs again when the chain's deadline leaves time, or is failed with a reason.
+        A journal row never makes a job ours: only the chain's `GpuJobs` does. Nothing is reported for a
+        job that did not run here, nothing is lost, nothing is reported twice."""
+        self._bind_journal()
         on_chain = self.chain.gpu_jobs(self.gpu_ids)
         ours = {j: g for g, jobs in on_chain.items() for j in jobs}
         jobs = self.chain.jobs(list(ours))
-        redo: list[tuple[Job, int]] = []
+        settle: list[tuple[int, bool, str | None, str]] = []
+        results: list[tuple[Job, int, JournalEntry]] = []
+        redo: list[tuple[Job, int, JournalEntry | None]] = []
         for job_id, gpu_id in ours.items():
             job = jobs.get(job_id)
-            if job is None or job.status != JobStatus.PROCESSING:
+            if job is None or job.status != JobStatus.PROCESSING or job.assigned_gpu != gpu_id:
                 continue
             entry = self.journal.get(job_id)
-            if entry is not None and entry.state in ("finished", "reported") and entry.ok is not None:
-                self.to_settle.append((job_id, entry.ok, entry.result_hash, entry.reason or ""))
-                self.finished_at[job_id] = time.time()
+            if (entry is None or entry.state not in ("finished", "reported") or entry.ok is None
+                    or entry.gpu_id not in (None, gpu_id)):
+                redo.append((job, gpu_id, entry))
+            elif entry.ok:
+                results.append((job, gpu_id, entry))
             else:
-                redo.append((job, gpu_id))
+                settle.append((job_id, False, None, entry.reason or "failed"))
+        hashes = list({entry.result_hash or "" for _, _, entry in results})
+        problems = dict(zip(hashes, self._fetch_pool.map(self._result_blob_problem, hashes), strict=True))
+        for job, gpu_id, entry in results:
+            problem = problems[entry.result_hash or ""]
+            if problem is None:
+                settle.append((job.job_id, True, entry.result_hash, ""))
+            else:
+                log.warning("job %d: journalled result %s is not reported (%s); running the job again",
+                            job.job_id, entry.result_hash, problem)
+                redo.append((job, gpu_id, entry))
         for entry in self.journal.in_state("finished") + self.journal.in_state("claimed"):
             if entry.job_id not in ours:
                 self.journal.reported([entry.job_id])  # settled before the crash (or timed out on chain)
-        manifests = self._fetch_manifests([job for job, _ in redo])
-        for job, gpu_id in redo:
-            manifest = manifests.get(job.input_hash)
-            if isinstance(manifest, Manifest):
-                self._dispatch(job, manifest, gpu_id)
-            else:
-                reason = str(manifest) if manifest is not None else "manifest unavailable"
-                self.to_settle.append((job.job_id, False, None, reason))
-                self.finished_at[job.job_id] = time.time()
+        rerun, lost = self._rerun_or_fail(redo)
+        settle.extend(lost)
+        if rerun:  # a fresh run of a job the chain shows as ours: its old row (e.g. an unverified result) goes
+            self.journal.claimed([(job.job_id, gpu_id) for job, gpu_id, _ in rerun])
+        manifests = self._fetch_manifests([job for job, _, _ in rerun])
+        now = time.time()
+        with self._lock:
+            for job, gpu_id, deadline in rerun:
+                manifest = manifests.get(job.input_hash)
+                if isinstance(manifest, Manifest):
+                    self._dispatch(job, manifest, gpu_id)
+                    run = self.running.get(job.job_id)
+                    if run is not None and deadline is not None:
+                        run.deadline = min(run.deadline, deadline - RERUN_MARGIN_S)  # fail it before the chain does
+                else:
+                    reason = str(manifest) if manifest is not None else "manifest unavailable"
+                    settle.append((job.job_id, False, None, reason))
+            failures = [item for item in settle if not item[1]]
+            if failures:
+                self.journal.finished(failures)
+            for item in settle:
+                self.finished_at[item[0]] = now
+            self.to_settle.extend(settle)
         if ours:
-            log.info("recovered %d in-flight jobs (%d re-dispatched, %d to report)", len(ours), len(redo),
-                     len(self.to_settle))
+            log.info("recovered %d in-flight jobs (%d re-dispatched, %d to report: %d results verified in the "
+                     "blob store, %d failures)", len(ours), len(rerun), len(settle),
+                     sum(1 for item in settle if item[1]), len(failures))
+
+    def _bind_journal(self) -> None:
+        """Binds the journal to this chain and account before recovery reads it. A journal of another
+        chain (an earlier devnet whose job ids this one reuses) or another account is never used: it is
+        renamed aside and a fresh one takes its place (see `journal.Journal.bind` for why)."""
+        genesis, block1 = self.chain.identity()
+        outcome = self.journal.bind(JournalBinding(genesis, block1, self.chain.address))
+        if not outcome.used:
+            where = f"moved to {outcome.set_aside}" if outcome.set_aside else "cleared"
+            log.warning("journal %s not used for recovery: %s; %s, starting a fresh journal",
+                        self.journal.path or ":memory:", outcome.reason, where)
+
+    def _result_blob_problem(self, result_hash: str) -> str | None:
+        """None when the result blob is in the store and its bytes hash to `result_hash`; else why not."""
+        if not result_hash:
+            return "no result hash journalled"
+        store = getattr(self.store, "inner", self.store)  # the sealed bytes are what the hash names
+        try:
+            store.get(result_hash)  # verifies the bytes against the hash
+        except BlobNotFound:
+            return "result blob not in the store"
+        except BlobIntegrityError:
+            return "result blob does not match its hash"
+        except Exception as err:  # unreachable store, malformed hash: unverified is not reported
+            return f"result blob not verifiable ({type(err).__name__})"
+        return None
+
+    def _rerun_or_fail(self, redo: list[tuple[Job, int, JournalEntry | None]]
+                       ) -> tuple[list[tuple[Job, int, float | None]], list[tuple[int, bool, str | None, str]]]:
+        """Splits jobs to run again into those the chain's deadline still leaves time for (with that deadline,
+        None when unknown) and failures: a job whose deadline is (nearly) past cannot finish in time, and
+        failing it now tells its consumer at once instead of at the chain's timeout."""
+        deadlines: dict[int, float] = {j: float(d) for j, d in self.chain.job_deadlines(
+            [job.job_id for job, _, _ in redo]).items()}
+        now = time.time()
+        rerun: list[tuple[Job, int, float | None]] = []
+        lost: list[tuple[int, bool, str | None, str]] = []
+        for job, gpu_id, entry in redo:
+            deadline = deadlines.get(job.job_id)
+            if deadline is None and entry is not None and entry.state == "claimed" and entry.updated:
+                deadline = entry.updated + job.max_compute_time  # no JobDeadlines: from the journalled claim
+            if deadline is not None and deadline - now < RERUN_MIN_S:
+                lost.append((job.job_id, False, None, RERUN_LATE_REASON))
+            else:
+                rerun.append((job, gpu_id, deadline))
+        return rerun, lost
 
     # manifests ------------------------------------------------------------------------------------
 

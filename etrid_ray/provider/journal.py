@@ -2,17 +2,38 @@
 
 The chain is the source of truth for what is ours (`GpuJobs`, job status);
 the journal adds what the chain cannot know: a result computed but not yet on
-chain. After a crash, a job whose result is journalled is reported, not rerun;
-a job reported and confirmed by the chain is never reported again.
+chain. After a crash, a job whose result is journalled (and whose result blob
+still verifies) is reported, not rerun; a job reported and confirmed by the
+chain is never reported again.
+
+A journal is bound to one chain and one provider account (`JournalBinding`).
+Job ids are only unique within one chain: an ephemeral devnet starts again at
+job 0, so a row about "job 2" means nothing on another chain, and trusting it
+once settled a `sleep` job with the previous chain's `echo` result without
+running it. `bind()` therefore refuses to let a journal written for another
+chain or account be used at all: the old file is renamed aside and a fresh one
+is started at the configured path.
+
+Why rename aside instead of one file per chain and account: the genesis hash
+cannot tell two devnets apart (every `etrid-ray devnet`, like every
+`substrate --dev --tmp`, builds the same genesis block), so a per-chain file
+name would still collide and the check inside the file would be needed anyway;
+the configured path stays the single place operators mount and back up (the
+KubeRay state volume); and the old file is kept, never read again, for whoever
+wants to look at it. What is lost is only recovery of another chain's
+unsettled work, which that chain times out and refunds on its own.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -27,6 +48,38 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+#: meta keys holding the binding; written once, when a new or empty journal is first bound
+BINDING_KEYS = ("chain_genesis", "chain_block1", "account")
+NO_BLOCK = "-"  # a chain with no block 1 yet (stored, so a chain that later has one does not match)
+
+
+@dataclass(frozen=True)
+class JournalBinding:
+    """Which chain and which account a journal's rows are about.
+
+    `block1_hash` is part of the chain's identity because the genesis hash is not enough: every devnet
+    (and every `--dev` node) has the same genesis. The hash of block 1 differs between two such chains
+    (it carries the time it was sealed); on a real chain it is as fixed as the genesis."""
+
+    genesis_hash: str
+    block1_hash: str | None
+    account: str
+
+    def describe(self) -> str:
+        block1 = self.block1_hash or "none yet"
+        return f"chain {self.genesis_hash[:12]}… (block #1 {block1[:12]}…), account {self.account}"
+
+
+@dataclass(frozen=True)
+class BindOutcome:
+    """What `Journal.bind` did: `used` — the journal's rows are this chain's and account's (or it was empty);
+    otherwise `reason` says why it was not used and `set_aside` where the old file went (None in memory)."""
+
+    used: bool
+    reason: str = ""
+    set_aside: Path | None = None
+    previous: JournalBinding | None = None
+
 
 @dataclass(frozen=True)
 class JournalEntry:
@@ -36,25 +89,104 @@ class JournalEntry:
     ok: bool | None
     result_hash: str | None
     reason: str | None
+    #: when the row last changed (for a claimed row: when the claim was journalled); not part of equality
+    updated: float | None = field(default=None, compare=False)
 
 
 class Journal:
     def __init__(self, path: Path | str) -> None:
-        path = Path(path)
-        if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
+        self.path: Path | None = None if str(path) == ":memory:" else Path(path)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self.db = sqlite3.connect(str(path), check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        self.db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(":memory:" if self.path is None else str(self.path), check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        return db
+
+    # binding --------------------------------------------------------------------------------------
+
+    def binding(self) -> JournalBinding | None:
+        """The chain and account this journal is bound to; None for a journal never bound."""
+        genesis, block1, account = (self.get_meta(k) for k in BINDING_KEYS)
+        if genesis is None or account is None:
+            return None
+        return JournalBinding(genesis, None if block1 in (None, NO_BLOCK) else block1, account)
+
+    def bind(self, binding: JournalBinding) -> BindOutcome:
+        """Makes this journal the one for `binding`, before anything reads or writes its rows.
+
+        Same binding: used as is. Never bound and empty: bound now. Bound to another chain or account, or
+        holding rows of unknown origin (written before journals were bound, or by a head that was never
+        started): not used — the file is renamed aside (`<name>.stale-<UTC time>`, with its WAL) and a new,
+        empty journal bound to `binding` takes its place."""
+        previous = self.binding()
+        if previous == binding:
+            return BindOutcome(True, previous=previous)
+        if previous is None:
+            with self._lock:
+                rows = self.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+            if rows == 0:
+                self._write_binding(binding)
+                return BindOutcome(True)
+            reason = f"it holds {rows} job rows of unknown chain and account (no binding recorded)"
+        else:
+            reason = f"it belongs to {previous.describe()}, not {binding.describe()}"
+        aside = self._start_over()
+        self._write_binding(binding)
+        return BindOutcome(False, reason, aside, previous)
+
+    def _write_binding(self, binding: JournalBinding) -> None:
+        values = (binding.genesis_hash, binding.block1_hash or NO_BLOCK, binding.account)
+        with self._lock, self.db:
+            self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                list(zip(BINDING_KEYS, values, strict=True)))
+
+    def _start_over(self) -> Path | None:
+        """Moves the current file (and its WAL/SHM) aside and opens an empty journal at the same path."""
+        with self._lock:
+            if self.path is None:
+                with self.db:
+                    self.db.execute("DELETE FROM jobs")
+                    self.db.execute("DELETE FROM meta")
+                return None
+            try:  # fold the WAL into the main file, so the set-aside copy is complete on its own
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.OperationalError:
+                log.warning("journal %s: checkpoint before setting it aside failed", self.path)
+            self.db.close()
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            aside = self.path.with_name(f"{self.path.name}.stale-{stamp}")
+            n = 1
+            while aside.exists():
+                aside = self.path.with_name(f"{self.path.name}.stale-{stamp}-{n}")
+                n += 1
+            self.path.rename(aside)
+            for suffix in ("-wal", "-shm"):
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists():
+                    side.rename(aside.with_name(aside.name + suffix))
+            self.db = self._open()
+            return aside
+
+    # transitions ----------------------------------------------------------------------------------
 
     def claimed(self, pairs: list[tuple[int, int]]) -> None:
+        """(job_id, gpu_id) just won on chain. A chain never hands a job out twice (a claimed job never
+        returns to Pending), so an older row under the same id is not about this job — it is stale (a
+        reset chain reusing ids) and is replaced; repeating the same claim changes nothing."""
         now = time.time()
         with self._lock, self.db:
             self.db.executemany(
                 "INSERT INTO jobs (job_id, gpu_id, state, updated) VALUES (?, ?, 'claimed', ?) "
-                "ON CONFLICT(job_id) DO NOTHING", [(j, g, now) for j, g in pairs])
+                "ON CONFLICT(job_id) DO UPDATE SET gpu_id=excluded.gpu_id, state='claimed', ok=NULL, "
+                "result_hash=NULL, reason=NULL, updated=excluded.updated "
+                "WHERE NOT (jobs.state = 'claimed' AND jobs.gpu_id IS excluded.gpu_id)",
+                [(j, g, now) for j, g in pairs])
 
     def finished(self, items: list[tuple[int, bool, str | None, str | None]]) -> None:
         """(job_id, ok, result_hash, reason): computed, not yet on chain. Never downgrades 'reported'."""
@@ -75,14 +207,14 @@ class Journal:
 
     def get(self, job_id: int) -> JournalEntry | None:
         with self._lock:
-            row = self.db.execute("SELECT job_id, gpu_id, state, ok, result_hash, reason FROM jobs WHERE job_id=?",
-                                  (job_id,)).fetchone()
+            row = self.db.execute("SELECT job_id, gpu_id, state, ok, result_hash, reason, updated FROM jobs "
+                                  "WHERE job_id=?", (job_id,)).fetchone()
         return _entry(row) if row else None
 
     def in_state(self, state: str) -> list[JournalEntry]:
         with self._lock:
-            rows = self.db.execute("SELECT job_id, gpu_id, state, ok, result_hash, reason FROM jobs WHERE state=?",
-                                   (state,)).fetchall()
+            rows = self.db.execute("SELECT job_id, gpu_id, state, ok, result_hash, reason, updated FROM jobs "
+                                   "WHERE state=?", (state,)).fetchall()
         return [_entry(r) for r in rows]
 
     def get_meta(self, key: str) -> str | None:
@@ -100,5 +232,5 @@ class Journal:
 
 
 def _entry(row: tuple) -> JournalEntry:  # type: ignore[type-arg]
-    job_id, gpu_id, state, ok, result_hash, reason = row
-    return JournalEntry(job_id, gpu_id, state, None if ok is None else bool(ok), result_hash, reason)
+    job_id, gpu_id, state, ok, result_hash, reason, updated = row
+    return JournalEntry(job_id, gpu_id, state, None if ok is None else bool(ok), result_hash, reason, updated)
