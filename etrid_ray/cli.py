@@ -1192,14 +1192,20 @@ def audit_group() -> None:
 @audit_group.command("verify")
 @click.option("--audit-log", "audit_log", default=None, envvar="ETRID_AUDIT_LOG", help=AUDIT_LOG_HELP)
 @click.option("--url", default=None, envvar="ETRID_WS_URL", help="node URL: check the anchors on chain")
-@click.option("--account", default=None, help="the account that anchors (default: from the anchor records)")
+@click.option("--account", default=None,
+              help="the account that anchors; its anchors on chain are the evidence (default: from the anchor records)")
 @click.option("--from-block", type=click.IntRange(1), default=None,
-              help="scan the chain for anchors from here (default: the first anchor's block)")
+              help="oldest block to scan for the account's anchors (default: 1; the scan walks back from the best "
+                   "block and stops early once the log's own anchors are covered)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @_friendly
 def audit_verify(audit_log: str | None, url: str | None, account: str | None, from_block: int | None,
                  as_json: bool) -> None:
-    """Check the log's hash chain, seq run and head file, and its anchors on chain; exit 1 on the first problem."""
+    """Check the log's hash chain, seq run and head file, and its anchors on chain; exit 1 on the first problem.
+
+    With --url the account's anchors on chain are the evidence: the log must back the newest one the
+    account put there, so a log swapped for another, emptied or deleted fails instead of passing as
+    "0/0 anchors"."""
     from etrid_ray.security import transport
     from etrid_ray.security.audit import verify
 
@@ -1210,12 +1216,18 @@ def audit_verify(audit_log: str | None, url: str | None, account: str | None, fr
     finally:
         if conn is not None:
             conn.close()
+    newest = res.newest_anchor
     if as_json:
         _print_json(res.to_json())
     else:
         on_chain = sum(1 for a in res.anchors if a.on_chain)
-        anchors = f"{on_chain}/{len(res.anchors)} anchors on chain" if res.chain_checked else \
-            f"{len(res.anchors)} anchors (not checked on chain: pass --url)"
+        if not res.chain_checked:
+            anchors = f"{len(res.anchors)} anchors (not checked on chain: pass --url)"
+        else:
+            anchors = f"{on_chain}/{len(res.anchors)} of this log's anchors on chain"
+            if res.account is not None and res.scanned is not None:
+                anchors += (f"; {res.account}'s newest anchor in blocks {res.scanned[1]}..{res.scanned[0]}: "
+                            f"{newest if newest is not None else 'none'}")
         click.echo(f"{path}: {res.records} records, head seq {res.head_seq} {res.head_hash[:16]}…, {anchors}")
         for problem in res.problems:
             click.echo(f"PROBLEM {problem}", err=True)
@@ -1223,8 +1235,11 @@ def audit_verify(audit_log: str | None, url: str | None, account: str | None, fr
         first = res.first_problem
         raise click.ClickException(f"audit log does not verify: {first}")
     if not as_json:
-        click.echo("OK: the chain of hashes is intact" + (" and matches the chain's anchors" if res.chain_checked
-                                                          else ""))
+        if res.chain_checked and newest is not None:
+            click.echo(f"OK: the chain of hashes is intact and backs {res.account}'s newest anchor "
+                       f"(block {newest.block}, seq {newest.seq})")
+        else:
+            click.echo("OK: the chain of hashes is intact (not checked on chain: pass --url)")
 
 
 # simulate ---------------------------------------------------------------------------------------

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.submit import Submitter
+from etrid_ray.cli import main
 from etrid_ray.security import audit
 from etrid_ray.security.audit import GENESIS, Anchorer, AuditError, AuditLog, Record, record_hash, remark_for, verify
 
@@ -315,3 +317,125 @@ def test_a_tail_cut_with_its_anchors_and_head_is_caught_by_the_chain(tmp_path: P
     res = verify(path, chain.conn, account=dev_signer(ANCHOR_ACCOUNT).address)
     problem = next(p for p in res.problems if p.kind == "truncated")
     assert problem.seq == 9 and "seq 11" in problem.detail
+
+
+# --- the chain's anchors are the evidence: a log that does not back them fails --------------------------
+
+
+def verify_cli(path: Path, url: str, *extra: str) -> Any:
+    """`etrid-ray audit verify` as an operator runs it (no environment leaking in)."""
+    env = {"ETRID_SEED": "", "ETRID_SEED_FILE": "", "ETRID_WS_URL": "", "ETRID_AUDIT_LOG": ""}
+    return CliRunner().invoke(main, ["audit", "verify", "--audit-log", str(path), "--url", url, *extra], env=env,
+                              catch_exceptions=False)
+
+
+def remove_log(path: Path) -> None:
+    path.unlink()
+    path.with_name(path.name + ".head").unlink()
+
+
+def test_the_honest_log_backs_the_accounts_newest_anchor(tmp_path: Path, devnet: Any, chain: ChainClient) -> None:
+    path = tmp_path / "audit.jsonl"
+    log, _ = anchored_log(path, chain)
+    second = [r for r in log.records() if r.kind == "anchor"][-1]
+    log.append("result", job=200, encrypted=True)  # records after the newest anchor are normal
+    res = verify(path, chain.conn, account=dev_signer(ANCHOR_ACCOUNT).address)
+    assert res.ok, res.problems
+    newest = res.newest_anchor
+    assert newest is not None
+    assert (newest.log_id, newest.seq, newest.hash, newest.block) == (
+        log.identity(), 11, second.fields["anchored_hash"], second.fields["block"])
+    out = verify_cli(path, devnet.url, "--account", dev_signer(ANCHOR_ACCOUNT).address)
+    assert out.exit_code == 0, out.output
+    assert f"backs {dev_signer(ANCHOR_ACCOUNT).address}'s newest anchor (block {second.fields['block']}, seq 11)" \
+        in out.output
+
+
+def test_a_log_swapped_wholesale_for_a_fresh_one_is_caught_by_the_accounts_anchors(
+        tmp_path: Path, fresh_devnet: Any) -> None:
+    """Issue 12 item 6: //Alice anchored a log twice; the file is replaced by a new, self-consistent log
+    (its own log_opened, so its own id; placements moved to us-east-1; no anchors). Nothing in the
+    file shows it, so only the account's anchors on chain can."""
+    alice = dev_signer("Alice")
+    path = tmp_path / "audit.jsonl"
+    client = ChainClient(fresh_devnet.url)
+    try:
+        original = build(path, 6)
+        anchorer = Anchorer(original, Submitter(client.conn, alice), interval_s=3600)
+        assert anchorer.maybe_anchor(now=10_000.0) is not None
+        original.append("placement", job=7, pool="gcp-spot-a100", region="europe-west4", reason="GDPR: EU only")
+        assert anchorer.maybe_anchor(now=20_000.0) is not None
+        anchors = [r.fields for r in original.records() if r.kind == "anchor"]
+        original_id = original.identity()
+        remove_log(path)
+        forged = AuditLog(path, fsync=False)
+        for i in range(8):
+            forged.append("placement", job=i, pool="aws-spot-a100", region="us-east-1", reason="cheapest")
+        assert forged.identity() != original_id
+        assert verify(path).ok  # self-consistent: locally undetectable, by construction
+
+        res = verify(path, client.conn, account=alice.address)
+        assert not res.ok and res.chain_checked
+        assert res.first_problem is not None and res.first_problem.kind == "replaced"
+        assert [(a.log_id, a.seq, a.hash, a.block) for a in res.account_anchors] == [
+            (original_id, a["anchored_seq"], a["anchored_hash"], a["block"]) for a in reversed(anchors)]
+    finally:
+        client.close()
+
+    out = verify_cli(path, fresh_devnet.url, "--account", alice.address)
+    assert out.exit_code == 1, out.output
+    assert "OK:" not in out.output and "matches the chain's anchors" not in out.output
+    assert "audit log does not verify: replaced: the log:" in out.output
+    for a in anchors:  # the message names what the log should have matched: block, log id, head hash
+        assert f"block {a['block']}: log {original_id} seq {a['anchored_seq']} head {a['anchored_hash']}" in out.output
+    # without --account the forged log names no anchoring account: nothing vouches for it, so it fails too
+    out = verify_cli(path, fresh_devnet.url)
+    assert out.exit_code == 1 and "unanchored" in out.output and "--account" in out.output
+
+
+@pytest.mark.parametrize("how", ["emptied", "deleted"])
+def test_an_emptied_or_deleted_log_is_caught_by_the_accounts_anchors(tmp_path: Path, devnet: Any,
+                                                                     chain: ChainClient, how: str) -> None:
+    path = tmp_path / "audit.jsonl"
+    log, _ = anchored_log(path, chain)
+    newest = [r for r in log.records() if r.kind == "anchor"][-1].fields
+    log_id = log.identity()
+    if how == "emptied":  # 0 records and no head file: locally just a log nobody has written to yet
+        path.write_bytes(b"")
+        path.with_name(path.name + ".head").unlink()
+        assert verify(path).ok
+    else:
+        remove_log(path)
+    ferdie = dev_signer(ANCHOR_ACCOUNT).address
+    res = verify(path, chain.conn, account=ferdie)
+    assert not res.ok and res.chain_checked
+    assert any(p.kind == "replaced" for p in res.problems)
+    assert res.newest_anchor is not None and (res.newest_anchor.log_id, res.newest_anchor.seq) == (log_id, 11)
+    out = verify_cli(path, devnet.url, "--account", ferdie)
+    assert out.exit_code == 1, out.output
+    assert "not checked on chain" not in out.output
+    assert f"block {newest['block']}: log {log_id} seq 11 head {newest['anchored_hash']}" in out.output
+
+
+@pytest.mark.parametrize(("keep_upto", "backs_newest"), [
+    (16, True),   # the records written after the newest anchor are gone: the chain never vouched for them
+    (12, True),   # the anchor record itself is gone: seq 11, the hash on chain, is still there
+    (11, True),
+    (10, False),  # a record the newest anchor vouches for is gone
+    (3, False),
+])
+def test_a_log_cut_short_fails_only_when_the_cut_reaches_the_newest_anchor(
+        tmp_path: Path, chain: ChainClient, keep_upto: int, backs_newest: bool) -> None:
+    path = tmp_path / "audit.jsonl"
+    log, _ = anchored_log(path, chain)  # anchors of seq 6 (record 7) and seq 11 (record 12)
+    for i in range(4):
+        log.append("result", job=300 + i, encrypted=True)  # records 13..16, never anchored
+    keep = [json.loads(x) for x in lines(path)][: keep_upto + 1]
+    write(path, [json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in keep])
+    path.with_name(path.name + ".head").write_text(json.dumps({"seq": keep_upto, "hash": keep[-1]["hash"]}))
+    assert verify(path).ok  # the file and its head file agree
+    res = verify(path, chain.conn, account=dev_signer(ANCHOR_ACCOUNT).address)
+    assert res.ok is backs_newest, res.problems
+    if not backs_newest:
+        problem = next(p for p in res.problems if p.kind == "truncated")
+        assert problem.seq == keep_upto + 1 and "seq 11" in problem.detail

@@ -153,3 +153,61 @@ def test_fast_encoder_never_disagrees_with_scalecodec(node: Node, item_name: str
         assert_same(node, item.value_ty, value)
 
     check()
+
+
+# canonical Compact decoding (issue 12, item 7) -----------------------------------------------------------
+
+COMPACT_BOUNDARIES = [0, 1, 63, 64, 2**14 - 1, 2**14, 2**30 - 1, 2**30, 2**32 - 1, 2**32, 2**64, 2**128 - 1]
+
+
+@pytest.mark.parametrize("value", COMPACT_BOUNDARIES)
+def test_every_minimal_compact_decodes_back_to_its_value(value: int) -> None:
+    from etrid_ray.devnet.codec import compact_decode, compact_encode
+
+    encoded = compact_encode(value)
+    assert compact_decode(encoded + b"tail", 0, bits=128) == (value, len(encoded))
+    if value < 2**32:
+        assert compact_decode(encoded, 0, bits=32) == (value, len(encoded))
+
+
+@pytest.mark.parametrize(("encoded", "bits"), [
+    (b"\x01\x00", 128),                             # 0 in the 2-byte mode
+    ((63 << 2 | 1).to_bytes(2, "little"), 128),     # 63 in the 2-byte mode
+    (b"\x06\x00\x00\x00", 128),                     # 1 in the 4-byte mode
+    ((2**14 - 1 << 2 | 2).to_bytes(4, "little"), 128),
+    (b"\x03" + (2**30 - 1).to_bytes(4, "little"), 128),  # fits the 4-byte mode
+    (b"\x07" + (2**32 - 1).to_bytes(5, "little"), 128),  # a zero top byte
+    (b"\xff" + b"\xff" * 67, 128),                  # 2^536 - 1: over u128
+    (b"\x37" + (2**128).to_bytes(17, "little"), 128),
+    (b"\x07" + (2**32).to_bytes(5, "little"), 32),  # over u32
+])
+def test_non_minimal_and_overflowing_compacts_are_refused(encoded: bytes, bits: int) -> None:
+    from etrid_ray.devnet.codec import NonCanonicalError, compact_decode
+
+    with pytest.raises(NonCanonicalError):
+        compact_decode(encoded, 0, bits=bits)
+
+
+def test_scalecodec_decoding_in_the_runtime_refuses_non_canonical_compacts_in_calls(node: Node) -> None:
+    codec = node.runtime.codec
+    transfer = codec.encode_call("Balances", "transfer_keep_alive", {"dest": {"Id": dev_account("Bob")}, "value": 1})
+    assert transfer.endswith(b"\x04")
+    assert codec.decode_call(transfer)["call_args"][1]["value"] == 1
+    with pytest.raises(ValueError, match="minimally encoded"):
+        codec.decode_call(transfer[:-1] + b"\x06\x00\x00\x00")
+    remark = codec.encode_call("System", "remark", {"remark": "hi"})
+    with pytest.raises(ValueError, match="minimally encoded"):  # a Vec length is a Compact<u32> too
+        codec.decode_call(remark[:2] + b"\x09\x00" + remark[3:])
+
+
+def test_call_decoding_stops_at_its_budget_however_the_batches_nest(node: Node) -> None:
+    from etrid_ray.devnet.codec import CallBudgetExceeded, compact_encode
+
+    codec = node.runtime.codec
+    remark = codec.encode_call("System", "remark", {"remark": ""})
+    inner = codec.encode_call("Utility", "batch", {"calls": []})[:2] + compact_encode(600) + remark * 600
+    outer = codec.encode_call("Utility", "batch", {"calls": []})[:2] + compact_encode(2) + inner * 2  # 1,203 calls
+    assert len(codec.decode_call(outer, max_calls=1203)["call_args"][0]["value"]) == 2
+    with pytest.raises(CallBudgetExceeded):
+        codec.decode_call(outer, max_calls=1202)
+    assert codec.decode_call(remark, max_calls=1)  # the budget is per decode, not left over from the last one

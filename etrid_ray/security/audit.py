@@ -10,6 +10,13 @@ anchors: the head hash is put on chain now and then with `System.remark_with_eve
 `System.Remarked` event). `verify` reports the first problem it finds and checks every anchor,
 both the ones the log records and the ones the chain holds.
 
+Against a chain, the anchoring account's remarks are the evidence and the file is what must back
+them, not the other way round: a file can be swapped wholesale for a fresh, self-consistent log
+(new `log_opened`, so a new log id, and no anchors), emptied or deleted, and nothing inside the
+file shows it. So `verify` with a connection finds the newest anchor the account put on chain
+(whatever log it names) and passes only if this log backs it; an account with no anchors, or no
+account to ask about, is a failure too, because then nothing on chain vouches for the file.
+
 Record 0 is `log_opened` with a random nonce; the log's id is the first 32 hex digits of its hash.
 Event kinds: claim, placement (pool, region, reason), admission, data_access, result, failure,
 key_use, erasure, config_change, policy_violation, attestation, anchor.
@@ -29,7 +36,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -370,7 +377,7 @@ class Anchorer:
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # edited | deleted | reordered | truncated | malformed | anchor
+    kind: str  # edited | deleted | reordered | truncated | malformed | anchor | replaced | unanchored
     seq: int | None  # the first record concerned (None when unknown)
     line: int | None  # 1-based line in the file
     detail: str
@@ -393,6 +400,21 @@ class AnchorCheck:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class ChainAnchor:
+    """One `etrid-audit/1` remark an account put on chain: a head hash some log must back."""
+
+    log_id: str
+    seq: int
+    hash: str
+    block: int
+    block_hash: str
+    sender: str
+
+    def __str__(self) -> str:
+        return f"block {self.block}: log {self.log_id} seq {self.seq} head {self.hash}"
+
+
 @dataclass
 class VerifyResult:
     path: str
@@ -403,6 +425,16 @@ class VerifyResult:
     problems: list[Problem] = field(default_factory=list)
     anchors: list[AnchorCheck] = field(default_factory=list)
     chain_checked: bool = False
+    #: with a chain: the account whose anchors are the evidence, and its anchors found (newest first)
+    account: str | None = None
+    account_anchors: list[ChainAnchor] = field(default_factory=list)
+    #: blocks scanned for the account's anchors (newest, oldest); None when the chain was not read
+    scanned: tuple[int, int] | None = None
+
+    @property
+    def newest_anchor(self) -> ChainAnchor | None:
+        """The anchor this log must back for `verify` to pass against the chain."""
+        return self.account_anchors[0] if self.account_anchors else None
 
     @property
     def ok(self) -> bool:
@@ -418,6 +450,10 @@ class VerifyResult:
             "head_hash": self.head_hash, "log_id": self.log_id, "chain_checked": self.chain_checked,
             "problems": [{"kind": p.kind, "seq": p.seq, "line": p.line, "detail": p.detail} for p in self.problems],
             "anchors": [a.__dict__ for a in self.anchors],
+            "account": self.account,
+            "newest_anchor": self.newest_anchor.__dict__ if self.newest_anchor else None,
+            "account_anchors": [a.__dict__ for a in self.account_anchors],
+            "scanned": list(self.scanned) if self.scanned else None,
         }
 
 
@@ -442,14 +478,20 @@ def verify(path: str | os.PathLike[str], conn: Any = None, *, account: str | Non
            from_block: int | None = None) -> VerifyResult:
     """Checks the chain of hashes, the seq run, the `.head` file and, with `conn`, the anchors on chain.
 
-    Every anchor record must match the log and its `System.Remarked` event; with `conn`, the chain is
-    also scanned (from `from_block`, default the first anchor's block, else block 1) for remarks of
-    this log the file no longer backs (a cut tail, a rewritten history).
+    Every anchor record must match the log and its `System.Remarked` event. With `conn`, the chain is
+    the judge: the anchoring `account` (default: the one the anchor records name) must have anchors
+    on chain, and this log must back the newest of them, whatever log id it names, because a file
+    swapped for another self-consistent log, emptied or deleted shows nothing wrong by itself. The
+    scan walks back from the best block to `from_block` (default 1), stopping early once the newest
+    anchor is this log's and the log's first recorded anchor is behind it; remarks of this log the
+    file no longer backs (a cut tail, a rewritten history) are reported too.
     """
     p = Path(path).expanduser()
     res = VerifyResult(str(p))
     if not p.exists():
+        # a deleted log is still measured against the chain: the account's anchors say what it should hold
         res.problems.append(Problem("truncated", None, None, f"{p} does not exist"))
+        _check_anchors(res, {}, conn, account=account, from_block=from_block)
         return res
     lines, torn = _scan(p)
     by_seq: dict[int, Record] = {}
@@ -534,7 +576,11 @@ def _check_anchors(res: VerifyResult, by_seq: dict[int, Record], conn: Any, *, a
             events_cache[block_hash] = block_events(conn, block_hash)
         return events_cache[block_hash]
 
-    account = account or next((r.fields.get("account") for r in anchor_records if r.fields.get("account")), None)
+    # which account's anchors to read: the caller's word, else the anchor records' (trusted ones first; past a
+    # problem they are only a hint, but the log fails anyway and the chain's evidence still gets named)
+    hints = anchor_records + sorted((r for r in by_seq.values() if r.kind == "anchor" and r.seq > res.head_seq),
+                                    key=lambda r: r.seq)
+    account = account or next((str(r.fields["account"]) for r in hints if r.fields.get("account")), None)
     for r in sorted(anchor_records, key=lambda r: r.seq):
         f = r.fields
         aseq, ahash, remark = int(f.get("anchored_seq", -1)), str(f.get("anchored_hash", "")), str(f.get("remark"))
@@ -550,7 +596,7 @@ def _check_anchors(res: VerifyResult, by_seq: dict[int, Record], conn: Any, *, a
             except Exception as err:  # noqa: BLE001 - an unknown block hash is a failed check, not a crash
                 evs, detail = [], f"block {f.get('block')} not readable: {type(err).__name__}"
             on_chain = any(e.is_("System", "Remarked") and _hex(e.get("hash")) == digest
-                           and (account is None or str(e.get("sender")) == account)
+                           and (account is None or _account_key(str(e.get("sender"))) == _account_key(account))
                            and e.extrinsic_index == f.get("extrinsic_index") for e in evs)
             if not on_chain and not detail:
                 detail = f"no System.Remarked with this remark's hash in block {f.get('block')}"
@@ -558,60 +604,143 @@ def _check_anchors(res: VerifyResult, by_seq: dict[int, Record], conn: Any, *, a
                                        "log", detail))
         if not matches or on_chain is False:
             res.problems.append(Problem("anchor", aseq, None, f"anchor in record {r.seq}: {detail}"))
-    if conn is None or res.log_id is None:
+    if conn is None:
         return
     res.chain_checked = True
-    start = from_block
-    if start is None:
-        blocks = [int(r.fields["block"]) for r in anchor_records if isinstance(r.fields.get("block"), int)]
-        start = min(blocks) if blocks else 1
+    res.account = account
+    if account is None:
+        res.problems.append(Problem(
+            "unanchored", None, None, "nothing on chain was checked: the log names no anchoring account (it has "
+            "no anchor records); pass --account, the account that anchors this provider's log"))
+        return
+    best = conn.best_number()
+    floor = max(1, from_block or 1)
+    blocks = [int(r.fields["block"]) for r in anchor_records if isinstance(r.fields.get("block"), int)]
+    # below the log's own first anchor only the search for the account's newest anchor goes on; a log
+    # with no anchor records stops at the newest one of its own (its hash vouches for all before it)
+    claimed_start: int | None = floor if from_block is not None else max(floor, min(blocks)) if blocks else None
+
+    def more(number: int) -> bool:
+        newest = res.newest_anchor
+        if newest is None or newest.log_id != res.log_id:
+            return True  # still looking for the evidence, or naming all of another log's anchors
+        return claimed_start is not None and number >= claimed_start
+
+    oldest = best + 1
+    for number, found in _scan_back(conn, best, floor, account=account, more=more):
+        oldest = number
+        res.account_anchors.extend(found)
+    low = min(oldest, best)
+    res.scanned = (best, low)
     seen = {(a.seq, a.hash) for a in res.anchors}
-    for seq, h, block, block_hash in scan_chain_anchors(conn, res.log_id, start, account=account):
-        if (seq, h) in seen:
+    for a in res.account_anchors:
+        if a.log_id != res.log_id or (a.seq, a.hash) in seen:
             continue
-        target = by_seq.get(seq)
-        if seq > res.head_seq and (target is None or seq > max(by_seq, default=-1)):
-            detail = f"the chain holds an anchor for seq {seq} (block {block}); the log ends at seq {res.head_seq}"
+        seen.add((a.seq, a.hash))
+        target = by_seq.get(a.seq)
+        if a.seq > res.head_seq and (target is None or a.seq > max(by_seq, default=-1)):
+            detail = f"the chain holds an anchor for seq {a.seq} (block {a.block}); the log ends at seq {res.head_seq}"
             res.problems.append(Problem("truncated", res.head_seq + 1, None, detail))
             ok = False
-        elif target is None or target.hash != h:
-            detail = f"the chain's anchor at block {block} says seq {seq} has hash {h[:16]}…; the log differs"
-            res.problems.append(Problem("edited", seq, None, detail + " (history rewritten at or before it)"))
+        elif target is None or target.hash != a.hash:
+            detail = f"the chain's anchor at block {a.block} says seq {a.seq} has hash {a.hash[:16]}…; the log differs"
+            res.problems.append(Problem("edited", a.seq, None, detail + " (history rewritten at or before it)"))
             ok = False
         else:
             detail, ok = "", True
-        res.anchors.append(AnchorCheck(seq, h, block, block_hash, True, ok, "chain", detail))
+        res.anchors.append(AnchorCheck(a.seq, a.hash, a.block, a.block_hash, True, ok, "chain", detail))
+    newest = res.newest_anchor
+    if newest is None:
+        res.problems.append(Problem(
+            "unanchored", None, None, f"{account} has no audit anchors on chain in blocks {low}..{best}: "
+            "nothing on chain backs this log"))
+    elif newest.log_id != res.log_id:
+        what = f"its id is {res.log_id} and it" if res.log_id else "it has no records (no log id), so it"
+        named = "; ".join(str(a) for a in res.account_anchors[:5])
+        more_text = f"; and {len(res.account_anchors) - 5} older" if len(res.account_anchors) > 5 else ""
+        # first: whatever else the file shows, it is not the evidence the chain vouches for
+        res.problems.insert(0, Problem(
+            "replaced", None, None,
+            f"{what} backs none of {account}'s anchors on chain (blocks {low}..{best}), newest first: "
+            f"{named}{more_text}; the chain vouches only for the log behind the newest one (this file was "
+            "replaced, emptied, or is an older log the account no longer anchors)"))
+
+
+def _account_key(value: str) -> str:
+    """An account as its public key in hex, so SS58 addresses of any prefix (or 0x keys) compare equal."""
+    from etrid_ray.chain.codec import account_bytes
+
+    try:
+        return account_bytes(value).hex()
+    except Exception:  # noqa: BLE001 - not an address: compare it as written
+        return value
+
+
+def _remarks_in(conn: Any, ev: Any, blocks: dict[str, list[str]]) -> Iterator[tuple[str, int, str]]:
+    """(log id, seq, hash) of the audit remark behind one `System.Remarked` event, if it is one.
+
+    The event names only the sender and `blake2_256(remark)`; the remark itself is found in the
+    extrinsic's bytes and accepted only if it hashes to what the event says.
+    """
+    from etrid_ray.scale_basics import blake2_256
+
+    if ev.block_hash not in blocks:
+        block = conn.rpc("chain_getBlock", [ev.block_hash]) or {}
+        blocks[ev.block_hash] = list((block.get("block") or {}).get("extrinsics") or [])
+    exts = blocks[ev.block_hash]
+    if ev.extrinsic_index >= len(exts):
+        return
+    raw = bytes.fromhex(str(exts[ev.extrinsic_index]).removeprefix("0x"))
+    for m in REMARK_RE.finditer(raw):
+        if "0x" + blake2_256(m.group(0)).hex() == _hex(ev.get("hash")):
+            yield m.group(1).decode(), int(m.group(2)), m.group(3).decode()
+
+
+def _scan_back(conn: Any, best: int, floor: int, *, account: str,
+               more: Callable[[int], bool] | None = None) -> Iterator[tuple[int, list[ChainAnchor]]]:
+    """(block number, the account's audit anchors in it, newest first) from `best` down to `floor`.
+
+    Backwards, so that the newest anchor (the one a log must back) is found after as few blocks as
+    the anchor interval allows; `more(number)` is asked before each block and ends the walk with False.
+    """
+    from etrid_ray.chain.events import block_events
+
+    key = _account_key(account)
+    blocks: dict[str, list[str]] = {}
+    for number in range(best, floor - 1, -1):
+        if more is not None and not more(number):
+            return
+        block_hash = conn.block_hash(number)
+        if block_hash is None:
+            continue
+        found: list[ChainAnchor] = []
+        for ev in reversed(block_events(conn, block_hash, number)):
+            if not ev.is_("System", "Remarked") or ev.extrinsic_index is None:
+                continue
+            sender = str(ev.get("sender"))
+            if _account_key(sender) != key:
+                continue
+            for log_id, seq, h in reversed(list(_remarks_in(conn, ev, blocks))):
+                found.append(ChainAnchor(log_id, seq, h, number, str(block_hash), sender))
+        yield number, found
 
 
 def scan_chain_anchors(conn: Any, log_id: str, from_block: int, *,
                        account: str | None = None) -> Iterator[tuple[int, str, int, str]]:
-    """(seq, hash, block number, block hash) of every anchor of `log_id` on chain from `from_block` on.
-
-    A `System.Remarked` event names only the sender and `blake2_256(remark)`; the remark itself is
-    found in the extrinsic's bytes and accepted only if it hashes to what the event says.
-    """
+    """(seq, hash, block number, block hash) of every anchor of `log_id` on chain from `from_block` on."""
     from etrid_ray.chain.events import events_in_range
-    from etrid_ray.scale_basics import blake2_256
 
     best = conn.best_number()
     blocks: dict[str, list[str]] = {}
+    key = _account_key(account) if account is not None else None
     for ev in events_in_range(conn, max(1, from_block), best):
         if not ev.is_("System", "Remarked") or ev.extrinsic_index is None:
             continue
-        if account is not None and str(ev.get("sender")) != account:
+        if key is not None and _account_key(str(ev.get("sender"))) != key:
             continue
-        if ev.block_hash not in blocks:
-            block = conn.rpc("chain_getBlock", [ev.block_hash]) or {}
-            blocks[ev.block_hash] = list((block.get("block") or {}).get("extrinsics") or [])
-        exts = blocks[ev.block_hash]
-        if ev.extrinsic_index >= len(exts):
-            continue
-        raw = bytes.fromhex(str(exts[ev.extrinsic_index]).removeprefix("0x"))
-        for m in REMARK_RE.finditer(raw):
-            if "0x" + blake2_256(m.group(0)).hex() != _hex(ev.get("hash")):
-                continue
-            if m.group(1).decode() == log_id:
-                yield int(m.group(2)), m.group(3).decode(), int(ev.block_number or 0), str(ev.block_hash)
+        for lid, seq, h in _remarks_in(conn, ev, blocks):
+            if lid == log_id:
+                yield seq, h, int(ev.block_number or 0), str(ev.block_hash)
 
 
 # --- the process-wide log the head and the CLI write to ------------------------------------------------
