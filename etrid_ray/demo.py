@@ -109,16 +109,18 @@ def plan_jobs(count: int, speedup: float, seed: int, gpus: int, max_job_s: float
         mct = int(max(10, duration * 4 + 10))
         payment = int(PRICE_PER_SECOND * need * mct * rng.uniform(1.2, 3.0))
         jobs.append(DemoJob(i, t.submit_s / speedup * squeeze, manifest, need, mct, payment, kind))
-    broken: list[tuple[Any, str]] = [
-        ("{ this is not json", "malformed manifest"),
-        ({"handler": "rm-rf", "args": {}}, "unknown handler"),
-        ({"handler": "matmul", "args": {"n": 0}}, "handler exception"),
-        ({"handler": "sleep", "args": {"seconds": 60}, "timeout_s": 2}, "timeout"),
+    # (manifest, kind, max_compute_time). The timeout case is work the head cannot foresee (matmul declares no
+    # duration; a sleep of 60 s under a 2 s limit it would rightly leave unclaimed): ~minutes of CPU GEMM, 30 s.
+    broken: list[tuple[Any, str, int]] = [
+        ("{ this is not json", "malformed manifest", 20),
+        ({"handler": "rm-rf", "args": {}}, "unknown handler", 20),
+        ({"handler": "matmul", "args": {"n": 0}}, "handler exception", 20),
+        ({"handler": "matmul", "args": {"n": 2048, "iterations": 1000}, "timeout_s": 30}, "timeout", 40),
     ]
     end = jobs[-1].at if jobs else 0.0
     for k in range(bad):
-        manifest, kind = broken[k % len(broken)]
-        jobs.append(DemoJob(len(jobs), rng.uniform(0, end), manifest, 1.0, 20, PRICE_PER_SECOND * 60, kind))
+        manifest, kind, mct = broken[k % len(broken)]
+        jobs.append(DemoJob(len(jobs), rng.uniform(0, end), manifest, 1.0, mct, PRICE_PER_SECOND * 3 * mct, kind))
     jobs.sort(key=lambda j: j.at)
     return jobs
 
@@ -324,6 +326,6 @@ def failure_reasons(client: ChainClient, best: int) -> dict[str, int]:
         if event.is_("JobMarketplace", "JobFailed"):
             raw = event.get("reason")
             text = raw.decode(errors="replace") if isinstance(raw, bytes | bytearray) else str(raw)
-            key = text.split(":")[0][:48]
+            key = text[:64]  # the whole reason (up to a table cell): "matmul" alone would tell the reader nothing
             reasons[key] = reasons.get(key, 0) + 1
     return reasons

@@ -27,7 +27,7 @@ from etrid_ray.blobs import BlobIntegrityError, BlobNotFound
 from etrid_ray.chain import Connection, GpuSpecs, HardwareAttestation, QueueUpdate, QueueWatcher, Signer
 from etrid_ray.chain.models import Job, JobStatus
 from etrid_ray.config import PLANCK_PER_EDSC, ProviderConfig
-from etrid_ray.manifest import Manifest, ManifestError, parse_manifest
+from etrid_ray.manifest import Manifest, ManifestError, chain_reason, parse_manifest
 from etrid_ray.percentiles import percentile
 from etrid_ray.pools import STEER, Pool, pools_from_config
 from etrid_ray.provider.admission import Capabilities, JobTerms, Verdict, admit
@@ -35,7 +35,8 @@ from etrid_ray.provider.chain_port import ChainPort
 from etrid_ray.provider.gpu_info import GpuFacts, gpu_facts
 from etrid_ray.provider.journal import Journal, JournalBinding, JournalEntry
 from etrid_ray.provider.scaler import draining_gpus
-from etrid_ray.provider.task import Outcome, run_job
+from etrid_ray.provider.task import Outcome, dispatch_failure, dispatch_options, options_problem, probe, run_job
+from etrid_ray.provider.timing import Estimates, GpuTimeline, finishes_in_time
 from etrid_ray.security import audit, transport
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,11 @@ class Running:
     gpus: float
     submitted_at: float
     pool: str | None = None
+    # what the claim planned on, so the head learns from how it turned out (provider/timing.py)
+    handler: str = ""
+    declared_s: float = 0.0  # the run time its args declare, else its limit
+    declares: bool = False
+    free_at: float = 0.0  # when its GPUs were expected free (dispatch time, or a running job's expected end)
 
 
 @dataclass
@@ -69,6 +75,7 @@ class Candidate:
     manifest: Manifest | None
     first_seen: float
     pool: str | None = None
+    free_at: float | None = None  # when the claim planned its GPUs free
 
 
 @dataclass
@@ -169,6 +176,13 @@ class ProviderHead:
         self.started_at = time.time()
         self.loop_seconds: deque[float] = deque(maxlen=1000)
         self.errors: Counter[str] = Counter()
+        self.estimates = Estimates()  # dispatch delay, node startup, run times: learnt from what this head sees
+        self._node_waits: dict[str, list[float]] = {}  # pool -> when each of its pending nodes was requested
+        self._alive_seen: dict[str, int] = {}
+        self._pool_nodes: dict[str, tuple[int, int]] = {}  # pool -> (alive, pending) at the last scaling step
+        self._late: set[int] = set()  # jobs counted once as impossible to finish in time here
+        self._probe: tuple[Any, float] | None = None  # a probe task in flight and when it was sent
+        self._probe_sent_at = -math.inf
 
     # lifecycle ------------------------------------------------------------------------------------
 
@@ -404,7 +418,7 @@ class ProviderHead:
             for job, gpu_id, deadline in rerun:
                 manifest = manifests.get(job.input_hash)
                 if isinstance(manifest, Manifest):
-                    self._dispatch(job, manifest, gpu_id)
+                    self._dispatch_alone(job, manifest, gpu_id, None)
                     run = self.running.get(job.job_id)
                     if run is not None and deadline is not None:
                         run.deadline = min(run.deadline, deadline - RERUN_MARGIN_S)  # fail it before the chain does
@@ -621,6 +635,21 @@ class ProviderHead:
             # Room per pool = GPUs of its alive nodes − GPUs of our tasks steered there (queued in Ray or
             # running): Ray's "available" lags tasks not yet scheduled, and only we use these GPUs.
             self._pool_capacity = {ps.name: ps.alive * ps.pool.gpus_per_node for ps in step.snapshot.pools}
+            self._observe_nodes(step.snapshot.pools, now)
+
+    def _observe_nodes(self, pools: Any, now: float) -> None:
+        """Learns each pool's node startup: a node counts from when the scaler's request made it pending to when
+        it is seen alive (oldest request first). The pending ones are what `_timelines` expects to arrive."""
+        for ps in pools:
+            waits = self._node_waits.setdefault(ps.name, [])
+            arrived = ps.alive - self._alive_seen.get(ps.name, ps.alive)
+            for _ in range(max(0, arrived)):
+                if waits:
+                    self.estimates.observe_node(ps.name, now - waits.pop(0), ps.pool.startup_s)
+            del waits[ps.pending:]  # requests withdrawn (or nodes that came up unannounced)
+            waits.extend([now] * (ps.pending - len(waits)))
+            self._alive_seen[ps.name] = ps.alive
+            self._pool_nodes[ps.name] = (ps.alive, ps.pending)
 
     def _pool_room(self) -> dict[str, float]:
         used: dict[str, float] = {}
@@ -631,6 +660,10 @@ class ProviderHead:
         return self.tee_gate.pool_room(room) if self.tee_gate is not None else room
 
     def _claim_and_dispatch(self) -> int:
+        """Claims what this head can finish in time: a claim starts the chain's clock, so a job is claimed only
+        when its estimated start (`_timelines`) plus its expected run fits its limit with a margin
+        (provider/timing.py). What cannot start in time yet stays on chain — for us later, or for another
+        provider; what could never finish here in time is counted in `stats.skipped`."""
         if self.draining:
             return 0
         chosen = [c for c in self.candidates.values() if c.verdict.action in ("claim", "reject")]
@@ -643,34 +676,53 @@ class ProviderHead:
         chosen.sort(key=lambda c: (c.verdict.action != "reject", PRIORITY_ORDER.get(c.job.priority, 1),
                                    rank.get(c.job.job_id, len(rank)), c.job.submitted_at, c.job.job_id))
         pairs: list[tuple[Candidate, int]] = []
+        now = time.time()
+        held = False  # a job held back on timing: worth probing how fast Ray starts tasks now
         with self._lock:
-            free = self._free_gpus()
-            if self.scaler is not None:
-                self._pool_free = self._pool_room()
+            timelines = self._timelines(now)
+            dispatch_s = self.estimates.dispatch_s()
+            observed = self.estimates.dispatch.count > 0 or not ray.is_initialized()
             for cand in chosen[: self.config.claim_batch]:
-                gpus = cand.manifest.resources.gpus if cand.manifest and cand.verdict.action == "claim" else 0.0
-                pool = self._pool_for(cand) if self.scaler is not None and cand.verdict.action == "claim" else None
-                if self.scaler is not None and cand.verdict.action == "claim":
-                    if pool is None or gpus > self._pool_free.get(pool, 0.0) + 1e-9:
-                        continue  # its pool has no room yet: the scaler is asking for it
-                elif gpus > free + 1e-9:
-                    if gpus > self._capacity() + 1e-9 and cand.job.job_id not in self._too_big:
-                        # more than the whole cluster offers: never claimed here, left to other providers
-                        self._too_big.add(cand.job.job_id)
-                        self.stats.skipped[f"needs {gpus:g} GPUs, Ray has {self._capacity():g}"] += 1
-                        if len(self._too_big) > MANIFEST_CACHE:
-                            self._too_big.clear()
-                    continue  # claim only what can start now: the chain's timeout clock starts at the claim
+                if cand.verdict.action == "claim" and not observed:
+                    held = True
+                    continue  # nothing claimed on timings never seen: the probe measures them first
+                if cand.verdict.action == "reject" or cand.manifest is None:
+                    gpu = self._pick_gpu(0.0)
+                    if gpu is None:
+                        break
+                    cand.pool, cand.free_at = None, None
+                    self.gpu_load[gpu] += 1
+                    pairs.append((cand, gpu))
+                    continue
+                gpus = cand.manifest.resources.gpus
+                handler, declared, declares, limit = self._job_timing(cand.job, cand.manifest)
+                run_s = self.estimates.run_s(handler, declared, limit, declares)
+                if not finishes_in_time(now, now + dispatch_s, run_s, limit):
+                    if not finishes_in_time(now, now, run_s, limit):
+                        self._skip_late(cand.job.job_id, limit, run_s)  # not even if Ray started it at once
+                    held = True
+                    continue  # not even on idle GPUs now: left on chain (to us later, or to other providers)
+                placed = None
+                for pool in self._pools_to_try(cand):
+                    timeline = timelines.get(pool)
+                    free_at = timeline.earliest(gpus) if timeline is not None else None
+                    if free_at is not None and finishes_in_time(now, free_at + dispatch_s, run_s, limit):
+                        placed = (pool, free_at)
+                        break
+                if placed is None:
+                    if self.scaler is None and gpus > self._capacity() + 1e-9:
+                        self._skip_too_big(cand.job.job_id, gpus)
+                    continue  # no GPUs in time yet: the scaler asks for them; the job stays on chain meanwhile
                 gpu = self._pick_gpu(gpus)
                 if gpu is None:
                     break
-                free -= gpus
-                if pool is not None:
-                    self._pool_free[pool] = self._pool_free.get(pool, 0.0) - gpus
-                cand.pool = pool
+                pool, free_at = placed
+                timelines[pool].reserve(free_at, free_at + dispatch_s + run_s, gpus)
+                cand.pool, cand.free_at = pool, free_at
                 self.gpu_load[gpu] += 1
                 pairs.append((cand, gpu))
             self.claiming += len(pairs)  # under the same lock as `drained` reads it
+        self._maybe_probe(held, now)
         if not pairs:
             return 0
         try:
@@ -678,6 +730,101 @@ class ProviderHead:
         finally:
             with self._lock:
                 self.claiming -= len(pairs)
+
+    def _maybe_probe(self, held: bool, now: float) -> None:
+        """Learns Ray's dispatch delay without betting a job on it: takes the answer of the probe in flight, and
+        sends another (at most one a second, on a pool with live nodes) while jobs are held back on timing."""
+        if self._probe is not None:
+            ref, sent = self._probe
+            ready, _ = ray.wait([ref], timeout=0)
+            if not ready:
+                return
+            self._probe = None
+            try:
+                self.estimates.observe_dispatch(ray.get(ref) - sent)
+            except ray.exceptions.RayError:
+                log.warning("dispatch probe failed", exc_info=True)
+            return
+        if not held or not ray.is_initialized() or now - self._probe_sent_at < 1.0:
+            return
+        pool = None
+        if self.scaler is not None:
+            pool = next((name for name, cap in self._pool_capacity.items() if cap > 0), None)
+            if pool is None:
+                return  # no live node yet: a probe would measure node startup, which is learnt apart
+        self._probe_sent_at = now
+        options = dispatch_options(0.0, 0.0, pool, self._pool_resource, STEER)
+        self._probe = (probe.options(**options).remote(), time.time())
+
+    def _job_timing(self, job: Job, manifest: Manifest) -> tuple[str, float, bool, float]:
+        """(handler, declared run time, whether the handler declared it, limit): the limit is what the head
+        gives the task (the manifest's timeout_s, capped by the chain's max_compute_time)."""
+        from etrid_ray.workloads.registry import REGISTRY, declared_seconds
+
+        limit = float(min(manifest.timeout_s or job.max_compute_time, job.max_compute_time))
+        workload = REGISTRY.get(manifest.handler)
+        declared = declared_seconds(workload, manifest.args) if workload is not None else None
+        if declared is None:
+            return manifest.handler, limit, False, limit
+        return manifest.handler, declared, True, limit
+
+    def _expected_end(self, run: Running, now: float, dispatch_s: float) -> float:
+        """When a running job should free its GPUs: its planned start plus its expected run, never before now
+        and never after its deadline (the head cancels it there). Before the head has seen Ray start a single
+        task it assumes the deadline: it does not bet on timings it has not observed."""
+        if self.estimates.dispatch.count == 0 or not run.handler:
+            return max(now, run.deadline)
+        limit = run.deadline - run.dispatched_at
+        expected = run.free_at + dispatch_s + self.estimates.run_s(run.handler, run.declared_s, limit, run.declares)
+        return min(run.deadline, max(now, expected))
+
+    def _timelines(self, now: float) -> dict[str | None, GpuTimeline]:
+        """Each pool's GPUs over the coming seconds (without pools, the cluster's, under the key None): free now
+        on alive nodes, freed as running jobs end, added as requested nodes arrive after the pool's observed
+        startup time."""
+        dispatch_s = self.estimates.dispatch_s()
+        if self.scaler is None:
+            later = [(self._expected_end(r, now, dispatch_s), r.gpus) for r in self.running.values()]
+            return {None: GpuTimeline(now, self._free_gpus(), later)}
+        by_pool: dict[str | None, list[tuple[float, float]]] = {}
+        for r in self.running.values():
+            by_pool.setdefault(r.pool, []).append((self._expected_end(r, now, dispatch_s), r.gpus))
+        for pool in self.pools:
+            waits = self._node_waits.get(pool.name, [])
+            startup = self.estimates.node_startup_s(pool.name, pool.startup_s)
+            by_pool.setdefault(pool.name, []).extend((t + startup, float(pool.gpus_per_node)) for t in waits)
+        return {name: GpuTimeline(now, room, by_pool.get(name, ())) for name, room in self._pool_room().items()}
+
+    def _pools_to_try(self, cand: Candidate) -> list[str | None]:
+        """Where the job could run: without pools the cluster; with pools the placement's choice first, then any
+        other pool it is eligible for (one that can run it in time beats one that cannot)."""
+        if self.scaler is None:
+            return [None]
+        from etrid_ray.scaling.placement import eligible
+
+        first = self._pool_for(cand)
+        if first is None:
+            return []  # placed at the next scaling step
+        job = self._queued(cand)
+        return [first] + [p.name for p in self.pools if p.name != first and job is not None and eligible(job, p)]
+
+    def _skip_late(self, job_id: int, limit: float, needs: float) -> None:
+        if job_id in self._late:
+            return
+        self._late.add(job_id)
+        self.stats.skipped["cannot finish within its limit"] += 1
+        log.info("job %d left unclaimed: needs about %.1fs here, its limit is %.0fs", job_id, needs, limit)
+        if len(self._late) > MANIFEST_CACHE:
+            self._late.clear()
+
+    def _skip_too_big(self, job_id: int, gpus: float) -> None:
+        if job_id in self._too_big:
+            return
+        # more than the whole cluster offers: never claimed here, left to other providers
+        self._too_big.add(job_id)
+        self.stats.skipped[f"needs {gpus:g} GPUs, Ray has {self._capacity():g}"] += 1
+        if len(self._too_big) > MANIFEST_CACHE:
+            self._too_big.clear()
 
     def _claim_pairs(self, pairs: list[tuple[Candidate, int]]) -> int:
         """Claims on chain and dispatches what was won; `claiming` covers the whole span, so a drain never
@@ -715,7 +862,26 @@ class ProviderHead:
                 self.stats.failed[_failure_kind(cand.verdict.reason)] += 1
             else:
                 self.gpu_load[gpu] -= 1  # _dispatch counts it again
-                self._dispatch(cand.job, cand.manifest, gpu, cand.pool)
+                self._dispatch_alone(cand.job, cand.manifest, gpu, cand.pool, cand.free_at)
+
+    def _dispatch_alone(self, job: Job, manifest: Manifest, gpu_id: int, pool: str | None,
+                        free_at: float | None = None) -> None:
+        """`_dispatch`, but a job that cannot be dispatched fails alone, on chain, with the reason: never the
+        rest of its claim batch (they would sit claimed, unrun, until they all timed out)."""
+        try:
+            self._dispatch(job, manifest, gpu_id, pool, free_at)
+        except Exception as err:  # Ray refused the task (or anything else went wrong before it existed)
+            options = dispatch_options(manifest.resources.gpus, self.config.task_cpus, pool, self._pool_resource,
+                                       STEER)
+            self._fail_undispatched(job.job_id, dispatch_failure(options, err))
+            log.warning("job %d could not be dispatched: %s", job.job_id, err)
+
+    def _fail_undispatched(self, job_id: int, reason: str) -> None:
+        self.to_settle.append((job_id, False, None, reason))
+        self.finished_at[job_id] = time.time()
+        self.journal.finished([(job_id, False, None, reason)])
+        audit.record("failure", job=job_id, reason=reason)
+        self.stats.failed[_failure_kind(reason)] += 1
 
     def _pool_for(self, cand: Candidate) -> str | None:
         """The pool the placement chose; a job it left waiting goes to the first local pool that can run it."""
@@ -748,11 +914,7 @@ class ProviderHead:
         key = (gpus, pool)
         task = self._task_shapes.get(key)
         if task is None:
-            options: dict[str, Any] = {"num_gpus": gpus, "num_cpus": self.config.task_cpus}
-            if pool is not None:
-                options["resources"] = {f"pool:{pool}": STEER}  # the autoscaler grows exactly this group
-            elif self._pool_resource:
-                options["resources"] = dict(self._pool_resource)
+            options = dispatch_options(gpus, self.config.task_cpus, pool, self._pool_resource, STEER)
             task = self._task_shapes[key] = run_job.options(**options)
         return task
 
@@ -765,8 +927,14 @@ class ProviderHead:
             text = self._manifest_texts[input_hash] = manifest.model_dump_json()
         return text
 
-    def _dispatch(self, job: Job, manifest: Manifest, gpu_id: int, pool: str | None = None) -> None:
+    def _dispatch(self, job: Job, manifest: Manifest, gpu_id: int, pool: str | None = None,
+                  free_at: float | None = None) -> None:
         timeout = min(manifest.timeout_s or job.max_compute_time, job.max_compute_time)
+        problem = options_problem(dispatch_options(manifest.resources.gpus, self.config.task_cpus, pool,
+                                                   self._pool_resource, STEER))
+        if problem is not None:  # what Ray would refuse: this job fails alone, naming the field
+            self._fail_undispatched(job.job_id, chain_reason(f"cannot dispatch {problem}"))
+            return
         if audit.default_log() is not None:
             audit.record_many([
                 ("placement", {"job": job.job_id, "pool": pool, "decision": "dispatched",
@@ -790,8 +958,10 @@ class ProviderHead:
         ref = task.remote(
             job.job_id, self._manifest_json(job.input_hash, manifest), self.store_url, self.config.max_input_bytes)
         now = time.time()
+        handler, declared, declares, _limit = self._job_timing(job, manifest)
         self.running[job.job_id] = Running(job.job_id, gpu_id, ref, now + timeout, now, manifest.resources.gpus,
-                                           float(job.submitted_at), pool)
+                                           float(job.submitted_at), pool, handler, declared, declares,
+                                           max(now, free_at or now))
         ref.future().add_done_callback(lambda fut, job_id=job.job_id: self._done.put((job_id, fut)))
         self.gpu_load[gpu_id] += 1
         self.stats.waits.append(max(0.0, now - job.submitted_at))
@@ -855,7 +1025,19 @@ class ProviderHead:
         self.stats.ended_at[run.job_id] = outcome.finished_at
         self.stats.gpu_seconds += (outcome.finished_at - outcome.started_at) * run.gpus
         self.stats.pool_of[run.job_id] = run.pool
+        self._learn(run, outcome)
         return (run.job_id, outcome.ok, outcome.result_hash, outcome.reason)
+
+    def _learn(self, run: Running, outcome: Outcome) -> None:
+        """What the claim planned against what happened: how late Ray started the task after its GPUs were
+        expected free, and how long the handler ran against what the job declared (successes only: a handler
+        that fails at once says nothing about how long the work takes)."""
+        if not run.handler or outcome.started_at <= 0:
+            return
+        self.estimates.observe_dispatch(outcome.started_at - run.free_at)
+        if outcome.ok:
+            self.estimates.observe_run(run.handler, outcome.finished_at - outcome.started_at, run.declared_s,
+                                       run.declares)
 
     def _settle(self) -> int:
         with self._lock:
@@ -942,6 +1124,7 @@ class ProviderHead:
             "result_to_chain_p50": percentile(s.result_to_chain, 50),
             "result_to_chain_p99": percentile(s.result_to_chain, 99),
             "loop_p50_ms": percentile(self.loop_seconds, 50) * 1000,
+            "estimates": self.estimates.summary(),
         }
         if detail:
             out["waits"] = list(s.queue_to_start)

@@ -9,6 +9,7 @@ so Ray retries only what it should: tasks lost with their node.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -136,6 +137,71 @@ def execute(job_id: int, manifest_json: str, store_url: str, max_input_bytes: in
     return Outcome(job_id, True, result_hash, "", started, time.time(), node_id)
 
 
+RAY_RESOURCE_SCALING = 10_000  # Ray counts resources in 1/10,000: a smaller non-zero request is refused
+RAY_RESOURCE_UNIT = 1 / RAY_RESOURCE_SCALING
+
+
+def dispatch_options(gpus: float, task_cpus: float, pool: str | None, pool_resource: dict[str, float],
+                     steer: float) -> dict[str, Any]:
+    """`run_job`'s Ray options for a job: its GPUs, the CPUs the provider reserves per task, and the pool label
+    that steers it (the autoscaler grows exactly that group). Pure, so what the head would ask Ray for can be
+    checked without Ray (`options_problem`) and property-tested against every manifest the schema accepts."""
+    options: dict[str, Any] = {"num_gpus": gpus, "num_cpus": task_cpus}
+    if pool is not None:
+        options["resources"] = {f"pool:{pool}": steer}
+    elif pool_resource:
+        options["resources"] = dict(pool_resource)
+    return options
+
+
+# where each option comes from, for a reason the consumer (or the operator) can act on
+OPTION_SOURCES = {"num_gpus": "resources.gpus", "num_cpus": "task_cpus (provider config)"}
+
+
+def _quantity_problem(quantity: Any, whole_above_one: bool) -> str | None:
+    if isinstance(quantity, bool) or not isinstance(quantity, int | float) or not math.isfinite(quantity):
+        return "not a finite number"
+    if quantity < 0:
+        return "negative"
+    if quantity != 0 and int(quantity * RAY_RESOURCE_SCALING) == 0:  # Ray's own test, to the bit
+        return f"below Ray's unit of {RAY_RESOURCE_UNIT}"
+    if whole_above_one and quantity > 1 and not float(quantity).is_integer():
+        return "a fraction above 1 (Ray takes whole units there)"
+    return None
+
+
+def options_problem(options: dict[str, Any]) -> str | None:
+    """Why Ray would refuse these task options, naming the field they came from, or None. Mirrors Ray's own
+    checks (its option validation and, at submission, "quantities above 1 must be whole numbers"), so a job
+    Ray would refuse fails alone, with a reason, instead of raising in the middle of a claim batch."""
+    for key in ("num_gpus", "num_cpus"):
+        if key in options:
+            problem = _quantity_problem(options[key], whole_above_one=True)
+            if problem is not None:
+                return f"{OPTION_SOURCES[key]}={options[key]!r}: {problem}"
+    for name, quantity in (options.get("resources") or {}).items():
+        problem = _quantity_problem(quantity, whole_above_one=True)
+        if problem is not None:
+            return f"resource {name}={quantity!r}: {problem}"
+    return None
+
+
+def dispatch_failure(options: dict[str, Any], err: BaseException) -> str:
+    """The chain reason for a dispatch Ray refused although `options_problem` saw none: the job's GPUs (the one
+    option a manifest sets) and Ray's own words."""
+    gpus = options.get("num_gpus")
+    return chain_reason(f"cannot dispatch resources.gpus={gpus!r}: {type(err).__name__}: {' '.join(str(err).split())}")
+
+
 @ray.remote(max_calls=0, max_retries=TASK_MAX_RETRIES, retry_exceptions=False)
 def run_job(job_id: int, manifest_json: str, store_url: str, max_input_bytes: int) -> Outcome:
     return execute(job_id, manifest_json, store_url, max_input_bytes)
+
+
+@ray.remote(max_calls=0, max_retries=0)
+def probe() -> float:
+    """When a worker began running a task: the head sends one (no GPU, no CPU reserved) whenever it has not yet
+    seen Ray start a task, or holds jobs back on its dispatch estimate, and learns from `start − sent` how long
+    this cluster takes to start a task now. It loads what `run_job` loads, so a cold worker costs it the same."""
+    _device()
+    return time.time()

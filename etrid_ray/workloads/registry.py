@@ -44,6 +44,19 @@ class Workload:
     fn: Callable[[dict[str, Any], WorkloadContext], Any]
     model_types: tuple[str, ...]
     description: str
+    # the run time a job's args declare (`sleep`'s seconds), or None: the head learns how far to believe it
+    declared_s: Callable[[dict[str, Any]], float | None] | None = None
+
+
+def declared_seconds(workload: Workload, args: dict[str, Any]) -> float | None:
+    """What the job's args say it will take, or None when its handler declares nothing or the args are bad."""
+    if workload.declared_s is None:
+        return None
+    try:
+        seconds = workload.declared_s(args)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
 
 
 def _load() -> dict[str, Workload]:
@@ -51,7 +64,8 @@ def _load() -> dict[str, Workload]:
 
     items = [
         Workload("echo", basic.echo, ALL_MODEL_TYPES, "returns its payload or input (scheduling tests)"),
-        Workload("sleep", basic.sleep, ALL_MODEL_TYPES, "sleeps for args.seconds (scheduling tests)"),
+        Workload("sleep", basic.sleep, ALL_MODEL_TYPES, "sleeps for args.seconds (scheduling tests)",
+                 declared_s=lambda args: number_arg(args, "seconds", 1.0)),
         Workload("matmul", matmul.run, ALL_MODEL_TYPES, "GEMM benchmark: FLOP/s and a checksum"),
         Workload("embedding", embedding.run, ("LLM", "Custom"), "sentence embeddings (all-MiniLM-L6-v2)"),
     ]

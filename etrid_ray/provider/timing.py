@@ -1,0 +1,167 @@
+"""When would a job start and end here? The head's estimates, learnt from what it observes, and the pure check
+that decides whether a claim can be kept.
+
+A claim starts the chain's clock: a job claimed for capacity that is busy, still booting, or that Ray is slow
+to hand out fails as a timeout — lost pay and a mark against our GPUs — while another provider could have run
+it. So the head claims a job only when `start + expected run + margin ≤ claim time + limit`, where:
+
+- start: the earliest moment its pool has the GPUs (free now; freed when running jobs end, by their expected
+  end and never later than their deadline; or added by nodes on their way, at their request time plus the
+  pool's observed startup), plus the observed delay from dispatch to the task actually starting in Ray;
+- expected run: the handler's learnt ratio of actual to declared run time, times what the job declares
+  (a handler may declare its own duration, e.g. `sleep`; otherwise the job's time limit).
+
+Every estimate is an EWMA of observations (mean and mean deviation, as TCP estimates round trips) seeded
+with a prior, and the head uses `mean + K·deviation`: no constant fitted to one machine or trace.
+Nothing here reads a clock or Ray; the head feeds observations in and asks questions with its own `now`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+EWMA_ALPHA = 0.25  # weight of a new observation (mean); the deviation uses the same
+DEV_K = 2.0  # how many mean deviations of pessimism the head adds to a learnt estimate
+SAFETY_S = 1.0  # a claim must fit with this much to spare …
+SAFETY_FRACTION = 0.1  # … plus this share of the job's limit (chain block time, settlement, clock skew)
+PRIOR_DISPATCH_S = 1.0  # dispatch → task start before anything was observed (a warm Ray worker takes ~ms)
+PRIOR_RATIO_DECLARED = 1.0  # a handler that declares its duration is believed until observed otherwise
+PRIOR_RATIO_UNDECLARED = 0.5  # otherwise, half its limit: a job is not expected to use all of it
+PRIOR_DEV_FRACTION = 0.25  # the prior's deviation, as a share of its mean
+
+
+@dataclass
+class Ewma:
+    """A running mean and mean absolute deviation; `upper()` is the pessimistic estimate the head plans with."""
+
+    mean: float
+    dev: float
+    count: int = 0
+
+    def observe(self, x: float) -> None:
+        if not math.isfinite(x):
+            return
+        if self.count == 0:  # the first observation replaces the prior outright: it is about this machine
+            self.mean, self.dev = x, abs(x) * PRIOR_DEV_FRACTION
+        else:
+            self.dev += EWMA_ALPHA * (abs(x - self.mean) - self.dev)
+            self.mean += EWMA_ALPHA * (x - self.mean)
+        self.count += 1
+
+    def upper(self) -> float:
+        return self.mean + DEV_K * self.dev
+
+
+@dataclass
+class Estimates:
+    """What the head has learnt about this cluster: Ray's dispatch delay, node startup per pool, and the ratio
+    of actual to declared run time per handler."""
+
+    dispatch: Ewma = field(default_factory=lambda: Ewma(PRIOR_DISPATCH_S, PRIOR_DISPATCH_S * PRIOR_DEV_FRACTION))
+    node_startup: dict[str, Ewma] = field(default_factory=dict)
+    run_ratio: dict[tuple[str, bool], Ewma] = field(default_factory=dict)
+
+    def observe_dispatch(self, seconds: float) -> None:
+        """A task started `seconds` after the GPUs it was planned on were expected free (or its dispatch)."""
+        self.dispatch.observe(max(0.0, seconds))
+
+    def observe_node(self, pool: str, seconds: float, prior_s: float) -> None:
+        self._node(pool, prior_s).observe(max(0.0, seconds))
+
+    def observe_run(self, handler: str, actual_s: float, declared_s: float, declares: bool) -> None:
+        if declared_s > 0:
+            self._ratio(handler, declares).observe(max(0.0, actual_s) / declared_s)
+
+    def dispatch_s(self) -> float:
+        return max(0.0, self.dispatch.upper())
+
+    def node_startup_s(self, pool: str, prior_s: float) -> float:
+        return max(0.0, self._node(pool, prior_s).upper())
+
+    def run_s(self, handler: str, declared_s: float, limit_s: float, declares: bool) -> float:
+        """Expected run time: the learnt ratio (pessimistic) times the declared time, never beyond the limit
+        (the head cancels a job there)."""
+        return min(limit_s, max(0.0, self._ratio(handler, declares).upper() * declared_s))
+
+    def _node(self, pool: str, prior_s: float) -> Ewma:
+        e = self.node_startup.get(pool)
+        if e is None:
+            e = self.node_startup[pool] = Ewma(prior_s, prior_s * PRIOR_DEV_FRACTION)
+        return e
+
+    def _ratio(self, handler: str, declares: bool) -> Ewma:
+        key = (handler, declares)
+        e = self.run_ratio.get(key)
+        if e is None:
+            prior = PRIOR_RATIO_DECLARED if declares else PRIOR_RATIO_UNDECLARED
+            e = self.run_ratio[key] = Ewma(prior, prior * PRIOR_DEV_FRACTION)
+        return e
+
+    def summary(self) -> dict[str, float]:
+        """Figures for `status()`: what the head currently believes."""
+        out = {"dispatch_s": round(self.dispatch_s(), 3)}
+        out.update({f"node_startup_s:{p}": round(e.upper(), 1) for p, e in self.node_startup.items() if e.count})
+        out.update({f"run_ratio:{h}": round(e.upper(), 3) for (h, _d), e in self.run_ratio.items() if e.count})
+        return out
+
+
+def safety_margin(limit_s: float) -> float:
+    return SAFETY_S + SAFETY_FRACTION * limit_s
+
+
+def finishes_in_time(now: float, start: float, run_s: float, limit_s: float) -> bool:
+    """The claim rule: a job claimed `now` with `limit_s` to run must start and end before `now + limit_s`,
+    with a margin to spare."""
+    return start + run_s + safety_margin(limit_s) <= now + limit_s
+
+
+class GpuTimeline:
+    """A pool's GPUs over the near future, for planning one claim batch: free now, plus (time, GPUs) that
+    become free later (running jobs ending, nodes arriving), less what this batch already reserved.
+
+    `earliest(gpus)` is the first moment from which at least `gpus` stay free for good (so a job planned now
+    never takes GPUs a job planned earlier in the batch counts on); `reserve` books them until the job's end.
+    """
+
+    def __init__(self, now: float, free_now: float, later: Iterable[tuple[float, float]] = ()) -> None:
+        self.now = now
+        self._times: list[float] = [now]
+        self._deltas: list[float] = [free_now]
+        self._future = False  # any reservation starting after `now`: the fast path no longer holds
+        self._free_now = free_now
+        for t, gpus in later:
+            self._add(max(now, t), gpus)
+
+    def _add(self, t: float, delta: float) -> None:
+        i = bisect.bisect_right(self._times, t)
+        self._times.insert(i, t)
+        self._deltas.insert(i, delta)
+
+    def earliest(self, gpus: float) -> float | None:
+        """The earliest start for a job needing `gpus`, or None when the pool never has that many."""
+        eps = 1e-9
+        if not self._future and self._free_now + eps >= gpus:
+            return self.now  # nothing reserved ahead: free now is the minimum of every later moment too
+        # free after each event, then the minimum of every later moment (suffix minimum)
+        level, free = 0.0, []
+        for d in self._deltas:
+            level += d
+            free.append(level)
+        suffix = free[:]
+        for i in range(len(suffix) - 2, -1, -1):
+            suffix[i] = min(suffix[i], suffix[i + 1])
+        for i, t in enumerate(self._times):
+            if suffix[i] + eps >= gpus and (i + 1 == len(self._times) or self._times[i + 1] > t):
+                return t
+        return None
+
+    def reserve(self, start: float, end: float, gpus: float) -> None:
+        if start <= self.now and not self._future:
+            self._free_now -= gpus
+        else:
+            self._future = True
+        self._add(start, -gpus)
+        self._add(max(end, start), gpus)
