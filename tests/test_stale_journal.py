@@ -22,7 +22,8 @@ from etrid_ray.blobs import BlobIntegrityError, FileBlobStore, blob_hash, open_b
 from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.models import JobStatus
 from etrid_ray.provider.actor import launch_head, stop_head
-from etrid_ray.provider.head import ProviderHead
+from etrid_ray.provider.chain_port import ChainPort
+from etrid_ray.provider.head import RERUN_LATE_REASON, ProviderHead
 from etrid_ray.provider.journal import Journal
 from etrid_ray.testing.devnet_process import DevnetProcess
 from tests.provider_support import (
@@ -172,3 +173,66 @@ def test_recovery_reports_a_journalled_result_only_when_its_blob_exists_and_veri
         second.stop()
         second.journal.close()
         client.close()
+
+
+def test_a_journal_row_never_makes_a_job_ours_only_the_chain_does(fresh_devnet: Any, tmp_path: Path,
+                                                                   local_ray: Any) -> None:
+    """A pending job the journal claims to have finished (with a real blob) is neither reported nor run by
+    recovery: the chain does not show it on our GPUs. Claimed later for real, it runs and gets its own result."""
+    config = provider_config(fresh_devnet, tmp_path, task_cpus=0)
+    client = ChainClient(fresh_devnet.url)
+    store = open_blob_store(fresh_devnet.http_url)
+    first = ProviderHead(config, dev_signer(PROVIDER), journal=Journal(config.journal_file)).start(background=False)
+    first.stop()  # binds the journal to this chain and registers the GPUs; claims nothing
+    gpu = first.gpu_ids[0]
+    first.journal.close()
+    job = client.consumer(dev_signer(CONSUMER), blobs=store).submit_job(
+        {"handler": "echo", "args": {"payload": "mine"}}, payment=PAY, max_compute_time=120)
+    planted = store.put(b'{"a result": "for a job this head never ran"}')
+    journal = Journal(config.journal_file)
+    journal.claimed([(job.job_id, gpu)])
+    journal.finished([(job.job_id, True, planted, None)])
+    journal.close()
+
+    head = ProviderHead(config, dev_signer(PROVIDER), journal=Journal(config.journal_file)).start(background=False)
+    try:
+        assert head.to_settle == [] and head.running == {}
+        assert read_jobs(client, [job.job_id])[job.job_id].status == JobStatus.PENDING
+        wait_until(lambda: (head.step(), all_final(client, [job.job_id]))[1], 60, "the job claimed, run, settled")
+        done = read_jobs(client, [job.job_id])[job.job_id]
+        assert done.status == JobStatus.COMPLETED and done.result_hash != planted
+        assert json.loads(store.get(done.result_hash))["result"] == {"payload": "mine"}
+    finally:
+        head.stop()
+        head.journal.close()
+        client.close()
+
+
+def test_a_recovered_job_too_close_to_its_chain_deadline_is_failed_not_run(tmp_path: Path, local_ray: Any) -> None:
+    """A job on our GPU with no result to show (here: claimed, then the head died before it journalled or ran
+    anything) whose chain deadline (claim + max_compute_time) leaves no time to run it again: recovery fails
+    it with a reason instead of starting work that cannot be paid for."""
+    with DevnetProcess(block_time=0, extra_args=["--timeout-grace", "0"]) as devnet:
+        config = provider_config(devnet, tmp_path, task_cpus=0)
+        client = ChainClient(devnet.url)
+        first = ProviderHead(config, dev_signer(PROVIDER), journal=Journal(config.journal_file)).start(background=False)
+        first.stop()  # binds the journal to this chain and registers the GPUs
+        first.journal.close()
+        consumer = client.consumer(dev_signer(CONSUMER), blobs=open_blob_store(devnet.http_url))
+        job = consumer.submit_job({"handler": "sleep", "args": {"seconds": 1}}, payment=PAY, max_compute_time=3)
+        client.provider(dev_signer(PROVIDER)).claim(job.job_id, first.gpu_ids[0])  # the claim the dead head made
+        deadline = ChainPort(client.conn, dev_signer(PROVIDER)).job_deadlines([job.job_id])[job.job_id]
+        # no block is sealed meanwhile (instant seal, nobody sends anything): the chain still says Processing
+        time.sleep(max(0.0, deadline + 0.5 - time.time()))
+        assert read_jobs(client, [job.job_id])[job.job_id].status == JobStatus.PROCESSING
+
+        head = ProviderHead(config, dev_signer(PROVIDER), journal=Journal(config.journal_file)).start(background=False)
+        try:
+            assert head.running == {}
+            assert head.to_settle == [(job.job_id, False, None, RERUN_LATE_REASON)]
+            wait_until(lambda: (head.step(), all_final(client, [job.job_id]))[1], 30, "the job settled")
+            assert read_jobs(client, [job.job_id])[job.job_id].status == JobStatus.FAILED
+        finally:
+            head.stop()
+            head.journal.close()
+            client.close()
