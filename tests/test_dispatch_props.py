@@ -242,10 +242,13 @@ def test_a_job_that_cannot_finish_within_its_limit_is_left_unclaimed_and_counted
     from etrid_ray.chain.models import JobStatus
     from tests.provider_support import CONSUMER, all_final, provider_config, read_jobs, start_head, wait_until
 
+    from etrid_ray.blobs import open_blob_store
+
     os.environ["ETRID_SEED"] = "//Bob"
+    store_dir = tmp_path / "blobs"
     client = ChainClient(fresh_devnet.url)
-    consumer = client.consumer(dev_signer(CONSUMER), blobs=None)
-    head = start_head(provider_config(fresh_devnet, tmp_path))
+    consumer = client.consumer(dev_signer(CONSUMER), blobs=open_blob_store(f"file://{store_dir}"))
+    head = start_head(provider_config(fresh_devnet, tmp_path, blob_store=f"file://{store_dir}"))
     try:
         # sleep declares 5 s; with a 5 s limit no start time leaves room for the margin
         late = consumer.submit_job({"handler": "sleep", "args": {"seconds": 5}}, payment=10**18, max_compute_time=5)
