@@ -67,8 +67,9 @@ class ProviderConfig(BaseModel):
     poll_interval_s: float = Field(0.5, gt=0,
         description="queue polling interval when the new-head subscription is down")
     journal_path: Path = Field(Path("~/.etrid-ray/journal.sqlite"),
-        description="SQLite journal of claimed and finished jobs not yet settled: keep it on a disk that survives "
-                    "restarts")
+        description="SQLite journal of claimed and finished jobs not yet settled, bound to the chain and the "
+                    "account (another's is renamed aside as .stale-<time>, never used): keep it on a disk that "
+                    "survives restarts")
     pool: str = Field("local-gpu", description="pool the head steers jobs to when no placement policy runs")
     region: str = Field("local", description="region label of the local GPU nodes (data residency rules match it)")
     edsc_usd: float = Field(1.0, ge=0, description="ËDSC→USD rate for reports")
