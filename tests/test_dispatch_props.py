@@ -238,11 +238,10 @@ def test_a_job_ray_refuses_fails_alone_on_chain_and_the_rest_of_its_batch_runs(f
 
 def test_a_job_that_cannot_finish_within_its_limit_is_left_unclaimed_and_counted(fresh_devnet, tmp_path: Path,
                                                                                  local_ray):
+    from etrid_ray.blobs import open_blob_store
     from etrid_ray.chain import ChainClient, dev_signer
     from etrid_ray.chain.models import JobStatus
     from tests.provider_support import CONSUMER, all_final, provider_config, read_jobs, start_head, wait_until
-
-    from etrid_ray.blobs import open_blob_store
 
     os.environ["ETRID_SEED"] = "//Bob"
     store_dir = tmp_path / "blobs"

@@ -66,6 +66,7 @@ class Running:
     declared_s: float = 0.0  # the run time its args declare, else its limit
     declares: bool = False
     free_at: float = 0.0  # when its GPUs were expected free (dispatch time, or a running job's expected end)
+    cold: bool = False  # planned on a new Ray worker (no warm one known free)
 
 
 @dataclass
@@ -76,6 +77,7 @@ class Candidate:
     first_seen: float
     pool: str | None = None
     free_at: float | None = None  # when the claim planned its GPUs free
+    cold: bool = False  # planned on a new Ray worker
 
 
 @dataclass
@@ -181,8 +183,9 @@ class ProviderHead:
         self._alive_seen: dict[str, int] = {}
         self._pool_nodes: dict[str, tuple[int, int]] = {}  # pool -> (alive, pending) at the last scaling step
         self._late: set[int] = set()  # jobs counted once as impossible to finish in time here
-        self._probe: tuple[Any, float] | None = None  # a probe task in flight and when it was sent
+        self._probe: tuple[Any, float, str | None] | None = None  # a probe in flight: ref, when sent, its pool
         self._probe_sent_at = -math.inf
+        self._workers: dict[str | None, set[str]] = {}  # pool -> Ray workers seen running our tasks (warm ones)
 
     # lifecycle ------------------------------------------------------------------------------------
 
@@ -681,7 +684,8 @@ class ProviderHead:
         with self._lock:
             timelines = self._timelines(now)
             dispatch_s = self.estimates.dispatch_s()
-            observed = self.estimates.dispatch.count > 0 or not ray.is_initialized()
+            observed = self.estimates.cold.count > 0 or not ray.is_initialized()
+            warm = self._warm_slots()
             for cand in chosen[: self.config.claim_batch]:
                 if cand.verdict.action == "claim" and not observed:
                     held = True
@@ -697,7 +701,7 @@ class ProviderHead:
                 gpus = cand.manifest.resources.gpus
                 handler, declared, declares, limit = self._job_timing(cand.job, cand.manifest)
                 run_s = self.estimates.run_s(handler, declared, limit, declares)
-                if not finishes_in_time(now, now + dispatch_s, run_s, limit):
+                if not finishes_in_time(now, now + dispatch_s, run_s, limit):  # even on a warm worker
                     if not finishes_in_time(now, now, run_s, limit):
                         self._skip_late(cand.job.job_id, limit, run_s)  # not even if Ray started it at once
                     held = True
@@ -706,8 +710,10 @@ class ProviderHead:
                 for pool in self._pools_to_try(cand):
                     timeline = timelines.get(pool)
                     free_at = timeline.earliest(gpus) if timeline is not None else None
-                    if free_at is not None and finishes_in_time(now, free_at + dispatch_s, run_s, limit):
-                        placed = (pool, free_at)
+                    cold = warm.get(pool, 0) <= 0
+                    delay = self.estimates.cold_s() if cold else dispatch_s
+                    if free_at is not None and finishes_in_time(now, free_at + delay, run_s, limit):
+                        placed = (pool, free_at, cold, delay)
                         break
                 if placed is None:
                     if self.scaler is None and gpus > self._capacity() + 1e-9:
@@ -716,9 +722,10 @@ class ProviderHead:
                 gpu = self._pick_gpu(gpus)
                 if gpu is None:
                     break
-                pool, free_at = placed
-                timelines[pool].reserve(free_at, free_at + dispatch_s + run_s, gpus)
-                cand.pool, cand.free_at = pool, free_at
+                pool, free_at, cold, delay = placed
+                timelines[pool].reserve(free_at, free_at + delay + run_s, gpus)
+                warm[pool] = warm.get(pool, 0) - 1
+                cand.pool, cand.free_at, cand.cold = pool, free_at, cold
                 self.gpu_load[gpu] += 1
                 pairs.append((cand, gpu))
             self.claiming += len(pairs)  # under the same lock as `drained` reads it
@@ -735,15 +742,17 @@ class ProviderHead:
         """Learns Ray's dispatch delay without betting a job on it: takes the answer of the probe in flight, and
         sends another (at most one a second, on a pool with live nodes) while jobs are held back on timing."""
         if self._probe is not None:
-            ref, sent = self._probe
+            ref, sent, probed = self._probe
             ready, _ = ray.wait([ref], timeout=0)
             if not ready:
                 return
             self._probe = None
             try:
-                self.estimates.observe_dispatch(ray.get(ref) - sent)
+                started, worker = ray.get(ref)
             except ray.exceptions.RayError:
                 log.warning("dispatch probe failed", exc_info=True)
+                return
+            self._observe_start(probed, worker, started - sent)
             return
         if not held or not ray.is_initialized() or now - self._probe_sent_at < 1.0:
             return
@@ -754,7 +763,25 @@ class ProviderHead:
                 return  # no live node yet: a probe would measure node startup, which is learnt apart
         self._probe_sent_at = now
         options = dispatch_options(0.0, 0.0, pool, self._pool_resource, STEER)
-        self._probe = (probe.options(**options).remote(), time.time())
+        self._probe = (probe.options(**options).remote(), time.time(), pool)
+
+    def _observe_start(self, pool: str | None, worker: str, delay: float) -> None:
+        """A task started `delay` after it could have: on a worker already seen (warm) or a new one (cold)."""
+        seen = self._workers.setdefault(pool, set())
+        if worker in seen:
+            self.estimates.observe_dispatch(delay)
+        else:
+            self.estimates.observe_cold(delay)
+            if len(seen) < 10_000:
+                seen.add(worker)
+
+    def _warm_slots(self) -> dict[str | None, int]:
+        """Per pool, warm Ray workers not busy with one of our tasks: a job beyond them waits for a new worker
+        process (a cold start), which on a busy machine can take longer than the job's whole limit."""
+        busy: dict[str | None, int] = {}
+        for r in self.running.values():
+            busy[r.pool] = busy.get(r.pool, 0) + 1
+        return {pool: len(workers) - busy.get(pool, 0) for pool, workers in self._workers.items()}
 
     def _job_timing(self, job: Job, manifest: Manifest) -> tuple[str, float, bool, float]:
         """(handler, declared run time, whether the handler declared it, limit): the limit is what the head
@@ -772,10 +799,11 @@ class ProviderHead:
         """When a running job should free its GPUs: its planned start plus its expected run, never before now
         and never after its deadline (the head cancels it there). Before the head has seen Ray start a single
         task it assumes the deadline: it does not bet on timings it has not observed."""
-        if self.estimates.dispatch.count == 0 or not run.handler:
+        if self.estimates.cold.count == 0 or not run.handler:
             return max(now, run.deadline)
         limit = run.deadline - run.dispatched_at
-        expected = run.free_at + dispatch_s + self.estimates.run_s(run.handler, run.declared_s, limit, run.declares)
+        delay = self.estimates.cold_s() if run.cold else dispatch_s
+        expected = run.free_at + delay + self.estimates.run_s(run.handler, run.declared_s, limit, run.declares)
         return min(run.deadline, max(now, expected))
 
     def _timelines(self, now: float) -> dict[str | None, GpuTimeline]:
@@ -862,14 +890,14 @@ class ProviderHead:
                 self.stats.failed[_failure_kind(cand.verdict.reason)] += 1
             else:
                 self.gpu_load[gpu] -= 1  # _dispatch counts it again
-                self._dispatch_alone(cand.job, cand.manifest, gpu, cand.pool, cand.free_at)
+                self._dispatch_alone(cand.job, cand.manifest, gpu, cand.pool, cand.free_at, cand.cold)
 
     def _dispatch_alone(self, job: Job, manifest: Manifest, gpu_id: int, pool: str | None,
-                        free_at: float | None = None) -> None:
+                        free_at: float | None = None, cold: bool = False) -> None:
         """`_dispatch`, but a job that cannot be dispatched fails alone, on chain, with the reason: never the
         rest of its claim batch (they would sit claimed, unrun, until they all timed out)."""
         try:
-            self._dispatch(job, manifest, gpu_id, pool, free_at)
+            self._dispatch(job, manifest, gpu_id, pool, free_at, cold)
         except Exception as err:  # Ray refused the task (or anything else went wrong before it existed)
             options = dispatch_options(manifest.resources.gpus, self.config.task_cpus, pool, self._pool_resource,
                                        STEER)
@@ -928,7 +956,7 @@ class ProviderHead:
         return text
 
     def _dispatch(self, job: Job, manifest: Manifest, gpu_id: int, pool: str | None = None,
-                  free_at: float | None = None) -> None:
+                  free_at: float | None = None, cold: bool = False) -> None:
         timeout = min(manifest.timeout_s or job.max_compute_time, job.max_compute_time)
         problem = options_problem(dispatch_options(manifest.resources.gpus, self.config.task_cpus, pool,
                                                    self._pool_resource, STEER))
@@ -961,7 +989,7 @@ class ProviderHead:
         handler, declared, declares, _limit = self._job_timing(job, manifest)
         self.running[job.job_id] = Running(job.job_id, gpu_id, ref, now + timeout, now, manifest.resources.gpus,
                                            float(job.submitted_at), pool, handler, declared, declares,
-                                           max(now, free_at or now))
+                                           max(now, free_at or now), cold)
         ref.future().add_done_callback(lambda fut, job_id=job.job_id: self._done.put((job_id, fut)))
         self.gpu_load[gpu_id] += 1
         self.stats.waits.append(max(0.0, now - job.submitted_at))
@@ -1034,7 +1062,7 @@ class ProviderHead:
         that fails at once says nothing about how long the work takes)."""
         if not run.handler or outcome.started_at <= 0:
             return
-        self.estimates.observe_dispatch(outcome.started_at - run.free_at)
+        self._observe_start(run.pool, outcome.worker, outcome.started_at - run.free_at)
         if outcome.ok:
             self.estimates.observe_run(run.handler, outcome.finished_at - outcome.started_at, run.declared_s,
                                        run.declares)

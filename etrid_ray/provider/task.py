@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from etrid_ray.blobs import BlobError, BlobIntegrityError, BlobNotFound, BlobToo
 from etrid_ray.manifest import Manifest, chain_reason
 from etrid_ray.security.compliance import policy_for
 from etrid_ray.security.crypto import CryptoError, KeyringNotConfigured, store_for_job
+from etrid_ray.workloads.matmul import cuda_present
 from etrid_ray.workloads.registry import UnknownHandler, WorkloadContext, get_workload
 
 TASK_MAX_RETRIES = 3
@@ -52,10 +54,13 @@ class Outcome:
     started_at: float = 0.0
     finished_at: float = 0.0
     node_id: str = ""
+    worker: str = ""  # node and pid of the Ray worker that ran it: the head counts the warm workers it has seen
 
 
 def _device() -> tuple[str, list[str]]:
     gpu_ids = [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
+    if not gpu_ids or not cuda_present():
+        return "cpu", gpu_ids  # no torch import (seconds of a cold worker's time) where CUDA cannot be
     try:
         import torch
 
@@ -89,9 +94,10 @@ def execute(job_id: int, manifest_json: str, store_url: str, max_input_bytes: in
     """Runs a job in this process; used by the Ray task and directly by tests."""
     started = time.time()
     node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    worker = f"{node_id}:{os.getpid()}"
 
     def fail(reason: str) -> Outcome:
-        return Outcome(job_id, False, None, chain_reason(reason), started, time.time(), node_id)
+        return Outcome(job_id, False, None, chain_reason(reason), started, time.time(), node_id, worker)
 
     manifest = Manifest.model_validate_json(manifest_json)
     try:
@@ -134,7 +140,7 @@ def execute(job_id: int, manifest_json: str, store_url: str, max_input_bytes: in
         result_hash = _with_retry(store.put, payload)
     except BlobError as err:
         return fail(f"result upload failed: {type(err).__name__}")
-    return Outcome(job_id, True, result_hash, "", started, time.time(), node_id)
+    return Outcome(job_id, True, result_hash, "", started, time.time(), node_id, worker)
 
 
 RAY_RESOURCE_SCALING = 10_000  # Ray counts resources in 1/10,000: a smaller non-zero request is refused
@@ -199,9 +205,11 @@ def run_job(job_id: int, manifest_json: str, store_url: str, max_input_bytes: in
 
 
 @ray.remote(max_calls=0, max_retries=0)
-def probe() -> float:
+def probe() -> tuple[float, str]:
     """When a worker began running a task: the head sends one (no GPU, no CPU reserved) whenever it has not yet
     seen Ray start a task, or holds jobs back on its dispatch estimate, and learns from `start − sent` how long
     this cluster takes to start a task now. It loads what `run_job` loads, so a cold worker costs it the same."""
+    started = time.time()
     _device()
-    return time.time()
+    node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    return started, f"{node_id}:{os.getpid()}"

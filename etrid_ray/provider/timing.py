@@ -61,12 +61,22 @@ class Estimates:
     of actual to declared run time per handler."""
 
     dispatch: Ewma = field(default_factory=lambda: Ewma(PRIOR_DISPATCH_S, PRIOR_DISPATCH_S * PRIOR_DEV_FRACTION))
+    # a task no warm worker is free for waits for a new worker process (and its imports): on a loaded machine,
+    # and with many starting at once, seconds to tens of seconds — learnt apart from the warm delay
+    cold: Ewma = field(default_factory=lambda: Ewma(PRIOR_DISPATCH_S, PRIOR_DISPATCH_S * PRIOR_DEV_FRACTION))
     node_startup: dict[str, Ewma] = field(default_factory=dict)
     run_ratio: dict[tuple[str, bool], Ewma] = field(default_factory=dict)
 
     def observe_dispatch(self, seconds: float) -> None:
         """A task started `seconds` after the GPUs it was planned on were expected free (or its dispatch)."""
         self.dispatch.observe(max(0.0, seconds))
+
+    def observe_cold(self, seconds: float) -> None:
+        """A task that needed a new worker started `seconds` after its GPUs were expected free."""
+        self.cold.observe(max(0.0, seconds))
+
+    def cold_s(self) -> float:
+        return max(self.dispatch_s(), self.cold.upper())
 
     def observe_node(self, pool: str, seconds: float, prior_s: float) -> None:
         self._node(pool, prior_s).observe(max(0.0, seconds))
@@ -102,7 +112,7 @@ class Estimates:
 
     def summary(self) -> dict[str, float]:
         """Figures for `status()`: what the head currently believes."""
-        out = {"dispatch_s": round(self.dispatch_s(), 3)}
+        out = {"dispatch_s": round(self.dispatch_s(), 3), "cold_start_s": round(self.cold_s(), 3)}
         out.update({f"node_startup_s:{p}": round(e.upper(), 1) for p, e in self.node_startup.items() if e.count})
         out.update({f"run_ratio:{h}": round(e.upper(), 3) for (h, _d), e in self.run_ratio.items() if e.count})
         return out

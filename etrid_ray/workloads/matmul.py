@@ -7,6 +7,7 @@ GPU when present, NumPy on the CPU otherwise.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -18,7 +19,15 @@ MAX_N = 16384
 DTYPES = {"float32", "float64", "float16", "bfloat16"}
 
 
+def cuda_present() -> bool:
+    """Whether this machine has an NVIDIA device at all: checked before importing torch, whose import costs a
+    cold worker seconds of CPU (and the job its time limit) on a machine where CUDA cannot be available."""
+    return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")
+
+
 def _torch_cuda() -> Any:
+    if not cuda_present():
+        return None
     try:
         import torch
     except ImportError:
