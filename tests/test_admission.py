@@ -220,7 +220,7 @@ def test_a_free_provider_claims_unpaid_jobs():
 # Planck amounts (10^14 per GPU-second × hours × GPUs) exceed a float's 53-bit mantissa: the boundary must be exact.
 @settings(max_examples=500, deadline=None)
 @given(price=st.integers(0, 10**16), seconds=st.integers(1, 7 * 86400),
-       gpus=st.sampled_from(["1", "2", "3", "4", "0.5", "0.25", "0.1", "0.0003", "0.3", "0.7"]),  # what Ray takes
+       gpus=st.sampled_from(["1", "2", "3", "4", "0.5", "0.25", "0.1", "0.05", "0.3", "0.7"]),  # what Ray takes
        delta=st.integers(-3, 3))
 def test_price_boundary_claims_iff_payment_covers_price_times_seconds_times_gpus(price, seconds, gpus, delta):
     required = Fraction(price) * seconds * Fraction(gpus)
