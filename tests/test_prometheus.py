@@ -430,7 +430,7 @@ def test_values_are_sane_and_agree_between_head_exporter_and_chain(run: Run) -> 
                    for r in _series(run, "etrid_job_failures_total", job)}
         # the exporter counts every JobFailed on chain, the head every job it failed (refused manifests and
         # failed executions alike); consumer-chosen names never become labels
-        assert reasons == {"unknown handler '*'": JOBS["bad"], "matmul failed": JOBS["crash"]}, reasons
+        assert reasons == {"unknown handler '*'": JOBS["bad"], "matmul": JOBS["crash"]}, reasons
         beats = _series(run, "etrid_gpu_last_heartbeat_timestamp_seconds", job)
         mine = [float(r["value"][1]) for r in beats if r["metric"]["provider"] == run.provider]
         assert len(mine) == 4 and all(time.time() - 60 < t <= time.time() + 5 for t in mine)

@@ -95,8 +95,9 @@ BAD_CASES = {
     "malformed": (b"{not json", "malformed manifest JSON"),
     "unknown_handler": ({"handler": "os-system", "args": {"cmd": "id"}}, "unknown handler 'os-system'"),
     "dotted_handler": ({"handler": "etrid_ray.workloads.basic.echo"}, "invalid manifest: handler"),
-    "exception": ({"handler": "matmul", "args": {"n": 0}}, "matmul failed: ValueError"),
-    "timeout": ({"handler": "sleep", "args": {"seconds": 60}, "timeout_s": 1}, "timeout after 1s"),
+    "exception": ({"handler": "matmul", "args": {"n": 0}}, "matmul: ValueError: n must be"),
+    # work the head cannot foresee (matmul declares no duration; a sleep longer than its limit is never claimed)
+    "timeout": ({"handler": "matmul", "args": {"n": 2048, "iterations": 1000}, "timeout_s": 8}, "timeout after 8s"),
     "wrong_model_type": ({"handler": "embedding", "args": {"texts": ["x"]}}, "handler 'embedding' does not serve"),
 }
 
