@@ -47,12 +47,14 @@ def test_short_of_room_the_head_claims_the_best_paying_job_first(fresh_devnet: A
     head = start_head(config)
     try:
         consumer = client.consumer(dev_signer(CONSUMER), blobs=open_blob_store(fresh_devnet.http_url))
-        blocker = consumer.submit_job({"handler": "sleep", "args": {"seconds": 4}}, payment=EDSC,
+        blocker = consumer.submit_job({"handler": "sleep", "args": {"seconds": 6}}, payment=EDSC,
                                       max_compute_time=60).job_id
         wait_until(lambda: read_jobs(client, [blocker])[blocker].status != JobStatus.PENDING, 30, "blocker claimed")
+        # three jobs, each with a 5 s limit: none can finish in time behind the 6 s blocker, so the head leaves
+        # them on chain until its end nears — then there is room for one at a time, and the dearest takes it
         pays = {"cheap": 1 * EDSC, "dear": 3 * EDSC, "middle": 2 * EDSC}
         ids = {name: consumer.submit_job({"handler": "sleep", "args": {"seconds": 0.5, "tag": name}}, payment=p,
-                                         max_compute_time=60).job_id for name, p in pays.items()}
+                                         max_compute_time=5).job_id for name, p in pays.items()}
         assert read_jobs(client, [blocker])[blocker].status != JobStatus.COMPLETED, "the blocker ended too soon"
         wait_until(lambda: all_final(client, [blocker, *ids.values()]), 60, "every job final")
         assert {j.status for j in read_jobs(client, list(ids.values())).values()} == {JobStatus.COMPLETED}
