@@ -507,13 +507,15 @@ def provider_stop(address: str, namespace: str, now: bool, timeout_s: float | No
 @click.option("--dashboard/--no-dashboard", default=True, show_default=True,
               help="Ray's dashboard on 127.0.0.1 (log in with the cluster's token)")
 @click.option("--keep-open", is_flag=True, help="after the summary, keep the cluster up for the dashboard until Ctrl-C")
+@click.option("--idle-timeout", "idle_timeout_s", default=15.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="idle cloud nodes go back after this many seconds (production: 300)")
 def demo(jobs: int, speedup: float, seed: int, gpus: int, bad: int, timeout_s: float, dashboard: bool,
-         keep_open: bool) -> None:
+         keep_open: bool, idle_timeout_s: float) -> None:
     """Everything on one machine: devnet, local Ray with simulated GPUs, the provider, a trace replay."""
     from etrid_ray.demo import run_demo
 
     run_demo(jobs=jobs, speedup=speedup, seed=seed, gpus=gpus, bad=bad, timeout_s=timeout_s, dashboard=dashboard,
-             keep_open=keep_open)
+             keep_open=keep_open, idle_timeout_s=idle_timeout_s)
 
 
 @main.command()

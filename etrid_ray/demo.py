@@ -159,7 +159,7 @@ def summary_table(result: DemoResult) -> Table:
 
 def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 4, bad: int = 4,
              max_job_s: float = 6.0, timeout_s: float = 150.0, console: Console | None = None,
-             dashboard: bool = True, keep_open: bool = False) -> DemoResult:
+             dashboard: bool = True, keep_open: bool = False, idle_timeout_s: float = IDLE_TIMEOUT_S) -> DemoResult:
     # Token auth on for the demo's cluster and this driver; a fresh home gets the project's own token.
     use_token()
     import ray
@@ -182,11 +182,11 @@ def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 
             "websocket_url": devnet.url, "rpc_url": devnet.http_url, "PRICE_PER_SECOND": PRICE_PER_SECOND,
             "gpus": {"count": gpus}, "local_nodes": 1, "journal_path": str(workdir / "journal.sqlite"),
             "heartbeat_interval_s": 5, "telemetry_interval_s": 5, "poll_interval_s": 0.2,
-            "idle_timeout_s": IDLE_TIMEOUT_S, "aws_max_nodes": 1, "gcp_max_nodes": 1, "azure_max_nodes": 1,
+            "idle_timeout_s": idle_timeout_s, "aws_max_nodes": 1, "gcp_max_nodes": 1, "azure_max_nodes": 1,
             "scale_interval_s": 0.5})
         # The RayCluster users deploy, translated by Ray's KubeRay code, run on Ray's fake multi-node
         # autoscaler: each pool a node type, each node a real raylet.
-        cluster = FakeKubeRayCluster(raycluster(config), workdir / "cluster", idle_timeout_s=IDLE_TIMEOUT_S,
+        cluster = FakeKubeRayCluster(raycluster(config), workdir / "cluster", idle_timeout_s=idle_timeout_s,
                                      max_workers_per_type=1, cpus_per_node=8,
                                      dashboard=dashboard)
         cluster.start()
@@ -249,7 +249,7 @@ def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 
                             status.get("earnings_planck", 0) and status.get("payments", 0) >= len(confirmed):
                         break
                 # the queue is drained: watch the cloud groups go back to zero after the idle timeout
-                drain_deadline = time.monotonic() + IDLE_TIMEOUT_S + 20
+                drain_deadline = time.monotonic() + idle_timeout_s + 20
                 while time.monotonic() < drain_deadline:
                     pools_now = alive_nodes_per_pool()
                     timeline.append((time.monotonic() - started, pools_now))

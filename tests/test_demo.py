@@ -68,7 +68,8 @@ def test_the_demo_runs_from_an_empty_home_shows_itself_in_the_dashboard_and_leav
     # A new user's machine: an empty home (no ~/.ray/auth_token, no ~/.etrid-ray) and no Ray token in the env.
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN")}
     proc = subprocess.Popen([sys.executable, "-m", "etrid_ray", "demo", "--jobs", "8", "--bad", "4", "--seed", "3",
-                             "--timeout", "120"], stdout=subprocess.PIPE, stderr=(tmp_path / "stderr").open("w"),
+                             "--timeout", "120", "--idle-timeout", "5"], stdout=subprocess.PIPE,
+                            stderr=(tmp_path / "stderr").open("w"),
                             text=True,
                             env={**env, "HOME": str(home), "COLUMNS": "120", "PYTHONUNBUFFERED": "1"})
     lines: list[str] = []

@@ -38,7 +38,7 @@ def test_ray_job_submit_runs_the_provider_which_serves_chain_jobs(fresh_devnet: 
     job = subprocess.Popen(
         [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", ray_head.dashboard_url,
          "--working-dir", str(REPO), "--entrypoint-num-cpus", "0", "--",
-         sys.executable, "jobs/provider.py", "--config", str(config), "--run-for", "30", "--status-every", "3"],
+         sys.executable, "jobs/provider.py", "--config", str(config), "--run-for", "20", "--status-every", "3"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
         env={**os.environ, "RAY_AUTH_MODE": "token"})  # the client sends the cluster's token (~/.ray/auth_token)
     client = ChainClient(fresh_devnet.url)
