@@ -4,6 +4,8 @@
 # uv installs the dependencies (a fresh install: ~10 s, where pip took ~3 min); torch alone goes through pip
 # first, because pip honours the machine's pip configuration (a local CPU wheel, a mirror or a CPU index)
 # and uv does not: left to uv, the pinned torch would be PyPI's multi-GB CUDA build. uv then finds it installed.
+# --compile-bytecode, as pip does: without it every new Ray worker of a first run compiles Ray's and torch's
+# modules as it imports them, and the demo's first jobs waited so long for workers that 43 of 64 timed out.
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 VPY := $(VENV)/bin/python
@@ -20,7 +22,7 @@ $(VPY):
 
 $(STAMP): pyproject.toml | $(VPY)
 	$(VPY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION) '$(TORCH_PIN)'
-	$(VENV)/bin/uv pip install --python $(VPY) -q -e '.[test,embedding]'
+	$(VENV)/bin/uv pip install --python $(VPY) -q --compile-bytecode -e '.[test,embedding]'
 	touch $(STAMP)
 
 # Debian's prometheus (it brings promtool): tests/test_prometheus.py runs a real one on loopback.
