@@ -1,7 +1,7 @@
 # `make demo` and `make test` work from a fresh clone: each creates .venv when missing and
 # (re)installs the project with its test extras only when pyproject.toml changed.
 #
-# uv installs the dependencies (a fresh install: ~10 s, where pip took ~3 min); torch alone goes through pip
+# uv installs the dependencies (a fresh install: ~65 s here, where pip took ~3 min); torch alone goes through pip
 # first, because pip honours the machine's pip configuration (a local CPU wheel, a mirror or a CPU index)
 # and uv does not: left to uv, the pinned torch would be PyPI's multi-GB CUDA build. uv then finds it installed.
 # --compile-bytecode, as pip does: without it every new Ray worker of a first run compiles Ray's and torch's
