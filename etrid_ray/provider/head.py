@@ -140,7 +140,6 @@ class ProviderHead:
         self.tee_gate: Any = None
         self.plan: Any = None
         self._pools_checked_at = -math.inf
-        self._pool_free: dict[str, float] = {}
         self._pool_capacity: dict[str, float] = {}
         self._task_shapes: dict[tuple[float, str | None], Any] = {}
         self._manifest_texts: dict[str, str] = {}
@@ -836,23 +835,25 @@ class ProviderHead:
         job = self._queued(cand)
         return [first] + [p.name for p in self.pools if p.name != first and job is not None and eligible(job, p)]
 
+    def _skip_once(self, seen: set[int], job_id: int, reason: str) -> bool:
+        """Counts `reason` in `stats.skipped` once per job (an unclaimed job is seen again every pass); `seen`
+        is bounded like the manifest cache. True when this was the first time."""
+        if job_id in seen:
+            return False
+        seen.add(job_id)
+        self.stats.skipped[reason] += 1
+        if len(seen) > MANIFEST_CACHE:
+            seen.clear()
+        return True
+
     def _skip_late(self, job_id: int, limit: float, needs: float) -> None:
-        if job_id in self._late:
-            return
-        self._late.add(job_id)
-        self.stats.skipped["cannot finish within its limit"] += 1
-        log.info("job %d left unclaimed: needs about %.1fs here, its limit is %.0fs", job_id, needs, limit)
-        if len(self._late) > MANIFEST_CACHE:
-            self._late.clear()
+        if self._skip_once(self._late, job_id, "cannot finish within its limit"):
+            log.info("job %d left unclaimed: needs about %.1fs here, its limit is %.0fs", job_id, needs, limit)
 
     def _skip_too_big(self, job_id: int, gpus: float) -> None:
-        if job_id in self._too_big:
-            return
         # more than the whole cluster offers: never claimed here, left to other providers
-        self._too_big.add(job_id)
-        self.stats.skipped[f"needs {gpus:g} GPUs, Ray has {self._capacity():g}"] += 1
-        if len(self._too_big) > MANIFEST_CACHE:
-            self._too_big.clear()
+        if job_id not in self._too_big:
+            self._skip_once(self._too_big, job_id, f"needs {gpus:g} GPUs, Ray has {self._capacity():g}")
 
     def _claim_pairs(self, pairs: list[tuple[Candidate, int]]) -> int:
         """Claims on chain and dispatches what was won; `claiming` covers the whole span, so a drain never

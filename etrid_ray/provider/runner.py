@@ -60,10 +60,9 @@ from etrid_ray.ray_auth import (
     TOKEN_ENV,
     TOKEN_PATH_ENV,
     RayAuthError,
-    client_token,
     dashboard_login,
     etrid_home,
-    token_env,
+    prepare_driver,
     use_token,
 )
 from etrid_ray.telemetry.logs import SECRET_ENV
@@ -98,11 +97,9 @@ def connect_existing(address: str, namespace: str) -> None:
     if ray.is_initialized():
         return
     try:
-        token = client_token()
+        token = prepare_driver(starts_cluster=False)
     except RayAuthError as err:
         raise ConfigError(str(err)) from None
-    if token is not None:
-        os.environ.update(token_env(token))
     if address != "auto":
         _reachable(address)
     try:
