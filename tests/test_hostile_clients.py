@@ -579,27 +579,45 @@ def exporter(devnet: DevnetProcess) -> Iterator[str]:
             proc.wait(timeout=15)
 
 
+def scrape_times(exporter: str, scrapes: int, threads: int = 100) -> list[float]:
+    """Seconds each of `scrapes` GETs of /metrics took, `threads` at a time, sorted."""
+    def scrape(_: int) -> float:
+        started = time.monotonic()
+        with urllib.request.urlopen(f"{exporter}/metrics", timeout=30) as response:
+            assert b"etrid_chain_best_block" in response.read()
+        return time.monotonic() - started
+
+    with ThreadPoolExecutor(threads) as pool:
+        return sorted(pool.map(scrape, range(scrapes)))
+
+
+def p99(times: list[float]) -> float:
+    return times[int(len(times) * 0.99)]
+
+
 def test_the_exporter_serves_2000_scrapes_from_100_threads_while_slow_clients_hang_on(exporter: str) -> None:
+    """Fifty half-sent requests cost the other scrapers nothing they would notice.
+
+    Measured against the same exporter without the slow clients, in the same run, because a scrape's
+    own cost depends on the machine (p99 0.3 s on a quiet 2-core box, 1.9 s on a loaded CI runner).
+    Before, a listen backlog of 5 made a burst retry its connections (SYN retransmits: 1 s, 3 s, 7 s…):
+    p99 8.9 s.
+    """
+    quiet = scrape_times(exporter, 1000)
     port = int(exporter.rsplit(":", 1)[1])
     slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
     for sock in slow:
         sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
     try:
-        def scrape(_: int) -> float:
-            started = time.monotonic()
-            with urllib.request.urlopen(f"{exporter}/metrics", timeout=30) as response:
-                assert b"etrid_chain_best_block" in response.read()
-            return time.monotonic() - started
-
-        with ThreadPoolExecutor(100) as pool:
-            times = sorted(pool.map(scrape, range(2000)))
-        p99 = times[int(len(times) * 0.99)]
-        print(f"exporter: 2,000 scrapes from 100 threads beside 50 half-sent requests: p50 "
-              f"{statistics.median(times) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, worst {times[-1] * 1000:.0f} ms")
-        assert p99 < ANSWER_WITHIN_S
+        times = scrape_times(exporter, 2000)
     finally:
         for sock in slow:
             sock.close()
+    print(f"exporter: 2,000 scrapes from 100 threads beside 50 half-sent requests: p50 "
+          f"{statistics.median(times) * 1000:.1f} ms, p99 {p99(times) * 1000:.1f} ms, worst {times[-1] * 1000:.0f} ms"
+          f" (alone: p50 {statistics.median(quiet) * 1000:.1f} ms, p99 {p99(quiet) * 1000:.1f} ms)")
+    assert p99(times) < max(ANSWER_WITHIN_S, 2.5 * p99(quiet)), "the half-sent requests slowed everyone else"
+    assert p99(times) < 5.0, "scrapes queue for seconds: is the listen backlog refusing the burst?"
 
 
 def test_the_exporter_closes_half_sent_requests_after_its_socket_timeout() -> None:
