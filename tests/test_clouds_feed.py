@@ -1,11 +1,10 @@
-"""The market feed's rules with in-process market doubles (no network), and cloud spend: accrued
-per node-second by the scaler into the daily budget window and `etrid_cloud_cost_usd_total`."""
+"""The market feed's rules with in-process market doubles (no network), and cloud spend: billed per
+node-second by the scaler into the daily budget window and `etrid_cloud_cost_usd_total`."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -16,7 +15,7 @@ from etrid_ray.clouds.base import min_known
 from etrid_ray.config import ProviderConfig
 from etrid_ray.pools import Pool, pools_from_config
 from etrid_ray.prices import default_catalog
-from etrid_ray.provider.scaler import Scaler, accrued_usd
+from etrid_ray.provider.scaler import Scaler
 from tests.clouds_support import T0, Clock
 
 P4D = Pool(name="aws-spot-a100", kind="aws", instance_type="p4d.24xlarge", region="us-east-1")
@@ -113,22 +112,59 @@ def cost(pool: str, cloud: str) -> float:
     return REGISTRY.get_sample_value("etrid_cloud_cost_usd_total", {"pool": pool, "cloud": cloud}) or 0.0
 
 
+class Cluster:
+    """A `ClusterPort` double: the alive nodes (id → pool) are the test's, all idle; requests are dropped."""
+
+    def __init__(self) -> None:
+        self.alive: dict[str, str] = {}
+
+    def nodes(self):
+        return [{"NodeID": n, "Alive": True, "Resources": {"GPU": 8.0, f"pool:{p}": 1.0}}
+                for n, p in self.alive.items()]
+
+    def available_per_node(self):
+        return {n: {"GPU": 8.0} for n in self.alive}
+
+    def draining(self):
+        return set()
+
+    def request(self, bundles) -> None:
+        pass
+
+
+def usd(nodes: int, usd_per_node_hour: float, seconds: float) -> float:
+    return nodes * usd_per_node_hour * seconds / 3600
+
+
 def test_spend_accrues_per_node_second_into_the_budget_window_and_the_counter():
+    """The scaler bills by `scaling.billing` (per second, a minute at least; tests/test_shared_tick.py: from the
+    request, as the simulator): a node nobody asked for is billed from when it is first seen alive."""
     cfg = ProviderConfig(ENABLE_TEE=False)
-    scaler = Scaler(cfg, pools_from_config(cfg))
+    cluster = Cluster()
+    scaler = Scaler(cfg, pools_from_config(cfg), cluster=cluster)
     assert scaler.prices["aws-spot-a100"].interruption_rate == 0.125  # the default feed: catalog + rates
     before_aws, before_azure = cost("aws-spot-a100", "aws"), cost("azure-spot-a100", "azure")
     day = 20_000 * 86_400.0
-    scaler._accrue_spend(Counter(), day)  # first observation: nothing to accrue yet
-    scaler._accrue_spend(Counter({"aws-spot-a100": 2, "azure-spot-a100": 1, "local-gpu": 1}), day + 90)
-    aws = accrued_usd(2, 2.4655, 90)
-    azure = accrued_usd(1, 3.6047, 90)
+    cluster.alive = {"a1": "aws-spot-a100", "a2": "aws-spot-a100", "z1": "azure-spot-a100", "l1": "local-gpu"}
+    scaler.observe([], day)  # first seen: nothing accrued yet
+    assert scaler.spend_usd == 0
+    scaler.observe([], day + 90)
+    aws, azure = usd(2, 2.4655, 90), usd(1, 3.6047, 90)
     assert scaler.spend_usd == pytest.approx(aws + azure)  # local power is not cloud spend
     assert cost("aws-spot-a100", "aws") - before_aws == pytest.approx(aws)
     assert cost("azure-spot-a100", "azure") - before_azure == pytest.approx(azure)
-    scaler._accrue_spend(Counter({"aws-spot-a100": 2}), day + 86_400 + 10)  # a new UTC day: the window resets …
-    assert scaler.spend_usd == pytest.approx(accrued_usd(2, 2.4655, 86_400 - 80))
-    assert cost("aws-spot-a100", "aws") - before_aws == pytest.approx(aws + accrued_usd(2, 2.4655, 86_400 - 80))
+    del cluster.alive["z1"]  # gone: billed until last seen alive
+    scaler.observe([], day + 86_400 + 10)  # a new UTC day: the window holds only today's seconds …
+    assert scaler.spend_usd == pytest.approx(usd(2, 2.4655, 10))
+    # … the counter everything billed
+    assert cost("aws-spot-a100", "aws") - before_aws == pytest.approx(usd(2, 2.4655, 86_410))
+    assert cost("azure-spot-a100", "azure") - before_azure == pytest.approx(azure)
+    cluster.alive["z2"] = "azure-spot-a100"
+    scaler.observe([], day + 86_420)
+    del cluster.alive["z2"]
+    scaler.observe([], day + 86_430)  # seen alive for 0 s: charged a minute
+    assert scaler.spend_usd == pytest.approx(usd(2, 2.4655, 30) + usd(1, 3.6047, 60))
+    assert cost("azure-spot-a100", "azure") - before_azure == pytest.approx(azure + usd(1, 3.6047, 60))
 
 
 def test_scaler_reprices_from_its_source_every_refresh_interval():

@@ -182,6 +182,7 @@ class ProviderHead:
         self._alive_seen: dict[str, int] = {}
         self._pool_nodes: dict[str, tuple[int, int]] = {}  # pool -> (alive, pending) at the last scaling step
         self._late: set[int] = set()  # jobs counted once as impossible to finish in time here
+        self._departed: list[Any] = []  # scaling.Departure: queued jobs gone, not ours, since the last scaling step
         self._probe: tuple[Any, float, str | None] | None = None  # a probe in flight: ref, when sent, its pool
         self._probe_sent_at = -math.inf
         self._workers: dict[str | None, set[str]] = {}  # pool -> Ray workers seen running our tasks (warm ones)
@@ -550,8 +551,9 @@ class ProviderHead:
             self.best_block = latest.block_number
             self.pending_ids = latest.pending_ids
             pending = set(latest.pending_ids)
-            for job_id in [j for j in self.candidates if j not in pending]:
-                del self.candidates[job_id]  # taken by someone else or cancelled
+            gone = [j for j in self.candidates if j not in pending]
+            for job_id in gone:  # taken by someone else, cancelled or expired
+                self._note_departed(self.candidates.pop(job_id))
             # Pending jobs we hold no view of (e.g. a claim whose extrinsic was lost in a node restart)
             unknown = [j for j in latest.pending_ids if j not in self.candidates and j not in self.running]
             if unknown:
@@ -631,13 +633,26 @@ class ProviderHead:
         queue = [QueuedJob.from_chain(JobTerms(c.job.job_id, c.job.model_type, c.job.max_compute_time,
                                                c.job.payment), c.manifest, waiting_since=c.first_seen)
                  for c in self.candidates.values() if c.verdict.action == "claim" and c.manifest is not None]
-        step = self.scaler.step(queue, now)
+        departed, self._departed = tuple(self._departed), []
+        step = self.scaler.step(queue, now, departed)
         self.plan = step.plan
         with self._lock:
             # Room per pool = GPUs of its alive nodes − GPUs of our tasks steered there (queued in Ray or
             # running): Ray's "available" lags tasks not yet scheduled, and only we use these GPUs.
             self._pool_capacity = {ps.name: ps.alive * ps.pool.gpus_per_node for ps in step.snapshot.pools}
             self._observe_nodes(step.snapshot.pools, now)
+
+    def _note_departed(self, cand: Candidate) -> None:
+        """A candidate left the chain's queue without this head claiming it: the next snapshot tells the
+        policy (how long consumers wait before someone else serves them). Only jobs the policy saw in its
+        queue count — admitted, manifest read — as in the simulator; none are kept while nothing scales."""
+        if self.scaler is None or cand.verdict.action != "claim":
+            return
+        job = self._queued(cand)
+        if job is not None:
+            from etrid_ray.scaling import Departure
+
+            self._departed.append(Departure.of(job, time.time()))
 
     def _observe_nodes(self, pools: Any, now: float) -> None:
         """Learns each pool's node startup: a node counts from when the scaler's request made it pending to when
@@ -872,6 +887,7 @@ class ProviderHead:
                 if not r.ok:
                     self.gpu_load[g] -= 1
                     self.stats.lost_claims += 1  # another provider won the race: quietly move on
+                    self._note_departed(c)
         self.journal.claimed([(c.job.job_id, g) for c, g in won])
         audit.record_many([("claim", {"job": c.job.job_id, "gpu": g, "pool": c.pool}) for c, g in won])
         self.stats.claimed += len(won)

@@ -1,11 +1,17 @@
-"""The loop that applies scaling: observe Ray, ask the pure policy, steer and request capacity.
+"""The loop that applies scaling: observe Ray, run the shared scaling tick, steer and request capacity.
 
 `observe()` turns the live cluster into a `scaling.Snapshot` (nodes and free GPUs per pool,
-found through each node's `pool:<name>` resource); `plan()` runs the pure placement and
-decision functions on it; `apply()` turns per-pool targets into node-shaped
+found through each node's `pool:<name>` resource); `step()` runs the pure `scaling.tick` on it —
+the same function the simulator runs — and turns per-pool targets into node-shaped
 `ray.autoscaler.sdk.request_resources` bundles, so the autoscaler (KubeRay in production, the
 fake multi-node provider in tests) grows exactly those worker groups before any task exists,
 and releases them when the queue drains. Every decision is logged with its reason and counted.
+
+Cloud spend follows the one billing rule (`scaling.billing`, as in the simulator): a node is
+billed from its request — per pool, the oldest pending request becomes the next node of that
+pool Ray shows alive — until it is gone (the last instant this loop saw it alive) or its pending
+request is withdrawn, per second with a one-minute minimum. Ray is reached only through a
+`ClusterPort`, so a test can drive the real loop on a simulated cluster.
 """
 
 from __future__ import annotations
@@ -14,30 +20,27 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import count
 from typing import Any
 
 import ray
-from ray._private.state import available_resources_per_node
-from ray.autoscaler.sdk import request_resources
 
 from etrid_ray.config import ProviderConfig
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote, PriceSource
-from etrid_ray.scaling import POLICIES, Decision, PlacementPlan, Policy, PoolState, QueuedJob, Snapshot, apply
+from etrid_ray.provider.cluster_port import ClusterPort, RayCluster, draining_node_ids, refresh_autoscaler_version
+from etrid_ray.scaling import POLICIES, Decision, PlacementPlan, Policy, PoolState, QueuedJob, Snapshot
+from etrid_ray.scaling.billing import NodeLedger
+from etrid_ray.scaling.state import Departure
+from etrid_ray.scaling.tick import TickRequest, tick
 from etrid_ray.telemetry.metrics import CLOUD_COST_USD
 
 log = logging.getLogger(__name__)
 
-
-def draining_node_ids() -> set[str]:
-    """Nodes Ray is draining (spot notice, preStop, idle removal): no new work may be steered there."""
-    try:
-        from ray._private.state import state
-
-        return set(state.get_draining_nodes())
-    except Exception:  # an older or newer Ray without the call: no node is known to drain
-        return set()
+__all__ = ["ClusterPort", "RayCluster", "ScaleStep", "Scaler", "alive_nodes_per_pool", "draining_gpus",
+           "draining_node_ids", "refresh_autoscaler_version"]
 
 
 def draining_gpus() -> float:
@@ -46,20 +49,6 @@ def draining_gpus() -> float:
         return 0.0
     return sum(float(n.get("Resources", {}).get("GPU", 0.0)) for n in ray.nodes()
                if n.get("Alive") and n.get("NodeID") in draining)
-
-
-def refresh_autoscaler_version() -> None:
-    """Ray caches, per process, whether the cluster runs autoscaler v1 or v2, and `request_resources` writes
-    where that cache says. A process that talked to another cluster before (a notebook, a test session)
-    would ask an autoscaler that is not listening: read it again from the cluster we are connected to."""
-    if not ray.is_initialized():
-        return
-    try:
-        from ray.autoscaler.v2.utils import is_autoscaler_v2
-
-        is_autoscaler_v2(fetch_from_server=True)
-    except Exception:  # an older or newer Ray without the call: keep its own answer
-        log.debug("could not re-read the autoscaler version", exc_info=True)
 
 
 def alive_nodes_per_pool() -> dict[str, int]:
@@ -71,11 +60,6 @@ def alive_nodes_per_pool() -> dict[str, int]:
                 if key.startswith("pool:"):
                     out[key[5:]] = out.get(key[5:], 0) + 1
     return out
-
-
-def accrued_usd(nodes: int, usd_per_node_hour: float, seconds: float) -> float:
-    """Spend of `nodes` nodes over `seconds` at a per-node-hour price (per-second billing)."""
-    return nodes * usd_per_node_hour * max(0.0, seconds) / 3600
 
 
 @dataclass
@@ -101,16 +85,20 @@ class Scaler:
     requested: dict[str, int] = field(default_factory=dict)   # nodes asked for per pool (cloud pools)
     decisions_total: Counter[tuple[str, str]] = field(default_factory=Counter)  # (pool, reason) → count
     history: list[tuple[float, dict[str, int]]] = field(default_factory=list)  # alive nodes per pool over time
-    spend_usd: float = 0.0
-    _spend_day: int = -1
+    # Ray, observed and asked through one seam (default: the connected cluster)
+    cluster: ClusterPort = field(default_factory=RayCluster)
+    ledger: NodeLedger = field(default_factory=NodeLedger)  # cloud bills (scaling.billing's rule)
+    spend_usd: float = 0.0  # cloud spend this UTC day, as of the last observation (the daily budget's view)
     _idle_since: dict[str, float] = field(default_factory=dict)
-    _last_observed: float = 0.0
+    _seen_at: dict[str, float] = field(default_factory=dict)  # Ray node id → last time seen alive (cloud pools)
+    _pending_bills: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # pool → keys, oldest first
+    _reported_usd: dict[str, float] = field(default_factory=dict)  # pool → spend already added to the counter
+    _request_ids: Iterator[int] = field(default_factory=count)  # keys of pending requests' bills
     first_request_at: float | None = None
     _refreshing: threading.Thread | None = None
 
     def __post_init__(self) -> None:
         self.by_name = {p.name: p for p in self.pools}
-        refresh_autoscaler_version()
         self._fixed_prices = bool(self.prices)  # prices given explicitly are never re-read
         if self.price_source is None and not self._fixed_prices:
             from etrid_ray.clouds import price_source
@@ -160,23 +148,29 @@ class Scaler:
                 return self.by_name.get(key[5:])
         return None
 
-    def observe(self, queue: list[QueuedJob], now: float | None = None) -> Snapshot:
+    def observe(self, queue: Sequence[QueuedJob], now: float | None = None,
+                departed: Sequence[Departure] = ()) -> Snapshot:
         now = time.time() if now is None else now
-        free_by_node = available_resources_per_node()
+        free_by_node = self.cluster.available_per_node()
         alive: Counter[str] = Counter()
         free: Counter[str] = Counter()
         busy: Counter[str] = Counter()
         idle: dict[str, list[float | None]] = {}
         node_free: dict[str, list[float]] = {}
         seen_nodes = set()
-        draining = draining_node_ids()
-        for node in ray.nodes():
-            if not node.get("Alive") or node.get("NodeID") in draining:
-                continue  # a draining node is leaving: it offers no room and needs no replacement request
+        cloud_nodes: dict[str, Pool] = {}  # alive cloud nodes, draining ones too: they are billed until gone
+        draining = self.cluster.draining()
+        for node in self.cluster.nodes():
+            if not node.get("Alive"):
+                continue
             pool = self.pool_of_node(node.get("Resources", {}))
             if pool is None:
                 continue
             node_id = node["NodeID"]
+            if pool.is_cloud:
+                cloud_nodes[node_id] = pool
+            if node_id in draining:
+                continue  # a draining node is leaving: it offers no room and needs no replacement request
             seen_nodes.add(node_id)
             total_gpus = float(node["Resources"].get("GPU", 0.0))
             free_gpus = float(free_by_node.get(node_id, {}).get("GPU", 0.0))
@@ -192,70 +186,101 @@ class Scaler:
             node_free.setdefault(pool.name, []).append(free_gpus)
         for node_id in [n for n in self._idle_since if n not in seen_nodes]:
             del self._idle_since[node_id]
-        self._accrue_spend(alive, now)  # at the prices that held over the interval, then re-price
+        self._bill_nodes(cloud_nodes, now)  # at the prices the nodes were requested at, then re-price
         self.maybe_refresh_prices(now)
         prices = self.prices  # one set of quotes for this whole snapshot, whatever a refresh does meanwhile
         states = []
         for pool in self.pools:
             pending = max(0, self.requested.get(pool.name, 0) - alive[pool.name]) if pool.is_cloud else 0
+            if pool.is_cloud:
+                self._sync_pending_bills(pool, pending, now)  # e.g. Ray relaunching a node that went away
             states.append(PoolState(pool, alive=alive[pool.name], pending=pending,
                                     idle_since=tuple(idle.get(pool.name, [])), gpus_busy=busy[pool.name],
                                     gpus_free=free[pool.name], node_free=tuple(node_free.get(pool.name, []))))
         self.history.append((now, dict(alive)))
+        self._account(now)
         return Snapshot(now=now, pools=tuple(states), queue=tuple(queue), spend_today_usd=self.spend_usd,
-                        prices=prices)
+                        prices=prices, departed=tuple(departed))
 
-    def _accrue_spend(self, alive: Counter[str], now: float) -> None:
-        """Cloud spend accrues per node-second at the pool's quoted price: into today's total (the
-        daily budget's window, reset each UTC day) and the `etrid_cloud_cost_usd_total` counter."""
-        day = int(now // 86_400)
-        if day != self._spend_day:
-            self._spend_day, self.spend_usd = day, 0.0
-        if self._last_observed:
-            dt = max(0.0, now - self._last_observed)
-            for name, count in alive.items():
-                quote = self.prices.get(name)
-                pool = self.by_name.get(name)
-                if quote is not None and pool is not None and pool.is_cloud:
-                    usd = accrued_usd(count, quote.usd_per_node_hour, dt)
-                    self.spend_usd += usd
-                    CLOUD_COST_USD.labels(pool=name, cloud=pool.kind).inc(usd)
-        self._last_observed = now
+    # billing ---------------------------------------------------------------------------------------
+
+    def _bill_nodes(self, alive: dict[str, Pool], now: float) -> None:
+        """Nodes gone since the last look close their bills when last seen alive; a node seen for the first time
+        takes over its pool's oldest pending request's bill (billed from that request), or opens one now when
+        nobody asked for it (a minimum set by the cluster, a restarted head)."""
+        for node_id in [n for n in self._seen_at if n not in alive]:
+            last = self._seen_at.pop(node_id)
+            if node_id in self.ledger:
+                self.ledger.close(node_id, last)
+        for node_id, pool in alive.items():
+            if node_id not in self._seen_at and node_id not in self.ledger:
+                waiting = self._pending_bills.get(pool.name)
+                if waiting:
+                    self.ledger.rekey(waiting.pop(0), node_id)
+                else:
+                    self.ledger.open(node_id, now, self._usd_per_node_hour(pool), pool.name)
+            self._seen_at[node_id] = now
+
+    def _sync_pending_bills(self, pool: Pool, pending: int, now: float) -> None:
+        """One open bill per pending request: new requests open theirs now; withdrawn ones (newest first, as
+        the simulator cancels starting nodes) close now — a minute's charge at least."""
+        waiting = self._pending_bills.setdefault(pool.name, [])
+        while len(waiting) < pending:
+            key = ("request", next(self._request_ids))
+            self.ledger.open(key, now, self._usd_per_node_hour(pool), pool.name)
+            waiting.append(key)
+        while len(waiting) > pending:
+            self.ledger.close(waiting.pop(), now)
+
+    def _usd_per_node_hour(self, pool: Pool) -> float:
+        quote = self.prices.get(pool.name)
+        return quote.usd_per_node_hour if quote is not None else 0.0
+
+    def _account(self, now: float) -> None:
+        """Today's spend (the daily budget's window) and the `etrid_cloud_cost_usd_total` counter, which
+        grows by each pool's billed spend since it was last fed."""
+        self.spend_usd = self.ledger.spend_today(now)
+        for name, usd in self.ledger.total_by_pool(now).items():
+            pool = self.by_name.get(name)
+            grown = usd - self._reported_usd.get(name, 0.0)
+            if pool is not None and grown > 0:
+                CLOUD_COST_USD.labels(pool=name, cloud=pool.kind).inc(grown)
+                self._reported_usd[name] = usd
 
     # deciding and applying -----------------------------------------------------------------------
 
-    def step(self, queue: list[QueuedJob], now: float | None = None) -> ScaleStep:
-        snapshot = self.observe(queue, now)
-        plan = self.policy.place(snapshot, self.config)
-        if self.policy.name == "profit":  # the same plan the head steers with
-            decisions, self.memory = self.policy.decide(snapshot, self.config, self.memory, plan=plan)
-        else:
-            decisions, self.memory = self.policy.decide(snapshot, self.config, self.memory)
-        targets = apply(decisions, snapshot)
-        for d in decisions:
+    def step(self, queue: Sequence[QueuedJob], now: float | None = None,
+             departed: Sequence[Departure] = ()) -> ScaleStep:
+        snapshot = self.observe(queue, now, departed)
+        reply = tick(self.policy, TickRequest(snapshot, self.config, self.memory))
+        self.memory = reply.memory
+        for d in reply.decisions:
             self.decisions_total[(d.pool, str(d.reason))] += 1
             log.info("scale %s %s → %d nodes (%+d): %s [%s]", d.pool, d.direction, d.target, d.delta, d.text,
                      d.reason)
-        self._request(targets)
-        return ScaleStep(snapshot, plan, decisions, targets)
+        self._request(reply.targets, snapshot)
+        return ScaleStep(snapshot, reply.plan, reply.decisions, reply.targets)
 
-    def _request(self, targets: dict[str, int]) -> None:
+    def _request(self, targets: dict[str, int], snapshot: Snapshot) -> None:
         """Node-shaped bundles per cloud pool: the autoscaler launches exactly those node types and
         keeps them while asked; an empty request releases them to the idle timeout."""
         wanted = {name: n for name, n in targets.items() if self.by_name[name].is_cloud and n > 0}
         if wanted == {k: v for k, v in self.requested.items() if v > 0}:
             return
         bundles: list[dict[str, float]] = []
-        for name, count in wanted.items():
+        for name, n in wanted.items():
             pool = self.by_name[name]
-            bundles += [{"GPU": float(pool.gpus_per_node), pool.resource: 1.0}] * count
-        request_resources(bundles=bundles)
+            bundles += [{"GPU": float(pool.gpus_per_node), pool.resource: 1.0}] * n
+        self.cluster.request(bundles)
         if bundles and self.first_request_at is None:
-            self.first_request_at = time.time()
+            self.first_request_at = snapshot.now
         self.requested = dict(wanted)
+        for ps in snapshot.pools:
+            if ps.pool.is_cloud:
+                self._sync_pending_bills(ps.pool, max(0, self.requested.get(ps.name, 0) - ps.alive), snapshot.now)
         log.info("requested capacity: %s", wanted or "none (released)")
 
     def release(self) -> None:
         if self.requested:
-            request_resources(bundles=[])
+            self.cluster.request([])
             self.requested = {}

@@ -1,11 +1,11 @@
 """Pure scaling: snapshot in, placements and per-pool decisions out (the head and the simulator share it).
 
-`POLICIES` names every policy the simulator compares, each a (place, decide) pair of pure functions.
+`POLICIES` names every policy the simulator compares, each a (place, decide) pair of pure functions;
+`policy.tick(TickRequest(...))` (`scaling.tick.tick`) runs one of them for one snapshot, the same way live
+and simulated. The function is not re-exported here: `etrid_ray.scaling.tick` stays the module.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from etrid_ray.scaling.baselines import (
     always_burst_cheapest,
@@ -26,22 +26,14 @@ from etrid_ray.scaling.policy import (
     Reason,
     apply,
     decide,
+    place_profit,
 )
-from etrid_ray.scaling.state import PoolState, QueuedJob, Snapshot
-
-
-@dataclass(frozen=True)
-class Policy:
-    """A named policy: where jobs go (`place`) and how pools are sized (`decide`)."""
-
-    name: str
-    place: PlaceFn
-    decide: DecideFn
-    description: str
-
+from etrid_ray.scaling.state import Departure, PoolState, QueuedJob, Snapshot
+from etrid_ray.scaling.tick import DecideOnPlan, Policy, TickReply, TickRequest
 
 POLICIES: dict[str, Policy] = {p.name: p for p in (
-    Policy("profit", place, decide, "ours: local first, cloud only when a node pays for its life; the seed's rules"),
+    Policy("profit", place_profit, decide,
+           "ours: local first; cloud for the work local GPUs will not reach in time, when a node pays for its life"),
     Policy("seed-hpa", hpa_place, hpa_decide,
            "the seed's rules as a Kubernetes HPA: 15 s sync, 60 s sustain, cost-blind"),
     Policy("ray-default", place_cheapest, ray_default,
@@ -51,7 +43,8 @@ POLICIES: dict[str, Policy] = {p.name: p for p in (
            "every job that does not fit locally bursts to the cheapest pool, within the budget"),
 )}
 
-__all__ = ["POLICIES", "DecideFn", "Decision", "HpaMemory", "PlaceFn", "PlaceReason", "Placement", "PlacementPlan",
-           "Policy", "PolicyMemory", "PoolMemory", "PoolState", "QueuedJob", "Reason", "Snapshot", "apply", "decide",
-           "first_scale_up", "hpa_decide", "hpa_place", "never_burst", "place", "place_always_burst_cheapest",
-           "place_cheapest", "place_local_only", "ray_default", "always_burst_cheapest"]
+__all__ = ["POLICIES", "DecideFn", "DecideOnPlan", "Decision", "Departure", "HpaMemory", "PlaceFn", "PlaceReason",
+           "Placement", "PlacementPlan", "Policy", "PolicyMemory", "PoolMemory", "PoolState", "QueuedJob", "Reason",
+           "Snapshot", "TickReply", "TickRequest", "always_burst_cheapest", "apply", "decide", "first_scale_up",
+           "hpa_decide", "hpa_place", "never_burst", "place", "place_always_burst_cheapest", "place_cheapest",
+           "place_local_only", "place_profit", "ray_default"]

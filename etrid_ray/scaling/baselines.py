@@ -1,7 +1,8 @@
 """Baseline policies the profit-aware one is measured against (targets E1–E3).
 
 Each is a pair of pure functions with the same shapes as ours — `place(snapshot, config)` and
-`decide(snapshot, config, memory)` — so the simulator runs them through the same code paths:
+`decide(snapshot, config, memory, plan=plan)` — so `scaling.tick` runs them, live and simulated, through
+the same code paths (a `decide` handed no plan places the queue itself, as its `place` would):
 
 - `ray_default`: what Ray's autoscaler does with no cost view: every pending job that does not
   fit becomes demand, served by the cheapest pool that can run it (KubeRay `priority` is
@@ -37,7 +38,8 @@ RAY_UPSCALING_SPEED = 1.0  # Ray's default `upscaling_speed`
 RAY_UPSCALING_INITIAL_NUM_NODES = 5  # ray.autoscaler._private.constants.AUTOSCALER_UPSCALING_INITIAL_NUM_NODES
 
 
-def place_cheapest(snapshot: Snapshot, config: ProviderConfig, *, respect_budget: bool = False) -> PlacementPlan:
+def place_cheapest(snapshot: Snapshot, config: ProviderConfig, memory: Any = None, *,
+                   respect_budget: bool = False) -> PlacementPlan:
     """Local first, then each job to the cheapest eligible pool with room, opening nodes as needed,
     with no profit test. With `respect_budget`, a node that would pass the daily budget is not opened."""
     jobs = queue_order(snapshot.queue)
@@ -78,7 +80,7 @@ def place_cheapest(snapshot: Snapshot, config: ProviderConfig, *, respect_budget
     return PlacementPlan(tuple(placed[j.job_id] for j in jobs), new_nodes, projected)
 
 
-def place_local_only(snapshot: Snapshot, config: ProviderConfig) -> PlacementPlan:
+def place_local_only(snapshot: Snapshot, config: ProviderConfig, memory: Any = None) -> PlacementPlan:
     placed: dict[int, Placement] = {}
     jobs = queue_order(snapshot.queue)
     for j in place_local(jobs, snapshot, placed):
@@ -116,21 +118,25 @@ def _idle_down(ps: PoolState, now: float, config: ProviderConfig) -> tuple[int, 
             f"{expired} node(s) idle ≥ {config.idle_timeout_s:g} s")
 
 
-def ray_default(snapshot: Snapshot, config: ProviderConfig, memory: Any = None) -> tuple[list[Decision], Any]:
-    return _demand_decisions(snapshot, config, place_cheapest(snapshot, config), pace=True), memory
+def ray_default(snapshot: Snapshot, config: ProviderConfig, memory: Any = None, *,
+                plan: PlacementPlan | None = None) -> tuple[list[Decision], Any]:
+    plan = plan if plan is not None else place_cheapest(snapshot, config)
+    return _demand_decisions(snapshot, config, plan, pace=True), memory
 
 
-def always_burst_cheapest(snapshot: Snapshot, config: ProviderConfig,
-                          memory: Any = None) -> tuple[list[Decision], Any]:
-    plan = place_cheapest(snapshot, config, respect_budget=True)
+def always_burst_cheapest(snapshot: Snapshot, config: ProviderConfig, memory: Any = None, *,
+                          plan: PlacementPlan | None = None) -> tuple[list[Decision], Any]:
+    plan = plan if plan is not None else place_always_burst_cheapest(snapshot, config)
     return _demand_decisions(snapshot, config, plan, pace=False), memory
 
 
-def place_always_burst_cheapest(snapshot: Snapshot, config: ProviderConfig) -> PlacementPlan:
+def place_always_burst_cheapest(snapshot: Snapshot, config: ProviderConfig, memory: Any = None) -> PlacementPlan:
     return place_cheapest(snapshot, config, respect_budget=True)
 
 
-def never_burst(snapshot: Snapshot, config: ProviderConfig, memory: Any = None) -> tuple[list[Decision], Any]:
+def never_burst(snapshot: Snapshot, config: ProviderConfig, memory: Any = None, *,
+                plan: PlacementPlan | None = None) -> tuple[list[Decision], Any]:
+    """Sizes pools by their bounds alone: the plan (local placements only) changes nothing."""
     out: list[Decision] = []
     for ps in snapshot.pools:
         lo, hi = ps.pool.min_nodes, max(ps.pool.min_nodes, ps.pool.max_nodes)

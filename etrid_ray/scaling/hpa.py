@@ -16,7 +16,8 @@ clock, in the same run. What the seed configured, and how an HPA acts on it:
 - replicas stay until the HPA removes them (pods do not idle out); removal takes idle pods first
   and never running ones (the kindest reading: graceful termination lets jobs finish).
 
-Same shape as every policy: `hpa_decide(snapshot, config, memory) -> (decisions, memory)`.
+Same shape as every policy: `hpa_decide(snapshot, config, memory, plan=plan) -> (decisions, memory)`; the
+plan is ignored — an HPA sizes replicas from its metrics, never from where jobs were steered.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from etrid_ray.config import ProviderConfig
 from etrid_ray.scaling.placement import (
@@ -50,6 +52,7 @@ class HpaMemory:
 
 
 def hpa_decide(snapshot: Snapshot, config: ProviderConfig, memory: HpaMemory | None = None, *,
+               plan: PlacementPlan | None = None,
                sync_period_s: float = HPA_SYNC_PERIOD_S) -> tuple[list[Decision], HpaMemory]:
     mem = memory if memory is not None else HpaMemory()
     now = snapshot.now
@@ -118,7 +121,7 @@ def _cloud_would_fill(ps: PoolState, snapshot: Snapshot) -> bool:
     return quote is not None and within_max_price(ps.pool, quote)
 
 
-def hpa_place(snapshot: Snapshot, config: ProviderConfig) -> PlacementPlan:
+def hpa_place(snapshot: Snapshot, config: ProviderConfig, memory: Any = None) -> PlacementPlan:
     """Where jobs run under the HPA: any node with room (first come, first served), cost-blind; no
     new nodes are bought for them — only the HPA's rules add replicas."""
     free = {ps.name: ps.free_capacity for ps in snapshot.pools}

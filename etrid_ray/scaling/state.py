@@ -150,14 +150,35 @@ class PoolState:
 
 
 @dataclass(frozen=True)
+class Departure:
+    """A job that left the market queue without being ours: claimed by another provider, cancelled or
+    expired. Why a policy may care: how long consumers wait before someone else serves their job (the
+    patience) decides whether a job is worth a node that takes minutes to start; only the jobs we
+    watched leave tell it. `waited_s` is from when it entered our queue to when we saw it gone."""
+
+    job_id: int
+    gpus: float
+    waited_s: float
+    price_per_gpu_s: float  # planck per billable GPU-second offered
+    expected_duration_s: float
+
+    @classmethod
+    def of(cls, job: QueuedJob, now: float) -> Departure:
+        """`job`, seen gone at `now`."""
+        return cls(job_id=job.job_id, gpus=job.gpus, waited_s=max(0.0, now - job.waiting_since),
+                   price_per_gpu_s=job.price_per_gpu_s, expected_duration_s=job.expected_duration_s)
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything a policy may look at, at one instant."""
 
     now: float
     pools: tuple[PoolState, ...]
     queue: tuple[QueuedJob, ...] = ()
-    spend_today_usd: float = 0.0  # cloud spend so far this UTC day
+    spend_today_usd: float = 0.0  # cloud spend this UTC day (scaling.billing: per second, a minute at least)
     prices: Mapping[str, PriceQuote] = field(default_factory=dict)  # by pool name; cloud pools only
+    departed: tuple[Departure, ...] = ()  # jobs that left the queue, not ours, since the previous snapshot
 
     def pool(self, name: str) -> PoolState:
         for ps in self.pools:

@@ -3,15 +3,16 @@
 What is modelled, and why each rule:
 
 - **Jobs** arrive from the trace into the queue the policy sees (`QueuedJob`, priced from the
-  scenario). Each tick the policy's `place` steers queued jobs to pools and its `decide` sets
-  each pool's node target — exactly what `provider.scaler.Scaler.step` does live (the profit
-  policy decides on the plan it steers with). A job starts on an alive node of the pool it was
-  steered to with room for it (best fit), as Ray would schedule its task there; jobs steered
-  nowhere wait. A job not started within the patience is claimed by another provider (lost).
+  scenario). Each tick runs `scaling.tick` — the function `provider.scaler.Scaler.step` runs live:
+  the policy's `place` steers queued jobs to pools and its `decide` sets each pool's node target
+  on that plan. A job starts on an alive node of the pool it was steered to with room for it
+  (best fit), as Ray would schedule its task there; jobs steered nowhere wait. A job not started
+  within the patience is claimed by another provider (lost); the next snapshot lists it in
+  `departed`, as the head lists the jobs it saw leave the chain's queue.
 - **Nodes**: a launch is billed from the request, runs tasks after the pool's `startup_s`, and is
-  billed per second (60 s minimum, as AWS, GCP and Azure bill Linux VMs) until removed. A lower
-  target removes starting nodes first, then idle nodes (longest idle first), never a busy one —
-  Ray's autoscaler does not remove a node running tasks. Idle timeouts are the policy's to
+  billed by `scaling.billing`'s rule (per second, 60 s minimum) until removed, as the live
+  scaler bills. A lower target removes starting nodes first, then idle nodes (longest idle
+  first), never a busy one — Ray's autoscaler does not remove a node running tasks. Idle timeouts are the policy's to
   decide (ours and the baselines model Ray's; the seed's HPA removes replicas by its own rules).
 - **Spot interruptions**: each cloud node gets an exponential lifetime drawn (from the seed) at
   the rate of its pool's interruption bucket (AWS Spot Advisor; unknown pools the middle bucket,
@@ -43,11 +44,13 @@ from etrid_ray.clouds.base import BUCKET_RATES, interruption_rate
 from etrid_ray.percentiles import percentile
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote
-from etrid_ray.scaling import POLICIES, Policy, PolicyMemory, apply
+from etrid_ray.scaling import POLICIES, Policy, PolicyMemory
+from etrid_ray.scaling.billing import MIN_BILLED_S, NodeLedger, billed_cost  # noqa: F401 (the rule, re-exported)
 from etrid_ray.scaling.hpa import HPA_SYNC_PERIOD_S, HpaMemory
 from etrid_ray.scaling.placement import PlacementPlan, eligible, node_cost_usd, within_max_price
 from etrid_ray.scaling.policy import steered_jobs
-from etrid_ray.scaling.state import PoolState, QueuedJob, Snapshot
+from etrid_ray.scaling.state import Departure, PoolState, QueuedJob, Snapshot
+from etrid_ray.scaling.tick import TickReply, TickRequest, tick
 from etrid_ray.sim.scenario import Scenario, SimSettings, build_scenario
 from etrid_ray.sim.trace import SimJob, Trace
 
@@ -55,7 +58,6 @@ from etrid_ray.sim.trace import SimJob, Trace
 DEFAULT_BUCKET = "10-15%"
 MONTH_S = 30 * 86400.0
 NOTICE_S = {"aws": 120.0, "gcp": 30.0, "azure": 30.0}
-MIN_BILLED_S = 60.0
 
 _ARRIVE, _FINISH, _READY, _NOTICE, _KILL, _LOSE, _WAKE = range(7)
 
@@ -69,11 +71,6 @@ def interruption_rate_per_s(quote: PriceQuote | None) -> float:
     if monthly is None:
         monthly = BUCKET_RATES[DEFAULT_BUCKET]
     return -math.log(1 - min(monthly, 0.999)) / MONTH_S
-
-
-def billed_cost(usd_per_node_hour: float, seconds: float) -> float:
-    """Per-second billing with a one-minute minimum."""
-    return usd_per_node_hour * max(MIN_BILLED_S, math.ceil(seconds - 1e-9)) / 3600
 
 
 class _Node:
@@ -214,7 +211,7 @@ class Simulator:
         self.nid = 0
         self.wakes: set[float] = set()
         self.revenue = 0.0
-        self.closed_cost = 0.0
+        self.ledger = NodeLedger()  # cloud bills by node id: the rule the live scaler bills by
         self.local_busy = 0.0
         self.local_gpu_s = 0.0
         self.power_rate = 0.0  # USD per second the busy local GPUs draw now
@@ -224,8 +221,8 @@ class Simulator:
         self.busy_t = 0.0
         self.completed = self.lost = self.requeued = self.lost_profitable = 0
         self.arrived = 0
-        self.day = 0
-        self.day_closed_cost = 0.0
+        self.departed: list[Departure] = []  # lost to patience since the previous tick
+        self.last_tick: TickReply | None = None
         self.ticks = 0
         self.last_work = 0.0
         self.series: dict[str, Any] = {"t": [], "queue": [], "profit": [], "nodes": {p.name: [] for p in self.pools}}
@@ -261,27 +258,19 @@ class Simulator:
     def _close_node(self, node: _Node, t: float) -> None:
         rt = node.pool
         rt.nodes.remove(node)
-        life = t - node.requested_at
         if rt.is_cloud:
-            cost = billed_cost(node.usd_h, life)
-            rt.cost += cost
-            rt.node_s += life
-            self.closed_cost += cost
-            day_start = self.day * 86400.0
-            self.day_closed_cost += node.usd_h * max(0.0, t - max(node.requested_at, day_start)) / 3600
+            rt.cost += self.ledger.close(node.nid, t)
+            rt.node_s += t - node.requested_at
+
+    @property
+    def closed_cost(self) -> float:
+        return self.ledger.closed_usd
 
     def _spend_today(self, now: float) -> float:
-        day = int(now // 86400)
-        if day != self.day:
-            self.day, self.day_closed_cost = day, 0.0
-        day_start = day * 86400.0
-        open_cost = sum(n.usd_h * (now - max(n.requested_at, day_start)) / 3600
-                        for rt in self.pools if rt.is_cloud for n in rt.nodes)
-        return self.day_closed_cost + open_cost
+        return self.ledger.spend_today(now)
 
     def cloud_cost_so_far(self, now: float) -> float:
-        return self.closed_cost + sum(n.usd_h * (now - n.requested_at) / 3600
-                                      for rt in self.pools if rt.is_cloud for n in rt.nodes)
+        return self.ledger.total(now)
 
     # --- events --------------------------------------------------------------------------------------
 
@@ -344,6 +333,7 @@ class Simulator:
             if a in self.queue and a not in self.claimed and a not in self.started_at:
                 job = self.queue.pop(a)
                 self.lost += 1
+                self.departed.append(Departure.of(job, t))
                 self.waits.append(t - job.waiting_since)
                 if self._could_have_paid(job, t):
                     self.lost_profitable += 1
@@ -390,18 +380,14 @@ class Simulator:
 
     def _snapshot(self, now: float) -> Snapshot:
         return Snapshot(now=now, pools=tuple(rt.state() for rt in self.pools), queue=tuple(self.queue.values()),
-                        spend_today_usd=self._spend_today(now), prices=self.prices)
+                        spend_today_usd=self._spend_today(now), prices=self.prices, departed=tuple(self.departed))
 
     def _tick(self, now: float) -> None:
         self.ticks += 1
         snap = self._snapshot(now)
-        policy = self.policy
-        plan = policy.place(snap, self.config)
-        if policy.name == "profit":  # the scaler decides on the plan it steers with
-            decisions, self.memory = policy.decide(snap, self.config, self.memory, plan=plan)
-        else:
-            decisions, self.memory = policy.decide(snap, self.config, self.memory)
-        targets = apply(decisions, snap)
+        self.departed = []
+        reply = self.last_tick = tick(self.policy, TickRequest(snap, self.config, self.memory))
+        self.memory, plan, targets = reply.memory, reply.plan, reply.targets
         # dispatch: steered jobs start where their pool has room now (what Ray does with the task)
         for p in plan.placements:
             if p.pool is None or p.job_id not in self.queue:
@@ -438,6 +424,7 @@ class Simulator:
         self._node_by_id[node.nid] = node
         if rt.is_cloud:
             rt.launches += 1
+            self.ledger.open(node.nid, now, node.usd_h, rt.name)
         if startup > 0:
             self._push(now + startup, _READY, node.nid)
         if rt.rate > 0:

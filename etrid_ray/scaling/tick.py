@@ -1,0 +1,74 @@
+"""One scaling tick: place the queue, decide each pool's size on that placement, turn it into targets.
+
+Why one function: the live head (`provider.scaler.Scaler.step`) and the simulator
+(`sim.engine.Simulator._tick`) must do exactly the same with a snapshot, or the simulator proves
+things about a head that does not exist (architecture, principle 1). Both build a `TickRequest`
+from what they observe and act on the `TickReply`: the head steers tasks by its plan and asks Ray
+for its targets; the simulator starts jobs and launches or removes nodes.
+
+Every policy decides on the plan it is handed (`plan=`), so the pools are sized for exactly the
+placement the jobs are steered by — no policy is special-cased by name. Policies that size pools
+by their own rules (the HPA model, never-burst) take the plan and ignore it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from etrid_ray.config import ProviderConfig
+from etrid_ray.scaling.placement import PlacementPlan
+from etrid_ray.scaling.policy import Decision, PlaceFn, apply
+from etrid_ray.scaling.state import Snapshot
+
+
+class DecideOnPlan(Protocol):
+    """A policy's sizing rule: `decide(snapshot, config, memory, plan=plan) -> (decisions, memory)`.
+
+    `memory` is the policy's own frozen value from the previous tick (None on the first); `plan` is
+    the placement of this tick (None: the policy places the queue itself, for callers without one)."""
+
+    def __call__(self, snapshot: Snapshot, config: ProviderConfig, memory: Any = None, /, *,
+                 plan: PlacementPlan | None = None) -> tuple[list[Decision], Any]: ...
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A named policy: where jobs go (`place`) and how pools are sized on that placement (`decide`)."""
+
+    name: str
+    place: PlaceFn
+    decide: DecideOnPlan
+    description: str
+
+    def tick(self, request: TickRequest) -> TickReply:
+        return tick(self, request)
+
+
+@dataclass(frozen=True)
+class TickRequest:
+    """What a tick reads: the snapshot, the config, and the policy's memory from the previous tick."""
+
+    snapshot: Snapshot
+    config: ProviderConfig
+    memory: Any = None
+
+
+@dataclass(frozen=True)
+class TickReply:
+    """What a tick answers: where each queued job goes, the decisions with their reasons, the node
+    target of every pool (alive + starting; unchanged pools keep their count), and the memory to pass
+    back next tick."""
+
+    plan: PlacementPlan
+    decisions: list[Decision]
+    targets: dict[str, int]
+    memory: Any
+
+
+def tick(policy: Policy, request: TickRequest) -> TickReply:
+    """Places the snapshot's queue and sizes every pool on that placement: pure."""
+    snap, config = request.snapshot, request.config
+    plan = policy.place(snap, config, request.memory)
+    decisions, memory = policy.decide(snap, config, request.memory, plan=plan)
+    return TickReply(plan, decisions, apply(decisions, snap), memory)
