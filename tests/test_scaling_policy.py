@@ -10,8 +10,7 @@ from etrid_ray.config import ProviderConfig
 from etrid_ray.pools import Pool
 from etrid_ray.scaling import POLICIES
 from etrid_ray.scaling.baselines import always_burst_cheapest, never_burst, place_cheapest, ray_default
-from etrid_ray.scaling.placement import place
-from etrid_ray.scaling.policy import Decision, PolicyMemory, PoolMemory, Reason, apply, decide
+from etrid_ray.scaling.policy import Decision, PolicyMemory, PoolMemory, Reason, apply, decide, place_profit
 from etrid_ray.scaling.state import PoolState, QueuedJob, Snapshot
 from tests.scaling_support import AWS, AZURE, CONFIG, GCP, LOCAL, config, job, snapshot
 
@@ -61,7 +60,7 @@ def test_a_pool_over_its_max_spot_price_never_grows():
 
 def test_the_same_plan_can_be_passed_in():
     snap = snapshot(queue=jobs(20, gpus=8, rate=1.0), **BUSY_LOCAL)
-    plan = place(snap, CONFIG)
+    plan = place_profit(snap, CONFIG)
     assert decide(snap, CONFIG, plan=plan) == decide(snap, CONFIG)
 
 

@@ -26,12 +26,14 @@ from etrid_ray.scaling.policy import (
     Reason,
     apply,
     decide,
+    place_profit,
 )
 from etrid_ray.scaling.state import Departure, PoolState, QueuedJob, Snapshot
 from etrid_ray.scaling.tick import DecideOnPlan, Policy, TickReply, TickRequest
 
 POLICIES: dict[str, Policy] = {p.name: p for p in (
-    Policy("profit", place, decide, "ours: local first, cloud only when a node pays for its life; the seed's rules"),
+    Policy("profit", place_profit, decide,
+           "ours: local first; cloud for the work local GPUs will not reach in time, when a node pays for its life"),
     Policy("seed-hpa", hpa_place, hpa_decide,
            "the seed's rules as a Kubernetes HPA: 15 s sync, 60 s sustain, cost-blind"),
     Policy("ray-default", place_cheapest, ray_default,
@@ -45,4 +47,4 @@ __all__ = ["POLICIES", "DecideFn", "DecideOnPlan", "Decision", "Departure", "Hpa
            "Placement", "PlacementPlan", "Policy", "PolicyMemory", "PoolMemory", "PoolState", "QueuedJob", "Reason",
            "Snapshot", "TickReply", "TickRequest", "always_burst_cheapest", "apply", "decide", "first_scale_up",
            "hpa_decide", "hpa_place", "never_burst", "place", "place_always_burst_cheapest", "place_cheapest",
-           "place_local_only", "ray_default"]
+           "place_local_only", "place_profit", "ray_default"]

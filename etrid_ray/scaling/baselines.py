@@ -38,7 +38,8 @@ RAY_UPSCALING_SPEED = 1.0  # Ray's default `upscaling_speed`
 RAY_UPSCALING_INITIAL_NUM_NODES = 5  # ray.autoscaler._private.constants.AUTOSCALER_UPSCALING_INITIAL_NUM_NODES
 
 
-def place_cheapest(snapshot: Snapshot, config: ProviderConfig, *, respect_budget: bool = False) -> PlacementPlan:
+def place_cheapest(snapshot: Snapshot, config: ProviderConfig, memory: Any = None, *,
+                   respect_budget: bool = False) -> PlacementPlan:
     """Local first, then each job to the cheapest eligible pool with room, opening nodes as needed,
     with no profit test. With `respect_budget`, a node that would pass the daily budget is not opened."""
     jobs = queue_order(snapshot.queue)
@@ -79,7 +80,7 @@ def place_cheapest(snapshot: Snapshot, config: ProviderConfig, *, respect_budget
     return PlacementPlan(tuple(placed[j.job_id] for j in jobs), new_nodes, projected)
 
 
-def place_local_only(snapshot: Snapshot, config: ProviderConfig) -> PlacementPlan:
+def place_local_only(snapshot: Snapshot, config: ProviderConfig, memory: Any = None) -> PlacementPlan:
     placed: dict[int, Placement] = {}
     jobs = queue_order(snapshot.queue)
     for j in place_local(jobs, snapshot, placed):
@@ -129,7 +130,7 @@ def always_burst_cheapest(snapshot: Snapshot, config: ProviderConfig, memory: An
     return _demand_decisions(snapshot, config, plan, pace=False), memory
 
 
-def place_always_burst_cheapest(snapshot: Snapshot, config: ProviderConfig) -> PlacementPlan:
+def place_always_burst_cheapest(snapshot: Snapshot, config: ProviderConfig, memory: Any = None) -> PlacementPlan:
     return place_cheapest(snapshot, config, respect_budget=True)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from etrid_ray.config import ProviderConfig
 from etrid_ray.scaling.placement import (
@@ -120,7 +121,7 @@ def _cloud_would_fill(ps: PoolState, snapshot: Snapshot) -> bool:
     return quote is not None and within_max_price(ps.pool, quote)
 
 
-def hpa_place(snapshot: Snapshot, config: ProviderConfig) -> PlacementPlan:
+def hpa_place(snapshot: Snapshot, config: ProviderConfig, memory: Any = None) -> PlacementPlan:
     """Where jobs run under the HPA: any node with room (first come, first served), cost-blind; no
     new nodes are bought for them — only the HPA's rules add replicas."""
     free = {ps.name: ps.free_capacity for ps in snapshot.pools}

@@ -33,6 +33,7 @@ from etrid_ray.manifest import ComplianceSpec, Manifest
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote
 from etrid_ray.provider.admission import accelerator_matches, region_allowed
+from etrid_ray.scaling.outlook import MEMORY_S, Outlook
 from etrid_ray.scaling.state import PLANCK_PER_EDSC, PLATFORM_FEE_BPS, PoolState, QueuedJob, Snapshot
 
 
@@ -50,13 +51,15 @@ class PlaceReason(StrEnum):
     POOL_FULL = "pool_full"  # the eligible cloud pools are at max nodes
     NO_CAPACITY = "no_capacity"  # the cloud's quota or capacity allows no more nodes in the eligible pools
     CLOUD_DISABLED = "cloud_disabled"  # policy does not burst (never-burst baseline)
+    LOCAL_SOON = "local_soon"  # local GPUs reach it before its consumer is expected to leave: cloud earns nothing
+    TOO_LATE = "too_late"  # its consumer is expected to leave before a new node could start
 
 
 # When a job cannot be placed, the reason from the cheapest pool that got furthest is reported:
 # a later stage (budget) says more than an earlier one (eligibility).
 _STAGE = {PlaceReason.NO_ELIGIBLE_POOL: 0, PlaceReason.CLOUD_DISABLED: 0, PlaceReason.NO_PRICE: 1,
-          PlaceReason.OVER_MAX_PRICE: 2, PlaceReason.UNPROFITABLE: 3, PlaceReason.POOL_FULL: 4,
-          PlaceReason.NO_CAPACITY: 4, PlaceReason.BUDGET: 5}
+          PlaceReason.OVER_MAX_PRICE: 2, PlaceReason.TOO_LATE: 3, PlaceReason.UNPROFITABLE: 3,
+          PlaceReason.POOL_FULL: 4, PlaceReason.NO_CAPACITY: 4, PlaceReason.BUDGET: 5}
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,12 @@ class PlacementPlan:
     placements: tuple[Placement, ...]
     new_nodes: Mapping[str, int] = field(default_factory=dict)
     projected_cost_usd: float = 0.0  # new nodes' cost over their expected lives
+    # what the plan saw, for the outlook to learn from: jobs placed on local pools (→ GPUs), whether jobs
+    # were left waiting for local GPUs, and the jobs the local pools would not reach in time
+    local: Mapping[int, float] = field(default_factory=dict)
+    waiting_local: bool = False
+    overflow: tuple[QueuedJob, ...] = ()
+    overflows_at: float = math.inf  # when the first job left for local becomes overflow as it ages
 
     @cached_property
     def order(self) -> dict[int, int]:
@@ -190,8 +199,9 @@ def break_even_usd_per_gpu_hour(pool: Pool, quote: PriceQuote, busy_span: float,
 class _Node:
     jobs: tuple[QueuedJob, ...]
     span: float
-    revenue: float
+    revenue: float  # expected: its jobs' pay and the overflow it can expect to serve
     cost: float
+    filled: float = 0.0  # GPUs of the expected overflow it takes
 
 
 @dataclass
@@ -217,12 +227,38 @@ class _Lane:
         return True
 
 
+@dataclass
+class Fill:
+    """Work still to come that a new node can expect to serve beside the jobs it is bought for: the
+    overflow the outlook measured (GPUs it keeps busy, beyond the cloud capacity already there) at the
+    price it offered, over at most `horizon_s` of the node's span (what the last hour says about the
+    next hours is all the outlook knows). Nodes bought in one tick share it, first come first served."""
+
+    spare_gpus: float = 0.0
+    usd_per_gpu_s: float = 0.0
+    horizon_s: float = 0.0
+
+    def gpus_for(self, lane: _Lane, gpus_per_node: float) -> float:
+        """GPUs of the overflow a node with this lane would keep busy beside it."""
+        span = lane.span
+        idle = gpus_per_node - (lane.work / span if span > 0 else 0.0)
+        return max(0.0, min(idle, self.spare_gpus))
+
+    def usd(self, gpus: float, span: float) -> float:
+        return gpus * min(span, self.horizon_s) * self.usd_per_gpu_s
+
+
+NO_FILL = Fill()
+
+
 def _best_node(candidates: Sequence[QueuedJob], start: int, pool: Pool, quote: PriceQuote, config: ProviderConfig,
-               horizon_s: float) -> tuple[_Node | None, int]:
+               horizon_s: float, fill: Fill = NO_FILL) -> tuple[_Node | None, int]:
     """Fill one new node from the best-paying candidates (from `start` on), back to back (`_Lane`), and keep
-    the most profitable prefix. Returns the node (None if no prefix pays) and how many candidates were
-    considered (the caller moves past them). The first job always fits an empty node."""
-    lane = _Lane(float(pool.gpus_per_node))
+    the most profitable prefix, counting the overflow still to come (`fill`) it can expect to serve too.
+    Returns the node (None if no prefix pays) and how many candidates were considered (the caller moves
+    past them). The first job always fits an empty node."""
+    gpn = float(pool.gpus_per_node)
+    lane = _Lane(gpn)
     revenue = 0.0
     best: _Node | None = None
     end = start
@@ -232,8 +268,10 @@ def _best_node(candidates: Sequence[QueuedJob], start: int, pool: Pool, quote: P
             break
         revenue += job.revenue_usd(config.edsc_usd)
         cost = node_cost_usd(pool, quote, lane.span, config)
-        if revenue > cost and (best is None or revenue - cost > best.revenue - best.cost):
-            best = _Node(tuple(candidates[start:end + 1]), lane.span, revenue, cost)
+        filled = fill.gpus_for(lane, gpn)
+        expected = revenue + fill.usd(filled, lane.span)
+        if expected > cost and (best is None or expected - cost > best.revenue - best.cost):
+            best = _Node(tuple(candidates[start:end + 1]), lane.span, expected, cost, filled)
     else:
         end = len(candidates)
     return best, max(1, end - start)
@@ -273,19 +311,41 @@ class PaidRoom:
 # --- placement --------------------------------------------------------------------------------------
 
 
-def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None = None) -> PlacementPlan:
+def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None = None,
+          outlook: Outlook | None = None) -> PlacementPlan:
     """The profit-aware placement. `horizon_s` (default: the idle timeout) bounds how much queued
-    work one new node is expected to serve back to back."""
+    work one new node is expected to serve back to back. With an `outlook` (what the head has learned
+    from its queue), only the overflow — jobs the local pools will not reach before their consumers are
+    expected to leave — may go to the cloud, and a new node counts the overflow still to come; without
+    one, every job local GPUs cannot take now may, and a node must be paid by the jobs in hand."""
     horizon = config.idle_timeout_s if horizon_s is None else horizon_s
     jobs = profit_order(snapshot.queue) if config.claim_order == "best-paying" else queue_order(snapshot.queue)
     placed: dict[int, Placement] = {}
     remaining = place_local(jobs, snapshot, placed)
+    local = {job_id: p_gpus for job_id, p_gpus in _local_gpus(placed, jobs)}
+    waiting_local = False
+    if outlook is not None:
+        remaining, soon, waiting_local = split_overflow(remaining, snapshot, outlook)
+        overflows_at = min((j.waiting_since + outlook.patience_s - start_in for j, start_in in soon), default=math.inf)
+        for j, start_in in soon:
+            placed[j.job_id] = Placement(
+                j.job_id, None, PlaceReason.LOCAL_SOON,
+                lambda start_in=start_in: f"local GPUs reach it in about {start_in:.0f} s, before its consumer is "
+                f"expected to leave ({outlook.patience_s:.0f} s of waiting); waits for local")
+    else:
+        waiting_local = bool(remaining)
+        overflows_at = math.inf
+    overflow = tuple(remaining)
+    # a job whose consumer is expected to leave before a new node starts is not worth one; only consumers
+    # seen leaving say when that is (a floor learned from nobody leaving says nothing of the kind)
+    patience = outlook.patience_s if outlook is not None and outlook.patience_observed else math.inf
     new_nodes: dict[str, int] = {}
     # why a job was not placed: (reason, pool, quote), the furthest stage wins; text is written once at the end
     why_not: dict[int, tuple[PlaceReason, PoolState, PriceQuote | None]] = {}
     budget_left = config.daily_cloud_budget_usd - snapshot.spend_today_usd
     projected = 0.0
     usd_per_planck_hour = 3600 * (1 - PLATFORM_FEE_BPS / 10_000) / PLANCK_PER_EDSC * config.edsc_usd
+    fill = _fill(snapshot, outlook, usd_per_planck_hour / 3600) if outlook is not None else NO_FILL
 
     def note(batch: Iterable[QueuedJob], reason: PlaceReason, ps: PoolState, quote: PriceQuote | None) -> None:
         stage = _STAGE[reason]
@@ -324,8 +384,14 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
             if room_now.take(j):
                 taken_ids.add(j.job_id)
                 placed[j.job_id] = Placement(j.job_id, pool.name, PlaceReason.CLOUD_CAPACITY, capacity_text)
-        # 2) new nodes, best-paying jobs first, each node only if it pays for its whole life
-        candidates = sorted((j for j in paying if j.job_id not in taken_ids), key=attrgetter("price_key"))
+        # 2) new nodes, best-paying jobs first, each node only if it pays for its whole life — for jobs whose
+        #    consumers are expected to still be waiting when it starts
+        late = snapshot.now + pool.startup_s - patience
+        candidates = sorted((j for j in paying if j.job_id not in taken_ids and (j.claimed or j.waiting_since > late)),
+                            key=attrgetter("price_key"))
+        if len(candidates) + len(taken_ids) < len(paying):
+            note((j for j in paying if j.job_id not in taken_ids and not j.claimed and j.waiting_since <= late),
+                 PlaceReason.TOO_LATE, ps, quote)
         room = new_node_room(ps, quote)
         full = PlaceReason.POOL_FULL if room >= max(0, pool.max_nodes - ps.nodes) else PlaceReason.NO_CAPACITY
         added = 0
@@ -334,7 +400,7 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
             if added >= room:
                 note(candidates[i:], full, ps, quote)
                 break
-            node, seen = _best_node(candidates, i, pool, quote, config, horizon)
+            node, seen = _best_node(candidates, i, pool, quote, config, horizon, fill)
             if node is None:
                 note(candidates[i:i + seen], PlaceReason.UNPROFITABLE, ps, quote)
                 i += seen
@@ -345,7 +411,9 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
                 continue
             projected += node.cost
             added += 1
-            text = f"new {pool.name} node: its jobs pay {node.revenue:.2f} USD > its cost {node.cost:.2f} USD"
+            fill.spare_gpus = max(0.0, fill.spare_gpus - node.filled)
+            text = (f"new {pool.name} node: its jobs and the overflow it can expect pay {node.revenue:.2f} USD > its "
+                    f"cost {node.cost:.2f} USD")
             for j in node.jobs:
                 taken_ids.add(j.job_id)
                 placed[j.job_id] = Placement(j.job_id, pool.name, PlaceReason.CLOUD_NEW_NODE, text)
@@ -362,7 +430,47 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
         else:
             placed[j.job_id] = Placement(j.job_id, None, why[0],
                                          lambda j=j, why=why: _why_text(j, *why, config) + "; waits for local")
-    return PlacementPlan(tuple(placed[j.job_id] for j in jobs), new_nodes, projected)
+    return PlacementPlan(tuple(placed[j.job_id] for j in jobs), new_nodes, projected, local=local,
+                         waiting_local=waiting_local, overflow=overflow, overflows_at=overflows_at)
+
+
+def _local_gpus(placed: Mapping[int, Placement], jobs: Sequence[QueuedJob]) -> Iterable[tuple[int, float]]:
+    for j in jobs:
+        p = placed.get(j.job_id)
+        if p is not None and p.reason is PlaceReason.LOCAL:
+            yield j.job_id, j.gpus
+
+
+def split_overflow(waiting: Sequence[QueuedJob], snapshot: Snapshot, outlook: Outlook
+                   ) -> tuple[list[QueuedJob], list[tuple[QueuedJob, float]], bool]:
+    """Splits the jobs local pools have no room for now (in claim order) into the overflow — those the local
+    pools will not reach before their consumers are expected to leave, or may never run — and those they
+    will reach in time (with the seconds until then). Also says whether any job waits for local GPUs."""
+    local = [ps.pool for ps in snapshot.pools if not ps.pool.is_cloud]
+    patience = outlook.patience_s
+    ahead = 0.0
+    overflow: list[QueuedJob] = []
+    soon: list[tuple[QueuedJob, float]] = []
+    waiting_local = False
+    for j in waiting:
+        if not any(eligible(j, pool) for pool in local):
+            overflow.append(j)
+            continue
+        waiting_local = True
+        ahead += j.gpus
+        start_in = outlook.local_start_in(ahead)
+        if (math.isinf(start_in) if j.claimed else snapshot.now - j.waiting_since + start_in > patience):
+            overflow.append(j)
+        else:
+            soon.append((j, start_in))
+    return overflow, soon, waiting_local
+
+
+def _fill(snapshot: Snapshot, outlook: Outlook, usd_per_planck_s: float) -> Fill:
+    """The overflow still to come, beyond the GPUs the cloud pools already have or are starting."""
+    cloud = sum(ps.nodes * ps.pool.gpus_per_node for ps in snapshot.pools if ps.pool.is_cloud)
+    return Fill(spare_gpus=max(0.0, outlook.overflow_gpus - cloud),
+                usd_per_gpu_s=outlook.overflow_price * usd_per_planck_s, horizon_s=MEMORY_S)
 
 
 def _why_text(job: QueuedJob, reason: PlaceReason, ps: PoolState, quote: PriceQuote | None,

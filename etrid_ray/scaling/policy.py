@@ -35,6 +35,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from etrid_ray.config import ProviderConfig
+from etrid_ray.scaling.outlook import Outlook
 from etrid_ray.scaling.placement import PlacementPlan, eligible, place, within_max_price
 from etrid_ray.scaling.state import PoolState, QueuedJob, Snapshot
 
@@ -85,6 +86,7 @@ class PoolMemory:
 @dataclass(frozen=True)
 class PolicyMemory:
     pools: Mapping[str, PoolMemory] = field(default_factory=dict)
+    outlook: Outlook = field(default_factory=Outlook)  # what the queue has taught so far
 
     def get(self, name: str) -> PoolMemory:
         return self.pools.get(name, _EMPTY)
@@ -95,7 +97,7 @@ _EMPTY = PoolMemory()
 # Every policy (ours, the baselines, the HPA model) has this shape, so the head and the simulator
 # can swap them: decide(snapshot, config, memory or None) -> (decisions, memory for the next tick).
 DecideFn = Callable[[Snapshot, ProviderConfig, Any], tuple[list[Decision], Any]]
-PlaceFn = Callable[[Snapshot, ProviderConfig], PlacementPlan]
+PlaceFn = Callable[[Snapshot, ProviderConfig, Any], PlacementPlan]  # (snapshot, config, the policy's memory)
 
 
 def steered_jobs(snapshot: Snapshot, plan: PlacementPlan) -> dict[str, list[QueuedJob]]:
@@ -122,12 +124,19 @@ def steered_jobs(snapshot: Snapshot, plan: PlacementPlan) -> dict[str, list[Queu
     return out
 
 
+def place_profit(snapshot: Snapshot, config: ProviderConfig, memory: PolicyMemory | None = None) -> PlacementPlan:
+    """The profit-aware placement with what the queue has taught so far (the policy's memory)."""
+    return place(snapshot, config, outlook=(memory if memory is not None else PolicyMemory()).outlook)
+
+
 def decide(snapshot: Snapshot, config: ProviderConfig, memory: PolicyMemory | None = None, *,
            plan: PlacementPlan | None = None) -> tuple[list[Decision], PolicyMemory]:
     """The profit-aware policy with the seed's rules. Pass `plan` when the caller already placed
-    the queue (the head steers with the same plan), else it is computed here."""
-    plan = plan if plan is not None else place(snapshot, config)
+    the queue (the head steers with the same plan), else it is computed here. The plan's view of the
+    queue (what it started locally, what overflowed) is what the outlook learns from."""
     mem = memory if memory is not None else PolicyMemory()
+    plan = plan if plan is not None else place_profit(snapshot, config, mem)
+    outlook = mem.outlook.observe(snapshot, plan.local, plan.waiting_local, plan.overflow)
     queues = steered_jobs(snapshot, plan)
     budget_left = config.daily_cloud_budget_usd - snapshot.spend_today_usd - plan.projected_cost_usd
     decisions: list[Decision] = []
@@ -139,7 +148,7 @@ def decide(snapshot: Snapshot, config: ProviderConfig, memory: PolicyMemory | No
         new_mem[ps.name] = pm
         if decision is not None:
             decisions.append(decision)
-    return decisions, PolicyMemory(new_mem)
+    return decisions, PolicyMemory(new_mem, outlook)
 
 
 def _decide_pool(ps: PoolState, jobs: Sequence[QueuedJob], new_nodes: int, snapshot: Snapshot,

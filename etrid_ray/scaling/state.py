@@ -42,6 +42,7 @@ class QueuedJob:
     allowed_regions: tuple[str, ...] = ()  # region prefixes; empty = anywhere
     accelerator: str | None = None
     min_vram_gb: int = 0
+    claimed: bool = False  # ours already (re-queued after its node went away): no other provider takes it
 
     # sort keys, computed once per job: placement orders the whole queue on every tick
     @cached_property

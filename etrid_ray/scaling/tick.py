@@ -69,6 +69,6 @@ class TickReply:
 def tick(policy: Policy, request: TickRequest) -> TickReply:
     """Places the snapshot's queue and sizes every pool on that placement: pure."""
     snap, config = request.snapshot, request.config
-    plan = policy.place(snap, config)
+    plan = policy.place(snap, config, request.memory)
     decisions, memory = policy.decide(snap, config, request.memory, plan=plan)
     return TickReply(plan, decisions, apply(decisions, snap), memory)

@@ -37,7 +37,7 @@ import math
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from etrid_ray.clouds.base import BUCKET_RATES, interruption_rate
@@ -200,6 +200,7 @@ class Simulator:
         # state
         self.heap: list[tuple[float, int, int, int, int]] = []
         self.seq = 0
+        self.events = 0  # events in the heap other than wake-ups
         self.queue: dict[int, QueuedJob] = {}
         self.claimed: set[int] = set()  # re-queued after an interruption: ours, never lost
         self.running: dict[int, tuple[_Node, int]] = {}  # job → (node, run id)
@@ -239,6 +240,8 @@ class Simulator:
 
     def _push(self, t: float, kind: int, a: int = 0, b: int = 0) -> None:
         self.seq += 1
+        if kind != _WAKE:
+            self.events += 1
         heapq.heappush(self.heap, (t, self.seq, kind, a, b))
 
     def _wake(self, t: float, now: float) -> None:
@@ -354,7 +357,7 @@ class Simulator:
             if node is not None:
                 for job_id in sorted(node.jobs):
                     job = self._stop(job_id, t)
-                    self.queue[job_id] = job
+                    self.queue[job_id] = job if job.claimed else replace(job, claimed=True)
                     self.claimed.add(job_id)
                     self.requeued += 1
                 self._close_node(node, t)
@@ -451,6 +454,13 @@ class Simulator:
                     self._wake(n.idle_since + cfg.idle_timeout_s, now)
         mem = self.memory
         if isinstance(mem, PolicyMemory):
+            # what the queue teaches moves at fixed instants, and a job left for local GPUs becomes overflow
+            # as it ages: both change the answer with no event
+            # (while anything can still happen: a queue nothing will ever serve must not tick forever)
+            if self.events and (self.queue or mem.outlook.local_waiting or mem.outlook.has_pending):
+                self._wake(mem.outlook.next_learning(now), now)
+            if plan.overflows_at < math.inf:
+                self._wake(plan.overflows_at, now)
             for name, pm in mem.pools.items():
                 if name in fixed:
                     continue
@@ -526,6 +536,7 @@ class Simulator:
                 if kind == _WAKE:
                     self.wakes.discard(t)
                 else:
+                    self.events -= 1
                     self._handle(t, kind, a, b)
             self._tick(now)
             if self.arrived == total and not self.queue and not self.running and not any(

@@ -1,0 +1,176 @@
+"""What the head learns from the queue it watches: how long consumers wait, how fast local GPUs free up,
+and how much work overflows them.
+
+Why learn instead of assume: whether a cloud node pays depends on three facts no config can know for
+every market — how long a consumer's job waits before another provider takes it (patience), how fast
+this provider's own GPUs reach the jobs queued for them, and how much work keeps arriving that they
+cannot reach in time. All three are observable from the queue alone, live and in the simulator alike:
+
+- **patience**: a job that leaves the queue without being ours (`Snapshot.departed`) waited that long
+  before someone else took it. With departures seen lately, the estimate is their lower quartile (most
+  consumers wait at least that long). Without, it is the waiting the queue has shown without losing a
+  job since the last departure (job-seconds): a queue that held 50 jobs for an hour and lost none
+  says consumers here wait far longer than an hour, and buying cloud to spare them the wait would earn
+  nothing. `PATIENCE_PRIOR_S` is only where it starts, before the queue has shown anything;
+- **local reach** (GPUs per second the local pools start, measured only while jobs wait for them, so
+  a quiet queue does not read as a slow cluster): a job with `A` GPUs of waiting work ahead of it in
+  claim order starts locally in about `A / rate`;
+- **overflow**: work (GPU-seconds) of jobs the local pools will not reach before their consumers
+  leave, per second: the demand a cloud node bought now can expect to keep serving.
+
+Rates are exponentially decayed sums (time constant `MEMORY_S`): every observation counts, recent ones
+more, and a burst that has passed fades in about an hour. Observations are gathered every tick but the
+estimates move only at fixed instants (every `LEARN_EVERY_S` on the policy clock): between them the
+policy's answer depends on the snapshot alone, so a head re-planning every second and a simulator that
+ticks only when something happens (and at those instants) decide exactly alike. Pure values: the
+policy's memory carries an `Outlook` from tick to tick.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from etrid_ray.percentiles import percentile
+from etrid_ray.scaling.state import QueuedJob, Snapshot
+
+MEMORY_S = 3600.0  # how fast old observations fade
+LEARN_EVERY_S = 300.0  # the estimates move at multiples of this (policy clock)
+PATIENCE_PRIOR_S = 3600.0  # where the patience estimate starts before the queue has shown anything
+PATIENCE_QUANTILE = 25  # of recent departures' waits: most consumers wait at least this long
+KEPT_DEPARTURES = 128  # recent departures remembered
+
+
+@dataclass(frozen=True)
+class Seen:
+    """Observations since the estimates last moved (or, folded, the decayed totals)."""
+
+    local_started: float = 0.0  # GPUs started on local pools after a tick that left jobs waiting for them
+    local_waited_s: float = 0.0  # seconds during which jobs waited for local GPUs
+    overflow_work: float = 0.0  # GPU-seconds of work that overflowed the local pools (counted on arrival)
+    overflow_value: float = 0.0  # planck those overflowing jobs offered
+    departures: tuple[float, ...] = ()  # waits of jobs that left without being ours
+    exposure_s: float = 0.0  # job-seconds jobs waited in the queue (since the last departure, once folded)
+
+    def add(self, other: Seen) -> Seen:
+        return Seen(self.local_started + other.local_started, self.local_waited_s + other.local_waited_s,
+                    self.overflow_work + other.overflow_work, self.overflow_value + other.overflow_value,
+                    (self.departures + other.departures)[-KEPT_DEPARTURES:], self.exposure_s + other.exposure_s)
+
+
+_NOTHING = Seen()
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """What the queue has taught: `learned` (decayed, as of `learned_at`) is what the estimates read;
+    `pending` gathers what was seen since."""
+
+    learned: Seen = _NOTHING
+    learned_at: float | None = None
+    departed_recently: float = 0.0  # decayed count of departures, as of `learned_at`
+    pending: Seen = _NOTHING
+    at: float | None = None  # the last tick
+    placed_local: frozenset[int] = frozenset()  # jobs the last tick placed on local pools
+    local_waiting: bool = False  # did jobs wait for local GPUs at the last tick
+
+    # --- estimates ---------------------------------------------------------------------------------
+
+    @property
+    def patience_s(self) -> float:
+        """How long a queued job can be expected to wait before another provider takes it."""
+        if self.patience_observed:
+            return percentile(list(self.learned.departures), PATIENCE_QUANTILE)
+        return max(PATIENCE_PRIOR_S, self.learned.exposure_s)
+
+    @property
+    def patience_observed(self) -> bool:
+        """The estimate comes from consumers seen leaving (else it is a floor: nobody left yet)."""
+        return bool(self.learned.departures)
+
+    @property
+    def local_rate(self) -> float | None:
+        """GPUs the local pools start per second while jobs wait for them; None until measured."""
+        if self.learned.local_waited_s <= 0 or self.learned.local_started <= 0:
+            return None
+        return self.learned.local_started / self.learned.local_waited_s
+
+    @property
+    def overflow_gpus(self) -> float:
+        """GPUs the overflow keeps busy on average (work per second)."""
+        return self.learned.overflow_work / MEMORY_S
+
+    @property
+    def overflow_price(self) -> float:
+        """Planck per GPU-second the overflow offers on average (0: none seen)."""
+        work = self.learned.overflow_work
+        return self.learned.overflow_value / work if work > 0 else 0.0
+
+    def local_start_in(self, gpus_ahead: float) -> float:
+        """Seconds until local GPUs reach a job with `gpus_ahead` GPUs of waiting work ahead of it."""
+        rate = self.local_rate
+        if gpus_ahead <= 0:
+            return 0.0
+        return math.inf if rate is None else gpus_ahead / rate
+
+    @property
+    def has_pending(self) -> bool:
+        """Observations wait to be learned."""
+        return self.pending != _NOTHING
+
+    def next_learning(self, now: float) -> float:
+        """The next instant the estimates move."""
+        return (math.floor(now / LEARN_EVERY_S + 1e-9) + 1) * LEARN_EVERY_S
+
+    # --- learning ----------------------------------------------------------------------------------
+
+    def observe(self, snapshot: Snapshot, local_now: Mapping[int, float], waiting_local: bool,
+                overflow: Iterable[QueuedJob]) -> Outlook:
+        """The outlook after a tick: `snapshot` is what it saw; of its plan, `local_now` are the jobs it
+        placed on local pools (job → GPUs), `waiting_local` whether jobs were left waiting for local
+        GPUs, `overflow` the jobs it judged the local pools would not reach in time.
+
+        Each job counts once: overflow when first seen (it arrived since the last tick), a local start
+        when first placed there (a live head may place the same job on two ticks before it runs)."""
+        now = snapshot.now
+        dt = 0.0 if self.at is None else max(0.0, now - self.at)
+        # local reach: GPUs started locally after a tick that left jobs waiting (the pools were full, so
+        # whatever started was freed meanwhile), over the time jobs waited
+        started = sum(g for job_id, g in local_now.items() if job_id not in self.placed_local)
+        new_work = new_value = 0.0
+        since = self.at if self.at is not None else -math.inf
+        for job in overflow:
+            if job.waiting_since > since:  # arrived since the last tick
+                work = job.billable_gpus * job.expected_duration_s
+                new_work += work
+                new_value += work * job.price_per_gpu_s
+        # the jobs queued now waited since the last tick (those that left meanwhile are not counted: a
+        # slight undercount, on the side of shorter patience)
+        seen = Seen(local_started=started if self.local_waiting else 0.0,
+                    local_waited_s=dt if self.local_waiting else 0.0,
+                    overflow_work=new_work, overflow_value=new_value,
+                    departures=tuple(d.waited_s for d in snapshot.departed),
+                    exposure_s=len(snapshot.queue) * dt)
+        pending = self.pending.add(seen)
+        if snapshot.departed:
+            pending = Seen(pending.local_started, pending.local_waited_s, pending.overflow_work,
+                           pending.overflow_value, pending.departures, 0.0)
+        out = Outlook(self.learned, self.learned_at, self.departed_recently, pending, now,
+                      frozenset(local_now), waiting_local)
+        if self.learned_at is None or now >= self.next_learning(self.learned_at) - 1e-9:
+            out = out._fold(math.floor(now / LEARN_EVERY_S + 1e-9) * LEARN_EVERY_S)
+        return out
+
+    def _fold(self, at: float) -> Outlook:
+        """The estimates move to `at`: the decayed totals plus what was seen since."""
+        dt = 0.0 if self.learned_at is None else max(0.0, at - self.learned_at)
+        decay = math.exp(-dt / MEMORY_S)
+        old, new = self.learned, self.pending
+        departed = bool(new.departures)
+        learned = Seen(old.local_started * decay + new.local_started, old.local_waited_s * decay + new.local_waited_s,
+                       old.overflow_work * decay + new.overflow_work, old.overflow_value * decay + new.overflow_value,
+                       (old.departures + new.departures)[-KEPT_DEPARTURES:],
+                       new.exposure_s if departed else old.exposure_s + new.exposure_s)
+        return Outlook(learned, at, self.departed_recently * decay + len(new.departures), _NOTHING, self.at,
+                       self.placed_local, self.local_waiting)
