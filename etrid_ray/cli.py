@@ -1275,12 +1275,17 @@ def audit_verify(audit_log: str | None, url: str | None, account: str | None, fr
 @click.option("--no-plots", is_flag=True, help="write JSON only")
 @click.option("--json", "as_json", is_flag=True, help="print the summary JSON instead of the table")
 @click.option("--explain-breakeven", is_flag=True, help="print per-GPU-hour break-even prices per pool and exit")
+@click.option("--explain", "explain_job", type=int, default=None, metavar="JOB_ID",
+              help="run only the profit policy (or those given with --policy) and print, per policy, one job's "
+                   "timeline: its GPUs and pay on arrival, each change of placement with its reason code and the "
+                   "policy's outlook, where and after what wait it started, interruptions, and its revenue or why "
+                   "it was lost; JOB_ID is its position in the time-sorted trace (0 = first); writes nothing")
 @_friendly
 def simulate(trace_path: str, policies: tuple[str, ...], local_gpus: int, price_per_gpu_hour: float,
              prices_path: str | None, edsc_usd: float, patience: float, declared_slack: float,
              config_path: str | None, out_dir: str,
              seed: int, no_interruptions: bool, limit: int | None, no_plots: bool, as_json: bool,
-             explain_breakeven: bool) -> None:
+             explain_breakeven: bool, explain_job: int | None) -> None:
     """Replay a job trace through the scaling policies (the head's own code) and compare their economics."""
     from etrid_ray.config import load_config
     from etrid_ray.sim import report
@@ -1320,6 +1325,9 @@ def simulate(trace_path: str, policies: tuple[str, ...], local_gpus: int, price_
         trace = trace.head(limit)
     if not len(trace):
         raise click.BadParameter("no valid jobs in the trace", param_hint="--trace")
+    if explain_job is not None:
+        _explain_job(trace, scenario, policies, explain_job)
+        return
     comparison = compare(trace, scenario, policies or POLICY_NAMES,
                          progress=None if as_json else lambda line: click.echo(line, err=True))
     out = Path(out_dir)
@@ -1337,6 +1345,33 @@ def simulate(trace_path: str, policies: tuple[str, ...], local_gpus: int, price_
                        f"patience "
                        f"{'∞' if not patience else f'{patience:g} s'}")
     click.echo(f"wrote {', '.join(str(p) for p in written)}")
+
+
+def _explain_job(trace: Any, scenario: Any, policies: tuple[str, ...], job_id: int) -> None:
+    """`simulate --explain`: one job's timeline under each policy asked for (default: profit)."""
+    from dataclasses import replace
+
+    from etrid_ray.sim.engine import Simulator, format_explanation
+    from etrid_ray.sim.run import ORACLE
+
+    if not 0 <= job_id < len(trace):
+        raise click.BadParameter(f"job {job_id} is not in the trace: ids run from 0 to {len(trace) - 1} "
+                                 "(positions in the time-sorted trace)", param_hint="--explain")
+    names = [p for p in (policies or ("profit",)) if p != ORACLE]
+    if not names:
+        raise click.BadParameter("the oracle is a bound, not a policy: name a policy to explain a job under",
+                                 param_hint="--policy")
+    settings = replace(scenario.settings, record=False)
+    scenario = replace(scenario, settings=settings)
+    job = next(j for j in trace.jobs if j.job_id == job_id)
+    for i, name in enumerate(names):
+        result = Simulator(trace, name, scenario, explain=job_id).run()
+        if i:
+            click.echo("")
+        click.echo(f"job {job_id} under {name} (arrives at {job.submit_s:g} s into the trace; times below are "
+                   "from its arrival):")
+        for line in format_explanation(result.explanation) or ["  (no events: the run never reached it)"]:
+            click.echo(f"  {line}")
 
 
 @main.group("config")

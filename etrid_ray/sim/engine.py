@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from etrid_ray.clouds.base import BUCKET_RATES, interruption_rate
+from etrid_ray.durations import format_duration
 from etrid_ray.percentiles import percentile
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote
@@ -130,6 +131,28 @@ class _PoolRt:
                          gpus_free=free, node_free=tuple(node_free))
 
 
+@dataclass(frozen=True)
+class Explained:
+    """One moment of one job's life in a run (`Simulator(explain=job_id)`): `t` in seconds from the
+    trace's start; `event` one of skipped, arrived, placed, notice, interrupted, started, finished,
+    lost, unserved; `reason` the placement's `PlaceReason` code where one applies."""
+
+    t: float
+    event: str
+    text: str
+    reason: str | None = None
+    pool: str | None = None
+
+
+def format_explanation(events: list[Explained]) -> list[str]:
+    """Readable lines, times relative to the job's arrival (`format_duration`, hours at most)."""
+    if not events:
+        return []
+    t0 = next((e.t for e in events if e.event == "arrived"), events[0].t)
+    return [f"{('+' if e.t >= t0 else '-') + format_duration(abs(e.t - t0), days=False):>9}  {e.event:<11} {e.text}"
+            for e in events]
+
+
 @dataclass
 class SimResult:
     """One policy's run: the figures the table and JSON show, and time series for the plots."""
@@ -151,6 +174,7 @@ class SimResult:
     ticks: int
     wall_s: float
     series: dict[str, Any] = field(default_factory=dict, repr=False)
+    explanation: list[Explained] = field(default_factory=list, repr=False)  # the `explain` job's timeline
 
     @property
     def net_profit_usd(self) -> float:
@@ -176,7 +200,8 @@ def _wait_stats(waits: list[float]) -> dict[str, float]:
 
 
 class Simulator:
-    def __init__(self, trace: Trace | list[SimJob], policy: str | Policy, scenario: Scenario | SimSettings) -> None:
+    def __init__(self, trace: Trace | list[SimJob], policy: str | Policy, scenario: Scenario | SimSettings,
+                 *, explain: int | None = None) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else build_scenario(scenario)
         self.settings = self.scenario.settings
         self.config = self.scenario.config
@@ -230,6 +255,123 @@ class Simulator:
         self._last_rec: tuple[Any, ...] | None = None
         self._node_by_id: dict[int, _Node] = {}
         self._jobs_meta: dict[int, QueuedJob] = {}
+        # one job's timeline: the hooks replace the event handlers on this instance only, so a run
+        # without `explain` pays nothing for it
+        self.explain = explain
+        self.explanation: list[Explained] = []
+        if explain is not None:
+            self._explain_init()
+
+    # --- explain one job -----------------------------------------------------------------------------
+
+    def _explain_init(self) -> None:
+        x = self.explain
+        self._x_placed: tuple[str | None, str] | None = None
+        self._x_requeued_at: float | None = None
+        self._handle = self._x_handle  # type: ignore[method-assign]
+        self._tick = self._x_tick  # type: ignore[method-assign]
+        self._start = self._x_start  # type: ignore[method-assign]
+        original = next((j for j in self.all_jobs if j.job_id == x), None)
+        if original is not None and all(j.job_id != x for j in self.jobs):
+            self._x_note(original.submit_s, "skipped",
+                         f"{original.gpus:g} GPUs for {format_duration(original.duration_s, days=False)}: "
+                         "no pool can ever run it (size, eligibility or max price), so it is never queued")
+
+    def _x_note(self, t: float, event: str, text: str, reason: str | None = None, pool: str | None = None) -> None:
+        self.explanation.append(Explained(t, event, text, reason, pool))
+
+    def _x_outlook(self) -> str:
+        outlook = getattr(self.memory, "outlook", None)
+        if outlook is None:
+            return ""
+        rate = getattr(outlook, "local_rate", None)
+        return (f" [outlook: patience {format_duration(getattr(outlook, 'patience_s', None), days=False)}, "
+                f"local GPUs start {'unmeasured' if rate is None else f'{rate * 3600:.1f}/h'}, "
+                f"overflow {getattr(outlook, 'overflow_gpus', 0.0):.1f} GPUs]")
+
+    def _x_placement(self, now: float) -> None:
+        reply = self.last_tick
+        if reply is None:
+            return
+        p = next((p for p in reply.plan.placements if p.job_id == self.explain), None)
+        if p is None:
+            return
+        key = (p.pool, str(p.reason))
+        if key == self._x_placed:
+            return
+        self._x_placed = key
+        where = f"→ {p.pool}" if p.pool is not None else "→ waits"
+        self._x_note(now, "placed", f"{where} ({p.reason}): {p.text}{self._x_outlook()}", str(p.reason), p.pool)
+
+    def _x_tick(self, now: float) -> None:
+        Simulator._tick(self, now)
+        if self.explain in self.queue:
+            self._x_placement(now)
+
+    def _x_start(self, job_id: int, node: _Node, now: float) -> None:
+        first = job_id not in self.started_at
+        Simulator._start(self, job_id, node, now)
+        if job_id != self.explain:
+            return
+        self._x_placement(now)
+        job = self._jobs_meta[job_id]
+        rt = node.pool
+        if rt.is_cloud:
+            where = (f"on {rt.name} node #{node.nid} (requested {format_duration(now - node.requested_at, days=False)} "
+                     f"before, startup {format_duration(rt.pool.startup_s, days=False)})")
+        else:
+            where = f"on local node #{node.nid}"
+        if first:
+            self._x_note(now, "started", f"{where}; waited {format_duration(now - job.waiting_since, days=False)}",
+                         pool=rt.name)
+        else:
+            since = self._x_requeued_at if self._x_requeued_at is not None else now
+            self._x_note(now, "started", f"again from the start {where}, "
+                         f"{format_duration(now - since, days=False)} after the interruption", pool=rt.name)
+        self._x_placed = None  # a re-queue is placed afresh
+
+    def _x_handle(self, t: float, kind: int, a: int, b: int) -> None:
+        x = self.explain
+        if kind == _ARRIVE:
+            Simulator._handle(self, t, kind, a, b)
+            if self.jobs[a].job_id == x:
+                job = self.queue[x]
+                self._x_note(t, "arrived", f"{job.gpus:g} GPUs for {format_duration(self.run_s[x], days=False)} "
+                             f"(declares {format_duration(job.expected_duration_s, days=False)}), pays "
+                             f"{job.revenue_usd(self.edsc_usd):.2f} USD after the fee")
+        elif kind == _FINISH and a == x:
+            run = self.running.get(a)
+            Simulator._handle(self, t, kind, a, b)
+            if run is not None and run[1] == b:
+                self._x_note(t, "finished", f"on {run[0].pool.name}; earned "
+                             f"{self._jobs_meta[x].revenue_usd(self.edsc_usd):.2f} USD", pool=run[0].pool.name)
+        elif kind == _LOSE and a == x:
+            losing = a in self.queue and a not in self.claimed and a not in self.started_at
+            paid = self._could_have_paid(self.queue[a], t) if losing else False
+            since = self.queue[a].waiting_since if losing else t
+            Simulator._handle(self, t, kind, a, b)
+            if losing:
+                last = self._x_placed
+                why = f" while placed → {last[0] or 'waits'} ({last[1]})" if last else ""
+                self._x_note(t, "lost", f"claimed by another provider after waiting "
+                             f"{format_duration(t - since, days=False)}{why}; a new cloud node "
+                             f"{'would' if paid else 'would not'} have paid for it alone",
+                             last[1] if last else None)
+        elif kind in (_NOTICE, _KILL):
+            node = self._node_by_id.get(a)
+            ours = node is not None and x in node.jobs
+            was_draining = node is not None and node.draining
+            Simulator._handle(self, t, kind, a, b)
+            if ours and node is not None:
+                if kind == _NOTICE and not was_draining:
+                    self._x_note(t, "notice", f"spot interruption notice on {node.pool.name} node #{node.nid}",
+                                 pool=node.pool.name)
+                elif kind == _KILL:
+                    self._x_requeued_at = t
+                    self._x_note(t, "interrupted", f"{node.pool.name} node #{node.nid} reclaimed; back in the queue, "
+                                 "already ours (never lost)", pool=node.pool.name)
+        else:
+            Simulator._handle(self, t, kind, a, b)
 
     # --- helpers -------------------------------------------------------------------------------------
 
@@ -548,6 +690,10 @@ class Simulator:
         return self._finish(now, time.perf_counter() - wall0)
 
     def _finish(self, end: float, wall: float) -> SimResult:
+        x = self.explain
+        if x is not None and (x in self.queue or x in self.running):
+            self._x_note(end, "unserved", "still waiting when the run ended" if x in self.queue
+                         else f"still running on {self.running[x][0].pool.name} when the run ended")
         self._account_busy(end)
         for rt in self.pools:
             for n in list(rt.nodes):
@@ -571,10 +717,11 @@ class Simulator:
             lost_while_profitable=self.lost_profitable,
             cloud_cost_by_pool={rt.name: rt.cost for rt in self.pools if rt.is_cloud},
             node_hours_by_pool={rt.name: rt.node_s / 3600 for rt in self.pools if rt.is_cloud},
-            end_s=end, ticks=self.ticks, wall_s=wall, series=self.series)
+            end_s=end, ticks=self.ticks, wall_s=wall, series=self.series, explanation=self.explanation)
 
 
 def simulate(trace: Trace | list[SimJob], policy: str | Policy,
-             scenario: Scenario | SimSettings | None = None) -> SimResult:
-    """Replay `trace` through `policy` (a name in `scaling.POLICIES` or a `Policy`)."""
-    return Simulator(trace, policy, scenario if scenario is not None else SimSettings()).run()
+             scenario: Scenario | SimSettings | None = None, *, explain: int | None = None) -> SimResult:
+    """Replay `trace` through `policy` (a name in `scaling.POLICIES` or a `Policy`); with `explain`, the
+    result's `explanation` is that job id's timeline (`format_explanation` prints it)."""
+    return Simulator(trace, policy, scenario if scenario is not None else SimSettings(), explain=explain).run()
