@@ -448,6 +448,9 @@ def split_overflow(waiting: Sequence[QueuedJob], snapshot: Snapshot, outlook: Ou
     will reach in time (with the seconds until then). Also says whether any job waits for local GPUs."""
     local = [ps.pool for ps in snapshot.pools if not ps.pool.is_cloud]
     patience = outlook.patience_s
+    rate = outlook.local_rate  # read once: this runs for every waiting job on every tick
+    # a job is overflow once now - waiting_since + ahead / rate > patience, i.e. waiting_since < cutoff
+    cutoff = snapshot.now - patience
     ahead = 0.0
     overflow: list[QueuedJob] = []
     soon: list[tuple[QueuedJob, float]] = []
@@ -458,8 +461,11 @@ def split_overflow(waiting: Sequence[QueuedJob], snapshot: Snapshot, outlook: Ou
             continue
         waiting_local = True
         ahead += j.gpus
-        start_in = outlook.local_start_in(ahead)
-        if (math.isinf(start_in) if j.claimed else snapshot.now - j.waiting_since + start_in > patience):
+        if rate is None:
+            overflow.append(j)
+            continue
+        start_in = ahead / rate
+        if (False if j.claimed else j.waiting_since < cutoff + start_in):
             overflow.append(j)
         else:
             soon.append((j, start_in))
