@@ -458,8 +458,9 @@ def test_head_only_series_show_pools_scaling_prices_and_spend(run: Run) -> None:
     assert _value(run, 'etrid_pool_nodes{pool="aws-spot-a100",state="requested"}') == 1
     assert _value(run, 'etrid_pool_nodes{pool="local-gpu",state="alive"}') == 1
     assert _value(run, 'etrid_scaling_decisions_total{pool="aws-spot-a100",reason="min_nodes"}') >= 1
-    assert _value(run, 'etrid_cloud_cost_usd_total{job="etrid-head",pool="aws-spot-a100"}') == 0  # none ever alive
-    assert _value(run, "etrid_cloud_spend_today_usd") == 0
+    # never alive, yet billed from its request (a cloud bills a booting VM): one billing rule with the simulator
+    assert _value(run, 'etrid_cloud_cost_usd_total{job="etrid-head",pool="aws-spot-a100"}') > 0
+    assert _value(run, "etrid_cloud_spend_today_usd") > 0  # the same bill, in the daily budget's window
     assert _value(run, "etrid_cloud_budget_usd") == 2000
     ages = run.prometheus.query("etrid_price_age_seconds")
     assert {r["metric"]["pool"] for r in ages} == {"local-gpu", "aws-spot-a100"} or \
