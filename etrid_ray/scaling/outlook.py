@@ -7,9 +7,9 @@ this provider's own GPUs reach the jobs queued for them, and how much work keeps
 cannot reach in time. All three are observable from the queue alone, live and in the simulator alike:
 
 - **patience**: a job that leaves the queue without being ours (`Snapshot.departed`) waited that long
-  before someone else took it. With departures seen lately, the estimate is their lower quartile (most
-  consumers wait at least that long). Without, it is the waiting the queue has shown without losing a
-  job since the last departure (job-seconds): a queue that held 50 jobs for an hour and lost none
+  before someone else took it. Once any is seen, the estimate is the lower quartile of the recent ones
+  (most consumers wait at least that long). Before, it is the waiting the queue has shown without
+  losing a job (job-seconds): a queue that held 50 jobs for an hour and lost none
   says consumers here wait far longer than an hour, and buying cloud to spare them the wait would earn
   nothing. `PATIENCE_PRIOR_S` is only where it starts, before the queue has shown anything;
 - **local reach** (GPUs per second the local pools start, measured only while jobs wait for them, so
@@ -51,7 +51,7 @@ class Seen:
     overflow_work: float = 0.0  # GPU-seconds of work that overflowed the local pools (counted on arrival)
     overflow_value: float = 0.0  # planck those overflowing jobs offered
     departures: tuple[float, ...] = ()  # waits of jobs that left without being ours
-    exposure_s: float = 0.0  # job-seconds jobs waited in the queue (since the last departure, once folded)
+    exposure_s: float = 0.0  # job-seconds jobs waited in the queue (read only while nobody has left)
 
     def add(self, other: Seen) -> Seen:
         return Seen(self.local_started + other.local_started, self.local_waited_s + other.local_waited_s,
@@ -69,7 +69,6 @@ class Outlook:
 
     learned: Seen = _NOTHING
     learned_at: float | None = None
-    departed_recently: float = 0.0  # decayed count of departures, as of `learned_at`
     pending: Seen = _NOTHING
     at: float | None = None  # the last tick
     placed_local: frozenset[int] = frozenset()  # jobs the last tick placed on local pools
@@ -126,25 +125,24 @@ class Outlook:
     # --- learning ----------------------------------------------------------------------------------
 
     def observe(self, snapshot: Snapshot, local_now: Mapping[int, float], waiting_local: bool,
-                overflow: Iterable[QueuedJob]) -> Outlook:
+                new_overflow: Iterable[QueuedJob]) -> Outlook:
         """The outlook after a tick: `snapshot` is what it saw; of its plan, `local_now` are the jobs it
         placed on local pools (job → GPUs), `waiting_local` whether jobs were left waiting for local
-        GPUs, `overflow` the jobs it judged the local pools would not reach in time.
+        GPUs, `new_overflow` the jobs that arrived since the last tick and that it judged the local
+        pools would not reach in time.
 
-        Each job counts once: overflow when first seen (it arrived since the last tick), a local start
-        when first placed there (a live head may place the same job on two ticks before it runs)."""
+        Each job counts once: overflow when first seen (on arrival), a local start when first placed
+        there (a live head may place the same job on two ticks before it runs)."""
         now = snapshot.now
         dt = 0.0 if self.at is None else max(0.0, now - self.at)
         # local reach: GPUs started locally after a tick that left jobs waiting (the pools were full, so
         # whatever started was freed meanwhile), over the time jobs waited
         started = sum(g for job_id, g in local_now.items() if job_id not in self.placed_local)
         new_work = new_value = 0.0
-        since = self.at if self.at is not None else -math.inf
-        for job in overflow:
-            if job.waiting_since > since:  # arrived since the last tick
-                work = job.billable_gpus * job.expected_duration_s
-                new_work += work
-                new_value += work * job.price_per_gpu_s
+        for job in new_overflow:
+            work = job.billable_gpus * job.expected_duration_s
+            new_work += work
+            new_value += work * job.price_per_gpu_s
         # the jobs queued now waited since the last tick (those that left meanwhile are not counted: a
         # slight undercount, on the side of shorter patience)
         seen = Seen(local_started=started if self.local_waiting else 0.0,
@@ -153,10 +151,7 @@ class Outlook:
                     departures=tuple(d.waited_s for d in snapshot.departed),
                     exposure_s=len(snapshot.queue) * dt)
         pending = self.pending.add(seen)
-        if snapshot.departed:
-            pending = Seen(pending.local_started, pending.local_waited_s, pending.overflow_work,
-                           pending.overflow_value, pending.departures, 0.0)
-        out = Outlook(self.learned, self.learned_at, self.departed_recently, pending, now,
+        out = Outlook(self.learned, self.learned_at, pending, now,
                       frozenset(local_now), waiting_local)
         if self.learned_at is None or now >= self.next_learning(self.learned_at) - 1e-9:
             out = out._fold(math.floor(now / LEARN_EVERY_S + 1e-9) * LEARN_EVERY_S)
@@ -167,10 +162,8 @@ class Outlook:
         dt = 0.0 if self.learned_at is None else max(0.0, at - self.learned_at)
         decay = math.exp(-dt / MEMORY_S)
         old, new = self.learned, self.pending
-        departed = bool(new.departures)
         learned = Seen(old.local_started * decay + new.local_started, old.local_waited_s * decay + new.local_waited_s,
                        old.overflow_work * decay + new.overflow_work, old.overflow_value * decay + new.overflow_value,
                        (old.departures + new.departures)[-KEPT_DEPARTURES:],
-                       new.exposure_s if departed else old.exposure_s + new.exposure_s)
-        return Outlook(learned, at, self.departed_recently * decay + len(new.departures), _NOTHING, self.at,
-                       self.placed_local, self.local_waiting)
+                       old.exposure_s + new.exposure_s)
+        return Outlook(learned, at, _NOTHING, self.at, self.placed_local, self.local_waiting)

@@ -88,10 +88,10 @@ class PlacementPlan:
     new_nodes: Mapping[str, int] = field(default_factory=dict)
     projected_cost_usd: float = 0.0  # new nodes' cost over their expected lives
     # what the plan saw, for the outlook to learn from: jobs placed on local pools (→ GPUs), whether jobs
-    # were left waiting for local GPUs, and the jobs the local pools would not reach in time
+    # were left waiting for local GPUs, and the jobs the local pools would not reach in time that are new
     local: Mapping[int, float] = field(default_factory=dict)
     waiting_local: bool = False
-    overflow: tuple[QueuedJob, ...] = ()
+    new_overflow: tuple[QueuedJob, ...] = ()  # overflow that arrived since the outlook's last tick
     overflows_at: float = math.inf  # when the first job left for local becomes overflow as it ages
 
     @cached_property
@@ -321,21 +321,18 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
     horizon = config.idle_timeout_s if horizon_s is None else horizon_s
     jobs = profit_order(snapshot.queue) if config.claim_order == "best-paying" else queue_order(snapshot.queue)
     placed: dict[int, Placement] = {}
-    remaining = place_local(jobs, snapshot, placed)
-    local = {job_id: p_gpus for job_id, p_gpus in _local_gpus(placed, jobs)}
-    waiting_local = False
+    local: dict[int, float] = {}
+    remaining = place_local(jobs, snapshot, placed, local)
     if outlook is not None:
-        remaining, soon, waiting_local = split_overflow(remaining, snapshot, outlook)
-        overflows_at = min((j.waiting_since + outlook.patience_s - start_in for j, start_in in soon), default=math.inf)
-        for j, start_in in soon:
+        split = split_overflow(remaining, snapshot, outlook)
+        remaining = split.overflow
+        for j, start_in in split.soon:
             placed[j.job_id] = Placement(
                 j.job_id, None, PlaceReason.LOCAL_SOON,
                 lambda start_in=start_in: f"local GPUs reach it in about {start_in:.0f} s, before its consumer is "
                 f"expected to leave ({outlook.patience_s:.0f} s of waiting); waits for local")
     else:
-        waiting_local = bool(remaining)
-        overflows_at = math.inf
-    overflow = tuple(remaining)
+        split = Split(remaining, [], bool(remaining), ())
     # a job whose consumer is expected to leave before a new node starts is not worth one; only consumers
     # seen leaving say when that is (a floor learned from nobody leaving says nothing of the kind)
     patience = outlook.patience_s if outlook is not None and outlook.patience_observed else math.inf
@@ -387,11 +384,13 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
         # 2) new nodes, best-paying jobs first, each node only if it pays for its whole life — for jobs whose
         #    consumers are expected to still be waiting when it starts
         late = snapshot.now + pool.startup_s - patience
-        candidates = sorted((j for j in paying if j.job_id not in taken_ids and (j.claimed or j.waiting_since > late)),
-                            key=attrgetter("price_key"))
-        if len(candidates) + len(taken_ids) < len(paying):
-            note((j for j in paying if j.job_id not in taken_ids and not j.claimed and j.waiting_since <= late),
-                 PlaceReason.TOO_LATE, ps, quote)
+        candidates, too_late = [], []
+        for j in paying:
+            if j.job_id not in taken_ids:
+                (candidates if j.claimed or j.waiting_since > late else too_late).append(j)
+        candidates.sort(key=attrgetter("price_key"))
+        if too_late:
+            note(too_late, PlaceReason.TOO_LATE, ps, quote)
         room = new_node_room(ps, quote)
         full = PlaceReason.POOL_FULL if room >= max(0, pool.max_nodes - ps.nodes) else PlaceReason.NO_CAPACITY
         added = 0
@@ -431,45 +430,48 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
             placed[j.job_id] = Placement(j.job_id, None, why[0],
                                          lambda j=j, why=why: _why_text(j, *why, config) + "; waits for local")
     return PlacementPlan(tuple(placed[j.job_id] for j in jobs), new_nodes, projected, local=local,
-                         waiting_local=waiting_local, overflow=overflow, overflows_at=overflows_at)
+                         waiting_local=split.waiting_local, new_overflow=split.new_overflow,
+                         overflows_at=split.overflows_at)
 
 
-def _local_gpus(placed: Mapping[int, Placement], jobs: Sequence[QueuedJob]) -> Iterable[tuple[int, float]]:
-    for j in jobs:
-        p = placed.get(j.job_id)
-        if p is not None and p.reason is PlaceReason.LOCAL:
-            yield j.job_id, j.gpus
+@dataclass(frozen=True)
+class Split:
+    """The jobs local pools have no room for now, split by whether those pools reach them in time."""
+
+    overflow: list[QueuedJob]  # not reached before their consumers are expected to leave, or never
+    soon: list[tuple[QueuedJob, float]]  # reached in time, with the seconds until then
+    waiting_local: bool  # any job waits for local GPUs
+    new_overflow: tuple[QueuedJob, ...]  # the overflow that arrived since the outlook's last tick
+    overflows_at: float = math.inf  # when the first of `soon` ages into overflow
 
 
-def split_overflow(waiting: Sequence[QueuedJob], snapshot: Snapshot, outlook: Outlook
-                   ) -> tuple[list[QueuedJob], list[tuple[QueuedJob, float]], bool]:
-    """Splits the jobs local pools have no room for now (in claim order) into the overflow — those the local
-    pools will not reach before their consumers are expected to leave, or may never run — and those they
-    will reach in time (with the seconds until then). Also says whether any job waits for local GPUs."""
+def split_overflow(waiting: Sequence[QueuedJob], snapshot: Snapshot, outlook: Outlook) -> Split:
+    """Splits the jobs local pools have no room for now (in claim order) into the overflow and the jobs
+    they will reach in time. One pass: this runs for every waiting job on every tick."""
     local = [ps.pool for ps in snapshot.pools if not ps.pool.is_cloud]
     patience = outlook.patience_s
-    rate = outlook.local_rate  # read once: this runs for every waiting job on every tick
-    # a job is overflow once now - waiting_since + ahead / rate > patience, i.e. waiting_since < cutoff
+    rate = outlook.local_rate
+    # a job is overflow once now - waiting_since + ahead / rate > patience, i.e. waiting_since < cutoff + ahead / rate
     cutoff = snapshot.now - patience
+    since = outlook.at if outlook.at is not None else -math.inf
     ahead = 0.0
     overflow: list[QueuedJob] = []
     soon: list[tuple[QueuedJob, float]] = []
     waiting_local = False
+    overflows_at = math.inf
     for j in waiting:
-        if not any(eligible(j, pool) for pool in local):
-            overflow.append(j)
-            continue
-        waiting_local = True
-        ahead += j.gpus
-        if rate is None:
-            overflow.append(j)
-            continue
-        start_in = ahead / rate
-        if (False if j.claimed else j.waiting_since < cutoff + start_in):
-            overflow.append(j)
-        else:
-            soon.append((j, start_in))
-    return overflow, soon, waiting_local
+        if any(eligible(j, pool) for pool in local):
+            waiting_local = True
+            ahead += j.gpus
+            if rate is not None:
+                start_in = ahead / rate
+                if j.claimed or j.waiting_since >= cutoff + start_in:
+                    soon.append((j, start_in))
+                    if not j.claimed:
+                        overflows_at = min(overflows_at, j.waiting_since + patience - start_in)
+                    continue
+        overflow.append(j)
+    return Split(overflow, soon, waiting_local, tuple(j for j in overflow if j.waiting_since > since), overflows_at)
 
 
 def _fill(snapshot: Snapshot, outlook: Outlook, usd_per_planck_s: float) -> Fill:
@@ -497,8 +499,10 @@ def _why_text(job: QueuedJob, reason: PlaceReason, ps: PoolState, quote: PriceQu
             f"a new node breaks even at {even:.4g}")
 
 
-def place_local(jobs: Sequence[QueuedJob], snapshot: Snapshot, placed: dict[int, Placement]) -> list[QueuedJob]:
-    """Local pools take every job they have room for, in queue order; returns the others."""
+def place_local(jobs: Sequence[QueuedJob], snapshot: Snapshot, placed: dict[int, Placement],
+                local_gpus: dict[int, float] | None = None) -> list[QueuedJob]:
+    """Local pools take every job they have room for, in queue order; returns the others (and, into
+    `local_gpus` when given, each job placed locally → its GPUs)."""
     local = [ps for ps in snapshot.pools if not ps.pool.is_cloud]
     free = {ps.name: ps.free_capacity for ps in local}
     slots = {ps.name: ps.node_slots() for ps in local}
@@ -508,6 +512,8 @@ def place_local(jobs: Sequence[QueuedJob], snapshot: Snapshot, placed: dict[int,
             if free[ps.name] >= j.gpus and eligible(j, ps.pool) and take_slot(slots[ps.name], j.gpus):
                 free[ps.name] -= j.gpus
                 placed[j.job_id] = Placement(j.job_id, ps.name, PlaceReason.LOCAL, f"room on local pool {ps.name}")
+                if local_gpus is not None:
+                    local_gpus[j.job_id] = j.gpus
                 break
         else:
             remaining.append(j)

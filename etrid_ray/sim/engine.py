@@ -227,7 +227,6 @@ class Simulator:
         self.seq = 0
         self.events = 0  # events in the heap other than wake-ups
         self.queue: dict[int, QueuedJob] = {}
-        self.claimed: set[int] = set()  # re-queued after an interruption: ours, never lost
         self.running: dict[int, tuple[_Node, int]] = {}  # job → (node, run id)
         self.run_id = 0
         self.started_at: dict[int, float] = {}
@@ -346,7 +345,7 @@ class Simulator:
                 self._x_note(t, "finished", f"on {run[0].pool.name}; earned "
                              f"{self._jobs_meta[x].revenue_usd(self.edsc_usd):.2f} USD", pool=run[0].pool.name)
         elif kind == _LOSE and a == x:
-            losing = a in self.queue and a not in self.claimed and a not in self.started_at
+            losing = a in self.queue and a not in self.started_at
             paid = self._could_have_paid(self.queue[a], t) if losing else False
             since = self.queue[a].waiting_since if losing else t
             Simulator._handle(self, t, kind, a, b)
@@ -475,7 +474,7 @@ class Simulator:
             self.completed += 1
             self.last_work = t
         elif kind == _LOSE:
-            if a in self.queue and a not in self.claimed and a not in self.started_at:
+            if a in self.queue and a not in self.started_at:  # a re-queued job started once: ours, never lost
                 job = self.queue.pop(a)
                 self.lost += 1
                 self.departed.append(Departure.of(job, t))
@@ -500,7 +499,6 @@ class Simulator:
                 for job_id in sorted(node.jobs):
                     job = self._stop(job_id, t)
                     self.queue[job_id] = job if job.claimed else replace(job, claimed=True)
-                    self.claimed.add(job_id)
                     self.requeued += 1
                 self._close_node(node, t)
         # _WAKE: nothing to do but tick
