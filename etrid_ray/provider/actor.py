@@ -145,9 +145,23 @@ def find_head(namespace: str = NAMESPACE) -> Any | None:
 
 def stop_head(handle: Any) -> None:
     try:
-        ray.get(handle.stop.remote(), timeout=30)
+        _ask(handle, "stop", within=30)
     finally:
         ray.kill(handle, no_restart=True)
+
+
+def _ask(handle: Any, method: str, *args: Any, within: float = 120.0) -> Any:
+    """One call to the head, through a restart: Ray restarts a crashed head (max_restarts=-1) and a call in
+    flight when it died fails, although the restarted head (its drain recorded in the GCS) answers the
+    same call a moment later. A head that stays dead still fails after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return ray.get(getattr(handle, method).remote(*args), timeout=60)
+        except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def drain_and_stop(handle: Any, *, now: bool = False, reason: str = OFFLINE_REASON, timeout: float | None = None,
@@ -158,23 +172,23 @@ def drain_and_stop(handle: Any, *, now: bool = False, reason: str = OFFLINE_REAS
     Without `timeout` it waits as long as the jobs in flight may run (each ends by its own deadline, when
     the head fails it as timed out). `escalate()` turning true mid-wait (a second Ctrl-C) switches to `now`.
     Returns the head's last status."""
-    status = ray.get(handle.drain.remote(now, reason), timeout=60)
+    status = _ask(handle, "drain", now, reason)
     echo(json.dumps({"draining": True, "now": now, "running": status["running"], "to_settle": status["to_settle"]}))
     deadline = None if timeout is None else time.monotonic() + timeout
     while not status["drained"]:
         if not now and escalate():
             now = True
-            status = ray.get(handle.drain.remote(True, reason), timeout=60)
+            status = _ask(handle, "drain", True, reason)
             echo(json.dumps({"draining": True, "now": True, "running": status["running"]}))
             continue
         if deadline is not None and time.monotonic() > deadline:
             if now:
                 break
             now = True  # out of patience: fail what is left, so it is settled, not left to time out
-            status = ray.get(handle.drain.remote(True, reason), timeout=60)
+            status = _ask(handle, "drain", True, reason)
             continue
         time.sleep(poll)
-        status = ray.get(handle.status.remote(), timeout=60)
+        status = _ask(handle, "status")
     stop_head(handle)
     return status
 
