@@ -31,9 +31,9 @@ from etrid_ray.scaling import PlacementPlan, PlaceReason, Reason
 from etrid_ray.scaling.billing import MIN_BILLED_S
 from etrid_ray.scaling.state import Snapshot
 from etrid_ray.sim import SimJob, SimSettings, Simulator
+from tests.scaling_support import AWS
+from tests.sim_support import AWS_H
 
-AWS = "aws-spot-a100"
-AWS_H = 2.4655  # USD per p4d node-hour in the shipped catalog
 # Cloud: AWS (p4d spot, 8 GPUs, 180 s startup) and GCP; one local node of 8 GPUs. Idle nodes go after 2 min,
 # and a short stabilization window lets a request be withdrawn within its first minute.
 CONFIG = ProviderConfig(azure_enabled=False, idle_timeout_s=120, stabilization_s=20)

@@ -21,25 +21,14 @@ from etrid_ray.cli import main
 from etrid_ray.config import ProviderConfig
 from etrid_ray.percentiles import percentile
 from etrid_ray.scaling import POLICIES
-from etrid_ray.sim import SimJob, SimSettings, Simulator, build_scenario, load_trace, parse_trace, simulate
+from etrid_ray.sim import SimSettings, Simulator, build_scenario, load_trace, parse_trace, simulate
 from etrid_ray.sim.breakeven import break_evens, explain
 from etrid_ray.sim.engine import MIN_BILLED_S, billed_cost, interruption_rate_per_s
 from etrid_ray.sim.oracle import max_capped_work, max_fluid_work, max_work, oracle_bound
 from etrid_ray.sim.run import POLICY_NAMES, compare
 from etrid_ray.sim.trace import philly_trace
-
-AWS, AZURE, GCP = "aws-spot-a100", "azure-spot-a100", "gcp-spot-a100"
-AWS_H = 2.4655
-
-
-def jobs(*specs: tuple[float, float, float]) -> list[SimJob]:
-    return [SimJob(i, t, d, g) for i, (t, d, g) in enumerate(specs)]
-
-
-def settings(**kw) -> SimSettings:
-    kw.setdefault("interruptions", False)
-    kw.setdefault("patience_s", None)
-    return SimSettings(**kw)
+from tests.scaling_support import AWS, GCP
+from tests.sim_support import AWS_H, jobs, settings
 
 
 def aws_only(**kw) -> ProviderConfig:

@@ -10,20 +10,10 @@ from click.testing import CliRunner
 
 from etrid_ray.cli import main
 from etrid_ray.scaling.placement import PlaceReason
-from etrid_ray.sim import SimJob, SimSettings, Simulator, build_scenario, simulate
+from etrid_ray.sim import Simulator, build_scenario, simulate
 from etrid_ray.sim.engine import Explained, format_explanation
-
-AWS = "aws-spot-a100"
-
-
-def jobs(*specs: tuple[float, float, float]) -> list[SimJob]:
-    return [SimJob(i, t, d, g) for i, (t, d, g) in enumerate(specs)]
-
-
-def settings(**kw) -> SimSettings:
-    kw.setdefault("interruptions", False)
-    kw.setdefault("patience_s", None)
-    return SimSettings(**kw)
+from tests.scaling_support import AWS
+from tests.sim_support import jobs, settings
 
 
 def events(result) -> list[str]:
