@@ -10,8 +10,6 @@ is stopped by its pid at the end (also on errors and Ctrl-C).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +21,7 @@ from pathlib import Path
 
 from etrid_ray.blobs import blob_hash, open_blob_store
 from etrid_ray.chain import ChainClient, GpuSpecs, HardwareAttestation, dev_signer, format_edsc, to_planck
+from etrid_ray.processes import terminate
 
 
 @contextmanager
@@ -59,13 +58,7 @@ def running_devnet(
             raise RuntimeError(f"the devnet did not print its URL within {startup_timeout:.0f}s; log: {log_path}")
         yield url[0], proc.pid
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        terminate(proc, 10, kill_wait_s=5)
         log.close()
 
 

@@ -23,6 +23,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from etrid_ray.processes import terminate
 from etrid_ray.ray_auth import ensure_token, token_env
 
 PR_SET_PDEATHSIG = 1
@@ -109,11 +110,5 @@ class LocalRay:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM to `ray start --block` (it stops the processes it started), then its process group."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=timeout)
+        if self.proc is not None:
+            terminate(self.proc, timeout, group=True)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -35,6 +33,7 @@ import websocket
 from prometheus_client import CollectorRegistry, Counter
 from substrateinterface import Keypair, SubstrateInterface
 
+from etrid_ray.processes import terminate
 from etrid_ray.telemetry.server import MetricsServer
 from etrid_ray.testing.devnet_process import DevnetProcess
 from tests.devnet_support import EDSC, connect, key
@@ -571,12 +570,7 @@ def exporter(devnet: DevnetProcess) -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
+        terminate(proc, 15)
 
 
 def scrape_times(exporter: str, scrapes: int, threads: int = 100) -> list[float]:

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import yaml
 
 from etrid_ray.config import ProviderConfig, load_config
 from etrid_ray.kuberay import render as r
+from etrid_ray.processes import terminate
 from etrid_ray.testing.ray_head_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -508,13 +508,7 @@ def test_the_rendered_head_refuses_anonymous_requests_and_serves_the_token(tmp_p
         assert authorized.stdout.strip() == "nodes 1", authorized.stdout + authorized.stderr[-2000:]
         print(f"GCS without the token: {anonymous.stdout.strip()}\nwith a wrong one: {wrong.stdout.strip()}")
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+        terminate(proc, 60, group=True, kill_wait_s=30)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

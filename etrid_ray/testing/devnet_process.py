@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from etrid_ray.processes import terminate
+
 
 @dataclass
 class DevnetProcess:
@@ -56,14 +58,7 @@ class DevnetProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         """Stops the devnet by its pid (SIGTERM: clean shutdown; SIGKILL: a crash)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        os.kill(self.proc.pid, sig)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait(timeout=timeout)
+        return terminate(self.proc, timeout, sig=sig) if self.proc is not None else None
 
     def restart(self) -> DevnetProcess:
         """Stops and starts again on the same port (needs the same data dir to keep state)."""
