@@ -25,7 +25,8 @@ from etrid_ray.config import ProviderConfig
 from etrid_ray.manifest import ComplianceSpec, Manifest
 from etrid_ray.pools import pools_from_config
 from etrid_ray.provider.admission import Capabilities, JobTerms, region_allowed
-from etrid_ray.scaling.placement import PlaceReason, eligible, place
+from etrid_ray.scaling.eligibility import eligible
+from etrid_ray.scaling.placement import PlaceReason, place
 from etrid_ray.security import audit
 from etrid_ray.security.audit import Anchorer, AuditLog
 from etrid_ray.security.compliance import (

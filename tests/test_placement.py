@@ -14,7 +14,8 @@ from etrid_ray.manifest import Manifest
 from etrid_ray.pools import Pool, pools_from_config
 from etrid_ray.prices import PriceQuote, quotes_for
 from etrid_ray.provider.admission import JobTerms, region_allowed
-from etrid_ray.scaling.placement import PlaceReason, eligible, place
+from etrid_ray.scaling.eligibility import eligible
+from etrid_ray.scaling.placement import PlaceReason, place
 from etrid_ray.scaling.state import PLATFORM_FEE_BPS, PoolState, QueuedJob, Snapshot
 from tests.scaling_support import AWS, AZURE, CONFIG, GCP, LOCAL, TEE, config, job, pool_state, snapshot
 

@@ -842,7 +842,7 @@ class ProviderHead:
         other pool it is eligible for (one that can run it in time beats one that cannot)."""
         if self.scaler is None:
             return [None]
-        from etrid_ray.scaling.placement import eligible
+        from etrid_ray.scaling.eligibility import eligible
 
         first = self._pool_for(cand)
         if first is None:
@@ -930,7 +930,7 @@ class ProviderHead:
 
     def _pool_for(self, cand: Candidate) -> str | None:
         """The pool the placement chose; a job it left waiting goes to the first local pool that can run it."""
-        from etrid_ray.scaling.placement import eligible
+        from etrid_ray.scaling.eligibility import eligible
 
         chosen = None
         if self.plan is not None:

@@ -21,12 +21,12 @@ from __future__ import annotations
 from typing import Any
 
 from etrid_ray.config import ProviderConfig
+from etrid_ray.scaling.eligibility import eligible
 from etrid_ray.scaling.placement import (
     Placement,
     PlacementPlan,
     PlaceReason,
     cloud_pools_cheapest_first,
-    eligible,
     place_local,
     queue_order,
     within_max_price,

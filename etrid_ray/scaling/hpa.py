@@ -28,15 +28,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from etrid_ray.config import ProviderConfig
-from etrid_ray.scaling.placement import (
-    Placement,
-    PlacementPlan,
-    PlaceReason,
-    eligible,
-    queue_order,
-    take_slot,
-    within_max_price,
-)
+from etrid_ray.scaling.eligibility import eligible
+from etrid_ray.scaling.placement import Placement, PlacementPlan, PlaceReason, queue_order, take_slot, within_max_price
 from etrid_ray.scaling.policy import DecideFn, Decision, Reason
 from etrid_ray.scaling.state import PoolState, Snapshot
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 from etrid_ray.percentiles import percentile
 from etrid_ray.scaling.state import QueuedJob, Snapshot
@@ -76,7 +77,7 @@ class Outlook:
 
     # --- estimates ---------------------------------------------------------------------------------
 
-    @property
+    @cached_property
     def patience_s(self) -> float:
         """How long a queued job can be expected to wait before another provider takes it."""
         if self.patience_observed:

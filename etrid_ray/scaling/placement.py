@@ -22,17 +22,15 @@ the scaling policy turns `new_nodes` into scale-up decisions.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cached_property, lru_cache
+from functools import cached_property
 from operator import attrgetter
 
 from etrid_ray.config import ProviderConfig
-from etrid_ray.manifest import ComplianceSpec, Manifest
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote
-from etrid_ray.provider.admission import accelerator_matches, region_allowed
 from etrid_ray.scaling.outlook import MEMORY_S, Outlook
 from etrid_ray.scaling.state import PLANCK_PER_EDSC, PLATFORM_FEE_BPS, PoolState, QueuedJob, Snapshot
 
@@ -62,12 +60,13 @@ _STAGE = {PlaceReason.NO_ELIGIBLE_POOL: 0, PlaceReason.CLOUD_DISABLED: 0, PlaceR
           PlaceReason.POOL_FULL: 4, PlaceReason.NO_CAPACITY: 4, PlaceReason.BUDGET: 5}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Placement:
-    """Where one job goes: a pool name, or None = wait for local capacity.
+    """Where one job goes: a pool name, or None = wait for local capacity. A value: nothing changes one.
 
     `why` is the explanation, or a function that writes it: a thousand waiting jobs get a reason on
-    every tick, and the text is only read when a decision is logged or shown."""
+    every tick, and the text is only read when a decision is logged or shown. (Not a frozen dataclass
+    only because making one costs three times as much, and a plan makes one per queued job per tick.)"""
 
     job_id: int
     pool: str | None
@@ -79,12 +78,47 @@ class Placement:
         return self.why if isinstance(self.why, str) else self.why()
 
 
+class LazyPlacements(Sequence[Placement]):
+    """The placements of every queued job, written when first read.
+
+    Why lazy: most of a long queue waits (for local GPUs, or because no cloud node pays for it), and
+    its placements only say why — read when a plan is explained or logged, not on each tick of a
+    simulation that runs hundreds of thousands of them. What acts on a plan reads `steered`."""
+
+    def __init__(self, build: Callable[[], tuple[Placement, ...]]) -> None:
+        self._build: Callable[[], tuple[Placement, ...]] | None = build
+        self._items: tuple[Placement, ...] = ()
+
+    def _all(self) -> tuple[Placement, ...]:
+        if self._build is not None:
+            self._items, self._build = self._build(), None
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]  # Sequence's overloads: int and slice
+        return self._all()[i]
+
+    def __iter__(self) -> Iterator[Placement]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and self._all() == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
 @dataclass(frozen=True)
 class PlacementPlan:
     """Placements in the order jobs should be claimed (the policy's queue order), plus the new nodes
     they need per pool and what those cost."""
 
-    placements: tuple[Placement, ...]
+    placements: Sequence[Placement]
     new_nodes: Mapping[str, int] = field(default_factory=dict)
     projected_cost_usd: float = 0.0  # new nodes' cost over their expected lives
     # what the plan saw, for the outlook to learn from: jobs placed on local pools (→ GPUs), whether jobs
@@ -93,15 +127,39 @@ class PlacementPlan:
     waiting_local: bool = False
     new_overflow: tuple[QueuedJob, ...] = ()  # overflow that arrived since the outlook's last tick
     overflows_at: float = math.inf  # when the first job left for local becomes overflow as it ages
+    # when `placements` is lazy: the jobs in claim order and the placements with a pool, known already
+    claim_order: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
+    with_pool: tuple[Placement, ...] | None = field(default=None, compare=False, repr=False)
+
+    @cached_property
+    def job_ids(self) -> tuple[int, ...]:
+        """Every job the plan placed, in the order to claim them."""
+        if self.claim_order is not None:
+            return self.claim_order
+        return tuple(p.job_id for p in self.placements)
+
+    @cached_property
+    def steered(self) -> tuple[Placement, ...]:
+        """The placements with a pool (what dispatch acts on), in claim order."""
+        if self.with_pool is not None:
+            return self.with_pool
+        return tuple(p for p in self.placements if p.pool is not None)
 
     @cached_property
     def order(self) -> dict[int, int]:
         """Each job's place in the plan (the order to claim in); the head looks jobs up here every pass."""
-        return {p.job_id: i for i, p in enumerate(self.placements)}
+        return {job_id: i for i, job_id in enumerate(self.job_ids)}
+
+    @cached_property
+    def _pools(self) -> dict[int, str]:
+        return {p.job_id: p.pool for p in self.steered if p.pool is not None}
 
     def pool_for(self, job_id: int) -> str | None:
         """The pool `job_id` is steered to (None: waits for local); KeyError when the plan does not know it."""
-        return self.placements[self.order[job_id]].pool
+        pool = self._pools.get(job_id)
+        if pool is None and job_id not in self.order:
+            raise KeyError(job_id)
+        return pool
 
     def by_pool(self) -> dict[str | None, list[int]]:
         out: dict[str | None, list[int]] = {}
@@ -111,28 +169,6 @@ class PlacementPlan:
 
 
 # --- eligibility ------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4096)
-def _residency_ok(region: str, template: str | None, allowed: tuple[str, ...]) -> bool:
-    """admission's `region_allowed`, memoized per rule set (one small Manifest per distinct rule)."""
-    manifest = Manifest(handler="placement",
-                        compliance=ComplianceSpec(template=template, allowed_regions=list(allowed)))
-    return region_allowed(region, manifest)
-
-
-def eligible(job: QueuedJob, pool: Pool) -> bool:
-    """Hard rules only (no money): TEE type, residency, accelerator, VRAM and GPUs on one node."""
-    # cheapest tests first: placement asks this for every queued job and pool on every tick
-    if job.gpus > pool.gpus_per_node or job.min_vram_gb > pool.vram_gb:
-        return False
-    if job.tee is not None and pool.tee != job.tee:
-        return False
-    if job.accelerator and not accelerator_matches(job.accelerator, pool.accelerator):
-        return False
-    if job.compliance_template is None and not job.allowed_regions:
-        return True
-    return _residency_ok(pool.region, job.compliance_template, job.allowed_regions)
 
 
 def within_max_price(pool: Pool, quote: PriceQuote) -> bool:
@@ -320,42 +356,37 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
     one, every job local GPUs cannot take now may, and a node must be paid by the jobs in hand."""
     horizon = config.idle_timeout_s if horizon_s is None else horizon_s
     jobs = profit_order(snapshot.queue) if config.claim_order == "best-paying" else queue_order(snapshot.queue)
+    fits = snapshot.fits
+    mask = fits.mask
     placed: dict[int, Placement] = {}
     local: dict[int, float] = {}
     remaining = place_local(jobs, snapshot, placed, local)
     if outlook is not None:
         split = split_overflow(remaining, snapshot, outlook)
         remaining = split.overflow
-        for j, start_in in split.soon:
-            placed[j.job_id] = Placement(
-                j.job_id, None, PlaceReason.LOCAL_SOON,
-                lambda start_in=start_in: f"local GPUs reach it in about {start_in:.0f} s, before its consumer is "
-                f"expected to leave ({outlook.patience_s:.0f} s of waiting); waits for local")
     else:
         split = Split(remaining, [], bool(remaining), ())
     # a job whose consumer is expected to leave before a new node starts is not worth one; only consumers
     # seen leaving say when that is (a floor learned from nobody leaving says nothing of the kind)
     patience = outlook.patience_s if outlook is not None and outlook.patience_observed else math.inf
     new_nodes: dict[str, int] = {}
-    # why a job was not placed: (reason, pool, quote), the furthest stage wins; text is written once at the end
-    why_not: dict[int, tuple[PlaceReason, PoolState, PriceQuote | None]] = {}
+    # why jobs were not placed: (stage, reason, pool, quote, jobs); for each job the furthest stage wins
+    # (the first at a stage stays), resolved only when the placements are read
+    notes: list[tuple[int, PlaceReason, PoolState, PriceQuote | None, Sequence[QueuedJob]]] = []
     budget_left = config.daily_cloud_budget_usd - snapshot.spend_today_usd
     projected = 0.0
     usd_per_planck_hour = 3600 * (1 - PLATFORM_FEE_BPS / 10_000) / PLANCK_PER_EDSC * config.edsc_usd
     fill = _fill(snapshot, outlook, usd_per_planck_hour / 3600) if outlook is not None else NO_FILL
 
-    def note(batch: Iterable[QueuedJob], reason: PlaceReason, ps: PoolState, quote: PriceQuote | None) -> None:
-        stage = _STAGE[reason]
-        for job in batch:
-            old = why_not.get(job.job_id)
-            if old is None or stage > _STAGE[old[0]]:
-                why_not[job.job_id] = (reason, ps, quote)
+    def note(batch: Sequence[QueuedJob], reason: PlaceReason, ps: PoolState, quote: PriceQuote | None) -> None:
+        notes.append((_STAGE[reason], reason, ps, quote, batch))
 
     for ps, quote in cloud_pools_cheapest_first(snapshot, config.spot_rerun_share):
         if not remaining:
             break
         pool = ps.pool
-        mine = [j for j in remaining if eligible(j, pool)]
+        bit = fits.bit(pool.name)
+        mine = remaining if split.fit_all & bit else [j for j in remaining if mask(j) & bit]
         if not mine:
             continue
         if quote is None:
@@ -369,28 +400,40 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
             continue
         # a job paying less than the GPU-hour itself can never pay for a node, new or running
         floor_planck = effective_usd_per_gpu_hour(quote, config.spot_rerun_share) / usd_per_planck_hour
-        paying = [j for j in mine if j.price_per_gpu_s >= floor_planck]
-        if len(paying) < len(mine):
-            note((j for j in mine if j.price_per_gpu_s < floor_planck), PlaceReason.UNPROFITABLE, ps, quote)
+        paying: list[QueuedJob] = []
+        cheap: list[QueuedJob] = []
+        for j in mine:
+            (paying if j.price_per_gpu_s >= floor_planck else cheap).append(j)
+        if cheap:
+            note(cheap, PlaceReason.UNPROFITABLE, ps, quote)
         taken_ids: set[int] = set()
         # 1) capacity already paid for: free GPUs on alive nodes now, and starting nodes filled back to back
         #    like a new node, so the nodes bought last tick are not bought again while they start
         room_now = PaidRoom(ps, horizon)
-        capacity_text = f"room on a running or starting {pool.name} node"
-        for j in paying if room_now else ():
-            if room_now.take(j):
-                taken_ids.add(j.job_id)
-                placed[j.job_id] = Placement(j.job_id, pool.name, PlaceReason.CLOUD_CAPACITY, capacity_text)
+        if room_now:
+            capacity_text = f"room on a running or starting {pool.name} node"
+            for j in paying:
+                if room_now.take(j):
+                    taken_ids.add(j.job_id)
+                    placed[j.job_id] = Placement(j.job_id, pool.name, PlaceReason.CLOUD_CAPACITY, capacity_text)
         # 2) new nodes, best-paying jobs first, each node only if it pays for its whole life — for jobs whose
         #    consumers are expected to still be waiting when it starts
         late = snapshot.now + pool.startup_s - patience
-        candidates, too_late = [], []
+        candidates: list[QueuedJob] = []
+        too_late: list[QueuedJob] = []
         for j in paying:
-            if j.job_id not in taken_ids:
-                (candidates if j.claimed or j.waiting_since > late else too_late).append(j)
-        candidates.sort(key=attrgetter("price_key"))
+            if j.claimed or j.waiting_since > late:
+                if not taken_ids or j.job_id not in taken_ids:
+                    candidates.append(j)
+            elif not taken_ids or j.job_id not in taken_ids:
+                too_late.append(j)
         if too_late:
             note(too_late, PlaceReason.TOO_LATE, ps, quote)
+        if not candidates:
+            if taken_ids:
+                remaining = [j for j in remaining if j.job_id not in taken_ids]
+            continue
+        candidates.sort(key=attrgetter("price_key"))
         room = new_node_room(ps, quote)
         full = PlaceReason.POOL_FULL if room >= max(0, pool.max_nodes - ps.nodes) else PlaceReason.NO_CAPACITY
         added = 0
@@ -421,17 +464,36 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
         if taken_ids:
             remaining = [j for j in remaining if j.job_id not in taken_ids]
 
-    for j in remaining:
-        why = why_not.get(j.job_id)
-        if why is None:
-            placed[j.job_id] = Placement(j.job_id, None, PlaceReason.NO_ELIGIBLE_POOL,
-                                         "no cloud pool may run it (TEE, residency, size); waits for local")
-        else:
-            placed[j.job_id] = Placement(j.job_id, None, why[0],
-                                         lambda j=j, why=why: _why_text(j, *why, config) + "; waits for local")
-    return PlacementPlan(tuple(placed[j.job_id] for j in jobs), new_nodes, projected, local=local,
+    ids = tuple(j.job_id for j in jobs)
+    soon, left = split.soon, remaining
+
+    def every_placement() -> tuple[Placement, ...]:
+        everything = dict(placed)
+        for j, start_in in soon:
+            everything[j.job_id] = Placement(
+                j.job_id, None, PlaceReason.LOCAL_SOON,
+                lambda start_in=start_in: f"local GPUs reach it in about {start_in:.0f} s, before its consumer is "
+                f"expected to leave ({outlook.patience_s:.0f} s of waiting); waits for local")
+        why_not: dict[int, tuple[int, PlaceReason, PoolState, PriceQuote | None]] = {}
+        for stage, reason, ps, quote, batch in notes:
+            for job in batch:
+                old = why_not.get(job.job_id)
+                if old is None or stage > old[0]:
+                    why_not[job.job_id] = (stage, reason, ps, quote)
+        for j in left:
+            why = why_not.get(j.job_id)
+            if why is None:
+                everything[j.job_id] = Placement(j.job_id, None, PlaceReason.NO_ELIGIBLE_POOL,
+                                                 "no cloud pool may run it (TEE, residency, size); waits for local")
+            else:
+                everything[j.job_id] = Placement(
+                    j.job_id, None, why[1], lambda j=j, why=why: _why_text(j, *why[1:], config) + "; waits for local")
+        return tuple(everything[i] for i in ids)
+
+    return PlacementPlan(LazyPlacements(every_placement), new_nodes, projected, local=local,
                          waiting_local=split.waiting_local, new_overflow=split.new_overflow,
-                         overflows_at=split.overflows_at)
+                         overflows_at=split.overflows_at, claim_order=ids,
+                         with_pool=tuple(placed[i] for i in ids if i in placed))
 
 
 @dataclass(frozen=True)
@@ -443,12 +505,13 @@ class Split:
     waiting_local: bool  # any job waits for local GPUs
     new_overflow: tuple[QueuedJob, ...]  # the overflow that arrived since the outlook's last tick
     overflows_at: float = math.inf  # when the first of `soon` ages into overflow
+    fit_all: int = 0  # the pools every job of `overflow` may run on (Fits bits)
 
 
 def split_overflow(waiting: Sequence[QueuedJob], snapshot: Snapshot, outlook: Outlook) -> Split:
     """Splits the jobs local pools have no room for now (in claim order) into the overflow and the jobs
     they will reach in time. One pass: this runs for every waiting job on every tick."""
-    local = [ps.pool for ps in snapshot.pools if not ps.pool.is_cloud]
+    mask, local = snapshot.fits.mask, snapshot.fits.local
     patience = outlook.patience_s
     rate = outlook.local_rate
     # a job is overflow once now - waiting_since + ahead / rate > patience, i.e. waiting_since < cutoff + ahead / rate
@@ -459,19 +522,23 @@ def split_overflow(waiting: Sequence[QueuedJob], snapshot: Snapshot, outlook: Ou
     soon: list[tuple[QueuedJob, float]] = []
     waiting_local = False
     overflows_at = math.inf
+    fit_all = -1
     for j in waiting:
-        if any(eligible(j, pool) for pool in local):
+        m = mask(j)
+        if m & local:
             waiting_local = True
             ahead += j.gpus
             if rate is not None:
                 start_in = ahead / rate
                 if j.claimed or j.waiting_since >= cutoff + start_in:
                     soon.append((j, start_in))
-                    if not j.claimed:
-                        overflows_at = min(overflows_at, j.waiting_since + patience - start_in)
+                    if not j.claimed and j.waiting_since + patience - start_in < overflows_at:
+                        overflows_at = j.waiting_since + patience - start_in
                     continue
         overflow.append(j)
-    return Split(overflow, soon, waiting_local, tuple(j for j in overflow if j.waiting_since > since), overflows_at)
+        fit_all &= m
+    return Split(overflow, soon, waiting_local, tuple(j for j in overflow if j.waiting_since > since), overflows_at,
+                 fit_all if overflow else 0)
 
 
 def _fill(snapshot: Snapshot, outlook: Outlook, usd_per_planck_s: float) -> Fill:
@@ -503,15 +570,21 @@ def place_local(jobs: Sequence[QueuedJob], snapshot: Snapshot, placed: dict[int,
                 local_gpus: dict[int, float] | None = None) -> list[QueuedJob]:
     """Local pools take every job they have room for, in queue order; returns the others (and, into
     `local_gpus` when given, each job placed locally → its GPUs)."""
-    local = [ps for ps in snapshot.pools if not ps.pool.is_cloud]
-    free = {ps.name: ps.free_capacity for ps in local}
-    slots = {ps.name: ps.node_slots() for ps in local}
+    local = [(ps.name, snapshot.fits.bit(ps.name)) for ps in snapshot.pools if not ps.pool.is_cloud]
+    mask = snapshot.fits.mask
+    free = {ps.name: ps.free_capacity for ps in snapshot.pools if not ps.pool.is_cloud}
+    slots = {ps.name: ps.node_slots() for ps in snapshot.pools if not ps.pool.is_cloud}
+    most_free = max(free.values(), default=-1.0)  # a job needing more waits without a look at each pool
     remaining: list[QueuedJob] = []
     for j in jobs:
-        for ps in local:
-            if free[ps.name] >= j.gpus and eligible(j, ps.pool) and take_slot(slots[ps.name], j.gpus):
-                free[ps.name] -= j.gpus
-                placed[j.job_id] = Placement(j.job_id, ps.name, PlaceReason.LOCAL, f"room on local pool {ps.name}")
+        if j.gpus > most_free:
+            remaining.append(j)
+            continue
+        for name, bit in local:
+            if free[name] >= j.gpus and mask(j) & bit and take_slot(slots[name], j.gpus):
+                free[name] -= j.gpus
+                most_free = max(free.values())
+                placed[j.job_id] = Placement(j.job_id, name, PlaceReason.LOCAL, f"room on local pool {name}")
                 if local_gpus is not None:
                     local_gpus[j.job_id] = j.gpus
                 break

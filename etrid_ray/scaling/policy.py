@@ -32,11 +32,12 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any, Literal
 
 from etrid_ray.config import ProviderConfig
 from etrid_ray.scaling.outlook import Outlook
-from etrid_ray.scaling.placement import PlacementPlan, eligible, place, within_max_price
+from etrid_ray.scaling.placement import PlacementPlan, place, within_max_price
 from etrid_ray.scaling.state import PoolState, QueuedJob, Snapshot
 
 
@@ -93,6 +94,7 @@ class PolicyMemory:
 
 
 _EMPTY = PoolMemory()
+_GPUS, _SINCE = attrgetter("gpus"), attrgetter("waiting_since")
 
 # Every policy (ours, the baselines, the HPA model) has this shape, so the head and the simulator
 # can swap them: decide(snapshot, config, memory or None) -> (decisions, memory for the next tick).
@@ -104,18 +106,15 @@ def steered_jobs(snapshot: Snapshot, plan: PlacementPlan) -> dict[str, list[Queu
     """Each pool's queue: the jobs steered to it, plus jobs left waiting, counted against the first
     local pool that may run them (they wait for local capacity)."""
     by_id = {j.job_id: j for j in snapshot.queue}
-    local = [ps.pool for ps in snapshot.pools if not ps.pool.is_cloud]
+    fits = snapshot.fits
+    pools = {p.job_id: p.pool for p in plan.steered}
+    first_local = fits.first_local_name
     out: dict[str, list[QueuedJob]] = {}
-    for p in plan.placements:
-        job = by_id[p.job_id]
-        name = p.pool
+    for job_id in plan.job_ids:
+        job = by_id[job_id]
+        name = pools.get(job_id) or first_local(job)
         if name is None:
-            for pool in local:  # a plain loop: this runs for every waiting job on every tick
-                if eligible(job, pool):
-                    name = pool.name
-                    break
-            else:
-                continue
+            continue
         jobs = out.get(name)
         if jobs is None:
             out[name] = [job]
@@ -162,7 +161,7 @@ def _decide_pool(ps: PoolState, jobs: Sequence[QueuedJob], new_nodes: int, snaps
     under = depth < config.scale_down_queue_per_gpu
     pm = replace(pm, over_since=(pm.over_since if pm.over_since is not None else now) if over else None,
                  under_since=(pm.under_since if pm.under_since is not None else now) if under else None)
-    demand_gpus = sum(j.gpus for j in jobs)
+    demand_gpus = sum(map(_GPUS, jobs))
     needed = math.ceil((max(ps.gpus_busy, 0.0) + demand_gpus) / gpn - 1e-9)  # nodes running all of it at once
     usable = max(cur, needed)
     unmet = demand_gpus - ps.free_capacity
@@ -180,7 +179,7 @@ def _decide_pool(ps: PoolState, jobs: Sequence[QueuedJob], new_nodes: int, snaps
             text = (f"queue {len(jobs)} jobs = {depth:.3g}/GPU > {config.scale_up_queue_per_gpu:g} for "
                     f"{now - pm.over_since:.0f} s: +{config.scale_up_factor:.0%}")
     if jobs and unmet > 0 and (pm.last_up is None or now - pm.last_up >= config.scale_up_wait_s):
-        avg_wait = sum(now - j.waiting_since for j in jobs) / len(jobs)
+        avg_wait = sum(now - t for t in map(_SINCE, jobs)) / len(jobs)
         if avg_wait > config.scale_up_wait_s and min(cur + 1, usable) > target:
             target, reason = min(cur + 1, usable), Reason.AVG_WAIT
             text = f"average wait {avg_wait:.0f} s > {config.scale_up_wait_s:g} s"

@@ -17,10 +17,14 @@ from etrid_ray.manifest import Manifest
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote
 from etrid_ray.provider.admission import MIN_BILLABLE_GPUS, JobTerms, billable_gpus
+from etrid_ray.scaling.eligibility import Fits
 
 PLANCK_PER_EDSC = 10**18
 # The chain keeps 5 % of every payment (pallet_job_marketplace PLATFORM_FEE_BPS); the provider earns the rest.
 PLATFORM_FEE_BPS = 500
+
+# every distinct set of hard rules a job has carried → a small integer (see QueuedJob.rule_id)
+_RULE_IDS: dict[tuple[object, ...], int] = {}
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,15 @@ class QueuedJob:
         """Best price per GPU-second first, then the most GPU-seconds, then first come."""
         return (-self.price_per_gpu_s, -self.billable_gpus * self.expected_duration_s, self.waiting_since,
                 self.job_id)
+
+    @cached_property
+    def rule_id(self) -> int:
+        """The job's hard rules (size, VRAM, TEE, accelerator, residency) as a small integer. Jobs with the
+        same rules fit the same pools, and a queue of thousands carries a handful of rule sets: placement
+        asks which pools fit once per rule set on a tick (`Snapshot.fits`), not once per job and pool."""
+        rules = (self.gpus, self.min_vram_gb, self.tee, self.accelerator, self.compliance_template,
+                 self.allowed_regions)
+        return _RULE_IDS.setdefault(rules, len(_RULE_IDS))
 
     @property
     def billable_gpus(self) -> float:
@@ -180,6 +193,11 @@ class Snapshot:
     spend_today_usd: float = 0.0  # cloud spend this UTC day (scaling.billing: per second, a minute at least)
     prices: Mapping[str, PriceQuote] = field(default_factory=dict)  # by pool name; cloud pools only
     departed: tuple[Departure, ...] = ()  # jobs that left the queue, not ours, since the previous snapshot
+
+    @cached_property
+    def fits(self) -> Fits:
+        """Which of this snapshot's pools each job may run on (hard rules), asked once per rule set."""
+        return Fits(tuple(ps.pool for ps in self.pools))
 
     def pool(self, name: str) -> PoolState:
         for ps in self.pools:

@@ -47,8 +47,9 @@ from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote
 from etrid_ray.scaling import POLICIES, Policy, PolicyMemory
 from etrid_ray.scaling.billing import MIN_BILLED_S, NodeLedger, billed_cost  # noqa: F401 (the rule, re-exported)
+from etrid_ray.scaling.eligibility import eligible
 from etrid_ray.scaling.hpa import HPA_SYNC_PERIOD_S, HpaMemory
-from etrid_ray.scaling.placement import PlacementPlan, eligible, node_cost_usd, within_max_price
+from etrid_ray.scaling.placement import PlacementPlan, node_cost_usd, within_max_price
 from etrid_ray.scaling.policy import steered_jobs
 from etrid_ray.scaling.state import Departure, PoolState, QueuedJob, Snapshot
 from etrid_ray.scaling.tick import TickReply, TickRequest, tick
@@ -532,10 +533,10 @@ class Simulator:
         reply = self.last_tick = tick(self.policy, TickRequest(snap, self.config, self.memory))
         self.memory, plan, targets = reply.memory, reply.plan, reply.targets
         # dispatch: steered jobs start where their pool has room now (what Ray does with the task)
-        for p in plan.placements:
-            if p.pool is None or p.job_id not in self.queue:
+        for p in plan.steered:
+            if p.job_id not in self.queue:
                 continue
-            rt = self.by_name[p.pool]
+            rt = self.by_name[p.pool]  # type: ignore[index]  # steered: a pool
             g = self.queue[p.job_id].gpus
             best: _Node | None = None
             for n in rt.nodes:
@@ -617,7 +618,7 @@ class Simulator:
                     steered = steered_jobs(snap, plan)  # waiting jobs count against a local pool
                 else:
                     steered = {}
-                    for p in plan.placements:
+                    for p in plan.steered:
                         if p.pool is not None and p.pool not in fixed and p.job_id in self.queue:
                             steered.setdefault(p.pool, []).append(self.queue[p.job_id])
                 for name, jobs in steered.items():

@@ -48,7 +48,8 @@ import numpy as np
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import maximum_flow
 
-from etrid_ray.scaling.placement import eligible, within_max_price
+from etrid_ray.scaling.eligibility import eligible
+from etrid_ray.scaling.placement import within_max_price
 from etrid_ray.scaling.state import QueuedJob
 from etrid_ray.sim.scenario import Scenario, SimSettings, build_scenario
 from etrid_ray.sim.trace import SimJob, Trace
