@@ -411,3 +411,22 @@ def test_nodes_bought_last_tick_are_not_bought_again_while_they_start():
     assert second.new_nodes == {}
     assert Counter((p.pool, p.reason) for p in second.placements) == {(AWS, PlaceReason.CLOUD_CAPACITY): 80,
                                                                       (None, PlaceReason.UNPROFITABLE): 20}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.5, 1.0, 2.0]), st.sampled_from([0, 1, 2, 8]),
+                          st.sampled_from([60.0, 600.0, 3600.0]), st.sampled_from([0.0, 5.0, 9.0])), max_size=30))
+def test_claim_orders_are_the_orders_of_their_whole_keys(rows):
+    """Best-paying first: price per GPU-second, then GPU-seconds, then first come, then job id; a new node is
+    filled by price, then first come; the chain's own order is first come, then job id."""
+    from etrid_ray.scaling.placement import price_order, profit_order, queue_order
+
+    queue = [QueuedJob(i, gpus=g, price_per_gpu_s=p, expected_duration_s=d, waiting_since=w)
+             for i, (p, g, d, w) in enumerate(rows)]
+    ids = lambda jobs: [j.job_id for j in jobs]  # noqa: E731
+    assert ids(profit_order(queue)) == ids(sorted(queue, key=lambda j: (-j.price_per_gpu_s, -j.billable_gpus
+                                                                         * j.expected_duration_s, j.waiting_since,
+                                                                         j.job_id)))
+    assert ids(price_order(list(queue))) == ids(sorted(queue, key=lambda j: (-j.price_per_gpu_s, j.waiting_since,
+                                                                              j.job_id)))
+    assert ids(queue_order(queue)) == ids(sorted(queue, key=lambda j: (j.waiting_since, j.job_id)))

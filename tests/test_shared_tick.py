@@ -113,9 +113,9 @@ class Lockstep(Simulator):
             self._live_step(t)
             t += self.grid
 
-    def _handle(self, t: float, kind: int, a: int, b: int) -> None:
+    def _handle(self, t: float, kind: int, a: int, b: int) -> bool:
         self._catch_up(math.ceil(t / self.grid - 1e-9) * self.grid)
-        super()._handle(t, kind, a, b)
+        return super()._handle(t, kind, a, b)
 
     def _tick(self, now: float) -> None:
         self._catch_up(now)

@@ -152,6 +152,16 @@ def test_patience_loses_jobs_nobody_serves_and_counts_their_wait():
     assert r.revenue_usd == pytest.approx(1.0 * 0.95 * 8 * 2)
 
 
+def test_an_event_that_changes_nothing_does_not_tick_the_policy():
+    """Each job's consumer leaves at its patience unless the job started: for jobs that started, that
+    departure changes nothing, and the policy is not asked again because of it."""
+    trace = jobs((0, 60, 1), (100, 60, 1), (200, 60, 1))  # each starts at once and ends in a minute
+    waiting_forever = simulate(trace, "never-burst", settings(local_gpus=8))
+    with_patience = simulate(trace, "never-burst", settings(local_gpus=8, patience_s=600))
+    assert with_patience.jobs["lost"] == 0
+    assert with_patience.ticks == waiting_forever.ticks == 6  # three arrivals, three finishes
+
+
 def test_jobs_no_pool_can_run_are_unservable_not_lost():
     r = simulate(jobs((0, 60, 16), (0, 60, 1)), "profit", settings(local_gpus=8))
     assert r.jobs["unservable"] == 1 and r.jobs["completed"] == 1 and r.jobs["lost"] == 0

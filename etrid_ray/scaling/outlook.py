@@ -14,7 +14,10 @@ cannot reach in time. All three are observable from the queue alone, live and in
   nothing. `PATIENCE_PRIOR_S` is only where it starts, before the queue has shown anything;
 - **local reach** (GPUs per second the local pools start, measured only while jobs wait for them, so
   a quiet queue does not read as a slow cluster): a job with `A` GPUs of waiting work ahead of it in
-  claim order starts locally in about `A / rate`;
+  claim order starts locally in about `A / rate`. The same is measured per job size (1, 2, 3–4, 5–8,
+  more GPUs), because GPUs that free one at a time are taken by the small jobs that fit them: a job that
+  needs a whole node may wait far longer than the GPUs ahead of it say, or never start while smaller
+  work keeps arriving. A job's reach is the slower of the two;
 - **overflow**: work (GPU-seconds) of jobs the local pools will not reach before their consumers
   leave, per second: the demand a cloud node bought now can expect to keep serving.
 
@@ -34,13 +37,18 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from etrid_ray.percentiles import percentile
-from etrid_ray.scaling.state import QueuedJob, Snapshot
+from etrid_ray.scaling.state import SIZES, QueuedJob, Snapshot, size_class
 
 MEMORY_S = 3600.0  # how fast old observations fade
 LEARN_EVERY_S = 300.0  # the estimates move at multiples of this (policy clock)
 PATIENCE_PRIOR_S = 3600.0  # where the patience estimate starts before the queue has shown anything
 PATIENCE_QUANTILE = 25  # of recent departures' waits: most consumers wait at least this long
 KEPT_DEPARTURES = 128  # recent departures remembered
+_ZEROS = (0.0,) * SIZES
+
+
+def _plus(a: tuple[float, ...], b: tuple[float, ...], scale: float = 1.0) -> tuple[float, ...]:
+    return tuple(x * scale + y for x, y in zip(a, b, strict=True))
 
 
 @dataclass(frozen=True)
@@ -53,11 +61,14 @@ class Seen:
     overflow_value: float = 0.0  # planck those overflowing jobs offered
     departures: tuple[float, ...] = ()  # waits of jobs that left without being ours
     exposure_s: float = 0.0  # job-seconds jobs waited in the queue (read only while nobody has left)
+    size_started: tuple[float, ...] = _ZEROS  # local_started, per size class of the jobs started …
+    size_waited_s: tuple[float, ...] = _ZEROS  # … after ticks that left jobs of that class waiting, and how long
 
     def add(self, other: Seen) -> Seen:
         return Seen(self.local_started + other.local_started, self.local_waited_s + other.local_waited_s,
                     self.overflow_work + other.overflow_work, self.overflow_value + other.overflow_value,
-                    (self.departures + other.departures)[-KEPT_DEPARTURES:], self.exposure_s + other.exposure_s)
+                    (self.departures + other.departures)[-KEPT_DEPARTURES:], self.exposure_s + other.exposure_s,
+                    _plus(self.size_started, other.size_started), _plus(self.size_waited_s, other.size_waited_s))
 
 
 _NOTHING = Seen()
@@ -73,7 +84,12 @@ class Outlook:
     pending: Seen = _NOTHING
     at: float | None = None  # the last tick
     placed_local: frozenset[int] = frozenset()  # jobs the last tick placed on local pools
-    local_waiting: bool = False  # did jobs wait for local GPUs at the last tick
+    sizes_waiting: int = 0  # the size classes of jobs left waiting for local GPUs at the last tick (bits)
+
+    @property
+    def local_waiting(self) -> bool:
+        """Did jobs wait for local GPUs at the last tick."""
+        return self.sizes_waiting != 0
 
     # --- estimates ---------------------------------------------------------------------------------
 
@@ -95,6 +111,13 @@ class Outlook:
         if self.learned.local_waited_s <= 0 or self.learned.local_started <= 0:
             return None
         return self.learned.local_started / self.learned.local_waited_s
+
+    @cached_property
+    def size_rates(self) -> tuple[float | None, ...]:
+        """Per size class, GPUs of that class the local pools start per second while such jobs wait: None
+        until jobs of the class have waited, 0 when they waited and none started."""
+        return tuple(started / waited if waited > 0 else None
+                     for started, waited in zip(self.learned.size_started, self.learned.size_waited_s, strict=True))
 
     @property
     def overflow_gpus(self) -> float:
@@ -125,38 +148,50 @@ class Outlook:
 
     # --- learning ----------------------------------------------------------------------------------
 
-    def observe(self, snapshot: Snapshot, local_now: Mapping[int, float], waiting_local: bool,
+    def observe(self, snapshot: Snapshot, local_now: Mapping[int, float], sizes_waiting: int,
                 new_overflow: Iterable[QueuedJob]) -> Outlook:
         """The outlook after a tick: `snapshot` is what it saw; of its plan, `local_now` are the jobs it
-        placed on local pools (job → GPUs), `waiting_local` whether jobs were left waiting for local
-        GPUs, `new_overflow` the jobs that arrived since the last tick and that it judged the local
-        pools would not reach in time.
+        placed on local pools (job → GPUs), `sizes_waiting` the size classes of the jobs left waiting for
+        local GPUs (bits; 0: none), `new_overflow` the jobs that arrived since the last tick and that it
+        judged the local pools would not reach in time.
 
         Each job counts once: overflow when first seen (on arrival), a local start when first placed
         there (a live head may place the same job on two ticks before it runs)."""
         now = snapshot.now
-        dt = 0.0 if self.at is None else max(0.0, now - self.at)
+        base = self.current(now)  # learn first (nothing to do when placement already did)
+        dt = 0.0 if base.at is None else max(0.0, now - base.at)
         # local reach: GPUs started locally after a tick that left jobs waiting (the pools were full, so
         # whatever started was freed meanwhile), over the time jobs waited
-        started = sum(g for job_id, g in local_now.items() if job_id not in self.placed_local)
+        started = 0.0
+        by_size = [0.0] * SIZES
+        for job_id, g in local_now.items():
+            if job_id not in base.placed_local:
+                started += g
+                by_size[size_class(g)] += g
+        waited = base.sizes_waiting
+        size_started = tuple(x if waited >> k & 1 else 0.0 for k, x in enumerate(by_size)) if waited else _ZEROS
+        size_waited = tuple(dt if waited >> k & 1 else 0.0 for k in range(SIZES)) if waited else _ZEROS
         new_work = new_value = 0.0
         for job in new_overflow:
-            work = job.billable_gpus * job.expected_duration_s
+            work = job.work
             new_work += work
             new_value += work * job.price_per_gpu_s
         # the jobs queued now waited since the last tick (those that left meanwhile are not counted: a
         # slight undercount, on the side of shorter patience)
-        seen = Seen(local_started=started if self.local_waiting else 0.0,
-                    local_waited_s=dt if self.local_waiting else 0.0,
+        seen = Seen(local_started=started if base.local_waiting else 0.0,
+                    local_waited_s=dt if base.local_waiting else 0.0,
                     overflow_work=new_work, overflow_value=new_value,
                     departures=tuple(d.waited_s for d in snapshot.departed),
-                    exposure_s=len(snapshot.queue) * dt)
-        pending = self.pending.add(seen)
-        out = Outlook(self.learned, self.learned_at, pending, now,
-                      frozenset(local_now), waiting_local)
-        if self.learned_at is None or now >= self.next_learning(self.learned_at) - 1e-9:
-            out = out._fold(math.floor(now / LEARN_EVERY_S + 1e-9) * LEARN_EVERY_S)
-        return out
+                    exposure_s=len(snapshot.queue) * dt, size_started=size_started, size_waited_s=size_waited)
+        return Outlook(base.learned, base.learned_at, base.pending.add(seen), now, frozenset(local_now), sizes_waiting)
+
+    def current(self, now: float) -> Outlook:
+        """The outlook a tick at `now` decides with: at or past a learning instant, what was seen before it
+        is learned first. Placement and learning both start here, so a tick at an instant places with the
+        new estimates, whether it is one of a live head's every second or one of a simulator's."""
+        if self.learned_at is not None and now < self.next_learning(self.learned_at) - 1e-9:
+            return self
+        return self._fold(math.floor(now / LEARN_EVERY_S + 1e-9) * LEARN_EVERY_S)
 
     def _fold(self, at: float) -> Outlook:
         """The estimates move to `at`: the decayed totals plus what was seen since."""
@@ -166,5 +201,6 @@ class Outlook:
         learned = Seen(old.local_started * decay + new.local_started, old.local_waited_s * decay + new.local_waited_s,
                        old.overflow_work * decay + new.overflow_work, old.overflow_value * decay + new.overflow_value,
                        (old.departures + new.departures)[-KEPT_DEPARTURES:],
-                       old.exposure_s + new.exposure_s)
-        return Outlook(learned, at, _NOTHING, self.at, self.placed_local, self.local_waiting)
+                       old.exposure_s + new.exposure_s, _plus(old.size_started, new.size_started, decay),
+                       _plus(old.size_waited_s, new.size_waited_s, decay))
+        return Outlook(learned, at, _NOTHING, self.at, self.placed_local, self.sizes_waiting)

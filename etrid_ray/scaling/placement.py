@@ -121,10 +121,10 @@ class PlacementPlan:
     placements: Sequence[Placement]
     new_nodes: Mapping[str, int] = field(default_factory=dict)
     projected_cost_usd: float = 0.0  # new nodes' cost over their expected lives
-    # what the plan saw, for the outlook to learn from: jobs placed on local pools (→ GPUs), whether jobs
-    # were left waiting for local GPUs, and the jobs the local pools would not reach in time that are new
+    # what the plan saw, for the outlook to learn from: jobs placed on local pools (→ GPUs), which sizes of
+    # jobs were left waiting for local GPUs, and the jobs the local pools would not reach in time that are new
     local: Mapping[int, float] = field(default_factory=dict)
-    waiting_local: bool = False
+    waiting_sizes: int = 0  # the size classes (bits, scaling.state.size_class) of jobs waiting for local GPUs
     new_overflow: tuple[QueuedJob, ...] = ()  # overflow that arrived since the outlook's last tick
     overflows_at: float = math.inf  # when the first job left for local becomes overflow as it ages
     # when `placements` is lazy: the jobs in claim order and the placements with a pool, known already
@@ -195,9 +195,22 @@ def effective_usd_per_gpu_hour(quote: PriceQuote, rerun_share: float) -> float:
     return quote.usd_per_gpu_hour * interruption_factor(quote, rerun_share)
 
 
+# Orders are stable sorts on one number each, least significant first: the order of sorting on the whole
+# tuple, twice as fast on a queue whose jobs mostly offer one price (tuples that tie on their first item
+# are compared item by item).
+_FIFO, _WORK, _PRICE = attrgetter("fifo_key"), attrgetter("work"), attrgetter("price_per_gpu_s")
+
+
 def queue_order(queue: Iterable[QueuedJob]) -> list[QueuedJob]:
     """First come, first served (ties by job id): the chain queue's own order (the baselines serve it so)."""
-    return sorted(queue, key=attrgetter("fifo_key"))
+    return sorted(queue, key=_FIFO)
+
+
+def price_order(jobs: list[QueuedJob]) -> list[QueuedJob]:
+    """Best price per GPU-second first, then first come (in place): the order a new node is filled in."""
+    jobs.sort(key=_FIFO)
+    jobs.sort(key=_PRICE, reverse=True)
+    return jobs
 
 
 def profit_order(queue: Iterable[QueuedJob]) -> list[QueuedJob]:
@@ -208,7 +221,10 @@ def profit_order(queue: Iterable[QueuedJob]) -> list[QueuedJob]:
     demand lasts; the difference is after it passes: a long job taken now keeps GPUs earning
     through the lull that follows, a short one frees them into it. On Philly this takes 2 % more
     profit than first-come-first-served (and leaves more short jobs to other providers)."""
-    return sorted(queue, key=attrgetter("profit_key"))
+    jobs = sorted(queue, key=_FIFO)
+    jobs.sort(key=_WORK, reverse=True)
+    jobs.sort(key=_PRICE, reverse=True)
+    return jobs
 
 
 # --- node economics ---------------------------------------------------------------------------------
@@ -365,7 +381,7 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
         split = split_overflow(remaining, snapshot, outlook)
         remaining = split.overflow
     else:
-        split = Split(remaining, [], bool(remaining), ())
+        split = Split(remaining, [], 0, ())
     # a job whose consumer is expected to leave before a new node starts is not worth one; only consumers
     # seen leaving say when that is (a floor learned from nobody leaving says nothing of the kind)
     patience = outlook.patience_s if outlook is not None and outlook.patience_observed else math.inf
@@ -433,7 +449,7 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
             if taken_ids:
                 remaining = [j for j in remaining if j.job_id not in taken_ids]
             continue
-        candidates.sort(key=attrgetter("price_key"))
+        price_order(candidates)
         room = new_node_room(ps, quote)
         full = PlaceReason.POOL_FULL if room >= max(0, pool.max_nodes - ps.nodes) else PlaceReason.NO_CAPACITY
         added = 0
@@ -491,7 +507,7 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
         return tuple(everything[i] for i in ids)
 
     return PlacementPlan(LazyPlacements(every_placement), new_nodes, projected, local=local,
-                         waiting_local=split.waiting_local, new_overflow=split.new_overflow,
+                         waiting_sizes=split.waiting_sizes, new_overflow=split.new_overflow,
                          overflows_at=split.overflows_at, claim_order=ids,
                          with_pool=tuple(placed[i] for i in ids if i in placed))
 
@@ -502,7 +518,7 @@ class Split:
 
     overflow: list[QueuedJob]  # not reached before their consumers are expected to leave, or never
     soon: list[tuple[QueuedJob, float]]  # reached in time, with the seconds until then
-    waiting_local: bool  # any job waits for local GPUs
+    waiting_sizes: int  # the size classes (bits) of the jobs that wait for local GPUs; 0: none
     new_overflow: tuple[QueuedJob, ...]  # the overflow that arrived since the outlook's last tick
     overflows_at: float = math.inf  # when the first of `soon` ages into overflow
     fit_all: int = 0  # the pools every job of `overflow` may run on (Fits bits)
@@ -510,26 +526,37 @@ class Split:
 
 def split_overflow(waiting: Sequence[QueuedJob], snapshot: Snapshot, outlook: Outlook) -> Split:
     """Splits the jobs local pools have no room for now (in claim order) into the overflow and the jobs
-    they will reach in time. One pass: this runs for every waiting job on every tick."""
+    they will reach in time. A job's reach is the slower of the GPUs ahead of it at the local pools' rate
+    and the GPUs of its size ahead of it at the rate jobs of its size start (a whole node frees more
+    rarely than one GPU). One pass: this runs for every waiting job on every tick."""
     mask, local = snapshot.fits.mask, snapshot.fits.local
     patience = outlook.patience_s
     rate = outlook.local_rate
-    # a job is overflow once now - waiting_since + ahead / rate > patience, i.e. waiting_since < cutoff + ahead / rate
+    size_rates = outlook.size_rates
+    # a job is overflow once now - waiting_since + start_in > patience, i.e. waiting_since < cutoff + start_in
     cutoff = snapshot.now - patience
     since = outlook.at if outlook.at is not None else -math.inf
     ahead = 0.0
+    ahead_size = [0.0] * len(size_rates)
     overflow: list[QueuedJob] = []
     soon: list[tuple[QueuedJob, float]] = []
-    waiting_local = False
+    sizes = 0
     overflows_at = math.inf
     fit_all = -1
     for j in waiting:
         m = mask(j)
         if m & local:
-            waiting_local = True
+            c = j.size_class
+            sizes |= 1 << c
             ahead += j.gpus
+            ahead_size[c] += j.gpus
             if rate is not None:
                 start_in = ahead / rate
+                size_rate = size_rates[c]
+                if size_rate is not None:
+                    size_in = ahead_size[c] / size_rate if size_rate > 0 else math.inf
+                    if size_in > start_in:
+                        start_in = size_in
                 if j.claimed or j.waiting_since >= cutoff + start_in:
                     soon.append((j, start_in))
                     if not j.claimed and j.waiting_since + patience - start_in < overflows_at:
@@ -537,7 +564,7 @@ def split_overflow(waiting: Sequence[QueuedJob], snapshot: Snapshot, outlook: Ou
                     continue
         overflow.append(j)
         fit_all &= m
-    return Split(overflow, soon, waiting_local, tuple(j for j in overflow if j.waiting_since > since), overflows_at,
+    return Split(overflow, soon, sizes, tuple(j for j in overflow if j.waiting_since > since), overflows_at,
                  fit_all if overflow else 0)
 
 

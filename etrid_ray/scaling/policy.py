@@ -125,7 +125,8 @@ def steered_jobs(snapshot: Snapshot, plan: PlacementPlan) -> dict[str, list[Queu
 
 def place_profit(snapshot: Snapshot, config: ProviderConfig, memory: PolicyMemory | None = None) -> PlacementPlan:
     """The profit-aware placement with what the queue has taught so far (the policy's memory)."""
-    return place(snapshot, config, outlook=(memory if memory is not None else PolicyMemory()).outlook)
+    outlook = (memory if memory is not None else PolicyMemory()).outlook
+    return place(snapshot, config, outlook=outlook.current(snapshot.now))
 
 
 def decide(snapshot: Snapshot, config: ProviderConfig, memory: PolicyMemory | None = None, *,
@@ -135,7 +136,7 @@ def decide(snapshot: Snapshot, config: ProviderConfig, memory: PolicyMemory | No
     queue (what it started locally, what overflowed) is what the outlook learns from."""
     mem = memory if memory is not None else PolicyMemory()
     plan = plan if plan is not None else place_profit(snapshot, config, mem)
-    outlook = mem.outlook.observe(snapshot, plan.local, plan.waiting_local, plan.new_overflow)
+    outlook = mem.outlook.observe(snapshot, plan.local, plan.waiting_sizes, plan.new_overflow)
     queues = steered_jobs(snapshot, plan)
     budget_left = config.daily_cloud_budget_usd - snapshot.spend_today_usd - plan.projected_cost_usd
     decisions: list[Decision] = []

@@ -9,6 +9,7 @@ simulator); nothing here reads a clock.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -22,6 +23,15 @@ from etrid_ray.scaling.eligibility import Fits
 PLANCK_PER_EDSC = 10**18
 # The chain keeps 5 % of every payment (pallet_job_marketplace PLATFORM_FEE_BPS); the provider earns the rest.
 PLATFORM_FEE_BPS = 500
+
+SIZES = 5  # job size classes: 1, 2, 3–4, 5–8, more GPUs (size_class)
+
+
+def size_class(gpus: float) -> int:
+    """0 for a job of at most one GPU, then 1 for 2, 2 for 3–4, 3 for 5–8, 4 beyond: the sizes local GPUs
+    reach at different speeds (a whole node frees more rarely than one GPU)."""
+    return min(SIZES - 1, (max(1, math.ceil(gpus - 1e-9)) - 1).bit_length())
+
 
 # every distinct set of hard rules a job has carried → a small integer (see QueuedJob.rule_id)
 _RULE_IDS: dict[tuple[object, ...], int] = {}
@@ -48,22 +58,21 @@ class QueuedJob:
     min_vram_gb: int = 0
     claimed: bool = False  # ours already (re-queued after its node went away): no other provider takes it
 
-    # sort keys, computed once per job: placement orders the whole queue on every tick
+    # computed once per job: placement orders the whole queue on every tick
     @cached_property
     def fifo_key(self) -> tuple[float, int]:
         """First come, first served."""
         return (self.waiting_since, self.job_id)
 
     @cached_property
-    def price_key(self) -> tuple[float, float, int]:
-        """Best price per GPU-second first, then first come."""
-        return (-self.price_per_gpu_s, self.waiting_since, self.job_id)
+    def size_class(self) -> int:
+        """Its size class for local reach (scaling.outlook.size_class)."""
+        return size_class(self.gpus)
 
     @cached_property
-    def profit_key(self) -> tuple[float, float, float, int]:
-        """Best price per GPU-second first, then the most GPU-seconds, then first come."""
-        return (-self.price_per_gpu_s, -self.billable_gpus * self.expected_duration_s, self.waiting_since,
-                self.job_id)
+    def work(self) -> float:
+        """Billable GPU-seconds: what the job keeps busy, and what its price is paid on."""
+        return self.billable_gpus * self.expected_duration_s
 
     @cached_property
     def rule_id(self) -> int:

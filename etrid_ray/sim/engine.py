@@ -330,10 +330,11 @@ class Simulator:
                          f"{format_duration(now - since, days=False)} after the interruption", pool=rt.name)
         self._x_placed = None  # a re-queue is placed afresh
 
-    def _x_handle(self, t: float, kind: int, a: int, b: int) -> None:
+    def _x_handle(self, t: float, kind: int, a: int, b: int) -> bool:
         x = self.explain
+        changed = False
         if kind == _ARRIVE:
-            Simulator._handle(self, t, kind, a, b)
+            changed = Simulator._handle(self, t, kind, a, b)
             if self.jobs[a].job_id == x:
                 job = self.queue[x]
                 self._x_note(t, "arrived", f"{job.gpus:g} GPUs for {format_duration(self.run_s[x], days=False)} "
@@ -341,7 +342,7 @@ class Simulator:
                              f"{job.revenue_usd(self.edsc_usd):.2f} USD after the fee")
         elif kind == _FINISH and a == x:
             run = self.running.get(a)
-            Simulator._handle(self, t, kind, a, b)
+            changed = Simulator._handle(self, t, kind, a, b)
             if run is not None and run[1] == b:
                 self._x_note(t, "finished", f"on {run[0].pool.name}; earned "
                              f"{self._jobs_meta[x].revenue_usd(self.edsc_usd):.2f} USD", pool=run[0].pool.name)
@@ -349,7 +350,7 @@ class Simulator:
             losing = a in self.queue and a not in self.started_at
             paid = self._could_have_paid(self.queue[a], t) if losing else False
             since = self.queue[a].waiting_since if losing else t
-            Simulator._handle(self, t, kind, a, b)
+            changed = Simulator._handle(self, t, kind, a, b)
             if losing:
                 last = self._x_placed
                 why = f" while placed → {last[0] or 'waits'} ({last[1]})" if last else ""
@@ -361,7 +362,7 @@ class Simulator:
             node = self._node_by_id.get(a)
             ours = node is not None and x in node.jobs
             was_draining = node is not None and node.draining
-            Simulator._handle(self, t, kind, a, b)
+            changed = Simulator._handle(self, t, kind, a, b)
             if ours and node is not None:
                 if kind == _NOTICE and not was_draining:
                     self._x_note(t, "notice", f"spot interruption notice on {node.pool.name} node #{node.nid}",
@@ -371,7 +372,8 @@ class Simulator:
                     self._x_note(t, "interrupted", f"{node.pool.name} node #{node.nid} reclaimed; back in the queue, "
                                  "already ours (never lost)", pool=node.pool.name)
         else:
-            Simulator._handle(self, t, kind, a, b)
+            changed = Simulator._handle(self, t, kind, a, b)
+        return changed
 
     # --- helpers -------------------------------------------------------------------------------------
 
@@ -457,7 +459,9 @@ class Simulator:
             node.idle_since = t
         return job
 
-    def _handle(self, t: float, kind: int, a: int, b: int) -> None:
+    def _handle(self, t: float, kind: int, a: int, b: int) -> bool:
+        """Applies one event; False when it changed nothing (a job that started before its consumer's patience
+        ran out, a node already gone): such events do not tick the policy."""
         if kind == _ARRIVE:
             j = self.jobs[a]
             qj = self._probe(j)
@@ -466,14 +470,16 @@ class Simulator:
             if self.settings.patience_s is not None:
                 self._push(t + self.settings.patience_s, _LOSE, j.job_id)
             self.last_work = t
+            return True
         elif kind == _FINISH:
             run = self.running.get(a)
             if run is None or run[1] != b:
-                return
+                return False
             job = self._stop(a, t)
             self.revenue += job.revenue_usd(self.edsc_usd)
             self.completed += 1
             self.last_work = t
+            return True
         elif kind == _LOSE:
             if a in self.queue and a not in self.started_at:  # a re-queued job started once: ours, never lost
                 job = self.queue.pop(a)
@@ -483,17 +489,20 @@ class Simulator:
                 if self._could_have_paid(job, t):
                     self.lost_profitable += 1
                 self.last_work = t
+                return True
         elif kind == _READY:
             node = self._node_by_id.get(a)
             if node is not None and not node.ready:
                 node.ready = True
                 node.idle_since = t
+                return True
         elif kind == _NOTICE:
             node = self._node_by_id.get(a)
             if node is not None and not node.draining:
                 node.draining = True
                 node.pool.interruptions += 1
                 self._push(t + NOTICE_S.get(node.pool.pool.kind, 30.0), _KILL, a)
+                return True
         elif kind == _KILL:
             node = self._node_by_id.pop(a, None)
             if node is not None:
@@ -502,7 +511,8 @@ class Simulator:
                     self.queue[job_id] = job if job.claimed else replace(job, claimed=True)
                     self.requeued += 1
                 self._close_node(node, t)
-        # _WAKE: nothing to do but tick
+                return True
+        return False
 
     def _could_have_paid(self, job: QueuedJob, now: float) -> bool:
         """E3: a new node of the cheapest eligible cloud pool with room, within the max price and the
@@ -672,14 +682,17 @@ class Simulator:
                     and now - self.last_work > self.settings.drain_s):
                 now = self.last_work + self.settings.drain_s
                 break
+            changed = False
             while heap and heap[0][0] <= now:
                 t, _, kind, a, b = heapq.heappop(heap)
                 if kind == _WAKE:
                     self.wakes.discard(t)
+                    changed = True
                 else:
                     self.events -= 1
-                    self._handle(t, kind, a, b)
-            self._tick(now)
+                    changed |= self._handle(t, kind, a, b)
+            if changed:
+                self._tick(now)
             if self.arrived == total and not self.queue and not self.running and not any(
                     n for rt in self.pools if rt.is_cloud for n in rt.nodes):
                 break
