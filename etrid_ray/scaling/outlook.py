@@ -35,6 +35,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from operator import add
 
 from etrid_ray.percentiles import percentile
 from etrid_ray.scaling.state import SIZES, QueuedJob, Snapshot, size_class
@@ -48,6 +49,13 @@ _ZEROS = (0.0,) * SIZES
 
 
 def _plus(a: tuple[float, ...], b: tuple[float, ...], scale: float = 1.0) -> tuple[float, ...]:
+    """a × scale + b, per size class (runs on every tick: the common cases cost nothing)."""
+    if scale == 1.0:
+        if b is _ZEROS:
+            return a
+        if a is _ZEROS:
+            return b
+        return tuple(map(add, a, b))
     return tuple(x * scale + y for x, y in zip(a, b, strict=True))
 
 
@@ -63,6 +71,18 @@ class Seen:
     exposure_s: float = 0.0  # job-seconds jobs waited in the queue (read only while nobody has left)
     size_started: tuple[float, ...] = _ZEROS  # local_started, per size class of the jobs started …
     size_waited_s: tuple[float, ...] = _ZEROS  # … after ticks that left jobs of that class waiting, and how long
+
+    # what the estimates read, computed once per learning instant (`Outlook.learned` is one value between them)
+    @cached_property
+    def patience_s(self) -> float:
+        if self.departures:
+            return percentile(list(self.departures), PATIENCE_QUANTILE)
+        return max(PATIENCE_PRIOR_S, self.exposure_s)
+
+    @cached_property
+    def size_rates(self) -> tuple[float | None, ...]:
+        return tuple(started / waited if waited > 0 else None
+                     for started, waited in zip(self.size_started, self.size_waited_s, strict=True))
 
     def add(self, other: Seen) -> Seen:
         return Seen(self.local_started + other.local_started, self.local_waited_s + other.local_waited_s,
@@ -93,12 +113,10 @@ class Outlook:
 
     # --- estimates ---------------------------------------------------------------------------------
 
-    @cached_property
+    @property
     def patience_s(self) -> float:
         """How long a queued job can be expected to wait before another provider takes it."""
-        if self.patience_observed:
-            return percentile(list(self.learned.departures), PATIENCE_QUANTILE)
-        return max(PATIENCE_PRIOR_S, self.learned.exposure_s)
+        return self.learned.patience_s
 
     @property
     def patience_observed(self) -> bool:
@@ -112,12 +130,11 @@ class Outlook:
             return None
         return self.learned.local_started / self.learned.local_waited_s
 
-    @cached_property
+    @property
     def size_rates(self) -> tuple[float | None, ...]:
         """Per size class, GPUs of that class the local pools start per second while such jobs wait: None
         until jobs of the class have waited, 0 when they waited and none started."""
-        return tuple(started / waited if waited > 0 else None
-                     for started, waited in zip(self.learned.size_started, self.learned.size_waited_s, strict=True))
+        return self.learned.size_rates
 
     @property
     def overflow_gpus(self) -> float:

@@ -199,6 +199,7 @@ def effective_usd_per_gpu_hour(quote: PriceQuote, rerun_share: float) -> float:
 # tuple, twice as fast on a queue whose jobs mostly offer one price (tuples that tie on their first item
 # are compared item by item).
 _FIFO, _WORK, _PRICE = attrgetter("fifo_key"), attrgetter("work"), attrgetter("price_per_gpu_s")
+_JOB_ID = attrgetter("job_id")
 
 
 def queue_order(queue: Iterable[QueuedJob]) -> list[QueuedJob]:
@@ -416,12 +417,9 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
             continue
         # a job paying less than the GPU-hour itself can never pay for a node, new or running
         floor_planck = effective_usd_per_gpu_hour(quote, config.spot_rerun_share) / usd_per_planck_hour
-        paying: list[QueuedJob] = []
-        cheap: list[QueuedJob] = []
-        for j in mine:
-            (paying if j.price_per_gpu_s >= floor_planck else cheap).append(j)
-        if cheap:
-            note(cheap, PlaceReason.UNPROFITABLE, ps, quote)
+        paying = [j for j in mine if j.price_per_gpu_s >= floor_planck]
+        if len(paying) < len(mine):
+            note([j for j in mine if j.price_per_gpu_s < floor_planck], PlaceReason.UNPROFITABLE, ps, quote)
         taken_ids: set[int] = set()
         # 1) capacity already paid for: free GPUs on alive nodes now, and starting nodes filled back to back
         #    like a new node, so the nodes bought last tick are not bought again while they start
@@ -435,23 +433,20 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
         # 2) new nodes, best-paying jobs first, each node only if it pays for its whole life — for jobs whose
         #    consumers are expected to still be waiting when it starts
         late = snapshot.now + pool.startup_s - patience
-        candidates: list[QueuedJob] = []
-        too_late: list[QueuedJob] = []
-        for j in paying:
-            if j.claimed or j.waiting_since > late:
-                if not taken_ids or j.job_id not in taken_ids:
-                    candidates.append(j)
-            elif not taken_ids or j.job_id not in taken_ids:
-                too_late.append(j)
-        if too_late:
-            note(too_late, PlaceReason.TOO_LATE, ps, quote)
-        if not candidates:
+        if taken_ids:
+            paying = [j for j in paying if j.job_id not in taken_ids]
+        candidates = [j for j in paying if j.claimed or j.waiting_since > late]
+        if len(candidates) < len(paying):
+            note([j for j in paying if not (j.claimed or j.waiting_since > late)], PlaceReason.TOO_LATE, ps, quote)
+        room = new_node_room(ps, quote)
+        full = PlaceReason.POOL_FULL if room >= max(0, pool.max_nodes - ps.nodes) else PlaceReason.NO_CAPACITY
+        if not candidates or room <= 0:
+            if candidates:
+                note(candidates, full, ps, quote)
             if taken_ids:
                 remaining = [j for j in remaining if j.job_id not in taken_ids]
             continue
         price_order(candidates)
-        room = new_node_room(ps, quote)
-        full = PlaceReason.POOL_FULL if room >= max(0, pool.max_nodes - ps.nodes) else PlaceReason.NO_CAPACITY
         added = 0
         i = 0
         while i < len(candidates):
@@ -480,7 +475,7 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
         if taken_ids:
             remaining = [j for j in remaining if j.job_id not in taken_ids]
 
-    ids = tuple(j.job_id for j in jobs)
+    ids = tuple(map(_JOB_ID, jobs))
     soon, left = split.soon, remaining
 
     def every_placement() -> tuple[Placement, ...]:
@@ -600,7 +595,8 @@ def place_local(jobs: Sequence[QueuedJob], snapshot: Snapshot, placed: dict[int,
     local = [(ps.name, snapshot.fits.bit(ps.name)) for ps in snapshot.pools if not ps.pool.is_cloud]
     mask = snapshot.fits.mask
     free = {ps.name: ps.free_capacity for ps in snapshot.pools if not ps.pool.is_cloud}
-    slots = {ps.name: ps.node_slots() for ps in snapshot.pools if not ps.pool.is_cloud}
+    states = {ps.name: ps for ps in snapshot.pools if not ps.pool.is_cloud}
+    slots: dict[str, list[float] | None] = {}  # per-node room, read when a job first fits a pool's total
     most_free = max(free.values(), default=-1.0)  # a job needing more waits without a look at each pool
     remaining: list[QueuedJob] = []
     for j in jobs:
@@ -608,7 +604,11 @@ def place_local(jobs: Sequence[QueuedJob], snapshot: Snapshot, placed: dict[int,
             remaining.append(j)
             continue
         for name, bit in local:
-            if free[name] >= j.gpus and mask(j) & bit and take_slot(slots[name], j.gpus):
+            if free[name] < j.gpus or not mask(j) & bit:
+                continue
+            if name not in slots:
+                slots[name] = states[name].node_slots()
+            if take_slot(slots[name], j.gpus):
                 free[name] -= j.gpus
                 most_free = max(free.values())
                 placed[j.job_id] = Placement(j.job_id, name, PlaceReason.LOCAL, f"room on local pool {name}")

@@ -102,12 +102,22 @@ DecideFn = Callable[[Snapshot, ProviderConfig, Any], tuple[list[Decision], Any]]
 PlaceFn = Callable[[Snapshot, ProviderConfig, Any], PlacementPlan]  # (snapshot, config, the policy's memory)
 
 
-def steered_jobs(snapshot: Snapshot, plan: PlacementPlan) -> dict[str, list[QueuedJob]]:
-    """Each pool's queue: the jobs steered to it, plus jobs left waiting, counted against the first
-    local pool that may run them (they wait for local capacity)."""
+def held(ps: PoolState) -> bool:
+    """A pool at its one allowed size (min = max nodes, e.g. the local GPUs): no rule can change it."""
+    return ps.pool.min_nodes >= ps.pool.max_nodes == ps.nodes
+
+
+def steered_jobs(snapshot: Snapshot, plan: PlacementPlan, *, waiting: bool = True) -> dict[str, list[QueuedJob]]:
+    """Each pool's queue: the jobs steered to it, plus (with `waiting`) jobs left waiting, counted against
+    the first local pool that may run them (they wait for local capacity)."""
     by_id = {j.job_id: j for j in snapshot.queue}
     fits = snapshot.fits
     pools = {p.job_id: p.pool for p in plan.steered}
+    if not waiting:
+        out_steered: dict[str, list[QueuedJob]] = {}
+        for p in plan.steered:
+            out_steered.setdefault(p.pool, []).append(by_id[p.job_id])  # type: ignore[arg-type]  # steered: a pool
+        return out_steered
     first_local = fits.first_local_name
     out: dict[str, list[QueuedJob]] = {}
     for job_id in plan.job_ids:
@@ -137,11 +147,15 @@ def decide(snapshot: Snapshot, config: ProviderConfig, memory: PolicyMemory | No
     mem = memory if memory is not None else PolicyMemory()
     plan = plan if plan is not None else place_profit(snapshot, config, mem)
     outlook = mem.outlook.observe(snapshot, plan.local, plan.waiting_sizes, plan.new_overflow)
-    queues = steered_jobs(snapshot, plan)
+    # the jobs waiting for local GPUs count only against a local pool some rule could resize
+    queues = steered_jobs(snapshot, plan, waiting=any(not ps.pool.is_cloud and not held(ps) for ps in snapshot.pools))
     budget_left = config.daily_cloud_budget_usd - snapshot.spend_today_usd - plan.projected_cost_usd
     decisions: list[Decision] = []
     new_mem: dict[str, PoolMemory] = {}
     for ps in snapshot.pools:
+        if held(ps):  # nothing to decide, nothing to remember
+            new_mem[ps.name] = mem.get(ps.name)
+            continue
         decision, pm, spent = _decide_pool(ps, queues.get(ps.name, []), plan.new_nodes.get(ps.name, 0), snapshot,
                                            config, mem.get(ps.name), budget_left)
         budget_left -= spent

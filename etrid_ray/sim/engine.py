@@ -96,7 +96,7 @@ class _PoolRt:
     """A pool while the simulation runs: its nodes (starting, alive, draining) and counters."""
 
     __slots__ = ("pool", "quote", "usd_h", "nodes", "launches", "interruptions", "cost", "node_s", "power_usd_s",
-                 "rate", "name", "is_cloud")
+                 "rate", "name", "is_cloud", "seen")
 
     def __init__(self, pool: Pool, quote: PriceQuote | None, interruptions: bool) -> None:
         self.pool = pool
@@ -111,8 +111,16 @@ class _PoolRt:
         self.node_s = 0.0
         self.power_usd_s = 0.0 if pool.is_cloud else pool.local_cost_per_gpu_hour() / 3600  # per busy GPU
         self.rate = interruption_rate_per_s(quote) if (interruptions and pool.is_cloud) else 0.0
+        self.seen: PoolState | None = None  # the last state(), until a node or a job on one changes (changed())
+
+    def changed(self) -> None:
+        self.seen = None
 
     def state(self) -> PoolState:
+        """The pool as a policy sees it; kept between ticks until something in it changes (most ticks change one
+        pool or none, and a local pool of many nodes is costly to read)."""
+        if self.seen is not None:
+            return self.seen
         alive = pending = 0
         idle: list[float | None] = []
         node_free: list[float] = []
@@ -128,8 +136,9 @@ class _PoolRt:
                 free += n.free
             else:
                 pending += 1
-        return PoolState(self.pool, alive=alive, pending=pending, idle_since=tuple(idle), gpus_busy=busy,
-                         gpus_free=free, node_free=tuple(node_free))
+        self.seen = PoolState(self.pool, alive=alive, pending=pending, idle_since=tuple(idle), gpus_busy=busy,
+                              gpus_free=free, node_free=tuple(node_free))
+        return self.seen
 
 
 @dataclass(frozen=True)
@@ -405,6 +414,7 @@ class Simulator:
     def _close_node(self, node: _Node, t: float) -> None:
         rt = node.pool
         rt.nodes.remove(node)
+        rt.changed()
         if rt.is_cloud:
             rt.cost += self.ledger.close(node.nid, t)
             rt.node_s += t - node.requested_at
@@ -428,6 +438,7 @@ class Simulator:
         node.free -= g
         node.jobs.add(job_id)
         node.idle_since = None
+        node.pool.changed()
         if node.pool.is_cloud:
             self.cloud_busy += g
         else:
@@ -449,6 +460,7 @@ class Simulator:
         g = job.gpus
         node.free += g
         node.jobs.discard(job_id)
+        node.pool.changed()
         if node.pool.is_cloud:
             self.cloud_busy -= g
         else:
@@ -495,11 +507,13 @@ class Simulator:
             if node is not None and not node.ready:
                 node.ready = True
                 node.idle_since = t
+                node.pool.changed()
                 return True
         elif kind == _NOTICE:
             node = self._node_by_id.get(a)
             if node is not None and not node.draining:
                 node.draining = True
+                node.pool.changed()
                 node.pool.interruptions += 1
                 self._push(t + NOTICE_S.get(node.pool.pool.kind, 30.0), _KILL, a)
                 return True
@@ -575,6 +589,7 @@ class Simulator:
         if node.ready:
             node.idle_since = now
         rt.nodes.append(node)
+        rt.changed()
         self._node_by_id[node.nid] = node
         if rt.is_cloud:
             rt.launches += 1
