@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from etrid_ray.manifest import ComplianceSpec, Manifest
@@ -18,6 +19,8 @@ from etrid_ray.provider.admission import accelerator_matches, region_allowed
 
 if TYPE_CHECKING:
     from etrid_ray.scaling.state import QueuedJob
+
+_RULE_ID = attrgetter("rule_id")
 
 
 @lru_cache(maxsize=4096)
@@ -75,6 +78,14 @@ class Fits:
                     m |= 1 << k
             self._masks[job.rule_id] = m
             return m
+
+    def masks(self, jobs: Sequence[QueuedJob]) -> list[int]:
+        """`mask` of each of `jobs`, in order (one pass without a call per job: this runs on every tick)."""
+        known = self._masks
+        try:
+            return [known[r] for r in map(_RULE_ID, jobs)]
+        except KeyError:
+            return [self.mask(j) for j in jobs]
 
     def first(self, job: QueuedJob, among: int) -> Pool | None:
         """The first pool (in table order) of the bits `among` that `job` may run on."""

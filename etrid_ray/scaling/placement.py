@@ -374,7 +374,6 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
     horizon = config.idle_timeout_s if horizon_s is None else horizon_s
     jobs = profit_order(snapshot.queue) if config.claim_order == "best-paying" else queue_order(snapshot.queue)
     fits = snapshot.fits
-    mask = fits.mask
     placed: dict[int, Placement] = {}
     local: dict[int, float] = {}
     remaining = place_local(jobs, snapshot, placed, local)
@@ -403,7 +402,8 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
             break
         pool = ps.pool
         bit = fits.bit(pool.name)
-        mine = remaining if split.fit_all & bit else [j for j in remaining if mask(j) & bit]
+        mine = remaining if split.fit_all & bit else [j for j, m in zip(remaining, fits.masks(remaining), strict=True)
+                                                          if m & bit]
         if not mine:
             continue
         if quote is None:
@@ -524,7 +524,7 @@ def split_overflow(waiting: Sequence[QueuedJob], snapshot: Snapshot, outlook: Ou
     they will reach in time. A job's reach is the slower of the GPUs ahead of it at the local pools' rate
     and the GPUs of its size ahead of it at the rate jobs of its size start (a whole node frees more
     rarely than one GPU). One pass: this runs for every waiting job on every tick."""
-    mask, local = snapshot.fits.mask, snapshot.fits.local
+    local = snapshot.fits.local
     patience = outlook.patience_s
     rate = outlook.local_rate
     size_rates = outlook.size_rates
@@ -538,14 +538,16 @@ def split_overflow(waiting: Sequence[QueuedJob], snapshot: Snapshot, outlook: Ou
     sizes = 0
     overflows_at = math.inf
     fit_all = -1
-    for j in waiting:
-        m = mask(j)
+    # past `reach` GPUs ahead, local GPUs reach no one before their consumer leaves (start_in > patience)
+    reach = patience * rate * (1 + 1e-12) if rate is not None else -math.inf
+    for j, m in zip(waiting, snapshot.fits.masks(waiting), strict=True):
         if m & local:
             c = j.size_class
             sizes |= 1 << c
-            ahead += j.gpus
-            ahead_size[c] += j.gpus
-            if rate is not None:
+            g = j.gpus
+            ahead += g
+            ahead_size[c] += g
+            if rate is not None and (ahead <= reach or j.claimed):
                 start_in = ahead / rate
                 size_rate = size_rates[c]
                 if size_rate is not None:
@@ -559,7 +561,7 @@ def split_overflow(waiting: Sequence[QueuedJob], snapshot: Snapshot, outlook: Ou
                     continue
         overflow.append(j)
         fit_all &= m
-    return Split(overflow, soon, sizes, tuple(j for j in overflow if j.waiting_since > since), overflows_at,
+    return Split(overflow, soon, sizes, tuple([j for j in overflow if j.waiting_since > since]), overflows_at,
                  fit_all if overflow else 0)
 
 

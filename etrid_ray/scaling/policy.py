@@ -174,8 +174,10 @@ def _decide_pool(ps: PoolState, jobs: Sequence[QueuedJob], new_nodes: int, snaps
     depth = len(jobs) / (cur * gpn) if cur else (math.inf if jobs else 0.0)
     over = depth > config.scale_up_queue_per_gpu
     under = depth < config.scale_down_queue_per_gpu
-    pm = replace(pm, over_since=(pm.over_since if pm.over_since is not None else now) if over else None,
-                 under_since=(pm.under_since if pm.under_since is not None else now) if under else None)
+    over_since = (pm.over_since if pm.over_since is not None else now) if over else None
+    under_since = (pm.under_since if pm.under_since is not None else now) if under else None
+    if over_since != pm.over_since or under_since != pm.under_since:  # (most ticks change neither)
+        pm = replace(pm, over_since=over_since, under_since=under_since)
     demand_gpus = sum(map(_GPUS, jobs))
     needed = math.ceil((max(ps.gpus_busy, 0.0) + demand_gpus) / gpn - 1e-9)  # nodes running all of it at once
     usable = max(cur, needed)
