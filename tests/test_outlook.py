@@ -35,11 +35,12 @@ def test_patience_starts_at_the_prior_grows_while_nobody_leaves_and_then_is_the_
     assert o.patience_observed and o.patience_s == 1200
 
 
-def learn_reach(starts: list[tuple[int, float]], waiting_sizes: int, seconds: float = 2 * LEARN_EVERY_S) -> Outlook:
+def learn_reach(starts: list[tuple[int, float]], waiting_sizes: int, seconds: float = 2 * LEARN_EVERY_S,
+                departed: tuple[Departure, ...] = ()) -> Outlook:
     """An outlook that watched jobs of `waiting_sizes` (size-class bits) wait for local GPUs for `seconds`
-    while the jobs `starts` (id, GPUs) started locally."""
+    while the jobs `starts` (id, GPUs) started locally (and `departed` left)."""
     o = Outlook().observe(snapshot(now=0.0), {}, waiting_sizes, ())
-    o = o.observe(snapshot(now=seconds / 2), dict(starts), waiting_sizes, ())
+    o = o.observe(replace(snapshot(now=seconds / 2), departed=departed), dict(starts), waiting_sizes, ())
     return o.observe(snapshot(now=seconds), dict(starts), waiting_sizes, ()).current(seconds + LEARN_EVERY_S)
 
 
@@ -48,7 +49,8 @@ def test_local_reach_is_measured_only_while_jobs_wait_for_it():
     quiet = learn_reach([(1, 4.0)], waiting_sizes=0)  # a job started but nothing waited: says nothing of speed
     assert quiet.local_rate is None
     busy = learn_reach([(1, 4.0), (2, 2.0)], waiting_sizes=1 << size_class(1))
-    assert 0 < busy.local_rate <= 6.0 / LEARN_EVERY_S  # 6 GPUs started over the time jobs waited (decayed)
+    # 6 GPUs started over the time jobs waited (decayed)
+    assert busy.local_rate is not None and 0 < busy.local_rate <= 6.0 / LEARN_EVERY_S
 
 
 def test_a_size_that_waited_while_only_smaller_jobs_started_is_never_reached():
@@ -61,16 +63,42 @@ def test_a_size_that_waited_while_only_smaller_jobs_started_is_never_reached():
     assert rates[size_class(8)] is None  # never waited: unknown, the overall rate stands
 
 
-def test_the_placement_sends_a_starved_size_to_the_overflow_and_keeps_the_small_jobs_behind_it_for_local():
-    o = learn_reach([(k, 1.0) for k in range(8)], waiting_sizes=1 << size_class(1) | 1 << size_class(4))
+WAITS = 1 << size_class(1) | 1 << size_class(4)  # 1-GPU and 4-GPU jobs waited
+
+
+def test_once_consumers_leave_a_starved_size_is_overflow_and_the_small_jobs_behind_it_stay_for_local():
+    left = tuple(Departure.of(job(100 + k), 3600.0) for k in range(4))  # consumers leave after an hour
+    o = learn_reach([(k, 1.0) for k in range(8)], waiting_sizes=WAITS, departed=left)
+    assert o.patience_observed and o.patience_s == 3600.0
     now = o.learned_at + 1.0
     big, small = job(10, gpus=4, waiting_since=now), job(11, gpus=1, waiting_since=now)
     split = split_overflow([big, small], snapshot(now=now, queue=[big, small], **BUSY_LOCAL), o)
     assert [j.job_id for j in split.overflow] == [10]
     assert [j.job_id for j, _ in split.soon] == [11]
-    assert split.waiting_sizes == 1 << size_class(4) | 1 << size_class(1)
+    assert split.waiting_sizes == WAITS
     # without the per-size measure the 4-GPU job would have looked 5 GPUs of work from a start
     assert o.local_start_in(5) < o.patience_s
+
+
+def test_before_anyone_has_left_a_slow_size_waits_for_local():
+    """Nobody seen leaving: waiting has lost nobody, and bursting for a job the local GPUs serve later earns
+    nothing — with consumers who wait forever the policy must never burst for it."""
+    o = learn_reach([(k, 1.0) for k in range(8)], waiting_sizes=WAITS)
+    assert not o.patience_observed
+    now = o.learned_at + 1.0
+    big = job(10, gpus=4, waiting_since=now)
+    split = split_overflow([big], snapshot(now=now, queue=[big], **BUSY_LOCAL), o)
+    assert split.overflow == [] and [j.job_id for j, _ in split.soon] == [10]
+
+
+def test_until_its_gpus_have_started_waiting_jobs_the_head_cannot_count_on_them():
+    """A spike on a full cluster may burst on its first tick (target P3): no job is held for local GPUs whose
+    speed was never seen."""
+    o = Outlook().current(0.0)
+    assert o.local_rate is None
+    jobs = [job(i, gpus=4, waiting_since=0.0) for i in range(3)]
+    split = split_overflow(jobs, snapshot(now=10.0, queue=jobs, **BUSY_LOCAL), o)
+    assert len(split.overflow) == 3 and split.soon == []
 
 
 def test_estimates_move_only_at_learning_instants_and_a_tick_there_decides_with_the_new_ones():

@@ -8,10 +8,12 @@ cannot reach in time. All three are observable from the queue alone, live and in
 
 - **patience**: a job that leaves the queue without being ours (`Snapshot.departed`) waited that long
   before someone else took it. Once any is seen, the estimate is the lower quartile of the recent ones
-  (most consumers wait at least that long). Before, it is the waiting the queue has shown without
-  losing a job (job-seconds): a queue that held 50 jobs for an hour and lost none
-  says consumers here wait far longer than an hour, and buying cloud to spare them the wait would earn
-  nothing. `PATIENCE_PRIOR_S` is only where it starts, before the queue has shown anything;
+  (most consumers wait at least that long). Before, it is the time jobs have spent at risk in the queue
+  without one leaving (job-seconds, the quantity a survival estimate with no event rests on): a queue
+  that held 50 jobs for an hour and lost none says consumers here wait far longer than an hour, and
+  buying cloud to spare them the wait would earn nothing. `PATIENCE_PRIOR_S` is only where it starts,
+  before the queue has shown anything. (The longest wait seen is no estimate: the oldest job always looks
+  about to leave.) The first departures are how it learns that consumers leave at all;
 - **local reach** (GPUs per second the local pools start, measured only while jobs wait for them, so
   a quiet queue does not read as a slow cluster): a job with `A` GPUs of waiting work ahead of it in
   claim order starts locally in about `A / rate`. The same is measured per job size (1, 2, 3–4, 5–8,
@@ -87,7 +89,8 @@ class Seen:
     def add(self, other: Seen) -> Seen:
         return Seen(self.local_started + other.local_started, self.local_waited_s + other.local_waited_s,
                     self.overflow_work + other.overflow_work, self.overflow_value + other.overflow_value,
-                    (self.departures + other.departures)[-KEPT_DEPARTURES:], self.exposure_s + other.exposure_s,
+                    (self.departures + other.departures)[-KEPT_DEPARTURES:],
+                    self.exposure_s + other.exposure_s,
                     _plus(self.size_started, other.size_started), _plus(self.size_waited_s, other.size_waited_s))
 
 
@@ -125,7 +128,8 @@ class Outlook:
 
     @property
     def local_rate(self) -> float | None:
-        """GPUs the local pools start per second while jobs wait for them; None until measured."""
+        """GPUs the local pools start per second while jobs wait for them; None until measured (jobs waited and
+        some started)."""
         if self.learned.local_waited_s <= 0 or self.learned.local_started <= 0:
             return None
         return self.learned.local_started / self.learned.local_waited_s
@@ -193,8 +197,6 @@ class Outlook:
             work = job.work
             new_work += work
             new_value += work * job.price_per_gpu_s
-        # the jobs queued now waited since the last tick (those that left meanwhile are not counted: a
-        # slight undercount, on the side of shorter patience)
         seen = Seen(local_started=started if base.local_waiting else 0.0,
                     local_waited_s=dt if base.local_waiting else 0.0,
                     overflow_work=new_work, overflow_value=new_value,

@@ -527,7 +527,12 @@ def split_overflow(waiting: Sequence[QueuedJob], snapshot: Snapshot, outlook: Ou
     local = snapshot.fits.local
     patience = outlook.patience_s
     rate = outlook.local_rate
-    size_rates = outlook.size_rates
+    # Reach per size, and a size (or a cluster) that started nothing while jobs waited reaching no one, only
+    # once consumers have been seen leaving: before, waiting long loses nobody the head knows of, and bursting
+    # for a job its own GPUs would serve later earns nothing (with consumers who wait forever, it never
+    # should). The first departures teach it.
+    observed = outlook.patience_observed
+    size_rates = outlook.size_rates if observed else (None,) * len(outlook.size_rates)
     # a job is overflow once now - waiting_since + start_in > patience, i.e. waiting_since < cutoff + start_in
     cutoff = snapshot.now - patience
     since = outlook.at if outlook.at is not None else -math.inf
@@ -539,7 +544,9 @@ def split_overflow(waiting: Sequence[QueuedJob], snapshot: Snapshot, outlook: Ou
     overflows_at = math.inf
     fit_all = -1
     # past `reach` GPUs ahead, local GPUs reach no one before their consumer leaves (start_in > patience)
-    reach = patience * rate * (1 + 1e-12) if rate is not None else -math.inf
+    # until the head has seen its GPUs start jobs that waited, it cannot say they reach anyone in time: a spike
+    # on a full cluster may burst on its first tick (target P3)
+    reach = -math.inf if rate is None else patience * rate * (1 + 1e-12)
     for j, m in zip(waiting, snapshot.fits.masks(waiting), strict=True):
         if m & local:
             c = j.size_class
