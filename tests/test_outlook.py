@@ -7,7 +7,10 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from etrid_ray.scaling.outlook import LEARN_EVERY_S, PATIENCE_PRIOR_S, Outlook
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from etrid_ray.scaling.outlook import LEARN_EVERY_S, PATIENCE_PRIOR_S, Outlook, Seen
 from etrid_ray.scaling.placement import split_overflow
 from etrid_ray.scaling.state import Departure, size_class
 from tests.scaling_support import job, snapshot
@@ -110,3 +113,45 @@ def test_estimates_move_only_at_learning_instants_and_a_tick_there_decides_with_
     assert not learned.has_pending and learned.local_rate is not None and math.isfinite(learned.local_rate)
     after = o.observe(snapshot(now=LEARN_EVERY_S), {1: 1.0}, 1, ())
     assert after.learned == learned.learned  # observing at the instant learns the same, then gathers anew
+
+
+def reference_split(waiting, now, outlook, local_ok):
+    """split_overflow's rule, one job at a time with nothing skipped: the specification the fast paths keep."""
+    rate, patience, observed = outlook.local_rate, outlook.patience_s, outlook.patience_observed
+    ahead, ahead_size, overflow, soon, sizes = 0.0, [0.0] * 5, [], [], 0
+    for j in waiting:
+        if local_ok(j):
+            c = size_class(j.gpus)
+            sizes |= 1 << c
+            ahead += j.gpus
+            ahead_size[c] += j.gpus
+            if rate is not None:
+                start_in = ahead / rate
+                size_rate = outlook.size_rates[c] if observed else None
+                if size_rate is not None:
+                    start_in = max(start_in, ahead_size[c] / size_rate if size_rate > 0 else math.inf)
+                if j.claimed or now - j.waiting_since + start_in <= patience:
+                    soon.append(j.job_id)
+                    continue
+        overflow.append(j.job_id)
+    return overflow, soon, sizes
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.5, 1, 2, 4, 8]), st.booleans(), st.floats(0, 7200)), max_size=40),
+       st.floats(1e-5, 0.05), st.lists(st.floats(0, 0.02), min_size=5, max_size=5), st.booleans(),
+       st.sampled_from([600.0, 3600.0]))
+def test_the_split_is_the_one_job_at_a_time_rule(rows, rate, size_rates, observed, patience):
+    now = 7200.0
+    waiting = [job(i, gpus=g, waiting_since=w, claimed=c) for i, (g, c, w) in enumerate(rows)]
+    learned = Seen(local_started=rate * 1000, local_waited_s=1000.0,
+                   departures=(patience,) * 4 if observed else (), exposure_s=0.0 if observed else patience,
+                   size_started=tuple(r * 1000 for r in size_rates), size_waited_s=(1000.0,) * 5)
+    outlook = Outlook(learned=learned, learned_at=now, at=now)
+    snap = snapshot(now=now, queue=waiting, **BUSY_LOCAL)
+    split = split_overflow(waiting, snap, outlook)
+    local = snap.fits.local
+    overflow, soon, sizes = reference_split(waiting, now, outlook, lambda j: snap.fits.mask(j) & local)
+    assert [j.job_id for j in split.overflow] == overflow
+    assert [j.job_id for j, _ in split.soon] == soon
+    assert split.waiting_sizes == sizes

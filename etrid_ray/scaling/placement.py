@@ -25,8 +25,9 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cached_property
-from operator import attrgetter
+from functools import cached_property, partial, reduce
+from itertools import compress
+from operator import and_, attrgetter, ge, gt, le, lt, or_
 
 from etrid_ray.config import ProviderConfig
 from etrid_ray.pools import Pool
@@ -199,7 +200,15 @@ def effective_usd_per_gpu_hour(quote: PriceQuote, rerun_share: float) -> float:
 # tuple, twice as fast on a queue whose jobs mostly offer one price (tuples that tie on their first item
 # are compared item by item).
 _FIFO, _WORK, _PRICE = attrgetter("fifo_key"), attrgetter("work"), attrgetter("price_per_gpu_s")
-_JOB_ID = attrgetter("job_id")
+_JOB_ID, _CLAIMED, _SIZE_CLASS = attrgetter("job_id"), attrgetter("claimed"), attrgetter("size_class")
+_GPUS, _SINCE = attrgetter("gpus"), attrgetter("waiting_since")
+
+
+def _where(jobs: Sequence[QueuedJob], key: Callable[[QueuedJob], float], test: Callable[[float], bool]
+           ) -> list[QueuedJob]:
+    """The jobs whose `key` passes `test`, in order: a filter without a Python step per job (placement filters
+    the whole overflow by price and by age for every cloud pool on every tick)."""
+    return list(compress(jobs, map(test, map(key, jobs))))
 
 
 def queue_order(queue: Iterable[QueuedJob]) -> list[QueuedJob]:
@@ -417,9 +426,9 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
             continue
         # a job paying less than the GPU-hour itself can never pay for a node, new or running
         floor_planck = effective_usd_per_gpu_hour(quote, config.spot_rerun_share) / usd_per_planck_hour
-        paying = [j for j in mine if j.price_per_gpu_s >= floor_planck]
+        paying = _where(mine, _PRICE, partial(le, floor_planck))  # price ≥ floor
         if len(paying) < len(mine):
-            note([j for j in mine if j.price_per_gpu_s < floor_planck], PlaceReason.UNPROFITABLE, ps, quote)
+            note(_where(mine, _PRICE, partial(gt, floor_planck)), PlaceReason.UNPROFITABLE, ps, quote)
         taken_ids: set[int] = set()
         # 1) capacity already paid for: free GPUs on alive nodes now, and starting nodes filled back to back
         #    like a new node, so the nodes bought last tick are not bought again while they start
@@ -435,9 +444,14 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
         late = snapshot.now + pool.startup_s - patience
         if taken_ids:
             paying = [j for j in paying if j.job_id not in taken_ids]
-        candidates = [j for j in paying if j.claimed or j.waiting_since > late]
-        if len(candidates) < len(paying):
-            note([j for j in paying if not (j.claimed or j.waiting_since > late)], PlaceReason.TOO_LATE, ps, quote)
+        if any(map(_CLAIMED, paying)):  # re-queued jobs are ours: never too late
+            candidates = [j for j in paying if j.claimed or j.waiting_since > late]
+            too_late = [j for j in paying if not (j.claimed or j.waiting_since > late)]
+        else:
+            candidates = _where(paying, _SINCE, partial(lt, late))  # waiting since after `late`
+            too_late = _where(paying, _SINCE, partial(ge, late)) if len(candidates) < len(paying) else []
+        if too_late:
+            note(too_late, PlaceReason.TOO_LATE, ps, quote)
         room = new_node_room(ps, quote)
         full = PlaceReason.POOL_FULL if room >= max(0, pool.max_nodes - ps.nodes) else PlaceReason.NO_CAPACITY
         if not candidates or room <= 0:
@@ -547,7 +561,23 @@ def split_overflow(waiting: Sequence[QueuedJob], snapshot: Snapshot, outlook: Ou
     # until the head has seen its GPUs start jobs that waited, it cannot say they reach anyone in time: a spike
     # on a full cluster may burst on its first tick (target P3)
     reach = -math.inf if rate is None else patience * rate * (1 + 1e-12)
-    for j, m in zip(waiting, snapshot.fits.masks(waiting), strict=True):
+    masks = snapshot.fits.masks(waiting)
+    claimed = list(map(_CLAIMED, waiting))
+    last_claimed = len(claimed) - 1 - claimed[::-1].index(True) if True in claimed else -1
+    for i, (j, m) in enumerate(zip(waiting, masks, strict=True)):
+        if ahead > reach and i > last_claimed:
+            # everyone from here on is overflow (local GPUs reach none of them in time, and none is ours yet):
+            # the rest in bulk, as on a busy cluster most of the queue is
+            rest, rest_masks = waiting[i:], masks[i:]
+            every = reduce(and_, rest_masks, -1)
+            if every & local:
+                sizes |= reduce(or_, (1 << c for c in set(map(_SIZE_CLASS, rest))), 0)
+            else:
+                sizes |= reduce(or_, (1 << r.size_class for r, rm in zip(rest, rest_masks, strict=True)
+                                      if rm & local), 0)
+            overflow.extend(rest)
+            fit_all &= every
+            break
         if m & local:
             c = j.size_class
             sizes |= 1 << c
@@ -568,7 +598,8 @@ def split_overflow(waiting: Sequence[QueuedJob], snapshot: Snapshot, outlook: Ou
                     continue
         overflow.append(j)
         fit_all &= m
-    return Split(overflow, soon, sizes, tuple([j for j in overflow if j.waiting_since > since]), overflows_at,
+    new = tuple(compress(overflow, map(partial(lt, since), map(_SINCE, overflow))))  # arrived since the last tick
+    return Split(overflow, soon, sizes, new, overflows_at,
                  fit_all if overflow else 0)
 
 
@@ -607,6 +638,8 @@ def place_local(jobs: Sequence[QueuedJob], snapshot: Snapshot, placed: dict[int,
     states = {ps.name: ps for ps in snapshot.pools if not ps.pool.is_cloud}
     slots: dict[str, list[float] | None] = {}  # per-node room, read when a job first fits a pool's total
     most_free = max(free.values(), default=-1.0)  # a job needing more waits without a look at each pool
+    if not jobs or most_free < min(map(_GPUS, jobs)):  # full (as a busy cluster mostly is): nobody fits
+        return list(jobs)
     remaining: list[QueuedJob] = []
     for j in jobs:
         if j.gpus > most_free:
