@@ -397,15 +397,20 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
     new_nodes: dict[str, int] = {}
     # why jobs were not placed: (stage, reason, pool, quote, jobs); for each job the furthest stage wins
     # (the first at a stage stays), resolved only when the placements are read
-    notes: list[tuple[int, PlaceReason, PoolState, PriceQuote | None, Sequence[QueuedJob]]] = []
+    # (a batch may be a function that lists its jobs: written only if the placements are read)
+    notes: list[tuple[int, PlaceReason, PoolState, PriceQuote | None,
+                      Sequence[QueuedJob] | Callable[[], Sequence[QueuedJob]]]] = []
     budget_left = config.daily_cloud_budget_usd - snapshot.spend_today_usd
     projected = 0.0
     usd_per_planck_hour = 3600 * (1 - PLATFORM_FEE_BPS / 10_000) / PLANCK_PER_EDSC * config.edsc_usd
     fill = _fill(snapshot, outlook, usd_per_planck_hour / 3600) if outlook is not None else NO_FILL
 
-    def note(batch: Sequence[QueuedJob], reason: PlaceReason, ps: PoolState, quote: PriceQuote | None) -> None:
+    def note(batch: Sequence[QueuedJob] | Callable[[], Sequence[QueuedJob]], reason: PlaceReason, ps: PoolState,
+             quote: PriceQuote | None) -> None:
         notes.append((_STAGE[reason], reason, ps, quote, batch))
 
+    # every job a pool looks at comes from the overflow: when its lowest price clears a pool's floor, all pay
+    lowest_price = min(map(_PRICE, remaining), default=math.inf)
     for ps, quote in cloud_pools_cheapest_first(snapshot, config.spot_rerun_share):
         if not remaining:
             break
@@ -426,9 +431,12 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
             continue
         # a job paying less than the GPU-hour itself can never pay for a node, new or running
         floor_planck = effective_usd_per_gpu_hour(quote, config.spot_rerun_share) / usd_per_planck_hour
-        paying = _where(mine, _PRICE, partial(le, floor_planck))  # price ≥ floor
-        if len(paying) < len(mine):
-            note(_where(mine, _PRICE, partial(gt, floor_planck)), PlaceReason.UNPROFITABLE, ps, quote)
+        if floor_planck <= lowest_price:  # all of them pay (one price, as a market often has)
+            paying = mine
+        else:
+            paying = _where(mine, _PRICE, partial(le, floor_planck))  # price ≥ floor
+            if len(paying) < len(mine):
+                note(_where(mine, _PRICE, partial(gt, floor_planck)), PlaceReason.UNPROFITABLE, ps, quote)
         taken_ids: set[int] = set()
         # 1) capacity already paid for: free GPUs on alive nodes now, and starting nodes filled back to back
         #    like a new node, so the nodes bought last tick are not bought again while they start
@@ -446,12 +454,13 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
             paying = [j for j in paying if j.job_id not in taken_ids]
         if any(map(_CLAIMED, paying)):  # re-queued jobs are ours: never too late
             candidates = [j for j in paying if j.claimed or j.waiting_since > late]
-            too_late = [j for j in paying if not (j.claimed or j.waiting_since > late)]
+            if len(candidates) < len(paying):
+                note([j for j in paying if not (j.claimed or j.waiting_since > late)], PlaceReason.TOO_LATE, ps,
+                     quote)
         else:
             candidates = _where(paying, _SINCE, partial(lt, late))  # waiting since after `late`
-            too_late = _where(paying, _SINCE, partial(ge, late)) if len(candidates) < len(paying) else []
-        if too_late:
-            note(too_late, PlaceReason.TOO_LATE, ps, quote)
+            if len(candidates) < len(paying):
+                note(partial(_where, paying, _SINCE, partial(ge, late)), PlaceReason.TOO_LATE, ps, quote)
         room = new_node_room(ps, quote)
         full = PlaceReason.POOL_FULL if room >= max(0, pool.max_nodes - ps.nodes) else PlaceReason.NO_CAPACITY
         if not candidates or room <= 0:
@@ -501,7 +510,7 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
                 f"expected to leave ({outlook.patience_s:.0f} s of waiting); waits for local")
         why_not: dict[int, tuple[int, PlaceReason, PoolState, PriceQuote | None]] = {}
         for stage, reason, ps, quote, batch in notes:
-            for job in batch:
+            for job in batch() if callable(batch) else batch:
                 old = why_not.get(job.job_id)
                 if old is None or stage > old[0]:
                     why_not[job.job_id] = (stage, reason, ps, quote)
