@@ -48,10 +48,20 @@ def test_the_table_answers_exactly_as_eligible_for_every_job_and_pool(queue):
         assert fits.first_local_name(j) == first
 
 
-def test_jobs_with_the_same_rules_share_a_rule_id_and_others_do_not():
+def test_jobs_with_the_same_rules_share_a_rule_set_and_others_do_not():
     a, b = job(1, gpus=2), job(2, gpus=2, rate=9, duration=5)
-    assert a.rule_id == b.rule_id
-    assert job(3, gpus=4).rule_id != a.rule_id
+    assert a.rules is b.rules
+    assert job(3, gpus=4).rules is not a.rules
+
+
+def test_a_rule_set_lives_only_as_long_as_a_job_carries_it():
+    """Consumers write residency lists: a stream of ever-new rules must not grow a long-running head."""
+    import gc
+    import weakref
+
+    rules = weakref.ref(job(1, gpus=2, allowed_regions=("never-seen-before-1",)).rules)
+    gc.collect()
+    assert rules() is None
 
 
 def test_the_local_bits_are_the_local_pools():

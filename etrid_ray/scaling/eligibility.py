@@ -3,7 +3,7 @@ GPUs on one node.
 
 Why a table: placement asks this for every queued job and pool on every tick (the live head once a
 second, the simulator hundreds of thousands of times over a trace), yet a queue of thousands carries
-a handful of distinct rule sets. `Fits` answers once per rule set (`QueuedJob.rule_id`) and pool set.
+a handful of distinct rule sets. `Fits` answers once per rule set (`QueuedJob.rules`) and pool set.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from etrid_ray.pools import Pool
 from etrid_ray.provider.admission import accelerator_matches, region_allowed
 
 if TYPE_CHECKING:
-    from etrid_ray.scaling.state import QueuedJob
+    from etrid_ray.scaling.state import QueuedJob, RuleSet
 
-_RULE_ID = attrgetter("rule_id")
+_RULES = attrgetter("rules")
 
 
 @lru_cache(maxsize=4096)
@@ -49,8 +49,8 @@ class Fits:
 
     def __init__(self, pools: Sequence[Pool]) -> None:
         self.pools = tuple(pools)
-        self._masks: dict[int, int] = {}
-        self._first_local: dict[int, str | None] = {}
+        self._masks: dict[RuleSet, int] = {}
+        self._first_local: dict[RuleSet, str | None] = {}
         self.local = self.bits(p for p in self.pools if not p.is_cloud)  # the local pools' bits
 
     def bit(self, name: str) -> int:
@@ -70,20 +70,20 @@ class Fits:
     def mask(self, job: QueuedJob) -> int:
         """The pools `job` may run on."""
         try:
-            return self._masks[job.rule_id]
+            return self._masks[job.rules]
         except KeyError:
             m = 0
             for k, pool in enumerate(self.pools):
                 if eligible(job, pool):
                     m |= 1 << k
-            self._masks[job.rule_id] = m
+            self._masks[job.rules] = m
             return m
 
     def masks(self, jobs: Sequence[QueuedJob]) -> list[int]:
         """`mask` of each of `jobs`, in order (one pass without a call per job: this runs on every tick)."""
         known = self._masks
         try:
-            return [known[r] for r in map(_RULE_ID, jobs)]
+            return [known[r] for r in map(_RULES, jobs)]
         except KeyError:
             return [self.mask(j) for j in jobs]
 
@@ -97,8 +97,8 @@ class Fits:
     def first_local_name(self, job: QueuedJob) -> str | None:
         """The first local pool `job` may run on (where a job waiting for local GPUs is counted)."""
         try:
-            return self._first_local[job.rule_id]
+            return self._first_local[job.rules]
         except KeyError:
             pool = self.first(job, self.local)
-            name = self._first_local[job.rule_id] = pool.name if pool is not None else None
+            name = self._first_local[job.rules] = pool.name if pool is not None else None
             return name

@@ -197,8 +197,8 @@ def effective_usd_per_gpu_hour(quote: PriceQuote, rerun_share: float) -> float:
 
 
 # Orders are stable sorts on one number each, least significant first: the order of sorting on the whole
-# tuple, twice as fast on a queue whose jobs mostly offer one price (tuples that tie on their first item
-# are compared item by item).
+# tuple, faster on a queue whose jobs mostly offer one price (tuples that tie on their first item are
+# compared item by item).
 _FIFO, _WORK, _PRICE = attrgetter("fifo_key"), attrgetter("work"), attrgetter("price_per_gpu_s")
 _JOB_ID, _CLAIMED, _SIZE_CLASS = attrgetter("job_id"), attrgetter("claimed"), attrgetter("size_class")
 _GPUS, _SINCE = attrgetter("gpus"), attrgetter("waiting_since")
@@ -395,9 +395,8 @@ def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None
     # seen leaving say when that is (a floor learned from nobody leaving says nothing of the kind)
     patience = outlook.patience_s if outlook is not None and outlook.patience_observed else math.inf
     new_nodes: dict[str, int] = {}
-    # why jobs were not placed: (stage, reason, pool, quote, jobs); for each job the furthest stage wins
-    # (the first at a stage stays), resolved only when the placements are read
-    # (a batch may be a function that lists its jobs: written only if the placements are read)
+    # why jobs were not placed: (stage, reason, pool, quote, jobs — or a function that lists them); for each
+    # job the furthest stage wins (the first at a stage stays), resolved only when the placements are read
     notes: list[tuple[int, PlaceReason, PoolState, PriceQuote | None,
                       Sequence[QueuedJob] | Callable[[], Sequence[QueuedJob]]]] = []
     budget_left = config.daily_cloud_budget_usd - snapshot.spend_today_usd
@@ -566,9 +565,9 @@ def split_overflow(waiting: Sequence[QueuedJob], snapshot: Snapshot, outlook: Ou
     sizes = 0
     overflows_at = math.inf
     fit_all = -1
-    # past `reach` GPUs ahead, local GPUs reach no one before their consumer leaves (start_in > patience)
-    # until the head has seen its GPUs start jobs that waited, it cannot say they reach anyone in time: a spike
-    # on a full cluster may burst on its first tick (target P3)
+    # Past `reach` GPUs ahead, local GPUs reach no one before their consumer leaves (start_in > patience).
+    # Until the head has seen its GPUs start jobs that waited, they reach no one it can count on: a spike on
+    # a full cluster may burst on its first tick (target P3).
     reach = -math.inf if rate is None else patience * rate * (1 + 1e-12)
     masks = snapshot.fits.masks(waiting)
     claimed = list(map(_CLAIMED, waiting))

@@ -111,14 +111,13 @@ def steered_jobs(snapshot: Snapshot, plan: PlacementPlan, *, waiting: bool = Tru
     """Each pool's queue: the jobs steered to it, plus (with `waiting`) jobs left waiting, counted against
     the first local pool that may run them (they wait for local capacity)."""
     by_id = {j.job_id: j for j in snapshot.queue}
-    fits = snapshot.fits
-    pools = {p.job_id: p.pool for p in plan.steered}
     if not waiting:
         out_steered: dict[str, list[QueuedJob]] = {}
         for p in plan.steered:
             out_steered.setdefault(p.pool, []).append(by_id[p.job_id])  # type: ignore[arg-type]  # steered: a pool
         return out_steered
-    first_local = fits.first_local_name
+    pools = {p.job_id: p.pool for p in plan.steered}
+    first_local = snapshot.fits.first_local_name
     out: dict[str, list[QueuedJob]] = {}
     for job_id in plan.job_ids:
         job = by_id[job_id]

@@ -10,6 +10,7 @@ simulator); nothing here reads a clock.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -33,8 +34,20 @@ def size_class(gpus: float) -> int:
     return min(SIZES - 1, (max(1, math.ceil(gpus - 1e-9)) - 1).bit_length())
 
 
-# every distinct set of hard rules a job has carried → a small integer (see QueuedJob.rule_id)
-_RULE_IDS: dict[tuple[object, ...], int] = {}
+class RuleSet:
+    """One distinct set of hard rules, shared by every queued job that carries it (see QueuedJob.rules).
+
+    Compared and hashed by identity, so a lookup keyed by it costs no tuple hash. Held weakly by the
+    table below: a rule set lives as long as a job carries it, so a stream of jobs with ever-new rules
+    (residency lists are the consumer's to write) cannot grow a long-running head's memory."""
+
+    __slots__ = ("__weakref__", "rules")
+
+    def __init__(self, rules: tuple[object, ...]) -> None:
+        self.rules = rules
+
+
+_RULE_SETS: weakref.WeakValueDictionary[tuple[object, ...], RuleSet] = weakref.WeakValueDictionary()
 
 
 @dataclass(frozen=True)
@@ -75,13 +88,16 @@ class QueuedJob:
         return self.billable_gpus * self.expected_duration_s
 
     @cached_property
-    def rule_id(self) -> int:
-        """The job's hard rules (size, VRAM, TEE, accelerator, residency) as a small integer. Jobs with the
-        same rules fit the same pools, and a queue of thousands carries a handful of rule sets: placement
-        asks which pools fit once per rule set on a tick (`Snapshot.fits`), not once per job and pool."""
+    def rules(self) -> RuleSet:
+        """The job's hard rules (size, VRAM, TEE, accelerator, residency), one object per distinct set. Jobs
+        with the same rules fit the same pools, and a queue of thousands carries a handful of rule sets:
+        placement asks which pools fit once per rule set on a tick (`Snapshot.fits`), not per job and pool."""
         rules = (self.gpus, self.min_vram_gb, self.tee, self.accelerator, self.compliance_template,
                  self.allowed_regions)
-        return _RULE_IDS.setdefault(rules, len(_RULE_IDS))
+        found = _RULE_SETS.get(rules)
+        if found is None:
+            found = _RULE_SETS[rules] = RuleSet(rules)
+        return found
 
     @property
     def billable_gpus(self) -> float:

@@ -639,14 +639,9 @@ class Simulator:
                     if t is not None:
                         self._wake(t + window, now)
             if self.queue:  # a growable pool's steered jobs cross the average-wait threshold
-                if any(not rt.is_cloud and rt.name not in fixed for rt in self.pools):
-                    steered = steered_jobs(snap, plan)  # waiting jobs count against a local pool
-                else:
-                    steered = {}
-                    for p in plan.steered:
-                        if p.pool is not None and p.pool not in fixed and p.job_id in self.queue:
-                            steered.setdefault(p.pool, []).append(self.queue[p.job_id])
-                for name, jobs in steered.items():
+                # waiting jobs count against a local pool only where one can grow
+                growable_local = any(not rt.is_cloud and rt.name not in fixed for rt in self.pools)
+                for name, jobs in steered_jobs(snap, plan, waiting=growable_local).items():
                     waiting = [j.waiting_since for j in jobs if j.job_id in self.queue]
                     if name not in fixed and waiting:
                         self._wake(sum(waiting) / len(waiting) + cfg.scale_up_wait_s, now)
