@@ -88,7 +88,7 @@ def main() -> None:
                 if cloud_nodes() > 0:
                     first_node = time.time()
                 time.sleep(0.1)
-            while head.status()["reported"] < args.jobs and time.time() - spike < 600:
+            while head.status().reported < args.jobs and time.time() - spike < 600:
                 time.sleep(0.2)
             drained = time.time()
             while cloud_nodes() > 0 and time.time() - drained < 300:

@@ -10,6 +10,7 @@ see the same pools.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +23,17 @@ TeeType = Literal["sgx", "sev-snp", "tdx"]
 
 RESOURCE_UNITS = 1000  # each node offers this many units of its label resources …
 STEER = 1 / RESOURCE_UNITS  # … and a task asks for one unit: many tasks share a node's label
+POOL_PREFIX = "pool:"  # the one place a pool's Ray resource is named (`pool_resource`) and read back
+
+
+def pool_resource(name: str) -> str:
+    """The Ray resource nodes of pool `name` advertise and a task steered there asks for."""
+    return POOL_PREFIX + name
+
+
+def pool_of_resources(resources: Iterable[str]) -> str | None:
+    """The pool a Ray node belongs to, from the names of its resources; None for a node of no pool."""
+    return next((k[len(POOL_PREFIX):] for k in resources if k.startswith(POOL_PREFIX)), None)
 
 
 class Pool(BaseModel):
@@ -51,7 +63,7 @@ class Pool(BaseModel):
 
     @property
     def resource(self) -> str:
-        return f"pool:{self.name}"
+        return pool_resource(self.name)
 
     def resources(self) -> dict[str, float]:
         """The Ray resources one node of this pool advertises."""

@@ -21,6 +21,7 @@ from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.models import JobStatus
 from etrid_ray.config import load_config
 from etrid_ray.kuberay.render import raycluster
+from etrid_ray.provider.job import JobState
 from etrid_ray.provider.scaler import alive_nodes_per_pool
 from etrid_ray.testing.fake_cluster import FakeKubeRayCluster
 from tests.provider_support import CONSUMER, all_final, read_jobs, start_head, wait_until
@@ -71,8 +72,7 @@ def test_a_burst_fills_local_then_the_cheapest_profitable_spot_pool_and_drains_b
                 f"placements {[(p.job_id, p.pool, p.reason.value, p.text) for p in plan]}; "
                 f"scaler {head.scaler and dict(head.scaler.decisions_total)}; requested "
                 f"{head.scaler and head.scaler.requested}; nodes {alive_nodes_per_pool()}; "
-                f"running {list(head.running)}; "
-                f"candidates {[(c.job.job_id, c.verdict) for c in head.candidates.values()]}"
+                f"jobs by state {[(t.job_id, t.state.value, t.verdict) for t in head.book.in_state(*JobState)]}"
             ) from None
         jobs = read_jobs(client, burst + [gdpr])
         assert all(j.status == JobStatus.COMPLETED for j in jobs.values())

@@ -198,7 +198,7 @@ def test_a_job_ray_refuses_fails_alone_on_chain_and_the_rest_of_its_batch_runs(f
     from etrid_ray.chain import ChainClient, dev_signer
     from etrid_ray.chain.models import JobStatus
     from etrid_ray.provider.admission import CLAIM
-    from etrid_ray.provider.head import Candidate
+    from etrid_ray.provider.job import JobState
     from tests.provider_support import CONSUMER, all_final, provider_config, read_jobs, start_head, wait_until
 
     os.environ["ETRID_SEED"] = "//Bob"
@@ -207,7 +207,7 @@ def test_a_job_ray_refuses_fails_alone_on_chain_and_the_rest_of_its_batch_runs(f
     consumer = client.consumer(dev_signer(CONSUMER), blobs=open_blob_store(f"file://{store_dir}"))
     head = start_head(provider_config(fresh_devnet, tmp_path, blob_store=f"file://{store_dir}"))
     try:
-        head.drain()  # its own loop claims nothing: this test hands it one batch, as `_claim_pairs` would
+        head.drain()  # its own loop claims nothing: this test hands it one batch, as the claim stage would
         jobs = [consumer.submit_job({"handler": "echo", "args": {"payload": i}}, payment=10**18, max_compute_time=60)
                 for i in range(3)]
         gpu = head.gpu_ids[0]
@@ -218,12 +218,15 @@ def test_a_job_ray_refuses_fails_alone_on_chain_and_the_rest_of_its_batch_runs(f
         # a manifest that slipped past the parser (an older head's cache, a bug): Ray refuses 1.5 GPUs
         bad = Manifest.model_construct(**{**good.__dict__, "resources": good.resources.model_copy(
             update={"gpus": 1.5})})
-        batch = [(Candidate(chain_jobs[j.job_id], CLAIM, m, 0.0), gpu) for j, m in zip(jobs, [good, bad, good],
-                                                                                           strict=True)]
-        with head._lock:
-            for _c, g in batch:
-                head.gpu_load[g] += 1
-            head._dispatch_won(batch, 0.0)
+        with head.book.lock:  # the three, claimed, as the claim stage hands them to dispatch
+            batch = []
+            for j, m in zip(jobs, [good, bad, good], strict=True):
+                tracked = head.book.add(chain_jobs[j.job_id], JobState.QUEUED)
+                tracked.verdict, tracked.manifest, tracked.gpu_id = CLAIM, m, gpu
+                for state in (JobState.ADMITTED, JobState.CLAIMING, JobState.CLAIMED):
+                    head.book.move(tracked, state)
+                batch.append(tracked)
+            head.dispatcher.dispatch(batch)
         ids = [j.job_id for j in jobs]
         wait_until(lambda: all_final(client, ids), 60, "the batch settled")
         final = read_jobs(client, ids)
@@ -254,11 +257,11 @@ def test_a_job_that_cannot_finish_within_its_limit_is_left_unclaimed_and_counted
         fine = consumer.submit_job({"handler": "sleep", "args": {"seconds": 0.1}}, payment=10**18,
                                    max_compute_time=30)
         wait_until(lambda: all_final(client, [fine.job_id]), 60, "the servable job completed")
-        wait_until(lambda: head.status()["skipped"].get("cannot finish within its limit") == 1, 10,
+        wait_until(lambda: head.status().skipped.get("cannot finish within its limit") == 1, 10,
                    "the late job counted as skipped")
         assert read_jobs(client, [late.job_id])[late.job_id].status == JobStatus.PENDING  # left for others
         assert read_jobs(client, [fine.job_id])[fine.job_id].status == JobStatus.COMPLETED
-        assert head.status()["estimates"]["dispatch_s"] >= 0
+        assert head.status().estimates["dispatch_s"] >= 0
     finally:
         head.stop()
         client.close()

@@ -45,6 +45,7 @@ from etrid_ray.clouds.interruptions import (
 from etrid_ray.clouds.interruptions.sources import DEFAULT_ENDPOINTS, EndpointError, default_endpoint
 from etrid_ray.clouds.interruptions.watcher import RayNodeDrain
 from etrid_ray.kuberay.prestop import Identity, NodeView
+from etrid_ray.provider.job import JobState
 from etrid_ray.testing.metadata_servers import AwsImdsServer, AzureScheduledEventsServer, GcpMetadataServer
 from etrid_ray.testing.ray_head_process import free_port
 
@@ -487,8 +488,9 @@ def test_r4_a_spot_notice_drains_the_node_before_the_deadline_and_every_job_comp
     def observe() -> None:  # what the head dispatched (its task refs), and the victim node as the GCS sees it
         drainer = Drainer(cluster.address)
         while not watching.is_set():
-            with head._lock:
-                refs.update({job_id: run.ref for job_id, run in head.running.items() if run.ref is not None})
+            with head.book.lock:
+                refs.update({t.job_id: t.run.ref for t in head.book.iter_state(JobState.RUNNING)
+                             if t.run is not None and t.run.ref is not None})
             try:
                 view = drainer.node(node_id["spot-a"])
                 if drained_at == [] and view is not None and (view.draining or not view.alive):
@@ -546,7 +548,7 @@ def test_r4_a_spot_notice_drains_the_node_before_the_deadline_and_every_job_comp
         assert all(jobs[j].status == JobStatus.COMPLETED for j in ids), failure_reasons(chain_events(client))
         counts = completions(chain_events(client))
         assert {j: counts[j] for j in ids} == {j: 1 for j in ids}  # 0 lost, none reported twice
-        assert head.status()["completed"] == len(ids) and head.status()["errors"] == {}
+        assert head.status().completed == len(ids) and head.status().errors == {}
 
         victim, other = node_id["spot-a"], node_id["spot-b"]
         task_job = {refs[j].task_id().hex(): j for j in ids}

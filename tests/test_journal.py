@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from etrid_ray.provider.job import Settlement as S
 from etrid_ray.provider.journal import Journal, JournalBinding, JournalEntry
 
 R = "0x" + "ee" * 32
@@ -35,7 +36,7 @@ def test_claimed_records_the_job_and_its_gpu(journal):
 
 def test_finished_records_the_outcome_not_yet_on_chain(journal):
     journal.claimed([(1, 10), (2, 10)])
-    journal.finished([(1, True, R, None), (2, False, None, "matmul failed: ValueError")])
+    journal.finished([S(1, True, R), S(2, False, None, "matmul failed: ValueError")])
     assert journal.get(1) == JournalEntry(1, 10, "finished", True, R, None)
     assert journal.get(2) == JournalEntry(2, 10, "finished", False, None, "matmul failed: ValueError")
     assert journal.in_state("claimed") == []
@@ -44,7 +45,7 @@ def test_finished_records_the_outcome_not_yet_on_chain(journal):
 
 def test_reported_marks_the_job_done_and_keeps_its_outcome(journal):
     journal.claimed([(1, 10)])
-    journal.finished([(1, True, R, None)])
+    journal.finished([S(1, True, R)])
     journal.reported([1])
     assert journal.get(1) == JournalEntry(1, 10, "reported", True, R, None)
     assert journal.in_state("finished") == []
@@ -54,9 +55,9 @@ def test_reported_marks_the_job_done_and_keeps_its_outcome(journal):
 def test_finished_never_downgrades_a_reported_job(journal):
     # a late or replayed result (e.g. a Ray retry after node loss) must not cause a second report
     journal.claimed([(1, 10)])
-    journal.finished([(1, True, R, None)])
+    journal.finished([S(1, True, R)])
     journal.reported([1])
-    journal.finished([(1, False, None, "late duplicate")])
+    journal.finished([S(1, False, None, "late duplicate")])
     assert journal.get(1) == JournalEntry(1, 10, "reported", True, R, None)
     assert journal.in_state("finished") == []
 
@@ -73,25 +74,25 @@ def test_a_new_claim_replaces_an_older_row_under_the_same_id(journal):
     # for a freshly won job id is about some other job — a reset devnet reuses ids from 0 — and must
     # neither hide the new claim nor lend the new job its old result.
     journal.claimed([(1, 10), (2, 10)])
-    journal.finished([(1, True, R, None), (2, True, R, None)])
+    journal.finished([S(1, True, R), S(2, True, R)])
     journal.reported([2])
     journal.claimed([(1, 99), (2, 99)])
     assert journal.get(1) == JournalEntry(1, 99, "claimed", None, None, None)
     assert journal.get(2) == JournalEntry(2, 99, "claimed", None, None, None)
-    journal.finished([(2, False, None, "sleep failed")])
+    journal.finished([S(2, False, None, "sleep failed")])
     assert journal.get(2) == JournalEntry(2, 99, "finished", False, None, "sleep failed")
 
 
 def test_finishing_twice_keeps_the_latest_outcome(journal):
     journal.claimed([(1, 10)])
-    journal.finished([(1, False, None, "first try lost")])
-    journal.finished([(1, True, R, None)])
+    journal.finished([S(1, False, None, "first try lost")])
+    journal.finished([S(1, True, R)])
     assert journal.get(1) == JournalEntry(1, 10, "finished", True, R, None)
 
 
 def test_a_job_can_finish_without_a_claim_record(journal):
     # e.g. a job recovered from the chain's GpuJobs after the journal lost its claim row
-    journal.finished([(5, False, None, "timeout")])
+    journal.finished([S(5, False, None, "timeout")])
     assert journal.get(5) == JournalEntry(5, None, "finished", False, None, "timeout")
 
 
@@ -104,7 +105,7 @@ def test_every_transition_is_idempotent(journal):
     for _ in range(3):
         journal.claimed([(1, 10)])
     for _ in range(3):
-        journal.finished([(1, True, R, None)])
+        journal.finished([S(1, True, R)])
     for _ in range(3):
         journal.reported([1])
     assert journal.get(1) == JournalEntry(1, 10, "reported", True, R, None)
@@ -113,7 +114,7 @@ def test_every_transition_is_idempotent(journal):
 
 def test_in_state_lists_only_that_state(journal):
     journal.claimed([(1, 0), (2, 0), (3, 0)])
-    journal.finished([(2, True, R, None), (3, False, None, "x")])
+    journal.finished([S(2, True, R), S(3, False, None, "x")])
     journal.reported([3])
     assert [e.job_id for e in journal.in_state("claimed")] == [1]
     assert [e.job_id for e in journal.in_state("finished")] == [2]
@@ -132,7 +133,7 @@ def test_a_file_journal_survives_reopen(tmp_path):
     path = tmp_path / "deep" / "dir" / "journal.sqlite"   # parent directories are created
     j = Journal(path)
     j.claimed([(1, 10), (2, 10), (3, 11)])
-    j.finished([(2, True, R, None), (3, False, None, "ü reason")])
+    j.finished([S(2, True, R), S(3, False, None, "ü reason")])
     j.reported([3])
     j.set_meta("earned", "123")
     j.close()
@@ -143,7 +144,7 @@ def test_a_file_journal_survives_reopen(tmp_path):
         assert again.get(2) == JournalEntry(2, 10, "finished", True, R, None)
         assert again.get(3) == JournalEntry(3, 11, "reported", False, None, "ü reason")
         assert again.get_meta("earned") == "123"
-        again.finished([(3, True, R, None)])   # reopened, still never downgrades
+        again.finished([S(3, True, R)])   # reopened, still never downgrades
         assert again.get(3).state == "reported"
     finally:
         again.close()
@@ -154,7 +155,7 @@ def test_a_file_journal_is_durable_without_close(tmp_path):
     path = tmp_path / "journal.sqlite"
     j = Journal(path)
     j.claimed([(1, 10)])
-    j.finished([(1, True, R, None)])
+    j.finished([S(1, True, R)])
     other = Journal(path)
     try:
         assert other.get(1) == JournalEntry(1, 10, "finished", True, R, None)
@@ -175,7 +176,7 @@ def test_concurrent_writers_lose_nothing(journal):
     def work(base: int) -> None:
         for i in range(base, base + 200):
             journal.claimed([(i, 0)])
-            journal.finished([(i, True, R, None)])
+            journal.finished([S(i, True, R)])
 
     threads = [threading.Thread(target=work, args=(k * 1000,)) for k in range(4)]
     for t in threads:
@@ -193,7 +194,7 @@ def _journal_of(path, binding: JournalBinding) -> None:
     j = Journal(path)
     assert j.bind(binding).used
     j.claimed([(0, 1), (1, 1), (2, 1)])
-    j.finished([(0, True, R, None), (1, True, R, None)])
+    j.finished([S(0, True, R), S(1, True, R)])
     j.reported([0])
     j.close()
 
@@ -234,7 +235,7 @@ def test_a_journal_of_another_chain_with_the_same_genesis_is_never_used(tmp_path
         assert [j.get(i) for i in (0, 1, 2)] == [None, None, None]
         assert j.binding() == CHAIN_B and j.path == path   # a fresh journal at the configured path
         j.claimed([(0, 7)])
-        j.finished([(0, True, R, None)])
+        j.finished([S(0, True, R)])
         assert j.get(0) == JournalEntry(0, 7, "finished", True, R, None)
     finally:
         j.close()
@@ -287,7 +288,7 @@ def test_rows_of_unknown_origin_are_never_used(tmp_path):
     path = tmp_path / "journal.sqlite"
     old = Journal(path)
     old.claimed([(0, 1)])
-    old.finished([(0, True, R, None)])
+    old.finished([S(0, True, R)])
     old.close()
     j = Journal(path)
     try:

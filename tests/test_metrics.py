@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 import urllib.request
-from collections import Counter, OrderedDict, deque
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,6 +27,8 @@ from prometheus_client.samples import Sample
 from etrid_ray.config import ProviderConfig
 from etrid_ray.kuberay import render as r
 from etrid_ray.pools import pools_from_config
+from etrid_ray.provider.cluster_view import ClusterView
+from etrid_ray.provider.stats import HeadStatus, RunningView
 from etrid_ray.telemetry import monitoring
 from etrid_ray.telemetry.chain_source import ChainScraper, run_exporter
 from etrid_ray.telemetry.head_source import DecisionLog, head_snapshot
@@ -128,23 +130,29 @@ def test_snapshot_round_trips_through_json() -> None:
 # ---------------------------------------------------------------------------------------------- head snapshot
 
 
-def _fake_head(**over: Any) -> Any:
+def _status(**over: Any) -> HeadStatus:
+    """A head's status as `ProviderHead.status()` gives it: 4 GPUs, job 7 running for 2 s, one to settle, two
+    waiting 30 s, three finished in 2, 1 and 3 s."""
     now = time.time()
-    stats = SimpleNamespace(failed=Counter({"timeout after 1s": 2}), skipped=Counter(),
-                            started_at={1: now - 10, 2: now - 6, 3: now - 4},
-                            ended_at={1: now - 8, 2: now - 5, 3: now - 1})
-    job = SimpleNamespace(submitted_at=now - 30)
-    running = {7: SimpleNamespace(job_id=7, gpus=1.0, pool="local-gpu", gpu_id=0, dispatched_at=now - 2)}
-    status = {"best_block": 17, "queue_depth": 2, "completed": 3, "earnings_planck": 2 * 10**18, "claimed": 5,
-              "lost_claims": 1, "errors": {"ChainConnectionError": 2, "KeyError": 1}, "queue_to_start_p50": 0.2,
-              "queue_to_start_p95": 0.9, "result_to_chain_p50": 0.01, "result_to_chain_p99": 0.03}
-    head = SimpleNamespace(
-        status=lambda: status, stats=stats, _lock=threading.RLock(), running=running, to_settle=[(8, True, None, "")],
-        candidates=OrderedDict({5: SimpleNamespace(job=job), 6: SimpleNamespace(job=job)}),
-        loop_seconds=deque([0.001] * 98 + [0.5, 1.0]), errors=Counter({"ChainConnectionError": 2, "KeyError": 1}),
-        conn=SimpleNamespace(reconnects=3), config=ProviderConfig(gcp_enabled=False, azure_enabled=False),
-        facts=SimpleNamespace(count=4), scaler=None, chain=SimpleNamespace(address="5Grw"), gpu_ids=[0, 1, 2, 3],
-        _last_heartbeat=now - 5)
+    fields: dict[str, Any] = dict(
+        taken_at=now, address="5Grw", draining=False, drained=False, alive=True, stopping=False, watching=True,
+        gpus=(0, 1, 2, 3), gpu_source="declared", gpus_declared=4, best_block=17, queue_depth=2, candidates=2,
+        waiting_since=(now - 30, now - 30), running=1,
+        running_jobs=(RunningView(7, 1.0, "local-gpu", 0, now - 2),), to_settle=1, states={},
+        claimed=5, lost_claims=1, completed=3, failed={"timeout after 1s": 2}, skipped={}, reported=3,
+        report_errors=0, earnings_planck=2 * 10**18, earnings_edsc=2.0, payments=3, gpu_seconds=6.0,
+        errors={"ChainConnectionError": 2, "KeyError": 1}, reconnects=3, uptime_s=60.0, last_heartbeat=now - 5,
+        queue_to_start_p50=0.2, queue_to_start_p95=0.9, result_to_chain_p50=0.01, result_to_chain_p99=0.03,
+        loop_p50_ms=1.0, loop_seconds=tuple([0.001] * 98 + [0.5, 1.0]), durations=(2.0, 1.0, 3.0), estimates={})
+    fields.update(over)
+    return HeadStatus(**fields)
+
+
+def _fake_head(status: HeadStatus | None = None, **over: Any) -> Any:
+    """What telemetry reads of a head: its status, pools, config, scaler and cluster view."""
+    status = status or _status()
+    head = SimpleNamespace(status=lambda: status, config=ProviderConfig(gcp_enabled=False, azure_enabled=False),
+                           scaler=None, cluster=SimpleNamespace(view=lambda: ClusterView(0.0, connected=False)))
     for k, v in over.items():
         setattr(head, k, v)
     head.pools = pools_from_config(head.config)
@@ -153,12 +161,12 @@ def _fake_head(**over: Any) -> Any:
 
 def _fresh_head() -> Any:
     """A head just started with the default config: its GPUs registered, nothing claimed, failed, run or spent."""
-    status = {"best_block": 1, "queue_depth": 0, "completed": 0, "earnings_planck": 0, "claimed": 0,
-              "lost_claims": 0, "errors": {}, "queue_to_start_p50": 0.0, "queue_to_start_p95": 0.0,
-              "result_to_chain_p50": 0.0, "result_to_chain_p99": 0.0}
-    return _fake_head(status=lambda: status, running={}, to_settle=[], candidates=OrderedDict(),
-                      stats=SimpleNamespace(failed=Counter(), skipped=Counter(), started_at={}, ended_at={}),
-                      loop_seconds=deque(), errors=Counter(), config=ProviderConfig(), _last_heartbeat=0.0)
+    status = _status(best_block=1, queue_depth=0, candidates=0, waiting_since=(), running=0, running_jobs=(),
+                     to_settle=0, claimed=0, lost_claims=0, completed=0, failed={}, reported=0, earnings_planck=0,
+                     earnings_edsc=0.0, payments=0, gpu_seconds=0.0, errors={}, reconnects=0, last_heartbeat=0.0,
+                     queue_to_start_p50=0.0, queue_to_start_p95=0.0, result_to_chain_p50=0.0,
+                     result_to_chain_p99=0.0, loop_seconds=(), durations=())
+    return _fake_head(status, config=ProviderConfig())
 
 
 def test_head_snapshot_arithmetic() -> None:

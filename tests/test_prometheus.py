@@ -263,8 +263,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         assert {j.status for j in jobs.values()} == {JobStatus.COMPLETED}
         for job_id in ok_ids:
             consumer.confirm_job(job_id)
-        wait_until(lambda: head.status()["payments"] == len(ok_ids), 30, "the head sees every payment")
-        paid = head.status()["earnings_planck"]
+        wait_until(lambda: head.status().payments == len(ok_ids), 30, "the head sees every payment")
+        paid = head.status().earnings_planck
 
         # let Prometheus see the final state from both ways out (and Ray's endpoint)
         edsc = paid / PLANCK_PER_EDSC

@@ -72,12 +72,12 @@ def test_happy_path_pays_the_provider_payment_minus_five_percent_to_the_planck(f
         assert json.loads(consumer.fetch_result(jobs[ids[-1]]))["result"]["checksum"] > 0
         for job_id in ids:
             consumer.confirm_job(job_id)
-        wait_until(lambda: head.status()["payments"] == len(ids), 30, "earnings seen by the head")
+        wait_until(lambda: head.status().payments == len(ids), 30, "earnings seen by the head")
         events = chain_events(client)
         paid = {int(e.get("job_id")): int(e.get("amount")) for e in events
                 if e.is_("JobMarketplace", "PaymentReleased") and e.get("provider") == provider.address}
         assert paid == {j: p - p * 500 // 10_000 for j, p in zip(ids, payments, strict=True)}
-        assert head.status()["earnings_planck"] == sum(paid.values())
+        assert head.status().earnings_planck == sum(paid.values())
         after = client.balance(provider.address)
         fees = _sum(events, "TransactionPayment", "TransactionFeePaid", "actual_fee", provider.address)
         reserved = _sum(events, "Balances", "Reserved", "amount", provider.address)
@@ -139,7 +139,7 @@ def test_every_bad_manifest_fails_its_job_on_chain_with_a_clear_reason(fresh_dev
         jobs = read_jobs(client, ids)
         assert all(j.status == JobStatus.FAILED for j in jobs.values())
         assert client.balance(dev_signer(CONSUMER).address).reserved == 0  # every failed job refunded
-        assert head.status()["errors"] == {}
+        assert head.status().errors == {}
     finally:
         head.stop()
         client.close()
@@ -161,10 +161,10 @@ def test_jobs_this_provider_will_not_serve_are_left_pending_for_others(fresh_dev
         ]
         served = consumer.submit_job({"handler": "echo"}, payment=PAY, max_compute_time=60)
         wait_until(lambda: all_final(client, [served.job_id]), 30, "the servable job")
-        wait_until(lambda: sum(head.status()["skipped"].values()) >= len(left), 10, "skips counted")
+        wait_until(lambda: sum(head.status().skipped.values()) >= len(left), 10, "skips counted")
         jobs = read_jobs(client, [j.job_id for j in left])
         assert all(j.status == JobStatus.PENDING and j.assigned_gpu is None for j in jobs.values())
-        assert head.status()["claimed"] == 1
+        assert head.status().claimed == 1
     finally:
         head.stop()
         client.close()
@@ -199,11 +199,11 @@ def test_a_thousand_fuzzed_manifests_never_crash_the_head(fresh_devnet: Any, tmp
             status = head.status()
             final = read_jobs(client, ids)
             done = sum(1 for j in final.values() if j.status in (JobStatus.COMPLETED, JobStatus.FAILED))
-            return done + sum(status["skipped"].values()) >= len(ids) and status["running"] == 0
+            return done + sum(status.skipped.values()) >= len(ids) and status.running == 0
 
         wait_until(settled, 240, "every fuzzed job settled or skipped", poll=1.0)
         status = head.status()
-        assert status["errors"] == {}, status["errors"]
+        assert status.errors == {}, status.errors
         reasons = failure_reasons(chain_events(client))
         assert all(len(r.encode()) <= 128 for r in reasons.values())
         assert len(reasons) > 500  # most junk is refused on chain, with a reason

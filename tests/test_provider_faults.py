@@ -57,7 +57,7 @@ def test_a_job_on_a_killed_worker_node_is_retried_elsewhere_and_completes_once(f
         wait_until(lambda: all_final(client, [job.job_id]), 90, "the job to finish elsewhere")
         assert read_jobs(client, [job.job_id])[job.job_id].status == JobStatus.COMPLETED
         assert completions(chain_events(client))[job.job_id] == 1
-        assert head.status()["completed"] == 1 and head.status()["errors"] == {}
+        assert head.status().completed == 1 and head.status().errors == {}
     finally:
         head.stop()
         client.close()
@@ -108,7 +108,7 @@ def test_the_head_rides_out_a_devnet_restart_under_load(tmp_path: Path, local_ra
         first = [j.job_id for j in consumer.submit_jobs(
             [{"handler": "sleep", "args": {"seconds": 0.5, "n": i}} for i in range(20)], payment=PAY,
             max_compute_time=120)]
-        wait_until(lambda: head.status()["completed"] >= 3, 60, "the head busy")
+        wait_until(lambda: head.status().completed >= 3, 60, "the head busy")
         devnet.restart()
         second = [j.job_id for j in consumer.submit_jobs(
             [{"handler": "echo", "args": {"payload": i}} for i in range(10)], payment=PAY, max_compute_time=120)]

@@ -23,8 +23,11 @@ from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.models import JobStatus
 from etrid_ray.provider.actor import launch_head, stop_head
 from etrid_ray.provider.chain_port import ChainPort
-from etrid_ray.provider.head import RERUN_LATE_REASON, ProviderHead
+from etrid_ray.provider.head import ProviderHead
+from etrid_ray.provider.job import JobState
+from etrid_ray.provider.job import Settlement as S
 from etrid_ray.provider.journal import Journal
+from etrid_ray.provider.stages.recovery import RERUN_LATE_REASON
 from etrid_ray.testing.devnet_process import DevnetProcess
 from tests.provider_support import (
     CONSUMER,
@@ -142,7 +145,7 @@ def test_recovery_reports_a_journalled_result_only_when_its_blob_exists_and_veri
         ids = [j.job_id for j in consumer.submit_jobs(
             [{"handler": "sleep", "args": {"seconds": 3, "n": i}} for i in range(3)], payment=PAY,
             max_compute_time=120)]
-        wait_until(lambda: first.status()["running"] == 3, 60, "three jobs claimed and running")
+        wait_until(lambda: first.status().running == 3, 60, "three jobs claimed and running")
     finally:
         first.stop()  # the first head is gone before it harvests anything (its tasks finish into nobody)
         first.journal.close()
@@ -154,13 +157,13 @@ def test_recovery_reports_a_journalled_result_only_when_its_blob_exists_and_veri
     with pytest.raises(BlobIntegrityError):
         store.get(tampered)
     journal = Journal(config.journal_file)
-    journal.finished([(ids[0], True, good, None), (ids[1], True, missing, None), (ids[2], True, tampered, None)])
+    journal.finished([S(ids[0], True, good), S(ids[1], True, missing), S(ids[2], True, tampered)])
     journal.close()
 
     second = ProviderHead(config, dev_signer(PROVIDER), journal=Journal(config.journal_file)).start(background=False)
     try:
-        assert [item[:3] for item in second.to_settle] == [(ids[0], True, good)]
-        assert sorted(second.running) == [ids[1], ids[2]]
+        assert [t.settlement for t in second.book.in_state(JobState.FINISHED)] == [S(ids[0], True, good)]
+        assert sorted(t.job_id for t in second.book.in_state(JobState.RUNNING)) == [ids[1], ids[2]]
         wait_until(lambda: (second.step(), all_final(client, ids))[1], 60, "the reruns settled")
         jobs = read_jobs(client, ids)
         assert all(j.status == JobStatus.COMPLETED for j in jobs.values())
@@ -191,12 +194,12 @@ def test_a_journal_row_never_makes_a_job_ours_only_the_chain_does(fresh_devnet: 
     planted = store.put(b'{"a result": "for a job this head never ran"}')
     journal = Journal(config.journal_file)
     journal.claimed([(job.job_id, gpu)])
-    journal.finished([(job.job_id, True, planted, None)])
+    journal.finished([S(job.job_id, True, planted)])
     journal.close()
 
     head = ProviderHead(config, dev_signer(PROVIDER), journal=Journal(config.journal_file)).start(background=False)
     try:
-        assert head.to_settle == [] and head.running == {}
+        assert head.book.count(JobState.FINISHED, JobState.RUNNING) == 0
         assert read_jobs(client, [job.job_id])[job.job_id].status == JobStatus.PENDING
         wait_until(lambda: (head.step(), all_final(client, [job.job_id]))[1], 60, "the job claimed, run, settled")
         done = read_jobs(client, [job.job_id])[job.job_id]
@@ -228,8 +231,9 @@ def test_a_recovered_job_too_close_to_its_chain_deadline_is_failed_not_run(tmp_p
 
         head = ProviderHead(config, dev_signer(PROVIDER), journal=Journal(config.journal_file)).start(background=False)
         try:
-            assert head.running == {}
-            assert head.to_settle == [(job.job_id, False, None, RERUN_LATE_REASON)]
+            assert head.book.count(JobState.RUNNING) == 0
+            assert [t.settlement for t in head.book.in_state(JobState.FINISHED)] == [
+                S.failure(job.job_id, RERUN_LATE_REASON)]
             wait_until(lambda: (head.step(), all_final(client, [job.job_id]))[1], 30, "the job settled")
             assert read_jobs(client, [job.job_id])[job.job_id].status == JobStatus.FAILED
         finally:

@@ -32,6 +32,7 @@ from etrid_ray.config import load_config
 from etrid_ray.kuberay.render import raycluster
 from etrid_ray.pools import Pool
 from etrid_ray.provider.admission import Capabilities, JobTerms, admit
+from etrid_ray.provider.job import JobState
 from etrid_ray.provider.journal import Journal
 from etrid_ray.provider.scaler import alive_nodes_per_pool
 from etrid_ray.provider.task import Outcome
@@ -654,9 +655,10 @@ def test_a_tee_job_runs_only_on_the_attested_tee_node_and_waits_when_attestation
         wait_until(lambda: all_final(client, [plain2]), 60, "the plain job done", poll=0.5)
         time.sleep(3 * config.scale_interval_s + 1)  # several more admission and claim rounds
         assert read_jobs(client, [tee2])[tee2].status == JobStatus.PENDING  # not claimed
-        assert tee2 not in head.stats.pool_of and tee2 not in head.running
-        assert head.candidates[tee2].verdict.action == "skip"
-        assert head.candidates[tee2].verdict.reason == "needs TEE sev-snp"
+        waiting = head.book.get(tee2)
+        assert tee2 not in head.stats.pool_of and waiting is not None and waiting.state == JobState.SKIPPED
+        assert waiting.verdict.action == "skip"
+        assert waiting.verdict.reason == "needs TEE sev-snp"
         assert gate.pool_state("azure-tee-h100") == "unattested"
     finally:
         if head is not None:

@@ -55,6 +55,11 @@ def _variant_name(value: Any) -> str:
     return str(value)
 
 
+#: `JobMarketplace.GpuJobs: u64 -> BoundedVec<u64, 100>`: at most this many jobs are assigned to one GPU at
+#: once (claimed and not yet settled); a claim beyond it fails with `TooManyGpuJobs`
+GPU_JOBS_BOUND = 100
+
+
 @dataclass(frozen=True)
 class GpuSpecs:
     model: str

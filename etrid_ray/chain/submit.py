@@ -217,11 +217,14 @@ class Submitter:
         return receipts
 
     def _send_batch(self, batch: _BatchCall, index: int) -> _InFlight:
-        def params(sub: SubstrateInterface) -> dict[str, Any]:
-            return {"calls": [self._compose(sub, c).value for c in batch.calls]}
+        return self._sign_and_send(self.wrap(batch.function, batch.calls), index)
 
-        inner = self.conn.run(params)
-        return self._sign_and_send(Call("Utility", batch.function, inner), index)
+    def wrap(self, function: str, calls: Sequence[Call]) -> Call:
+        """``Utility.<function>`` over `calls`, each composed once. The inner calls stay composed objects, not
+        their values: scalecodec reuses an object's bytes when it encodes the batch and then the signed
+        extrinsic, where values would be encoded again, call by call, twice (most of a claim's cost)."""
+        inner = self.conn.run(lambda sub: [self._compose(sub, c) for c in calls])
+        return Call("Utility", function, {"calls": inner})
 
     # waiting --------------------------------------------------------------------------------------
     def wait_for(self, flights: list[_InFlight], start_number: int, timeout: float | None = None) -> list[Receipt]:

@@ -89,13 +89,13 @@ class ProviderHeadActor:
         self.telemetry = HeadTelemetry(self.head).start()
 
     def status(self, detail: bool = False) -> dict[str, Any]:
-        return self.head.status(detail)
+        return self.head.status(detail).as_dict(detail)
 
     def drain(self, now: bool = False, reason: str = OFFLINE_REASON) -> dict[str, Any]:
         """Stops claiming; with `now`, fails what is in flight with `reason`. Returns the status."""
         request_drain(self.head.config.namespace or NAMESPACE, now=now, reason=reason)
         self.head.drain(now=now, reason=reason)
-        return self.head.status()
+        return self.head.status().as_dict()
 
     def snapshot(self) -> dict[str, Any]:
         """What `/metrics` serves, as data (`etrid-ray status --address`)."""

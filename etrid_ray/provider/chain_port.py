@@ -14,6 +14,7 @@ from typing import Any
 
 from etrid_ray.chain import Call, Connection, ProviderClient, Receipt, Signer, truncate_utf8
 from etrid_ray.chain.models import Job
+from etrid_ray.provider.job import Settlement
 
 MARKET = "JobMarketplace"
 
@@ -81,9 +82,7 @@ class ChainPort:
         flights = []
         for start in range(0, len(calls), self.batch_size):
             chunk = list(calls[start:start + self.batch_size])
-            inner = self.conn.run(lambda sub, chunk=chunk: [
-                sub.compose_call(c.pallet, c.function, c.params).value for c in chunk])
-            flights.append((chunk, Call("Utility", "force_batch", {"calls": inner})))
+            flights.append((chunk, self.client.submitter.wrap("force_batch", chunk)))
         receipts = self.client.submitter.submit_many([f for _, f in flights], check=False)
         for (chunk, _), receipt in zip(flights, receipts, strict=True):
             out.extend(_item_results(receipt, len(chunk), meta))
@@ -92,11 +91,12 @@ class ChainPort:
     def claim(self, pairs: Sequence[tuple[int, int]]) -> list[ItemResult]:
         return self.each([Call(MARKET, "claim_job", {"job_id": j, "gpu_id": g}) for j, g in pairs])
 
-    def settle(self, results: Sequence[tuple[int, bool, str | None, str]]) -> list[ItemResult]:
-        """(job_id, ok, result_hash, reason) → submit_result or report_failure (reason cut to 128 bytes)."""
-        calls = [Call(MARKET, "submit_result", {"job_id": j, "result_hash": h}) if ok
-                 else Call(MARKET, "report_failure", {"job_id": j, "reason": truncate_utf8(reason or "failed")})
-                 for j, ok, h, reason in results]
+    def settle(self, settlements: Sequence[Settlement]) -> list[ItemResult]:
+        """Each settlement as `submit_result` or `report_failure` (its reason cut to the chain's 128 bytes)."""
+        calls = [Call(MARKET, "submit_result", {"job_id": s.job_id, "result_hash": s.result_hash}) if s.ok
+                 else Call(MARKET, "report_failure", {"job_id": s.job_id,
+                                                     "reason": truncate_utf8(s.reason or "failed")})
+                 for s in settlements]
         return self.each(calls)
 
     def heartbeat(self, gpu_ids: list[int]) -> None:

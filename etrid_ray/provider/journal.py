@@ -30,8 +30,11 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from etrid_ray.provider.job import JobState, Settlement
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +42,20 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id INTEGER PRIMARY KEY,
     gpu_id INTEGER,
-    state TEXT NOT NULL,          -- claimed | finished | reported
+    state TEXT NOT NULL,          -- a JobState the journal keeps: claimed | finished | reported
     ok INTEGER,                   -- for finished/reported: 1 result, 0 failure
     result_hash TEXT,
     reason TEXT,
     updated REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS history (  -- every state a job was journalled in, in order
+    job_id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    at REAL NOT NULL,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS history_job ON history (job_id);
 """
 
 #: meta keys holding the binding; written once, when a new or empty journal is first bound
@@ -85,7 +95,7 @@ class BindOutcome:
 class JournalEntry:
     job_id: int
     gpu_id: int | None
-    state: str
+    state: JobState
     ok: bool | None
     result_hash: str | None
     reason: str | None
@@ -153,6 +163,7 @@ class Journal:
                 with self.db:
                     self.db.execute("DELETE FROM jobs")
                     self.db.execute("DELETE FROM meta")
+                    self.db.execute("DELETE FROM history")
                 return None
             try:  # fold the WAL into the main file, so the set-aside copy is complete on its own
                 self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -175,7 +186,7 @@ class Journal:
 
     # transitions ----------------------------------------------------------------------------------
 
-    def claimed(self, pairs: list[tuple[int, int]]) -> None:
+    def claimed(self, pairs: Sequence[tuple[int, int | None]]) -> None:
         """(job_id, gpu_id) just won on chain. A chain never hands a job out twice (a claimed job never
         returns to Pending), so an older row under the same id is not about this job — it is stale (a
         reset chain reusing ids) and is replaced; repeating the same claim changes nothing."""
@@ -187,9 +198,10 @@ class Journal:
                 "result_hash=NULL, reason=NULL, updated=excluded.updated "
                 "WHERE NOT (jobs.state = 'claimed' AND jobs.gpu_id IS excluded.gpu_id)",
                 [(j, g, now) for j, g in pairs])
+            self._history([(j, JobState.CLAIMED, now, f"gpu {g}") for j, g in pairs])
 
-    def finished(self, items: list[tuple[int, bool, str | None, str | None]]) -> None:
-        """(job_id, ok, result_hash, reason): computed, not yet on chain. Never downgrades 'reported'."""
+    def finished(self, items: Sequence[Settlement]) -> None:
+        """Computed, not yet on chain: the settlement to report. Never downgrades 'reported'."""
         now = time.time()
         with self._lock, self.db:
             self.db.executemany(
@@ -197,13 +209,25 @@ class Journal:
                 "ON CONFLICT(job_id) DO UPDATE SET state='finished', ok=excluded.ok, "
                 "result_hash=excluded.result_hash, reason=excluded.reason, updated=excluded.updated "
                 "WHERE jobs.state != 'reported'",
-                [(j, int(ok), h, r, now) for j, ok, h, r in items])
+                [(s.job_id, int(s.ok), s.result_hash, s.reason or None, now) for s in items])
+            self._history([(s.job_id, JobState.FINISHED, now, "result" if s.ok else s.reason) for s in items])
 
-    def reported(self, job_ids: list[int]) -> None:
+    def reported(self, job_ids: Sequence[int]) -> None:
         now = time.time()
         with self._lock, self.db:
             self.db.executemany("UPDATE jobs SET state='reported', updated=? WHERE job_id=?",
                                 [(now, j) for j in job_ids])
+            self._history([(j, JobState.REPORTED, now, "") for j in job_ids])
+
+    def _history(self, rows: list[tuple[int, JobState, float, str]]) -> None:
+        self.db.executemany("INSERT INTO history VALUES (?, ?, ?, ?)", [(j, s.value, t, n) for j, s, t, n in rows])
+
+    def history(self, job_id: int) -> list[tuple[JobState, float, str]]:
+        """Every state `job_id` was journalled in, oldest first."""
+        with self._lock:
+            rows = self.db.execute("SELECT state, at, note FROM history WHERE job_id=? ORDER BY rowid",
+                                   (job_id,)).fetchall()
+        return [(JobState(s), t, n or "") for s, t, n in rows]
 
     def get(self, job_id: int) -> JournalEntry | None:
         with self._lock:
@@ -211,7 +235,7 @@ class Journal:
                                   "WHERE job_id=?", (job_id,)).fetchone()
         return _entry(row) if row else None
 
-    def in_state(self, state: str) -> list[JournalEntry]:
+    def in_state(self, state: JobState | str) -> list[JournalEntry]:
         with self._lock:
             rows = self.db.execute("SELECT job_id, gpu_id, state, ok, result_hash, reason, updated FROM jobs "
                                    "WHERE state=?", (state,)).fetchall()
@@ -233,4 +257,4 @@ class Journal:
 
 def _entry(row: tuple) -> JournalEntry:  # type: ignore[type-arg]
     job_id, gpu_id, state, ok, result_hash, reason, updated = row
-    return JournalEntry(job_id, gpu_id, state, None if ok is None else bool(ok), result_hash, reason, updated)
+    return JournalEntry(job_id, gpu_id, JobState(state), None if ok is None else bool(ok), result_hash, reason, updated)

@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
-import ray
-
 from etrid_ray.config import ProviderConfig
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote, PriceSource
 from etrid_ray.provider.cluster_port import ClusterPort, RayCluster, draining_node_ids, refresh_autoscaler_version
+from etrid_ray.provider.cluster_view import ClusterView
 from etrid_ray.scaling import POLICIES, Decision, PlacementPlan, Policy, PoolState, QueuedJob, Snapshot
 from etrid_ray.scaling.billing import NodeLedger
 from etrid_ray.scaling.state import Departure
@@ -39,27 +38,13 @@ from etrid_ray.telemetry.metrics import CLOUD_COST_USD
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClusterPort", "RayCluster", "ScaleStep", "Scaler", "alive_nodes_per_pool", "draining_gpus",
+__all__ = ["ClusterPort", "RayCluster", "ScaleStep", "Scaler", "alive_nodes_per_pool",
            "draining_node_ids", "refresh_autoscaler_version"]
 
 
-def draining_gpus() -> float:
-    draining = draining_node_ids()
-    if not draining:
-        return 0.0
-    return sum(float(n.get("Resources", {}).get("GPU", 0.0)) for n in ray.nodes()
-               if n.get("Alive") and n.get("NodeID") in draining)
-
-
 def alive_nodes_per_pool() -> dict[str, int]:
-    """Alive Ray nodes per pool, found through each node's `pool:<name>` resource."""
-    out: dict[str, int] = {}
-    for node in ray.nodes():
-        if node.get("Alive"):
-            for key in node.get("Resources", {}):
-                if key.startswith("pool:"):
-                    out[key[5:]] = out.get(key[5:], 0) + 1
-    return out
+    """Alive Ray nodes per pool of the connected cluster (nodes of no pool left out)."""
+    return ClusterView.read(RayCluster()).nodes_per_pool()
 
 
 @dataclass
@@ -142,16 +127,10 @@ class Scaler:
 
     # observing -----------------------------------------------------------------------------------
 
-    def pool_of_node(self, resources: dict[str, float]) -> Pool | None:
-        for key in resources:
-            if key.startswith("pool:"):
-                return self.by_name.get(key[5:])
-        return None
-
     def observe(self, queue: Sequence[QueuedJob], now: float | None = None,
                 departed: Sequence[Departure] = ()) -> Snapshot:
         now = time.time() if now is None else now
-        free_by_node = self.cluster.available_per_node()
+        view = ClusterView.read(self.cluster, now)
         alive: Counter[str] = Counter()
         free: Counter[str] = Counter()
         busy: Counter[str] = Counter()
@@ -159,21 +138,17 @@ class Scaler:
         node_free: dict[str, list[float]] = {}
         seen_nodes = set()
         cloud_nodes: dict[str, Pool] = {}  # alive cloud nodes, draining ones too: they are billed until gone
-        draining = self.cluster.draining()
-        for node in self.cluster.nodes():
-            if not node.get("Alive"):
-                continue
-            pool = self.pool_of_node(node.get("Resources", {}))
+        for node in view.alive:
+            pool = self.by_name.get(node.pool) if node.pool is not None else None
             if pool is None:
                 continue
-            node_id = node["NodeID"]
+            node_id = node.node_id
             if pool.is_cloud:
                 cloud_nodes[node_id] = pool
-            if node_id in draining:
+            if node.draining:
                 continue  # a draining node is leaving: it offers no room and needs no replacement request
             seen_nodes.add(node_id)
-            total_gpus = float(node["Resources"].get("GPU", 0.0))
-            free_gpus = float(free_by_node.get(node_id, {}).get("GPU", 0.0))
+            total_gpus, free_gpus = node.gpus, node.free_gpus
             alive[pool.name] += 1
             free[pool.name] += free_gpus
             busy[pool.name] += total_gpus - free_gpus

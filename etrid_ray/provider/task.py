@@ -19,6 +19,7 @@ import ray
 
 from etrid_ray.blobs import BlobError, BlobIntegrityError, BlobNotFound, BlobTooLarge, open_blob_store
 from etrid_ray.manifest import Manifest, chain_reason
+from etrid_ray.pools import pool_resource
 from etrid_ray.security.compliance import policy_for
 from etrid_ray.security.crypto import CryptoError, KeyringNotConfigured, store_for_job
 from etrid_ray.workloads.matmul import cuda_present
@@ -147,16 +148,16 @@ RAY_RESOURCE_SCALING = 10_000  # Ray counts resources in 1/10,000: a smaller non
 RAY_RESOURCE_UNIT = 1 / RAY_RESOURCE_SCALING
 
 
-def dispatch_options(gpus: float, task_cpus: float, pool: str | None, pool_resource: dict[str, float],
+def dispatch_options(gpus: float, task_cpus: float, pool: str | None, own_pool: dict[str, float],
                      steer: float) -> dict[str, Any]:
     """`run_job`'s Ray options for a job: its GPUs, the CPUs the provider reserves per task, and the pool label
     that steers it (the autoscaler grows exactly that group). Pure, so what the head would ask Ray for can be
     checked without Ray (`options_problem`) and property-tested against every manifest the schema accepts."""
     options: dict[str, Any] = {"num_gpus": gpus, "num_cpus": task_cpus}
     if pool is not None:
-        options["resources"] = {f"pool:{pool}": steer}
-    elif pool_resource:
-        options["resources"] = dict(pool_resource)
+        options["resources"] = {pool_resource(pool): steer}
+    elif own_pool:  # no pool chosen: the head's own pool resource, when the cluster advertises it
+        options["resources"] = dict(own_pool)
     return options
 
 

@@ -22,6 +22,11 @@ import bisect
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import accumulate
+
+from etrid_ray.chain.models import Job
+from etrid_ray.manifest import Manifest
+from etrid_ray.workloads.registry import REGISTRY, declared_seconds
 
 EWMA_ALPHA = 0.25  # weight of a new observation (mean); the deviation uses the same
 DEV_K = 2.0  # how many mean deviations of pessimism the head adds to a learnt estimate
@@ -155,18 +160,16 @@ class GpuTimeline:
         eps = 1e-9
         if not self._future and self._free_now + eps >= gpus:
             return self.now  # nothing reserved ahead: free now is the minimum of every later moment too
-        # free after each event, then the minimum of every later moment (suffix minimum)
-        level, free = 0.0, []
-        for d in self._deltas:
-            level += d
-            free.append(level)
-        suffix = free[:]
-        for i in range(len(suffix) - 2, -1, -1):
-            suffix[i] = min(suffix[i], suffix[i + 1])
-        for i, t in enumerate(self._times):
-            if suffix[i] + eps >= gpus and (i + 1 == len(self._times) or self._times[i + 1] > t):
-                return t
-        return None
+        # free after each event, then the minimum of every later moment (suffix minimum): both in C through
+        # accumulate, since a claim batch asks once per job over every running job's end
+        free = list(accumulate(self._deltas))
+        suffix = list(accumulate(reversed(free), min))
+        suffix.reverse()
+        i = bisect.bisect_left(suffix, gpus - eps)  # the suffix minimum never decreases
+        times, last = self._times, len(self._times) - 1
+        while i < last and times[i + 1] <= times[i]:
+            i += 1  # several events at one moment: what is free after all of them counts
+        return times[i] if i <= last else None
 
     def reserve(self, start: float, end: float, gpus: float) -> None:
         if start <= self.now and not self._future:
@@ -175,3 +178,14 @@ class GpuTimeline:
             self._future = True
         self._add(start, -gpus)
         self._add(max(end, start), gpus)
+
+
+def job_timing(job: Job, manifest: Manifest) -> tuple[str, float, bool, float]:
+    """(handler, declared run time, whether the handler declared it, limit): the limit is what the head gives
+    the task (the manifest's timeout_s, capped by the chain's max_compute_time)."""
+    limit = float(min(manifest.timeout_s or job.max_compute_time, job.max_compute_time))
+    workload = REGISTRY.get(manifest.handler)
+    declared = declared_seconds(workload, manifest.args) if workload is not None else None
+    if declared is None:
+        return manifest.handler, limit, False, limit
+    return manifest.handler, declared, True, limit

@@ -1,23 +1,22 @@
 """A `Snapshot` of a running `ProviderHead`, and the head's telemetry: HTTP server, Ray metrics, decisions.
 
-Everything is read from the head at the moment of the scrape: `status()`, its `Stats`, the
-scaler's decision counter and spend, its prices, and Ray's own view of nodes and free GPUs per
-pool. Nothing is counted twice. The head's collections are shared with its two loop threads,
-so they are copied under the head's lock (briefly) before they are summarised.
+Everything is read from the head at the moment of the scrape: its typed `HeadStatus` (a copy the head
+takes under its own lock), the scaler's decision counter and spend, its prices, and the head's cluster view
+(Ray's nodes and free GPUs per pool). Nothing is counted twice, and nothing reaches into the head's fields.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from itertools import islice
 from statistics import fmean
 from typing import Any
 
+from etrid_ray.provider.cluster_view import PoolLoad
+from etrid_ray.provider.stats import HeadStatus
 from etrid_ray.telemetry.metrics import (
     PBC,
     RPC_ERROR_KINDS,
@@ -85,65 +84,27 @@ class DecisionLog(logging.Handler):
         logging.getLogger(SCALER_LOGGER).removeHandler(self)
 
 
-def _ray_pools(default_pool: str) -> dict[str, dict[str, float]]:
-    """Alive GPU nodes per pool from Ray: {pool: {"total": GPUs, "free": GPUs, "nodes": n}}. A GPU node
-    without a `pool:<name>` resource counts under the head's own pool."""
-    import ray
-    from ray._private.state import available_resources_per_node
-
-    if not ray.is_initialized():
-        return {}
-    free_by_node = available_resources_per_node()
-    out: dict[str, dict[str, float]] = {}
-    for node in ray.nodes():
-        if not node.get("Alive"):
-            continue
-        resources = node.get("Resources", {})
-        total = float(resources.get("GPU", 0.0))
-        pool = next((k[5:] for k in resources if k.startswith("pool:")), None)
-        if pool is None:
-            if total <= 0:
-                continue  # a CPU-only node (the KubeRay head) is no pool
-            pool = default_pool
-        agg = out.setdefault(pool, {"total": 0.0, "free": 0.0, "nodes": 0.0})
-        agg["total"] += total
-        agg["free"] += float(free_by_node.get(node["NodeID"], {}).get("GPU", 0.0))
-        agg["nodes"] += 1
-    return out
-
-
 def head_snapshot(head: Any, decisions: DecisionLog | None = None, *, with_ray: bool = True) -> Snapshot:
-    """Reads a `ProviderHead` now. `with_ray=False` leaves out Ray's node view (pools then show only
-    what the scaler requested)."""
-    now = time.time()
-    stats = head.stats
-    lock = getattr(head, "_lock", None) or threading.RLock()
-    with lock:
-        st = _copy(head.status)
-        running = _copy(lambda: list(head.running.values()))
-        to_settle = len(head.to_settle)
-        ended = _copy(lambda: list(islice(reversed(stats.ended_at.items()), DURATION_SAMPLES)))
-        durations = [end - stats.started_at[j] for j, end in ended if j in stats.started_at]
-        failed = dict(stats.failed)
-        skipped = dict(stats.skipped)
-    pending_since = _copy(lambda: [c.job.submitted_at for c in head.candidates.values()])
-    loop = _copy(lambda: list(head.loop_seconds))
-    waits = [max(0.0, now - float(t)) for t in pending_since if t]
-
+    """Reads a `ProviderHead` now: its typed status (copied under its lock), its pools and scaler, and the
+    cluster view it scales on. `with_ray=False` leaves out Ray's node view (pools then show only what the
+    scaler requested)."""
+    st: HeadStatus = head.status()
+    now = st.taken_at
+    waits = [max(0.0, now - t) for t in st.waiting_since if t]
     rpc = dict.fromkeys(RPC_ERROR_KINDS, 0)
-    for name, n in _copy(lambda: dict(head.errors)).items():
+    for name, n in st.errors.items():
         kind = rpc_error_kind(name)
         if kind != "other":
             rpc[kind] += n
-    rpc["reconnect"] = int(getattr(head.conn, "reconnects", 0))
+    rpc["reconnect"] = st.reconnects
 
-    ray_pools = _ray_pools(head.config.pool) if with_ray else {}
-    total_gpus = sum(p["total"] for p in ray_pools.values())
-    free_gpus = sum(p["free"] for p in ray_pools.values())
+    ray_pools = head.cluster.view().pools(head.config.pool) if with_ray else {}
+    total_gpus = sum(p.total for p in ray_pools.values())
+    free_gpus = sum(p.free for p in ray_pools.values())
     if total_gpus > 0:
         utilization = min(100.0, max(0.0, (total_gpus - free_gpus) / total_gpus * 100))
     else:  # no Ray view: the GPUs our running tasks hold, of the GPUs this provider declared
-        utilization = min(100.0, sum(r.gpus for r in running) / max(1, head.facts.count) * 100)
+        utilization = min(100.0, sum(r.gpus for r in st.running_jobs) / max(1, st.gpus_declared) * 100)
 
     scaler = head.scaler
     requested = dict(scaler.requested) if scaler is not None else {}
@@ -153,45 +114,41 @@ def head_snapshot(head: Any, decisions: DecisionLog | None = None, *, with_ray: 
     by_name = {p.name: p for p in head.pools}
     for name in names:
         pool = by_name.get(name)
-        live = ray_pools.get(name, {"total": 0.0, "free": 0.0, "nodes": 0.0})
-        alive = int(live["nodes"])
+        live = ray_pools.get(name, PoolLoad())
         want = int(requested.get(name, 0))
         gpn = pool.gpus_per_node if pool is not None else 0
         quote = prices.get(name)
         pools.append(PoolView(
             name=name, kind=pool.kind if pool is not None else "local",
-            gpus_busy=live["total"] - live["free"], gpus_idle=live["free"],
-            gpus_pending=float(max(0, want - alive) * gpn), nodes_alive=alive, nodes_requested=want,
+            gpus_busy=live.total - live.free, gpus_idle=live.free,
+            gpus_pending=float(max(0, want - live.nodes) * gpn), nodes_alive=live.nodes, nodes_requested=want,
             price_usd_per_gpu_hour=quote.usd_per_gpu_hour if quote is not None else None,
             price_source=quote.source if quote is not None else None,
             price_age_s=max(0.0, now - quote.as_of.timestamp()) if quote is not None else None))
 
-    address = head.chain.address
-    heartbeat = float(getattr(head, "_last_heartbeat", 0.0) or 0.0)
+    address = st.address
+    running = sorted(st.running_jobs, key=lambda r: r.dispatched_at)
     return Snapshot(
-        source="head", taken_at=now, ok=True, address=address, draining=bool(getattr(head, "draining", False)),
-        best_block=int(st["best_block"]),
-        queue={"pending": int(st["queue_depth"]), "assigned": len(running) + to_settle,
-               "completed": int(st["completed"])},
+        source="head", taken_at=now, ok=True, address=address, draining=st.draining, best_block=st.best_block,
+        queue={"pending": st.queue_depth, "assigned": st.running + st.to_settle, "completed": st.completed},
         avg_wait_s=fmean(waits) if waits else 0.0,
-        avg_duration_s=fmean(durations) if durations else 0.0,
-        queue_to_start_s={"0.5": float(st["queue_to_start_p50"]), "0.95": float(st["queue_to_start_p95"])},
-        result_to_chain_s={"0.5": float(st["result_to_chain_p50"]), "0.99": float(st["result_to_chain_p99"])},
-        providers=[ProviderView(address, gpus=len(head.gpu_ids), utilization_pct=utilization,
-                                jobs_completed=int(st["completed"]), earnings_planck=int(st["earnings_planck"]),
-                                running=len(running))],
-        gpus=[GpuView(g, address, "Active", heartbeat) for g in head.gpu_ids],
+        avg_duration_s=fmean(st.durations) if st.durations else 0.0,
+        queue_to_start_s={"0.5": st.queue_to_start_p50, "0.95": st.queue_to_start_p95},
+        result_to_chain_s={"0.5": st.result_to_chain_p50, "0.99": st.result_to_chain_p99},
+        providers=[ProviderView(address, gpus=len(st.gpus), utilization_pct=utilization,
+                                jobs_completed=st.completed, earnings_planck=st.earnings_planck,
+                                running=st.running)],
+        gpus=[GpuView(g, address, "Active", st.last_heartbeat) for g in st.gpus],
         pools=pools,
         decisions=[(p, r, int(n)) for (p, r), n in
                    (_copy(lambda: dict(scaler.decisions_total)) if scaler is not None else {}).items()],
         recent_decisions=list(decisions.recent) if decisions is not None else [],
-        claims={"won": int(st["claimed"]), "lost": int(st["lost_claims"])},
-        failures=failed, skipped=skipped, rpc_errors=rpc, head_errors=dict(st["errors"]),
-        loop_s={"0.5": _quantile(loop, 0.5), "0.99": _quantile(loop, 0.99)},
-        running=len(running),
+        claims={"won": st.claimed, "lost": st.lost_claims},
+        failures=dict(st.failed), skipped=dict(st.skipped), rpc_errors=rpc, head_errors=dict(st.errors),
+        loop_s={"0.5": _quantile(list(st.loop_seconds), 0.5), "0.99": _quantile(list(st.loop_seconds), 0.99)},
+        running=st.running,
         running_jobs=[{"job_id": r.job_id, "gpus": r.gpus, "pool": r.pool, "gpu_id": r.gpu_id,
-                       "age_s": max(0.0, now - r.dispatched_at)}
-                      for r in sorted(running, key=lambda r: r.dispatched_at)[:RUNNING_SHOWN]],
+                       "age_s": max(0.0, now - r.dispatched_at)} for r in running[:RUNNING_SHOWN]],
         spend_today_usd=float(scaler.spend_usd) if scaler is not None else 0.0,
         budget_usd=float(head.config.daily_cloud_budget_usd),
     )
@@ -264,20 +221,15 @@ class HeadTelemetry:
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Alive: the head's loop thread runs (or has not been started by a caller that steps it itself)."""
-        thread = getattr(self.head, "_thread", None)
-        stopping = self.head._stop.is_set()
-        alive = not stopping and (thread is None or thread.is_alive())
-        return alive, {"loop_thread": "none" if thread is None else ("alive" if thread.is_alive() else "dead"),
-                       "stopping": stopping}
+        st = self.head.status()
+        return st.alive, {"loop_thread": "alive" if st.alive else "dead", "stopping": st.stopping}
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """Ready: alive, its GPUs are registered on chain, and it is watching the queue."""
-        alive, detail = self.health()
-        watcher = getattr(self.head, "_watcher", None)
-        watching = watcher is not None
-        gpus = len(self.head.gpu_ids)
-        detail.update({"gpus": gpus, "watching": watching, "best_block": self.head.best_block, "pbc": PBC})
-        return alive and gpus > 0 and watching, detail
+        st = self.head.status()
+        alive, detail = st.alive, {"loop_thread": "alive" if st.alive else "dead", "stopping": st.stopping}
+        detail.update({"gpus": len(st.gpus), "watching": st.watching, "best_block": st.best_block, "pbc": PBC})
+        return alive and len(st.gpus) > 0 and st.watching, detail
 
     def stop(self) -> None:
         if self.bridge is not None:

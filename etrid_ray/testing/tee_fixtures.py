@@ -436,19 +436,14 @@ def apply_node_start(ray_cr: dict[str, Any], pool: str, resources: dict[str, flo
 
 def tee_gated_head_class() -> type:
     """``ProviderHead`` (whose TeeGate hooks are built in) that also records the node each job ran on."""
-    from etrid_ray.provider.head import ProviderHead, Running
+    from etrid_ray.provider.head import ProviderHead
 
     class TeeGatedHead(ProviderHead):
         def start(self, *, background: bool = True) -> TeeGatedHead:
             self.node_of: dict[int, str] = {}
+            self.harvester.on_outcome = lambda tracked, outcome: self.node_of.__setitem__(
+                tracked.job_id, getattr(outcome, "node_id", ""))
             super().start(background=background)
             return self
-
-        def _outcome_item(self, run: Running, future: Any) -> Any:
-            try:
-                self.node_of[run.job_id] = getattr(future.result(), "node_id", "")
-            except Exception:  # the base method reports the failure
-                pass
-            return super()._outcome_item(run, future)
 
     return TeeGatedHead

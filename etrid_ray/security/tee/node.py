@@ -60,7 +60,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from etrid_ray.pools import RESOURCE_UNITS, STEER, Pool
+from etrid_ray.pools import RESOURCE_UNITS, STEER, Pool, pool_of_resources
 from etrid_ray.security.tee.attest import AttestationError, Evidence, produce_evidence
 from etrid_ray.security.tee.config import TeeConfig
 from etrid_ray.security.tee.detect import Detection, detect
@@ -243,7 +243,7 @@ class TeeGate:
             if not node.get("Alive"):
                 continue
             resources = node.get("Resources", {}) or {}
-            name = next((k[5:] for k in resources if k.startswith("pool:")), self.default_pool)
+            name = pool_of_resources(resources) or self.default_pool
             pool = self.by_name.get(name or "")
             if pool is None or pool.tee is None:
                 continue

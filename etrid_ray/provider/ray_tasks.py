@@ -1,0 +1,112 @@
+"""The head's one seam to Ray's task API: submit a job's task, cancel it, hear when it ends, probe dispatch.
+
+Why a seam: every Ray call the pipeline makes is here, so the stages above it are plain Python over the job
+book, and the claim stage can ask "how many warm workers does this pool have" without knowing Ray. Options
+are built once per (GPUs, pool) shape: `.options()` is not free per call, and at hundreds of jobs a second it
+shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from etrid_ray.pools import STEER
+from etrid_ray.provider.task import Outcome, dispatch_options, probe, run_job
+from etrid_ray.provider.timing import Estimates
+
+log = logging.getLogger(__name__)
+
+KNOWN_WORKERS = 10_000  # warm workers remembered per pool
+
+
+class RayTasks:
+    def __init__(self, task_cpus: float, estimates: Estimates, pool_resource: Callable[[], dict[str, float]]
+                 ) -> None:
+        self.task_cpus = task_cpus
+        self.estimates = estimates
+        self.pool_resource = pool_resource  # the head's own pool resource when the cluster advertises it
+        self.done: queue.Queue[tuple[int, Any]] = queue.Queue()  # (job id, finished future), from Ray's threads
+        self._shapes: dict[tuple[float, str | None], Any] = {}
+        self._workers: dict[str | None, set[str]] = {}  # pool -> Ray workers seen running our tasks (warm ones)
+        self._probe: tuple[Any, float, str | None] | None = None
+        self._probe_sent_at = float("-inf")
+
+    @staticmethod
+    def connected() -> bool:
+        return ray.is_initialized()
+
+    def options(self, gpus: float, pool: str | None) -> dict[str, Any]:
+        return dispatch_options(gpus, self.task_cpus, pool, self.pool_resource(), STEER)
+
+    def submit(self, job_id: int, manifest_json: str, store_url: str, max_input_bytes: int, gpus: float,
+               pool: str | None, options: dict[str, Any] | None = None) -> Any:
+        """Starts the job's task (with `options`, e.g. a TEE gate's, instead of the cached shape)."""
+        if options is not None:
+            task = run_job.options(**options)
+        else:
+            key = (gpus, pool)
+            task = self._shapes.get(key)
+            if task is None:
+                task = self._shapes[key] = run_job.options(**self.options(gpus, pool))
+        ref = task.remote(job_id, manifest_json, store_url, max_input_bytes)
+        ref.future().add_done_callback(lambda fut, job_id=job_id: self.done.put((job_id, fut)))
+        return ref
+
+    @staticmethod
+    def cancel(ref: Any) -> None:
+        ray.cancel(ref, force=True)
+
+    @staticmethod
+    def outcome(future: Any) -> Outcome | str:
+        """The task's outcome, or why there is none (cancelled: timed out; lost with its node or worker)."""
+        try:
+            return future.result()
+        except ray.exceptions.TaskCancelledError:
+            return "cancelled"
+        except ray.exceptions.RayError as err:  # node lost beyond retries, worker crashed, …
+            return f"execution lost: {type(err).__name__}"
+
+    # warm workers and the dispatch probe -----------------------------------------------------------------
+
+    def observe_start(self, pool: str | None, worker: str, delay: float) -> None:
+        """A task started `delay` after it could have: on a worker already seen (warm) or a new one (cold)."""
+        seen = self._workers.setdefault(pool, set())
+        if worker in seen:
+            self.estimates.observe_dispatch(delay)
+        else:
+            self.estimates.observe_cold(delay)
+            if len(seen) < KNOWN_WORKERS:
+                seen.add(worker)
+
+    def warm_slots(self, busy: dict[str | None, int]) -> dict[str | None, int]:
+        """Per pool, warm Ray workers not busy with one of our tasks: a job beyond them waits for a new worker
+        process (a cold start), which on a busy machine can take longer than the job's whole limit."""
+        return {pool: len(workers) - busy.get(pool, 0) for pool, workers in self._workers.items()}
+
+    def maybe_probe(self, held: bool, now: float, pool: str | None, can_probe: bool) -> None:
+        """Learns Ray's dispatch delay without betting a job on it: takes the answer of the probe in flight, and
+        sends another (at most one a second, on `pool`) while jobs are held back on timing."""
+        if self._probe is not None:
+            ref, sent, probed = self._probe
+            ready, _ = ray.wait([ref], timeout=0)
+            if not ready:
+                return
+            self._probe = None
+            try:
+                started, worker = ray.get(ref)
+            except ray.exceptions.RayError:
+                log.warning("dispatch probe failed", exc_info=True)
+                return
+            self.observe_start(probed, worker, started - sent)
+            return
+        if not held or not can_probe or not ray.is_initialized() or now - self._probe_sent_at < 1.0:
+            return
+        self._probe_sent_at = now
+        options = dispatch_options(0.0, 0.0, pool, self.pool_resource(), STEER)  # no CPU: it measures, it does not work
+        self._probe = (probe.options(**options).remote(), time.time(), pool)

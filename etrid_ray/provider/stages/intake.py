@@ -1,0 +1,77 @@
+"""Intake: the chain's queue into the job book.
+
+The watcher's thread hands over `QueueUpdate`s; the intake loop takes them all at once. New pending jobs
+enter the book `queued`; jobs that left the chain's queue while we were only watching them end `departed`
+(another provider took them, their consumer cancelled, they expired) and are reported to whoever learns from
+departures (the scaling stage: how long consumers wait before someone else serves them); payments to us are
+counted. Pending ids the book has never seen (a claim lost in a node restart) are read from the chain.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from typing import Any
+
+from etrid_ray.chain import QueueUpdate
+from etrid_ray.chain.models import JobStatus
+from etrid_ray.provider.job import WAITING, JobBook, JobState, TrackedJob
+from etrid_ray.provider.stats import Stats
+
+
+class Intake:
+    def __init__(self, book: JobBook, chain: Any, stats: Stats,
+                 on_departed: Callable[[TrackedJob], None] = lambda _t: None) -> None:
+        self.book = book
+        self.chain = chain
+        self.stats = stats
+        self.on_departed = on_departed
+        self.updates: queue.Queue[QueueUpdate] = queue.Queue()
+        self.best_block = 0
+        self.pending_ids: list[int] = []
+
+    def offer(self, update: QueueUpdate) -> None:
+        """The watcher's callback (its own thread): queued for the intake loop."""
+        self.updates.put(update)
+
+    def take(self) -> int:
+        """Takes every update waiting; returns how many jobs entered the book."""
+        latest: QueueUpdate | None = None
+        added = 0
+        book = self.book
+        me = self.chain.address
+        while True:
+            try:
+                update = self.updates.get_nowait()
+            except queue.Empty:
+                break
+            latest = update
+            with book.lock:
+                for job_id, job in update.new_jobs.items():
+                    if job.status == JobStatus.PENDING and job_id not in book:
+                        book.add(job, JobState.QUEUED)
+                        added += 1
+                for event in update.events:
+                    if event.is_("JobMarketplace", "PaymentReleased") and event.get("provider") == me:
+                        self.stats.earnings_planck += int(event.get("amount"))
+                        self.stats.payments += 1
+        if latest is None:
+            return added
+        self.best_block = latest.block_number
+        self.pending_ids = latest.pending_ids
+        pending = set(latest.pending_ids)
+        with book.lock:
+            gone = [t for t in book.in_state(*WAITING) if t.job_id not in pending]
+            for tracked in gone:  # taken by someone else, cancelled or expired
+                book.move(tracked, JobState.DEPARTED, "left the chain's queue")
+        for tracked in gone:
+            self.on_departed(tracked)
+        unknown = [j for j in latest.pending_ids if j not in book]
+        if unknown:
+            jobs = self.chain.jobs(unknown)
+            with book.lock:
+                for job_id, job in jobs.items():
+                    if job.status == JobStatus.PENDING and job_id not in book:
+                        book.add(job, JobState.QUEUED, note="pending on chain, unseen before")
+                        added += 1
+        return added
