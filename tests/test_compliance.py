@@ -7,7 +7,6 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -124,16 +123,16 @@ def test_serving_pools_of_the_default_config() -> None:
 
 
 def _head_admit(cfg: ProviderConfig, manifest: Manifest) -> Any:
-    """The head's own `_admit` (claimable when any pool could run it), with the pool caps it builds."""
-    from etrid_ray.provider.head import ProviderHead
+    """The head's admission with pools (claimable when any pool could run it), with the pool caps it builds."""
+    from etrid_ray.provider.stages.admission import judge, offers_for
 
     caps = Capabilities(gpus_per_node=4, vram_gb=80, accelerator="A100", tee=None, region=cfg.region,
                         handlers=frozenset(cfg.allowed_handlers), price_per_gpu_second=1, max_input_bytes=1 << 20)
     pool_caps = {p.name: replace(caps, gpus_per_node=p.gpus_per_node, vram_gb=p.vram_gb,
                                  accelerator=p.accelerator, tee=p.tee, region=p.region)
                  for p in pools_from_config(cfg)}
-    head = SimpleNamespace(scaler=object(), caps=caps, pool_caps=pool_caps, tee_gate=None)
-    return ProviderHead._admit(head, JobTerms(1, "Custom", 60, 10**18), manifest)  # type: ignore[arg-type]
+    offers = offers_for(caps, pool_caps, scaling=True, gate=None, default_pool=cfg.pool)
+    return judge(JobTerms(1, "Custom", 60, 10**18), manifest, offers)
 
 
 def test_a_gdpr_job_no_pool_may_serve_is_not_claimed() -> None:
