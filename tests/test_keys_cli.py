@@ -31,7 +31,7 @@ from etrid_ray.chain.submit import Call, Submitter
 from etrid_ray.cli import main
 from etrid_ray.kuberay import render as r
 from etrid_ray.security.keys import Secret, generate, k8s_secret, load_secret, write_private_file
-from etrid_ray.testing.tee_fixtures import FakeTeeTree, TestCA, tee_config
+from tests.helpers.tee_fixtures import FakeTeeTree, TestCA, tee_config
 
 EDSC = 10**18
 CLEAN_ENV = {"ETRID_SEED": "", "ETRID_SEED_FILE": "", "ETRID_WS_URL": ""}
