@@ -21,7 +21,7 @@ import click
 def demo(jobs: int, speedup: float, seed: int, gpus: int, bad: int, timeout_s: float, dashboard: bool,
          keep_open: bool, idle_timeout_s: float) -> None:
     """Everything on one machine: devnet, local Ray with simulated GPUs, the provider, a trace replay."""
-    from etrid_ray.demo import run_demo
+    from etrid_ray.demo.replay import run_demo
 
     run_demo(jobs=jobs, speedup=speedup, seed=seed, gpus=gpus, bad=bad, timeout_s=timeout_s, dashboard=dashboard,
              keep_open=keep_open, idle_timeout_s=idle_timeout_s)
