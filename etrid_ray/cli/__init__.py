@@ -1,10 +1,10 @@
 """``etrid-ray``: the command line (devnet, chain info, provider registration, job submission, …).
 
-One module per command group; the options several commands share (`--url`, `--seed-file`, `--json`), the
+One module per command group; the options several commands share (`--url`, `--key-file`, `--json`), the
 signal handling of the long-running ones and the error handling are in `common`.
 
-Why these rules: secrets come only from ``ETRID_SEED`` or ``--seed-file`` (a
-path on argv is fine, a seed is not); every configuration mistake exits with a
+Why these rules: signing keys come only from ``ETRID_SEED`` or ``--key-file`` (a
+path on argv is fine, a key is not); every configuration mistake exits with a
 message that names the option and the fix instead of a traceback.
 """
 

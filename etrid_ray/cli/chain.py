@@ -67,7 +67,7 @@ def chain_info(url: str, addresses: tuple[str, ...], key_file: str | None, as_js
             bt.add_row(label, b.address, format_edsc(b.free), format_edsc(b.reserved), str(b.nonce))
         console.print(bt)
     else:
-        console.print("[dim]no account: set ETRID_SEED or pass --seed-file / --address to see balances[/dim]")
+        console.print("[dim]no account: set ETRID_SEED or pass --key-file / --address to see balances[/dim]")
 
 
 # submit -----------------------------------------------------------------------------------------

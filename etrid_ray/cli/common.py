@@ -1,4 +1,4 @@
-"""What every command group shares: the options that recur (`--url`, `--seed-file`, `--json`), the one way a
+"""What every command group shares: the options that recur (`--url`, `--key-file`, `--json`), the one way a
 long-running command stops on a signal, and the error handling that turns the client's typed errors into one
 line and an exit status instead of a traceback."""
 
@@ -28,7 +28,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_URL = "ws://127.0.0.1:9944"
 URL_ENV = "ETRID_WS_URL"
 URL_HELP = f"node WebSocket URL (env {URL_ENV})"
-KEY_FILE_HELP = "file holding the seed phrase or //Dev URI (default: the ETRID_SEED env var)"
+KEY_FILE_HELP = "file holding the signing key: a secret phrase or //Dev URI (default: the ETRID_SEED env var)"
 LOG_FORMAT_HELP = "log lines as text (default) or one JSON object a line (env ETRID_LOG_FORMAT)"
 
 
@@ -81,8 +81,16 @@ def url_option(help: str = URL_HELP, *, default: str | None = DEFAULT_URL,
 
 
 def key_file_option(help: str = KEY_FILE_HELP) -> Callable[[F], F]:
-    """`--seed-file`: the file holding the signing key (the value is the `key_file` argument)."""
-    return click.option("--seed-file", "key_file", type=click.Path(dir_okay=False), default=None, help=help)
+    """`--key-file`: the file holding the signing key (the value is the `key_file` argument). Its old name
+    `--seed-file` still works, unlisted ("seed" is the original specification's word, not the key's)."""
+    return click.option("--key-file", "--seed-file", "key_file", cls=HiddenAliasOption, hidden_aliases=("--seed-file",),
+                        type=click.Path(dir_okay=False), default=None, help=help)
+
+
+def random_seed_option(default: int, help: str) -> Callable[[F], F]:
+    """`--random-seed` (the value is the `rng_seed` argument); its old name `--seed` still works, unlisted."""
+    return click.option("--random-seed", "--seed", "rng_seed", cls=HiddenAliasOption, hidden_aliases=("--seed",),
+                        type=int, default=default, show_default=True, help=help)
 
 
 def json_option(help: str | None = "print JSON") -> Callable[[F], F]:

@@ -136,7 +136,7 @@ def compliance_erase(job_id: int, url: str | None, blob_store: str | None, extra
 @click.option("--format", "fmt", type=click.Choice(["md", "json", "html"]), default="md", show_default=True)
 @click.option("--audit-log", "audit_log", default=None, envvar="ETRID_AUDIT_LOG", help=AUDIT_LOG_HELP)
 @url_option("node URL: check anchors, read attestations and the on-chain config", default=None)
-@click.option("--address", default=None, help="the provider account (default: from ETRID_SEED / --seed-file)")
+@click.option("--address", default=None, help="the provider account (default: from ETRID_SEED / --key-file)")
 @key_file_option()
 @click.option("--blob-store", default=None, help="check every blob's encryption in this store")
 @click.option("--kek", default=None, help="with --keystore: also say whether each blob's key still exists")

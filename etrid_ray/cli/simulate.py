@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from etrid_ray.cli.common import RegistryChoice, friendly, json_option, print_json
+from etrid_ray.cli.common import RegistryChoice, friendly, json_option, print_json, random_seed_option
 
 
 def _policy_names() -> tuple[str, ...]:
@@ -42,7 +42,7 @@ def _policy_names() -> tuple[str, ...]:
               help="provider config (pools, budget, thresholds); default: the built-in defaults")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="sim-out", show_default=True,
               help="directory for JSON per policy and the PNG plots")
-@click.option("--seed", default=0, show_default=True, type=int, help="seed of the spot interruptions")
+@random_seed_option(0, "random seed of the spot interruptions")
 @click.option("--no-interruptions", is_flag=True, help="no spot interruptions")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N jobs of the trace")
 @click.option("--no-plots", is_flag=True, help="write JSON only")
@@ -57,7 +57,7 @@ def _policy_names() -> tuple[str, ...]:
 def simulate(trace_path: str, policies: tuple[str, ...], local_gpus: int, price_per_gpu_hour: float,
              prices_path: str | None, edsc_usd: float, patience: float, declared_slack: float,
              config_path: str | None, out_dir: str,
-             seed: int, no_interruptions: bool, limit: int | None, no_plots: bool, as_json: bool,
+             rng_seed: int, no_interruptions: bool, limit: int | None, no_plots: bool, as_json: bool,
              explain_breakeven: bool, explain_job: int | None) -> None:
     """Replay a job trace through the scaling policies (the head's own code) and compare their economics."""
     from etrid_ray.config import load_config
@@ -70,7 +70,7 @@ def simulate(trace_path: str, policies: tuple[str, ...], local_gpus: int, price_
     base = load_config(config_path, env={}) if config_path else None
     try:
         settings = SimSettings(local_gpus=local_gpus, price_per_gpu_hour=price_per_gpu_hour, edsc_usd=edsc_usd,
-                               patience_s=patience or None, seed=seed, interruptions=not no_interruptions,
+                               patience_s=patience or None, seed=rng_seed, interruptions=not no_interruptions,
                                declared_slack=declared_slack, base_config=base)
         scenario = build_scenario(settings)
         if prices_path:
