@@ -3,15 +3,39 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from etrid_ray.cli.common import friendly, json_option, key_file_option, print_json, signer_from, url_option
+from etrid_ray.cli.common import (
+    F,
+    RegistryChoice,
+    friendly,
+    json_option,
+    key_file_option,
+    print_json,
+    signer_from,
+    url_option,
+)
 
-AUDIT_LOG_HELP = "audit log (JSON lines; env ETRID_AUDIT_LOG)"
-TEMPLATE_CHOICE = click.Choice(["HIPAA", "GDPR", "SOC2", "CCPA", "FedRAMP"], case_sensitive=False)
+
+def _template_names() -> tuple[str, ...]:
+    from etrid_ray.security.compliance import TEMPLATE_NAMES
+
+    return TEMPLATE_NAMES
+
+
+def template_option() -> Callable[[F], F]:
+    """`--template`: one of the compliance templates `etrid_ray.security.compliance` defines (any case)."""
+    return click.option("--template", required=True, type=RegistryChoice(_template_names, case_sensitive=False),
+                        help="the compliance template")
+
+
+def audit_log_option() -> Callable[[F], F]:
+    return click.option("--audit-log", "audit_log", default=None, envvar="ETRID_AUDIT_LOG",
+                        help="audit log (JSON lines; env ETRID_AUDIT_LOG)")
 
 
 def _audit_log_path(path: str | None) -> Path:
@@ -38,12 +62,12 @@ def compliance_group() -> None:
 
 
 @compliance_group.command("enable")
-@click.option("--template", required=True, type=TEMPLATE_CHOICE, help="the compliance template")
+@template_option()
 @click.option("--residency", default=None, help="data residency put on chain (≤ 32 bytes; default: the "
               "template's, e.g. EU for GDPR)")
 @url_option()
 @key_file_option()
-@click.option("--audit-log", "audit_log", default=None, envvar="ETRID_AUDIT_LOG", help=AUDIT_LOG_HELP)
+@audit_log_option()
 @json_option()
 @friendly
 def compliance_enable(template: str, residency: str | None, url: str, key_file: str | None, audit_log: str | None,
@@ -87,7 +111,7 @@ def compliance_enable(template: str, residency: str | None, url: str, key_file: 
 @click.option("--kek", default=None, help="key-encryption key: file:///path or kms:<key id> (env ETRID_KEK)")
 @click.option("--keystore", default=None, help="wrapped data keys: a directory or s3://… (env ETRID_KEYSTORE)")
 @click.option("--reason", default="erasure request", show_default=True, help="recorded with the erasure")
-@click.option("--audit-log", "audit_log", default=None, envvar="ETRID_AUDIT_LOG", help=AUDIT_LOG_HELP)
+@audit_log_option()
 @json_option()
 @friendly
 def compliance_erase(job_id: int, url: str | None, blob_store: str | None, extra_blobs: tuple[str, ...],
@@ -130,11 +154,11 @@ def compliance_erase(job_id: int, url: str | None, blob_store: str | None, extra
 
 
 @compliance_group.command("report")
-@click.option("--template", required=True, type=TEMPLATE_CHOICE, help="the compliance template")
+@template_option()
 @click.option("--since", required=True, help="start of the period: a date or ISO 8601 time (UTC)")
 @click.option("--until", default=None, help="end of the period (default: now)")
 @click.option("--format", "fmt", type=click.Choice(["md", "json", "html"]), default="md", show_default=True)
-@click.option("--audit-log", "audit_log", default=None, envvar="ETRID_AUDIT_LOG", help=AUDIT_LOG_HELP)
+@audit_log_option()
 @url_option("node URL: check anchors, read attestations and the on-chain config", default=None)
 @click.option("--address", default=None, help="the provider account (default: from ETRID_SEED / --key-file)")
 @key_file_option()
@@ -186,7 +210,7 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
-@click.option("--audit-log", "audit_log", default=None, envvar="ETRID_AUDIT_LOG", help=AUDIT_LOG_HELP)
+@audit_log_option()
 @url_option("node URL: check the anchors on chain", default=None)
 @click.option("--account", default=None,
               help="the account that anchors; its anchors on chain are the evidence (default: from the anchor records)")

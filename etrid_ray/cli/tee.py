@@ -11,6 +11,7 @@ import click
 
 from etrid_ray.chain.errors import ConfigError
 from etrid_ray.cli.common import (
+    F,
     friendly,
     json_option,
     key_file_option,
@@ -30,6 +31,12 @@ TEE_CONFIG_HELP = "TEE settings (YAML/JSON: trust roots, measurement allow-list,
 TEE_ROOT_HELP = "prefix for /dev and /sys (a fake tree); env ETRID_TEE_ROOT"
 
 
+def tee_config_options(fn: F) -> F:
+    """`--tee-config` and `--root`, which every tee command reads through `_tee_config`."""
+    fn = click.option("--root", default=None, help=TEE_ROOT_HELP)(fn)
+    return click.option("--tee-config", default=None, help=TEE_CONFIG_HELP)(fn)
+
+
 def _tee_config(path: str | None, root: str | None) -> Any:
     from etrid_ray.security.tee.config import load_tee_config
 
@@ -38,8 +45,7 @@ def _tee_config(path: str | None, root: str | None) -> Any:
 
 
 @tee_group.command("detect")
-@click.option("--tee-config", default=None, help=TEE_CONFIG_HELP)
-@click.option("--root", default=None, help=TEE_ROOT_HELP)
+@tee_config_options
 @click.option("--want", type=click.Choice(["sgx", "sev-snp", "tdx"]), default=None, help="only this TEE type")
 @json_option()
 @friendly
@@ -64,8 +70,7 @@ def tee_detect(tee_config: str | None, root: str | None, want: str | None, as_js
 @url_option()
 @click.option("--gpu-id", "gpu_ids", type=click.IntRange(0, 2**64 - 1), multiple=True, required=True,
               help="GPU the attestation is filed under (repeatable; ours on chain)")
-@click.option("--tee-config", default=None, help=TEE_CONFIG_HELP)
-@click.option("--root", default=None, help=TEE_ROOT_HELP)
+@tee_config_options
 @key_file_option()
 @click.option("--no-submit", is_flag=True, help="produce and verify only; file nothing on chain")
 @click.option("--watch", is_flag=True, help="keep refreshing every --interval seconds until stopped")
@@ -137,8 +142,7 @@ def tee_attest(url: str, gpu_ids: tuple[int, ...], tee_config: str | None, root:
 @click.option("--provider-address", default=None, envvar="ETRID_PROVIDER_ADDRESS",
               help="the provider's SS58 address (public; from the Secret)")
 @click.option("--gpu-id", type=click.IntRange(0, 2**64 - 1), default=0, envvar="ETRID_TEE_GPU_ID", show_default=True)
-@click.option("--tee-config", default=None, help=TEE_CONFIG_HELP)
-@click.option("--root", default=None, help=TEE_ROOT_HELP)
+@tee_config_options
 def tee_node_env(pool: str, pool_tee: str, url: str | None, provider_address: str | None, gpu_id: int,
                  tee_config: str | None, root: str | None) -> None:
     """Shell exports for `ray start` on a TEE worker: tee:<type> only when detected and freshly attested.
