@@ -38,7 +38,7 @@ demo: venv
 	$(VPY) -m etrid_ray demo
 
 lifecycle: venv
-	$(VPY) -m etrid_ray.demo_lifecycle
+	$(VPY) -m etrid_ray.demo.lifecycle
 
 bench: venv
 	$(VPY) bench/devnet.py

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from etrid_ray.chain.connection import Connection  # noqa: E402
 from etrid_ray.chain.reader import ChainReader  # noqa: E402
-from etrid_ray.testing.devnet_process import DevnetProcess  # noqa: E402
+from etrid_ray.devnet.process import DevnetProcess  # noqa: E402
 
 EDSC = 10**18
 TARGET_SINGLE, TARGET_BATCH, TARGET_READ = 500.0, 2000.0, 1.0

@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from etrid_ray.blobs import open_blob_store  # noqa: E402
 from etrid_ray.chain import Call, ChainClient, dev_signer  # noqa: E402
 from etrid_ray.config import load_config  # noqa: E402
+from etrid_ray.devnet.process import DevnetProcess  # noqa: E402
 from etrid_ray.manifest import encode_manifest  # noqa: E402
 from etrid_ray.percentiles import percentile  # noqa: E402
 from etrid_ray.provider.head import ProviderHead  # noqa: E402
 from etrid_ray.provider.journal import Journal  # noqa: E402
-from etrid_ray.testing.devnet_process import DevnetProcess  # noqa: E402
 
 NOOP = {"handler": "echo", "args": {"payload": "x"}, "resources": {"gpus": 0.01}}
 

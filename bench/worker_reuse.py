@@ -36,8 +36,8 @@ use_token()  # before Ray is imported: this process is a driver of the token-aut
 from etrid_ray.blobs import open_blob_store  # noqa: E402
 from etrid_ray.chain import ChainClient, dev_signer  # noqa: E402
 from etrid_ray.chain.models import JobStatus  # noqa: E402
-from etrid_ray.testing.devnet_process import DevnetProcess  # noqa: E402
-from etrid_ray.testing.ray_head_process import RayHeadProcess  # noqa: E402
+from etrid_ray.devnet.process import DevnetProcess  # noqa: E402
+from tests.helpers.ray_head_process import RayHeadProcess  # noqa: E402
 
 PROVIDER, CONSUMER = "Bob", "Charlie"
 ETRID_RAY = [sys.executable, "-m", "etrid_ray"]

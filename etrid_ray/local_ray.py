@@ -4,7 +4,7 @@
 `ray.init()` spawns join the caller's process group, so the Ctrl-C a terminal sends to its foreground
 group reaches them too and Ray dies under the head while it drains. In its own session Ray hears only
 what its owner tells it, and still dies with its owner (`PR_SET_PDEATHSIG`): a `provider run` killed
-outright leaves no cluster behind. Tests start their clusters the same way (`testing.ray_head_process`).
+outright leaves no cluster behind. Tests start their clusters the same way (`tests/helpers/ray_head_process.py`).
 Stopping is by pid (SIGTERM to `ray start --block`, which stops what it started), never `ray stop`.
 Token auth stays on: the project's token (`ray_auth`) is in the environment of every process it starts.
 """

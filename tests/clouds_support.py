@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from etrid_ray.testing.recorded_api import RecordedApi, Reply
+from tests.helpers.recorded_api import RecordedApi, Reply
 
 RECORDED = Path(__file__).resolve().parent / "recorded"
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

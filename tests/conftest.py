@@ -17,7 +17,7 @@ from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
-from etrid_ray.testing.devnet_process import DevnetProcess  # noqa: E402
+from etrid_ray.devnet.process import DevnetProcess  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -20,10 +20,10 @@ from etrid_ray.blobs import open_blob_store
 from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.models import JobStatus
 from etrid_ray.config import load_config
+from etrid_ray.demo.fake_cluster import FakeKubeRayCluster
 from etrid_ray.kuberay.render import raycluster
 from etrid_ray.provider.job import JobState
 from etrid_ray.provider.scaler import alive_nodes_per_pool
-from etrid_ray.testing.fake_cluster import FakeKubeRayCluster
 from tests.provider_support import CONSUMER, all_final, read_jobs, start_head, wait_until
 
 IDLE_S = 8.0

@@ -306,7 +306,7 @@ from etrid_ray.chain import (  # noqa: E402
 )
 from etrid_ray.chain.connection import Connection, RetryPolicy  # noqa: E402
 from etrid_ray.chain.submit import Call, Submitter  # noqa: E402
-from etrid_ray.testing.devnet_process import DevnetProcess  # noqa: E402
+from etrid_ray.devnet.process import DevnetProcess  # noqa: E402
 
 EDSC = 10**18
 SPECS = GpuSpecs("A100", 80, compute_units=108, clock_speed_mhz=1410, tdp_watts=400)

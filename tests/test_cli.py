@@ -30,6 +30,34 @@ def test_python_dash_m_runs_the_cli() -> None:
         assert cmd in out.stdout
 
 
+def test_renamed_options_list_the_new_names_and_still_take_the_old_ones(tmp_path) -> None:
+    """The signing key is a key (`--key-file`), a random seed is a random seed (`--random-seed`): "seed" alone is
+    the original specification's. The old names still work and are not listed."""
+    for args, new, old in ((["chain", "info"], "--key-file", "--seed-file"),
+                           (["keys", "inspect"], "--key-file", "--seed-file"),
+                           (["demo"], "--random-seed", "--seed "),
+                           (["simulate"], "--random-seed", "--seed ")):
+        res = run([*args, "--help"])
+        assert res.exit_code == 0 and new in res.output and old not in res.output, (args, res.output)
+    key = tmp_path / "key"
+    key.write_text("//Bob")
+    for name in ("--key-file", "--seed-file"):
+        res = run(["keys", "inspect", name, str(key), "--json"])
+        assert res.exit_code == 0 and json.loads(res.output)["address"] == dev_signer("Bob").address, res.output
+    res = run(["chain", "info", "--seed-file", str(tmp_path / "missing")])  # the error names the new option
+    assert res.exit_code == 2 and "--key-file" in res.output
+
+
+def test_simulate_offers_every_registered_policy_and_the_oracle() -> None:
+    from etrid_ray.scaling import POLICIES
+
+    res = run(["simulate", "--help"])
+    assert res.exit_code == 0
+    assert f"[{'|'.join([*POLICIES, 'oracle'])}]" in res.output
+    res = run(["simulate", "--policy", "no-such-policy"])
+    assert res.exit_code == 2 and "no-such-policy" in res.output and "profit" in res.output
+
+
 def test_devnet_command_documents_its_options() -> None:
     res = run(["devnet", "--help"])
     assert res.exit_code == 0
@@ -98,7 +126,7 @@ def test_devnet_command_serves_and_stops_on_sigterm(tmp_path) -> None:
 def test_missing_key_names_the_env_var_and_the_option() -> None:
     res = run(["provider", "register", "--model", "A100", "--vram-gb", "80", "--stake", "100"])
     assert res.exit_code == 2
-    assert "ETRID_SEED" in res.output and "--seed-file" in res.output
+    assert "ETRID_SEED" in res.output and "--key-file" in res.output
 
 
 def test_bad_amounts_and_urls_name_the_option() -> None:

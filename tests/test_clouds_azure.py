@@ -12,8 +12,8 @@ from etrid_ray.clouds import CloudCallFailed, CredentialsMissing, MarketFeed
 from etrid_ray.clouds.azure import AzureMarket
 from etrid_ray.pools import Pool
 from etrid_ray.prices import default_catalog
-from etrid_ray.testing.recorded_api import RecordedApi, self_signed_cert
 from tests.clouds_support import T0, Clock, FakeAzureCredential, recorded, reply
+from tests.helpers.recorded_api import RecordedApi, self_signed_cert
 
 SUB = "00000000-0000-0000-0000-0000000e7a1d"
 SKUS = f"/subscriptions/{SUB}/providers/Microsoft.Compute/skus"

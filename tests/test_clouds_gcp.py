@@ -13,8 +13,8 @@ from etrid_ray.clouds import CloudCallFailed, CredentialsMissing, MarketFeed
 from etrid_ray.clouds.gcp import GcpMarket, gpu_quota_metrics, quota_for
 from etrid_ray.pools import Pool
 from etrid_ray.prices import default_catalog
-from etrid_ray.testing.recorded_api import RecordedApi
 from tests.clouds_support import T0, Clock, gcp_service_account_file, recorded, reply
+from tests.helpers.recorded_api import RecordedApi
 
 PROJECT = "etrid-test"
 REGION_PATH = f"/compute/v1/projects/{PROJECT}/regions/europe-west4"

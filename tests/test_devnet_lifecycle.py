@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from substrateinterface import ExtrinsicReceipt, Keypair, SubstrateInterface
 
-from etrid_ray.testing.devnet_process import DevnetProcess
+from etrid_ray.devnet.process import DevnetProcess
 from tests.devnet_support import (
     EDSC,
     MIN_STAKE,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from substrateinterface import SubstrateInterface
 
-from etrid_ray.testing.devnet_process import DevnetProcess
+from etrid_ray.devnet.process import DevnetProcess
 from tests.devnet_support import (
     ATTESTATION,
     EDSC,

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from substrateinterface import Keypair, SubstrateInterface
 
-from etrid_ray.testing.devnet_process import DevnetProcess
+from etrid_ray.devnet.process import DevnetProcess
 from tests.devnet_support import (
     EDSC,
     RESULT_HASH,

@@ -33,9 +33,9 @@ import websocket
 from prometheus_client import CollectorRegistry, Counter
 from substrateinterface import Keypair, SubstrateInterface
 
+from etrid_ray.devnet.process import DevnetProcess
 from etrid_ray.processes import terminate
 from etrid_ray.telemetry.server import MetricsServer
-from etrid_ray.testing.devnet_process import DevnetProcess
 from tests.devnet_support import EDSC, connect, key
 from tests.test_devnet_rpc import Ws, assert_error, state_fingerprint
 

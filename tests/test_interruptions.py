@@ -46,8 +46,8 @@ from etrid_ray.clouds.interruptions.sources import DEFAULT_ENDPOINTS, EndpointEr
 from etrid_ray.clouds.interruptions.watcher import RayNodeDrain
 from etrid_ray.kuberay.prestop import Identity, NodeView
 from etrid_ray.provider.job import JobState
-from etrid_ray.testing.metadata_servers import AwsImdsServer, AzureScheduledEventsServer, GcpMetadataServer
-from etrid_ray.testing.ray_head_process import free_port
+from tests.helpers.metadata_servers import AwsImdsServer, AzureScheduledEventsServer, GcpMetadataServer
+from tests.helpers.ray_head_process import free_port
 
 T0 = 1_790_000_000.0  # a fixed "now" for the pure parsers
 

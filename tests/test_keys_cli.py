@@ -31,7 +31,7 @@ from etrid_ray.chain.submit import Call, Submitter
 from etrid_ray.cli import main
 from etrid_ray.kuberay import render as r
 from etrid_ray.security.keys import Secret, generate, k8s_secret, load_secret, write_private_file
-from etrid_ray.testing.tee_fixtures import FakeTeeTree, TestCA, tee_config
+from tests.helpers.tee_fixtures import FakeTeeTree, TestCA, tee_config
 
 EDSC = 10**18
 CLEAN_ENV = {"ETRID_SEED": "", "ETRID_SEED_FILE": "", "ETRID_WS_URL": ""}
@@ -167,7 +167,7 @@ def test_k8s_secret_and_inspect_reject_a_bad_key_without_quoting_it(tmp_path: Pa
         res = cli(args)
         assert res.exit_code == 2 and "not a valid" in res.output and "horse battery" not in res.output
     res = cli(["keys", "inspect"])
-    assert res.exit_code == 2 and "--seed-file" in res.output and "ETRID_SEED" in res.output
+    assert res.exit_code == 2 and "--key-file" in res.output and "ETRID_SEED" in res.output
 
 
 # --- inspect ------------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def test_k8s_secret_and_inspect_reject_a_bad_key_without_quoting_it(tmp_path: Pa
 def test_inspect_shows_the_public_side_from_a_file_or_the_environment(tmp_path: Path) -> None:
     secret, info = generate()
     key = write_private_file(tmp_path / "k", secret.reveal())
-    from_file = cli(["keys", "inspect", "--seed-file", str(key), "--json"])
+    from_file = cli(["keys", "inspect", "--key-file", str(key), "--json"])
     from_env = cli(["keys", "inspect", "--json"], env={"ETRID_SEED": secret.reveal()})
     other_var = cli(["keys", "inspect", "--env-var", "MY_KEY"], env={"MY_KEY": secret.reveal()})
     for res in (from_file, from_env, other_var):

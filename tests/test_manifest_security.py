@@ -32,7 +32,7 @@ import yaml
 from etrid_ray.config import ProviderConfig, load_config
 from etrid_ray.kuberay import render as r
 from etrid_ray.processes import terminate
-from etrid_ray.testing.ray_head_process import free_port
+from tests.helpers.ray_head_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_DIR = ROOT / "cluster"

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from etrid_ray.cli import main
 from etrid_ray.durations import format_duration
 from etrid_ray.prices import default_catalog
-from etrid_ray.testing.recorded_api import RecordedApi
 from tests.clouds_support import fake_aws_env, gcp_service_account_file, moto_server, recorded, reply
+from tests.helpers.recorded_api import RecordedApi
 
 GCP_PROJECT = "etrid-test"
 

@@ -50,6 +50,7 @@ from etrid_ray.chain import (
 )
 from etrid_ray.chain.models import JobStatus
 from etrid_ray.config import SEED_ENV_NAMES, ProviderConfig
+from etrid_ray.devnet.process import DevnetProcess
 from etrid_ray.pools import pools_from_config
 from etrid_ray.provider.head import ProviderHead
 from etrid_ray.provider.journal import Journal
@@ -57,7 +58,6 @@ from etrid_ray.telemetry import monitoring
 from etrid_ray.telemetry.head_source import HeadTelemetry
 from etrid_ray.telemetry.logs import make_handler
 from etrid_ray.telemetry.metrics import GPU_STATUSES, METRICS, PLANCK_PER_EDSC, SPECS
-from etrid_ray.testing.devnet_process import DevnetProcess
 from tests.provider_support import CONSUMER, provider_config, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,8 +15,8 @@ from ray.cluster_utils import Cluster
 from etrid_ray.blobs import open_blob_store
 from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.models import JobStatus
+from etrid_ray.devnet.process import DevnetProcess
 from etrid_ray.provider.actor import launch_head, stop_head
-from etrid_ray.testing.devnet_process import DevnetProcess
 from tests.provider_support import (
     CONSUMER,
     PROVIDER,

@@ -28,7 +28,7 @@ import ray
 from etrid_ray.blobs import open_blob_store
 from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.models import JobStatus
-from etrid_ray.testing.ray_head_process import RayHeadProcess
+from tests.helpers.ray_head_process import RayHeadProcess
 from tests.provider_support import CONSUMER, PROVIDER, all_final, chain_events, failure_reasons, read_jobs, wait_until
 
 SEED = "//" + PROVIDER

@@ -15,7 +15,7 @@ import pytest
 from etrid_ray.blobs import open_blob_store
 from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.models import JobStatus
-from etrid_ray.testing.ray_head_process import RayHeadProcess
+from tests.helpers.ray_head_process import RayHeadProcess
 from tests.provider_support import CONSUMER, PROVIDER, all_final, read_jobs, wait_until
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 offline verification against a test CA that signs the way the hardware does, replay refused, the node's
 start-time resources, the head's TEE gate, and TEE placement on the fake multi-node cluster.
 
-Fake trees (``testing/tee_fixtures.py``): a thread stands in for the kernel's configfs-tsm (attributes
+Fake trees (``tests/helpers/tee_fixtures.py``): a thread stands in for the kernel's configfs-tsm (attributes
 appear with a new entry; a write to ``inblob`` yields a signed ``outblob`` and bumps ``generation``) and
 for Gramine's ``/dev/attestation``. Every TEE type is tried present, absent, broken and stale.
 """
@@ -29,6 +29,7 @@ from etrid_ray.chain.codec import account_bytes
 from etrid_ray.chain.models import JobStatus
 from etrid_ray.cli import main
 from etrid_ray.config import load_config
+from etrid_ray.demo.fake_cluster import FakeKubeRayCluster
 from etrid_ray.kuberay.render import raycluster
 from etrid_ray.pools import Pool
 from etrid_ray.provider.admission import Capabilities, JobTerms, admit
@@ -41,8 +42,7 @@ from etrid_ray.security.tee.attest import AttestationError, AttestationRefresher
 from etrid_ray.security.tee.config import TeeConfig, load_tee_config
 from etrid_ray.security.tee.detect import detect
 from etrid_ray.security.tee.node import TeeGate, node_status, ray_env, worker_start_command
-from etrid_ray.testing.fake_cluster import FakeKubeRayCluster
-from etrid_ray.testing.tee_fixtures import (
+from tests.helpers.tee_fixtures import (
     MEASUREMENTS,
     FakeBlocks,
     FakeTeeTree,

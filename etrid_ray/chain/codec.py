@@ -27,7 +27,7 @@ from typing import Any
 
 from substrateinterface.utils.ss58 import ss58_encode
 
-from etrid_ray.scale_basics import (  # noqa: F401 - re-exported for the client's modules
+from etrid_ray.scale_codec import (  # noqa: F401 - re-exported for the client's modules
     HASHERS,
     blake2_128,
     blake2_256,
@@ -49,7 +49,7 @@ class CodecError(ValueError):
 # --- hashing -------------------------------------------------------------------------------------
 
 
-# Hashers and compact integers are shared with the devnet (one definition: etrid_ray.scale_basics).
+# Hashers and compact integers are shared with the devnet (one definition: etrid_ray.scale_codec).
 
 
 # --- primitive readers ---------------------------------------------------------------------------

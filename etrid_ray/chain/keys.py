@@ -65,7 +65,7 @@ def keypair_from_secret(secret: str, ss58_format: int = 42) -> Keypair:
     """Builds an sr25519 key pair from a dev URI, a mnemonic (optionally with a path) or a hex seed."""
     secret = secret.strip()
     if not secret:
-        raise KeyLoadError("the seed is empty")
+        raise KeyLoadError("the key is empty")
     try:
         if "/" in secret:
             return Keypair.create_from_uri(secret, ss58_format=ss58_format, crypto_type=KeypairType.SR25519)
@@ -74,7 +74,7 @@ def keypair_from_secret(secret: str, ss58_format: int = 42) -> Keypair:
         return Keypair.create_from_mnemonic(secret, ss58_format=ss58_format, crypto_type=KeypairType.SR25519)
     except Exception as exc:  # noqa: BLE001 - the library's errors may quote the secret: never chain them
         kind = type(exc).__name__
-        raise KeyLoadError(f"the seed is not a valid //Dev URI, BIP-39 mnemonic or 0x hex seed ({kind})") from None
+        raise KeyLoadError(f"the key is not a valid //Dev URI, BIP-39 mnemonic or 0x hex seed ({kind})") from None
 
 
 def dev_signer(name: str, ss58_format: int = 42) -> Signer:
@@ -106,7 +106,7 @@ def load_signer(
         return _from_file(Path(path), ss58_format)
     raise KeyLoadError(
         f"no signing key: set the environment variable {env_var} to a seed phrase or //Dev URI "
-        f"(e.g. export {env_var}=//Alice on a devnet), or pass --seed-file PATH "
+        f"(e.g. export {env_var}=//Alice on a devnet), or pass --key-file PATH "
         f"(or set {DEFAULT_SEED_FILE_ENV}) naming a file that contains it"
     )
 
@@ -114,10 +114,10 @@ def load_signer(
 def _from_file(path: Path, ss58_format: int) -> Signer:
     try:
         if not stat.S_ISREG(path.stat().st_mode):
-            raise KeyLoadError(f"seed file {path} is not a regular file: --seed-file must name a file")
+            raise KeyLoadError(f"key file {path} is not a regular file: --key-file must name a file")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise KeyLoadError(f"seed file {path} does not exist: check --seed-file / ETRID_SEED_FILE") from None
+        raise KeyLoadError(f"key file {path} does not exist: check --key-file / ETRID_SEED_FILE") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise KeyLoadError(f"seed file {path} cannot be read ({type(exc).__name__})") from None
+        raise KeyLoadError(f"key file {path} cannot be read ({type(exc).__name__})") from None
     return Signer(keypair_from_secret(text, ss58_format), source=f"file:{path}")

@@ -16,7 +16,7 @@ from scalecodec.exceptions import RemainingScaleBytesNotEmptyException
 from scalecodec.type_registry import load_type_registry_preset
 from scalecodec.types import U8, U16, U32, U64, U128, Compact, GenericCall, Vec
 
-from etrid_ray.scale_basics import (  # noqa: F401 - re-exported: the devnet's modules import them from here
+from etrid_ray.scale_codec import (  # noqa: F401 - re-exported: the devnet's modules import them from here
     blake2_128,
     blake2_256,
     decode_compact,
@@ -26,7 +26,7 @@ from etrid_ray.scale_basics import (  # noqa: F401 - re-exported: the devnet's m
     twox_128,
 )
 
-# Shared with the chain client (one definition in etrid_ray.scale_basics), under the devnet's names.
+# Shared with the chain client (one definition in etrid_ray.scale_codec), under the devnet's names.
 twox64 = twox_64
 twox128 = twox_128
 twox64_seed = twox_64_seed

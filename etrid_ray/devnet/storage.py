@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from etrid_ray.devnet.codec import Codec, twox128
-from etrid_ray.scale_basics import HASHERS
+from etrid_ray.scale_codec import HASHERS
 
 MISSING: Any = object()
 

@@ -281,7 +281,7 @@ class AuditLog:
         Returns None when nothing was recorded since the last anchor.
         """
         from etrid_ray.chain.submit import Call
-        from etrid_ray.scale_basics import blake2_256
+        from etrid_ray.scale_codec import blake2_256
 
         seq, head_hash = self.head()
         if seq < 0:
@@ -563,7 +563,7 @@ def verify(path: str | os.PathLike[str], conn: Any = None, *, account: str | Non
 
 def _check_anchors(res: VerifyResult, by_seq: dict[int, Record], conn: Any, *, account: str | None,
                    from_block: int | None) -> None:
-    from etrid_ray.scale_basics import blake2_256
+    from etrid_ray.scale_codec import blake2_256
 
     anchor_records = [r for r in by_seq.values() if r.kind == "anchor" and r.seq <= res.head_seq]
     valid_upto = res.head_seq  # records past the first problem are not trusted
@@ -682,7 +682,7 @@ def _remarks_in(conn: Any, ev: Any, blocks: dict[str, list[str]]) -> Iterator[tu
     The event names only the sender and `blake2_256(remark)`; the remark itself is found in the
     extrinsic's bytes and accepted only if it hashes to what the event says.
     """
-    from etrid_ray.scale_basics import blake2_256
+    from etrid_ray.scale_codec import blake2_256
 
     if ev.block_hash not in blocks:
         block = conn.rpc("chain_getBlock", [ev.block_hash]) or {}

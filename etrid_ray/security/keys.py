@@ -5,7 +5,7 @@ command line (``ps`` shows every argument to every user), is never logged, and r
 when the caller asks for it by flag (``--stdout``). Otherwise it goes to a file created with mode
 0600 (``O_EXCL``: an existing file is never clobbered unless asked, and a symlink is never followed).
 Reading goes through the same two doors as everywhere else in the project: an environment variable
-(``ETRID_SEED``) or a file (``--seed-file`` / ``ETRID_SEED_FILE``) — see ``etrid_ray.chain.keys``.
+(``ETRID_SEED``) or a file (``--key-file`` / ``ETRID_SEED_FILE``) — see ``etrid_ray.chain.keys``.
 
 Keys are sr25519, as ``subkey generate --scheme sr25519``: a BIP-39 mnemonic, its mini-secret seed,
 the public key and the SS58 address (prefix 42, generic Substrate, unless asked otherwise).
@@ -109,7 +109,7 @@ def load_secret(*, file: str | os.PathLike[str] | None = None, env_var: str = DE
         path = env[DEFAULT_SEED_FILE_ENV]
         text, source = _read_secret_file(Path(path)), f"file:{path}"
     else:
-        raise KeyLoadError(f"no key: pass --seed-file FILE (e.g. one written by `etrid-ray keys generate --out FILE`), "
+        raise KeyLoadError(f"no key: pass --key-file FILE (e.g. one written by `etrid-ray keys generate --out FILE`), "
                            f"or set {env_var} or {DEFAULT_SEED_FILE_ENV}")
     secret = Secret(text.strip())
     keypair_from_secret(secret.reveal())  # refuses a malformed key without quoting it

@@ -14,7 +14,7 @@ from etrid_ray.sim.scenario import Scenario
 from etrid_ray.sim.trace import Trace
 
 ORACLE = "oracle"
-POLICY_NAMES = ("profit", "seed-hpa", "ray-default", "never-burst", "cheapest-burst", ORACLE)
+POLICY_NAMES = (*POLICIES, ORACLE)  # every registered policy (`etrid_ray.scaling.POLICIES`), then the bound
 
 
 @dataclass

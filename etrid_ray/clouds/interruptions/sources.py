@@ -3,7 +3,7 @@ Scheduled Events. `poll()` returns the notices now announced (parsed by `notice.
 `EndpointError` / `MalformedAnswer`.
 
 Every endpoint is configurable (`endpoint=`): the tests point them at local emulators
-(`etrid_ray.testing.metadata_servers`). Requests never go through an HTTP proxy (a metadata address
+(`tests.helpers.metadata_servers`). Requests never go through an HTTP proxy (a metadata address
 is link-local; a proxy would answer for the wrong machine) and never follow redirects.
 """
 

@@ -32,7 +32,7 @@ Two gates, one at each end:
    attested node has room, and its task is pinned to the attested nodes
    (``label_selector={"ray.io/node-id": "in(…)"}``) with the ``tee:<type>`` resource.
 
-What the provider head calls (``etrid_ray/provider/head.py``; ``testing/tee_fixtures.TeeGatedHead``
+What the provider head calls (``etrid_ray/provider/head.py``; ``tests/helpers/tee_fixtures.TeeGatedHead``
 shows each call in place):
 
 - ``gate = TeeGate.for_head(head, TeePolicy.from_config(tee_config), tee_config)`` once the GPUs are

@@ -7,7 +7,7 @@ They start quiet (no interruption); `announce(...)` is the switch that makes the
 `clear()` takes it back, and `respond(path, status, body)` forces any answer (malformed ones included)
 for a path. Every request is recorded (`requests`) so tests can check what a client sent.
 
-    python -m etrid_ray.testing.metadata_servers --cloud aws --announce-after 10 --notice-s 120
+    python -m tests.helpers.metadata_servers --cloud aws --announce-after 10 --notice-s 120
 
 serves one on the command line until interrupted.
 """
@@ -321,7 +321,7 @@ SERVERS: dict[str, type[MetadataServer]] = {"aws": AwsImdsServer, "gcp": GcpMeta
 
 
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a manual tool
-    parser = argparse.ArgumentParser(prog="python -m etrid_ray.testing.metadata_servers", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tests.helpers.metadata_servers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cloud", choices=sorted(SERVERS), required=True)
     parser.add_argument("--announce-after", type=float, default=None, help="seconds until the notice appears")

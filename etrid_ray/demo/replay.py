@@ -35,13 +35,13 @@ from etrid_ray.chain.errors import ExtrinsicFailed
 from etrid_ray.chain.events import events_in_range
 from etrid_ray.chain.models import JobStatus
 from etrid_ray.config import PLANCK_PER_EDSC, load_config
+from etrid_ray.demo.fake_cluster import FakeKubeRayCluster
+from etrid_ray.devnet.process import DevnetProcess
 from etrid_ray.kuberay.render import raycluster
 from etrid_ray.percentiles import percentile
 from etrid_ray.pools import pools_from_config
 from etrid_ray.provider.scaler import alive_nodes_per_pool
 from etrid_ray.ray_auth import dashboard_login, use_token
-from etrid_ray.testing.devnet_process import DevnetProcess
-from etrid_ray.testing.fake_cluster import FakeKubeRayCluster
 from etrid_ray.trace import trace_slice
 
 PRICE_PER_SECOND = 5 * 10**14  # planck per GPU-second the demo provider asks (1.8 ËDSC per GPU-hour)
@@ -80,9 +80,9 @@ class DemoResult:
         return self.earnings_planck / PLANCK_PER_EDSC
 
 
-def plan_jobs(count: int, speedup: float, seed: int, gpus: int, max_job_s: float, bad: int) -> list[DemoJob]:
+def plan_jobs(count: int, speedup: float, rng_seed: int, gpus: int, max_job_s: float, bad: int) -> list[DemoJob]:
     """Turns a Philly slice into consumer jobs: arrivals and durations compressed by `speedup`."""
-    rng = random.Random(seed)
+    rng = random.Random(rng_seed)
     from etrid_ray.trace import philly_jobs
 
     trace = trace_slice(count, rng.randrange(0, len(philly_jobs()) - count))
@@ -157,7 +157,7 @@ def summary_table(result: DemoResult) -> Table:
     return table
 
 
-def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 4, bad: int = 4,
+def run_demo(jobs: int = 60, speedup: float = 600.0, rng_seed: int = 7, gpus: int = 4, bad: int = 4,
              max_job_s: float = 6.0, timeout_s: float = 150.0, console: Console | None = None,
              dashboard: bool = True, keep_open: bool = False, idle_timeout_s: float = IDLE_TIMEOUT_S) -> DemoResult:
     # Token auth on for the demo's cluster and this driver; a fresh home gets the project's own token.
@@ -167,18 +167,18 @@ def run_demo(jobs: int = 60, speedup: float = 600.0, seed: int = 7, gpus: int = 
     from etrid_ray.provider.actor import launch_head, stop_head
 
     console = console or Console()
-    plan = plan_jobs(jobs, speedup, seed, gpus, max_job_s, bad)
+    plan = plan_jobs(jobs, speedup, rng_seed, gpus, max_job_s, bad)
     workdir = Path(tempfile.mkdtemp(prefix="etrid-demo-"))
     result = DemoResult(submitted=len(plan))
     started = time.monotonic()
     # The provider's key as a file only the head reads (as the manifests mount it), not an environment
     # variable every Ray process of the cluster, consumer tasks included, would inherit.
-    seed_file = workdir / "provider-seed"
-    seed_file.touch(mode=0o600)
-    seed_file.write_text("//Bob")
+    key_file = workdir / "provider-key"
+    key_file.touch(mode=0o600)
+    key_file.write_text("//Bob")
     with DevnetProcess(block_time=0, extra_args=["--confirm-window", "20"]) as devnet:
         console.print(f"[bold]devnet[/] {devnet.url} (pid {devnet.pid})")
-        config = load_config(env={}, overrides={"seed_file": str(seed_file),
+        config = load_config(env={}, overrides={"seed_file": str(key_file),
             "websocket_url": devnet.url, "rpc_url": devnet.http_url, "PRICE_PER_SECOND": PRICE_PER_SECOND,
             "gpus": {"count": gpus}, "local_nodes": 1, "journal_path": str(workdir / "journal.sqlite"),
             "heartbeat_interval_s": 5, "telemetry_interval_s": 5, "poll_interval_s": 0.2,

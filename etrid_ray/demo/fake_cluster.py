@@ -24,9 +24,9 @@ import psutil
 from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
 from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
 
+from etrid_ray.local_ray import free_port
 from etrid_ray.ray_auth import ensure_token, token_env
 from etrid_ray.telemetry.logs import SECRET_ENV
-from etrid_ray.testing.ray_head_process import free_port
 
 HEAD_TYPE = "ray.head.default"
 FAKE_PROVIDER_CLASS = "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider"

@@ -1,4 +1,4 @@
-"""SCALE and Substrate primitives both sides share: storage hashers and compact integers.
+"""The SCALE codec (Substrate's encoding) primitives both sides share: storage hashers and compact integers.
 
 The devnet (which serves storage) and the chain client (which reads it) must hash keys and
 frame integers identically, so they take these from one place.
