@@ -25,6 +25,7 @@ from etrid_ray.chain.errors import (
     ExtrinsicFailed,
     KeyLoadError,
 )
+from etrid_ray.clouds.registry import notice_clouds
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -541,7 +542,7 @@ def render(config_path: str | None, out_dir: str) -> None:
 
 
 @main.command("spot-watch")
-@click.option("--cloud", type=click.Choice(["aws", "gcp", "azure"]), required=True,
+@click.option("--cloud", type=click.Choice(notice_clouds()), required=True,
               help="whose notice endpoint to poll: AWS IMDSv2, GCP metadata or Azure Scheduled Events")
 @click.option("--endpoint", envvar="ETRID_METADATA_ENDPOINT", default=None,
               help="metadata base URL (env ETRID_METADATA_ENDPOINT; default: the cloud's own, or "

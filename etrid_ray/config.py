@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from etrid_ray.chain.errors import ConfigError
+from etrid_ray.clouds import registry
 from etrid_ray.pools import Pool
 
 PLANCK_PER_EDSC = 10**18
@@ -34,6 +36,80 @@ class GpuConfig(BaseModel):
     clock_speed_mhz: int = Field(1410, ge=1, le=65535, description="boost clock in MHz")
     tdp_watts: int = Field(400, ge=1, le=65535, description="power per busy GPU (the local pool's electricity cost)")
     tee: Literal["sgx", "sev-snp", "tdx"] | None = Field(None, description="TEE type these GPUs' nodes provide")
+
+
+class Section(BaseModel):
+    """One section of the config. `flat_keys` names the seed's flat key of a field where it is not the field's own
+    name (the alias layer, `flat_aliases`, maps every flat key onto its section)."""
+
+    model_config = ConfigDict(extra="forbid")
+    flat_keys: ClassVar[dict[str, str]] = {}
+
+
+def _relocated(err: ValidationError, prefix: tuple[Any, ...]) -> list[Any]:
+    """A nested model's errors as line errors of the enclosing one (their locations under `prefix`)."""
+    out = []
+    for e in err.errors():
+        detail: dict[str, Any] = {"type": e["type"], "loc": (*prefix, *e["loc"]), "input": e["input"]}
+        if "ctx" in e:
+            detail["ctx"] = e["ctx"]
+        out.append(detail)
+    return out
+
+
+class CloudsSettings(Section):
+    """`clouds`: one section per registered cloud (`clouds.local`, `clouds.aws`, …: etrid_ray/clouds/registry.py
+    holds each one's model and defaults), the cloud markets (live prices, quotas, capacity; the shipped catalog
+    underneath) and any extra pools."""
+
+    model_config = ConfigDict(extra="allow")  # the per-cloud sections: validated against the registry below
+    flat_keys: ClassVar[dict[str, str]] = {"api_timeout_s": "cloud_api_timeout_s"}
+
+    live_prices: bool = Field(False, description="read prices, quotas and capacity from the cloud APIs "
+                              "(needs credentials); off: the shipped catalog only, no network")
+    price_max_age_s: float = Field(3600.0, gt=0, description="older live data falls back to the catalog")
+    price_refresh_s: float = Field(300.0, ge=0, description="how often the cloud APIs are read again")
+    api_timeout_s: float = Field(10.0, gt=0,
+        description="timeout of one cloud API call (prices, quotas, capacity)")
+    pools: list[Pool] = Field(default_factory=list, description="extra or overriding pools, by name")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _per_cloud(cls, data: Any, handler: Any) -> Any:
+        """Each registered cloud's section through that cloud's own model (defaults where absent); a key that is
+        neither a setting nor a registered cloud is refused."""
+        if isinstance(data, CloudsSettings) or not isinstance(data, Mapping):
+            return handler(data)
+        rest = dict(data)
+        sections: dict[str, BaseModel] = {}
+        errors: list[Any] = []
+        for cloud in registry.clouds():
+            raw = rest.pop(cloud.name, None)
+            if isinstance(raw, cloud.Settings):
+                sections[cloud.name] = raw
+                continue
+            try:
+                sections[cloud.name] = cloud.Settings.model_validate({} if raw is None else raw)
+            except ValidationError as err:
+                errors += _relocated(err, (cloud.name,))
+        for key in [k for k in rest if k not in cls.model_fields]:
+            errors.append({"type": "extra_forbidden", "loc": (key,), "input": rest.pop(key)})
+        try:
+            model = handler(rest)
+        except ValidationError as err:
+            errors = _relocated(err, ()) + errors
+            model = None
+        if errors or model is None:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        model.__pydantic_extra__ = sections
+        return model
+
+    def of(self, name: str) -> Any:
+        """A cloud's section (its defaults for a cloud registered after this config was read)."""
+        extra = self.__pydantic_extra__ or {}
+        if name in extra:
+            return extra[name]
+        return registry.cloud(name).Settings()
 
 
 class ProviderConfig(BaseModel):
@@ -81,47 +157,16 @@ class ProviderConfig(BaseModel):
         description="serve confidential jobs on attested TEE nodes and add the azure-tee-h100 pool")
     ENABLE_COMPLIANCE: bool = Field(False,
         description="turn on the compliance templates enabled on chain (encryption, audit log, residency)")
-    # pools: the local GPU nodes and the seed's cloud spot pools (see etrid_ray/pools.py)
-    local_nodes: int = Field(1, ge=0, le=1000, description="local GPU nodes (each with gpus.count GPUs)")
-    local_cpus_per_node: int = Field(32, ge=1, description="CPUs of each local GPU node")
-    local_memory_gib: int = Field(256, ge=1, description="memory of each local GPU node")
-    electricity_usd_per_kwh: float = Field(0.12, ge=0,
-        description="what a busy local GPU's power costs (the local pool's cost per GPU-hour)")
-    aws_enabled: bool = Field(True, description="burst to the AWS spot pool")
-    aws_region: str = Field("us-east-1", description="AWS region of the AWS spot pool")
-    aws_instance_type: str = Field("p4d.24xlarge",
-        description="EC2 instance type of the AWS spot pool (8 GPUs per node for p4d.24xlarge)")
-    aws_spot_max_price: float | None = Field(12.0, gt=0, description="USD per node-hour")
-    aws_max_nodes: int = Field(4, ge=0, description="most nodes of the AWS spot pool")
-    gcp_enabled: bool = Field(True, description="burst to the GCP spot pool")
-    gcp_region: str = Field("europe-west4", description="GCP region of the GCP spot pool (EU: GDPR jobs may run there)")
-    gcp_machine_type: str = Field("a2-ultragpu-8g", description="GCE machine type of the GCP spot pool")
-    gcp_spot_max_price: float | None = Field(24.0, gt=0, description="USD per node-hour")
-    gcp_max_nodes: int = Field(4, ge=0, description="most nodes of the GCP spot pool")
-    azure_enabled: bool = Field(True, description="burst to the Azure spot pool")
-    azure_region: str = Field("eastus", description="Azure region of the Azure spot pool")
-    azure_vm_size: str = Field("Standard_ND96amsr_A100_v4", description="VM size of the Azure spot pool")
-    azure_spot_max_price: float | None = Field(8.0, gt=0, description="USD per node-hour")
-    azure_max_nodes: int = Field(4, ge=0, description="most nodes of the Azure spot pool")
     tee_region: str = Field("eastus2",
         description="Azure region of the confidential (SEV-SNP) pool, used with ENABLE_TEE")
     tee_max_nodes: int = Field(2, ge=0, description="most nodes of the confidential pool")
     daily_cloud_budget_usd: float = Field(2000.0, ge=0, description="cloud spend per UTC day; no growth above")
-    # cloud market (etrid_ray/clouds): live spot prices, quotas and capacity; the shipped catalog underneath
-    live_prices: bool = Field(False, description="read prices, quotas and capacity from the cloud APIs "
-                              "(needs credentials); off: the shipped catalog only, no network")
-    price_max_age_s: float = Field(3600.0, gt=0, description="older live data falls back to the catalog")
-    price_refresh_s: float = Field(300.0, ge=0, description="how often the cloud APIs are read again")
     spot_rerun_share: float = Field(0.5, ge=0, le=1, description="share of a node's work re-run after a spot "
                                     "interruption: effective cost × (1 + interruption rate × this)")
-    cloud_api_timeout_s: float = Field(10.0, gt=0,
-        description="timeout of one cloud API call (prices, quotas, capacity)")
-    gcp_project: str | None = Field(None, description="GCP project (default: the credentials' project)")
-    azure_subscription_id: str | None = Field(None, description="default: AZURE_SUBSCRIPTION_ID")
-    aws_endpoint_url: str | None = Field(None, description="API endpoint override (emulators); default: AWS's")
-    gcp_api_endpoint: str | None = Field(None, description="API endpoint override; default: compute.googleapis.com")
-    azure_base_url: str | None = Field(None, description="API endpoint override; default: management.azure.com")
-    pools: list[Pool] = Field(default_factory=list, description="extra or overriding pools, by name")
+    # the local GPU nodes, the clouds' spot pools, their markets and any extra pools (etrid_ray/clouds/registry.py)
+    clouds: CloudsSettings = Field(default_factory=lambda: CloudsSettings(),
+        description="the local GPU nodes and each cloud's spot pool (one section per registered cloud), the cloud "
+                    "markets, and any extra pools")
     # scaling policy (the seed's rules by default)
     scale_up_queue_per_gpu: float = Field(5.0, ge=0, description="queue depth per GPU that triggers +50 %")
     scale_up_sustain_s: float = Field(60.0, ge=0,
@@ -172,6 +217,30 @@ class ProviderConfig(BaseModel):
             raise ValueError("must start with http:// or https://")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_names(cls, data: Any) -> Any:
+        """The alias layer: the seed's flat keys (`aws_region`, …) onto their sections."""
+        return nest(data) if isinstance(data, Mapping) else data
+
+    def __getattr__(self, name: str) -> Any:
+        """Read access by the seed's flat names (`config.aws_region` is `config.clouds.aws.region`)."""
+        path = flat_aliases().get(name) if not name.startswith("_") else None
+        if path is None:
+            return super().__getattr__(name)  # type: ignore[misc]
+        value: Any = self
+        for part in path:
+            value = value.of(part) if isinstance(value, CloudsSettings) and part not in CloudsSettings.model_fields \
+                else getattr(value, part)
+        return value
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> ProviderConfig:
+        """As pydantic's, with `update` in flat keys or sections alike; the result is validated again."""
+        if not update:
+            return super().model_copy(deep=deep)
+        data = _merge(self.model_dump(), nest(update))
+        return type(self).model_validate(data)
+
     @property
     def blob_store_url(self) -> str:
         return self.blob_store or self.rpc_url
@@ -181,14 +250,72 @@ class ProviderConfig(BaseModel):
         return self.journal_path.expanduser()
 
 
+# --- the alias layer: the seed's flat names onto the sections ----------------------------------------------
+
+_ALIASES: tuple[int, dict[str, tuple[str, ...]]] | None = None
+
+
+def flat_aliases() -> dict[str, tuple[str, ...]]:
+    """Every flat key (the seed's names: `aws_region`, `local_nodes`, `cloud_api_timeout_s`, …) → its path in the
+    sections. The clouds' keys come from the registry (`Cloud.flat_key`)."""
+    global _ALIASES
+    if _ALIASES is not None and _ALIASES[0] == registry.version():
+        return _ALIASES[1]
+    table: dict[str, tuple[str, ...]] = {}
+    for section, field in ProviderConfig.model_fields.items():
+        model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, Section)):
+            continue
+        for name in model.model_fields:
+            table[model.flat_keys.get(name, name)] = (section, name)
+        if model is CloudsSettings:
+            for cloud in registry.clouds():
+                for name in cloud.Settings.model_fields:
+                    table[cloud.flat_key(name)] = (section, cloud.name, name)
+    _ALIASES = (registry.version(), table)
+    return table
+
+
+def _plain(value: Any) -> Any:
+    return value.model_dump() if isinstance(value, BaseModel) else value
+
+
+def nest(data: Mapping[str, Any], used: dict[tuple[str, ...], str] | None = None) -> dict[str, Any]:
+    """A mapping with flat keys (the seed's names) as the sections hold it. Section keys pass as they are; a flat
+    key is applied after them, so within one mapping the flat key wins. `used` collects path → flat key, so
+    errors can name the key as it was written."""
+    table = flat_aliases()
+    out: dict[str, Any] = {}
+    flat: list[tuple[tuple[str, ...], str, Any]] = []
+    for key, value in data.items():
+        path = table.get(key)
+        if path is None:
+            out[key] = _merge(_plain(out[key]), value) if isinstance(value, dict) and key in out else value
+        else:
+            flat.append((path, key, value))
+    for path, key, value in flat:
+        target = out
+        for part in path[:-1]:
+            inner = _plain(target.get(part))
+            target[part] = inner = dict(inner) if isinstance(inner, Mapping) else {}
+            target = inner
+        old = _plain(target.get(path[-1]))
+        target[path[-1]] = _merge(old, value) if isinstance(value, dict) and isinstance(old, dict) else value
+        if used is not None:
+            used[path] = key
+    return out
+
+
 ENV_PREFIX = "ETRID_"
 SEED_ENV_NAMES = {"PRICE_PER_SECOND", "ENABLE_TEE", "ENABLE_COMPLIANCE", "RPC_URL", "WEBSOCKET_URL", "AWS_ENABLED",
                   "AWS_REGION", "AWS_INSTANCE_TYPE", "AWS_SPOT_MAX_PRICE"}
 
 
-def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
-    """`ETRID_PRICE_PER_SECOND=…`, `ETRID_GPUS__COUNT=2`, and the seed's bare names (`PRICE_PER_SECOND`)."""
-    fields = {name.lower(): name for name in ProviderConfig.model_fields}
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """`ETRID_PRICE_PER_SECOND=…`, `ETRID_GPUS__COUNT=2`, `ETRID_CLOUDS__AWS__REGION=…`, and the seed's bare names
+    (`PRICE_PER_SECOND`), keyed as a file would be (flat keys or sections)."""
+    known = {name.lower(): name for name in ProviderConfig.model_fields}
+    known.update({flat.lower(): flat for flat in flat_aliases()})
     out: dict[str, Any] = {}
     for key, value in env.items():
         if key.startswith(ENV_PREFIX):
@@ -198,9 +325,9 @@ def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
         else:
             continue
         parts = name.lower().split("__")
-        if parts[0] not in fields or name.upper() in ("SEED",):
+        if parts[0] not in known or name.upper() in ("SEED",):
             continue
-        path = [fields[parts[0]], *parts[1:]]  # ETRID_GPUS__COUNT -> gpus.count; ETRID_REGION -> region
+        path = [known[parts[0]], *parts[1:]]  # ETRID_GPUS__COUNT -> gpus.count; ETRID_REGION -> region
         target = out
         for part in path[:-1]:
             target = target.setdefault(part, {})
@@ -245,36 +372,61 @@ def read_mapping_file(path: str | Path, what: str, missing_hint: str) -> dict[st
 SECRET_KEY_NAMES = {"seed", "etrid_seed", "seed_phrase", "mnemonic", "private_key", "secret", "secret_key"}
 
 
+def _model_at(loc: tuple[Any, ...]) -> Any:
+    """The model that holds the setting at `loc` (None when the path leads nowhere)."""
+    model: Any = ProviderConfig
+    for part in loc:
+        if model is CloudsSettings and str(part) not in model.model_fields:
+            found = registry.find(str(part))
+            model = found.Settings if found is not None else None
+            continue
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        model = field.annotation if field is not None else None
+    return model
+
+
 def _unknown_hint(loc: tuple[Any, ...]) -> str:
     """For a misspelt key, the setting it was probably meant to be."""
     import difflib
 
     if str(loc[-1]).lower() in SECRET_KEY_NAMES:
         return "remove it (the key is never a setting: export the variable seed_env names, or set seed_file)"
-    model: Any = ProviderConfig
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
-        model = field.annotation if field is not None else None
+    model = _model_at(loc[:-1])
     known = list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+    if model is ProviderConfig:
+        known += list(flat_aliases())
+    elif model is CloudsSettings:
+        known += registry.names()
     by_lower = {k.lower(): k for k in known}
     close = difflib.get_close_matches(str(loc[-1]).lower(), list(by_lower), n=1)
     return f"unknown setting: did you mean {by_lower[close[0]]}?" if close else "remove it (unknown setting)"
 
 
-def load_config(path: str | Path | None = None, env: dict[str, str] | None = None,
-                overrides: dict[str, Any] | None = None) -> ProviderConfig:
-    """Reads a YAML/JSON file, then env vars, then explicit overrides; errors name the key and the fix."""
+def _key(loc: tuple[Any, ...], used: Mapping[tuple[str, ...], str]) -> str:
+    """A setting's name as it was written: the flat key where one was used (`gpus.count`, `aws_region`), else its
+    path in the sections (`clouds.aws.region`)."""
+    for n in range(len(loc), 0, -1):
+        flat = used.get(tuple(str(x) for x in loc[:n]))
+        if flat is not None:
+            return ".".join([flat, *(str(x) for x in loc[n:])])
+    return ".".join(str(x) for x in loc) or "(root)"
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> ProviderConfig:
+    """Reads a YAML/JSON file, then env vars, then explicit overrides (each in flat keys or sections: the alias
+    layer maps them before they are merged, so a later source wins either way); errors name the key and the fix."""
+    used: dict[tuple[str, ...], str] = {}
     data: dict[str, Any] = {}
     if path is not None:
-        data = read_mapping_file(path, "config file", "pass --config with an existing YAML or JSON file")
-    data = _merge(data, _env_overrides(dict(os.environ if env is None else env)))
-    data = _merge(data, overrides or {})
+        data = nest(read_mapping_file(path, "config file", "pass --config with an existing YAML or JSON file"), used)
+    data = _merge(data, nest(_env_overrides(os.environ if env is None else env), used))
+    data = _merge(data, nest(overrides or {}, used))
     try:
         return ProviderConfig.model_validate(data)
     except ValidationError as err:
         problems = []
         for e in err.errors():
-            key = ".".join(str(x) for x in e["loc"]) or "(root)"
             hint = _unknown_hint(e["loc"]) if e["type"] == "extra_forbidden" else e["msg"]
-            problems.append(f"{key}: {hint}")
+            problems.append(f"{_key(e['loc'], used)}: {hint}")
         raise ConfigError("invalid provider config — " + "; ".join(problems)) from None

@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from etrid_ray.clouds.registry import cloud as cloud_of
 from etrid_ray.config import ProviderConfig
 from etrid_ray.pools import Pool, pools_from_config
 from etrid_ray.prices import default_catalog
@@ -108,12 +109,6 @@ PLACEHOLDER = "REPLACE_ME"
 HEADER = ("# Rendered by `etrid-ray render --config FILE --out cluster/` from {what}.\n"
           "# Do not edit by hand: change the config and render again (a test fails when these drift).\n")
 
-# GKE's accelerator label values (cloud.google.com/gke-accelerator), by (accelerator, VRAM GB).
-GKE_ACCELERATORS = {("A100", 40): "nvidia-tesla-a100", ("A100", 80): "nvidia-a100-80gb",
-                    ("H100", 80): "nvidia-h100-80gb", ("H100", 94): "nvidia-h100-80gb",
-                    ("L4", 24): "nvidia-l4", ("T4", 16): "nvidia-tesla-t4", ("V100", 16): "nvidia-tesla-v100",
-                    ("A10G", 24): "nvidia-a10g"}
-
 
 def ray_version() -> str:
     return version("ray")
@@ -182,32 +177,9 @@ def _quantity_memory(pool: Pool) -> str:
 
 
 def _scheduling(pool: Pool) -> tuple[dict[str, str], list[dict[str, str]]]:
-    """nodeSelector and tolerations that put the pool's pods on its node pool (local, EKS/Karpenter, GKE, AKS)."""
-    gpu_toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-    selector: dict[str, str] = {}
-    tolerations = [gpu_toleration]
-    if pool.kind == "local":
-        # the provider's own GPU machines: label them `etrid.ai/pool=<name>` when joining them to the cluster
-        selector[f"{LABEL_PREFIX}/pool"] = pool.name
-        return selector, tolerations
-    if pool.instance_type:
-        selector["node.kubernetes.io/instance-type"] = pool.instance_type
-    selector["topology.kubernetes.io/region"] = pool.region
-    if pool.kind == "aws":
-        selector["karpenter.sh/capacity-type"] = "spot" if pool.spot else "on-demand"
-    elif pool.kind == "gcp":
-        gke = GKE_ACCELERATORS.get((pool.accelerator, pool.vram_gb))
-        if gke:
-            selector["cloud.google.com/gke-accelerator"] = gke
-        if pool.spot:
-            selector["cloud.google.com/gke-spot"] = "true"
-            tolerations.append({"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true",
-                                "effect": "NoSchedule"})
-    elif pool.kind == "azure" and pool.spot:
-        selector["kubernetes.azure.com/scalesetpriority"] = "spot"
-        tolerations.append({"key": "kubernetes.azure.com/scalesetpriority", "operator": "Equal", "value": "spot",
-                            "effect": "NoSchedule"})
-    return selector, tolerations
+    """nodeSelector and tolerations that put the pool's pods on its node pool (local, EKS/Karpenter, GKE, AKS): the
+    pool's cloud says (etrid_ray/clouds/registry.py, `Cloud.scheduling`)."""
+    return cloud_of(pool.kind).scheduling(pool)
 
 
 def _secret_env(keys: list[str]) -> list[dict[str, Any]]:
@@ -364,7 +336,8 @@ def worker_group(pool: Pool, priority: int, cost: float) -> dict[str, Any]:
         "securityContext": _container_security(),
     }
     volumes = [shm, cloud]
-    spot_watch = pool.is_cloud and pool.spot
+    # a spot pool of a cloud with an interruption notice endpoint: the spot-watch sidecar polls it
+    spot_watch = pool.spot and cloud_of(pool.kind).notice_source_class() is not None
     if spot_watch:
         volumes.append(ray_token_volume()[0])
     annotations = {f"{LABEL_PREFIX}/cost-usd-per-gpu-hour": "unknown" if math.isinf(cost) else f"{cost:.4f}",
@@ -489,8 +462,7 @@ def state_volume_claim() -> dict[str, Any]:
 def configmaps(config: ProviderConfig) -> list[dict[str, Any]]:
     """`etrid-provider-config`: the seed's keys as env vars (they override the file), and
     `etrid-provider-file`: provider.yaml, the whole config, mounted on the head at /etc/etrid."""
-    dumped = config.model_dump(mode="json")
-    env_data = {key: _env_value(dumped[field]) for key, field in SEED_ENV_KEYS.items()}
+    env_data = {key: _env_value(getattr(config, field)) for key, field in SEED_ENV_KEYS.items()}
     meta = {"namespace": NAMESPACE, "labels": _labels("config")}
     return [
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CONFIGMAP_NAME, **meta}, "data": env_data},

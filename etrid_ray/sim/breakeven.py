@@ -91,7 +91,7 @@ def explain(sc: Scenario) -> str:
               f"{seed_usd:.4f} USD/GPU-h at {rate:g} USD/ËDSC: "
               + ("below every pool's break-even — at that price no burst pays." if all(
                   b.packed.get(SPANS_H[-1], float("inf")) > seed_usd for b in break_evens(sc)
-                  if b.kind != "local" and b.packed) else "some pools pay at it."),
+                  if b.usd_per_node_hour is not None and b.packed) else "some pools pay at it."),
               "'seed said' is the seed's test (per-GPU revenue vs the whole instance's hourly cost): it asks "
               "a GPU-hour to pay for all GPUs of the node, and ignores startup, idle tail and interruptions."]
     return "\n".join(lines)
