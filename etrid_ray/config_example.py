@@ -20,9 +20,12 @@ from etrid_ray.pools import Pool
 WIDTH = 110
 HEADER = """\
 # provider.yaml — every setting of `etrid-ray provider run`, with its default (`etrid-ray config example`).
-# Keep only what you change. Environment variables override the file: ETRID_<KEY> (ETRID_GPUS__COUNT=2), and
-# the seed's own names (PRICE_PER_SECOND, AWS_ENABLED, …). Secrets are never settings here: the key is read from
-# the variable `seed_env` names or the file `seed_file` names; cloud keys from the clouds' usual variables.
+# Keep only what you change. Settings are in sections; the seed's flat names are accepted too, in the file and
+# as environment variables (rpc_url, PRICE_PER_SECOND, aws_region, local_nodes, ENABLE_TEE, idle_timeout_s, …:
+# a section's key by its own name, a cloud's as <cloud>_<key>). Environment variables override the file:
+# ETRID_<KEY> (ETRID_IDLE_TIMEOUT_S=60, ETRID_GPUS__COUNT=2, ETRID_CLOUDS__AWS__REGION=eu-west-1) and the seed's
+# own names (PRICE_PER_SECOND, AWS_ENABLED, …). Secrets are never settings here: the key is read from the
+# variable `seed_env` names or the file `seed_file` names; cloud keys from the clouds' usual variables.
 """
 # A pool entry, shown commented out: `pools` is empty by default (the seed's keys above describe the pools).
 POOL_EXAMPLE = Pool(name="aws-spot-h100", kind="aws", accelerator="H100", gpus_per_node=8, region="us-east-1",

@@ -11,13 +11,13 @@ the regional `cores`. Headroom = floor((limit − current) / vCPUs of the size).
 Prices come from the shipped catalog (the Retail Prices API is not queried; the catalog's
 Azure rows have no zone). Credentials: a `TokenCredential` passed in, else
 `azure.identity.DefaultAzureCredential` when azure-identity is installed; the subscription id
-comes from `azure_subscription_id` or `AZURE_SUBSCRIPTION_ID`. Without either nothing is sent.
+comes from the config's `clouds.azure.subscription_id` (`azure_subscription_id`, or the env's
+`AZURE_SUBSCRIPTION_ID`). Without either nothing is sent.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -84,7 +84,7 @@ class AzureMarket:
     def __init__(self, *, subscription_id: str | None = None, credential: Any = None, base_url: str | None = None,
                  connection_verify: bool | str = True, timeout_s: float = 10.0, retry_total: int = 3,
                  retry_backoff_factor: float = 0.8, clock: Callable[[], datetime] = utcnow) -> None:
-        self.subscription_id = subscription_id or os.environ.get("AZURE_SUBSCRIPTION_ID")
+        self.subscription_id = subscription_id  # the config's clouds.azure.subscription_id (or AZURE_SUBSCRIPTION_ID)
         self.credential = credential
         self.base_url = base_url
         self.connection_verify = connection_verify
@@ -168,7 +168,7 @@ class AzureSettings(CloudSettings):
     vm_size: str = Field("Standard_ND96amsr_A100_v4", description="VM size of the Azure spot pool")
     spot_max_price: float | None = Field(8.0, gt=0, description="USD per node-hour")
     max_nodes: int = Field(4, ge=0, description="most nodes of the Azure spot pool")
-    subscription_id: str | None = Field(None, description="default: AZURE_SUBSCRIPTION_ID")
+    subscription_id: str | None = Field(None, description="Azure subscription (env AZURE_SUBSCRIPTION_ID too)")
     base_url: str | None = Field(None, description="API endpoint override; default: management.azure.com")
 
     @property
@@ -187,6 +187,7 @@ class Azure(Cloud):
     node_memory_gib = 1900
     notice_s = 30.0  # Scheduled Events' Preempt: at least 30 s
     metadata_endpoint = "http://169.254.169.254"
+    env_aliases: ClassVar[dict[str, str]] = {"subscription_id": "AZURE_SUBSCRIPTION_ID"}  # the SDKs' own name
     # the confidential (SEV-SNP) pool the `tee` section asks for: confidential H100 VMs
     tee_pool_name = "azure-tee-h100"
     tee_vm_size = "Standard_NCC40ads_H100_v5"
@@ -194,11 +195,11 @@ class Azure(Cloud):
 
     def pools(self, settings: Any, config: ProviderConfig) -> list[Pool]:
         pools = super().pools(settings, config)
-        if config.ENABLE_TEE:
+        tee = config.tee
+        if tee.enabled:
             pools.append(Pool(name=self.tee_pool_name, kind=self.name, accelerator="H100", gpus_per_node=1,
                               cpus_per_node=40, memory_gib=320, vram_gb=94, instance_type=self.tee_vm_size,
-                              region=config.tee_region, tee="sev-snp", max_nodes=config.tee_max_nodes,
-                              startup_s=self.tee_startup_s))
+                              region=tee.region, tee="sev-snp", max_nodes=tee.max_nodes, startup_s=self.tee_startup_s))
         return pools
 
     def spot_scheduling(self, pool: Pool, selector: dict[str, str], tolerations: list[dict[str, str]]) -> None:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 class LocalSettings(BaseModel):
-    """The local GPU nodes (`clouds.local`); their GPUs are `gpus`, their region label `region`."""
+    """The local GPU nodes (`clouds.local`); their GPUs are `provider.gpus`, their region label `provider.region`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -40,10 +40,10 @@ class Local(Cloud):
 
         if settings.nodes <= 0:
             return []
-        gpus = config.gpus
+        gpus = config.provider.gpus
         return [Pool(name=self.pool_name, kind=self.name, accelerator=gpus.model, gpus_per_node=max(1, gpus.count),
                      cpus_per_node=settings.cpus_per_node, memory_gib=settings.memory_gib, vram_gb=gpus.vram_gb,
-                     min_nodes=settings.nodes, max_nodes=settings.nodes, region=config.region, spot=False,
+                     min_nodes=settings.nodes, max_nodes=settings.nodes, region=config.provider.region, spot=False,
                      tee=gpus.tee, power_watts_per_gpu=float(gpus.tdp_watts),
                      electricity_usd_per_kwh=settings.electricity_usd_per_kwh)]
 

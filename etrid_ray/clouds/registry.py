@@ -58,6 +58,7 @@ class Cloud:
     title: ClassVar[str] = ""  # how people name it ("AWS")
     Settings: ClassVar[type[BaseModel]] = CloudSettings
     flat_keys: ClassVar[dict[str, str]] = {}  # settings field → the seed's flat key, where not `<name>_<field>`
+    env_aliases: ClassVar[dict[str, str]] = {}  # settings field → another env var it is read from (the SDK's name)
     # its spot pool
     pool_name: ClassVar[str] = ""
     startup_s: ClassVar[float] = 0.0  # time from request to a node that runs tasks

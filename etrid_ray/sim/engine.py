@@ -215,7 +215,7 @@ class Simulator:
                  *, explain: int | None = None) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else build_scenario(scenario)
         self.settings = self.scenario.settings
-        self.config = self.scenario.config
+        self.config = self.scenario.scaling  # all the policies read (the config's scaling section)
         self.policy = policy if isinstance(policy, Policy) else POLICIES[policy]
         jobs = trace.jobs if isinstance(trace, Trace) else tuple(trace)
         self.all_jobs = jobs

@@ -9,7 +9,6 @@ so they are copied under the head's lock (briefly) before they are summarised.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -18,6 +17,7 @@ from itertools import islice
 from statistics import fmean
 from typing import Any
 
+from etrid_ray.config import section_from_env
 from etrid_ray.telemetry.metrics import (
     PBC,
     RPC_ERROR_KINDS,
@@ -32,7 +32,6 @@ from etrid_ray.telemetry.server import MetricsServer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METRICS_PORT = 9091  # the head actor's /metrics, /healthz, /readyz (the exporter's default is 9090)
 DURATION_SAMPLES = 100
 RECENT_DECISIONS = 50
 RUNNING_SHOWN = 20
@@ -137,7 +136,7 @@ def head_snapshot(head: Any, decisions: DecisionLog | None = None, *, with_ray: 
             rpc[kind] += n
     rpc["reconnect"] = int(getattr(head.conn, "reconnects", 0))
 
-    ray_pools = _ray_pools(head.config.pool) if with_ray else {}
+    ray_pools = _ray_pools(head.config.provider.pool) if with_ray else {}
     total_gpus = sum(p["total"] for p in ray_pools.values())
     free_gpus = sum(p["free"] for p in ray_pools.values())
     if total_gpus > 0:
@@ -193,7 +192,7 @@ def head_snapshot(head: Any, decisions: DecisionLog | None = None, *, with_ray: 
                        "age_s": max(0.0, now - r.dispatched_at)}
                       for r in sorted(running, key=lambda r: r.dispatched_at)[:RUNNING_SHOWN]],
         spend_today_usd=float(scaler.spend_usd) if scaler is not None else 0.0,
-        budget_usd=float(head.config.daily_cloud_budget_usd),
+        budget_usd=float(head.config.scaling.daily_cloud_budget_usd),
     )
 
 
@@ -212,15 +211,17 @@ def _catalog_quotes(head: Any) -> dict[str, Any]:
 
 
 class HeadTelemetry:
-    """The head's ways out: `/metrics`, `/healthz`, `/readyz` on `host:port` (env `ETRID_METRICS_HOST`,
-    `ETRID_METRICS_PORT`; 127.0.0.1:9091 by default, 0 picks a free port), and the same values as
-    `ray.util.metrics` gauges/counters on Ray's metrics endpoint."""
+    """The head's ways out: `/metrics`, `/healthz`, `/readyz` on `host:port` (the config's `telemetry.metrics_host`
+    and `metrics_port`, with this process's `ETRID_METRICS_HOST` / `ETRID_METRICS_PORT` on top: the head pod sets
+    them; 127.0.0.1:9091 by default, 0 picks a free port), and the same values as `ray.util.metrics`
+    gauges/counters on Ray's metrics endpoint."""
 
     def __init__(self, head: Any, *, host: str | None = None, port: int | None = None, ray_metrics: bool = True,
                  ray_interval_s: float = 5.0) -> None:
         self.head = head
-        self.host = host or os.environ.get("ETRID_METRICS_HOST", "127.0.0.1")
-        self.port = int(port if port is not None else os.environ.get("ETRID_METRICS_PORT", DEFAULT_METRICS_PORT))
+        where = section_from_env("telemetry", base=getattr(getattr(head, "config", None), "telemetry", None))
+        self.host = host or where.metrics_host
+        self.port = int(port if port is not None else where.metrics_port)
         self.decisions = DecisionLog()
         self.server: MetricsServer | None = None
         self.bridge: Any = None

@@ -81,13 +81,15 @@ def http(method: str, url: str, headers: dict[str, str], timeout: float) -> tupl
 
 
 def default_endpoint(cloud: str, env: dict[str, str] | None = None) -> str:
-    """Where this node's notices are read: ETRID_METADATA_ENDPOINT, else the SDK's override, else the cloud's own
-    address. This runs on the node itself (the spot-watch sidecar, not the head): it reads its own environment."""
+    """Where this node's notices are read: the config's `clouds.metadata_endpoint` (ETRID_METADATA_ENDPOINT), else
+    the SDK's override variable (`Cloud.metadata_endpoint_env`), else the cloud's own address. This runs on the node
+    itself (the spot-watch sidecar, which holds no provider config): it reads its own environment."""
     from etrid_ray.clouds.registry import cloud as cloud_of
+    from etrid_ray.config import env_setting
 
     facts = cloud_of(cloud)
     env = dict(os.environ if env is None else env)
-    override = env.get("ETRID_METADATA_ENDPOINT") or env.get(facts.metadata_endpoint_env or "", "")
+    override = env_setting("metadata_endpoint", env) or env.get(facts.metadata_endpoint_env or "", "")
     if override:
         return override if "://" in override else f"http://{override}"  # GCE_METADATA_HOST is host[:port]
     if facts.metadata_endpoint is None:
