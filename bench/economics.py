@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     s = scenario.settings
     print(f"trace: {len(trace):,} jobs (read in {load_s:.1f} s); {scenario.local_gpus} local GPUs; "
           f"{s.price_per_gpu_hour:g} USD/GPU-h ({s.price_per_gpu_hour / s.edsc_usd:g} ËDSC at {s.edsc_usd:g}); "
-          f"patience {s.patience_s:g} s; interruptions seed {s.seed}; claim order {scenario.config.claim_order}; "
+          f"patience {s.patience_s:g} s; interruptions seed {s.seed}; claim order {scenario.scaling.claim_order}; "
           f"declared max_compute_time {s.declared_slack:g} × the real duration",
           flush=True)
     cmp_ = compare(trace, scenario, POLICY_NAMES, progress=lambda line: print("  ran " + line, flush=True))

@@ -3,9 +3,9 @@
 A pool advertises `GPU`, `pool:<name>`, `accelerator_type:<X>`, `region:<r>` and, for
 confidential nodes, `tee:<type>` as Ray resources. The head steers a job to a pool by
 requesting a tiny amount (`STEER`) of that pool's resource; the autoscaler then grows
-exactly that group. The seed's cloud keys (`aws_enabled`, `aws_region`, …) and the local
-GPU settings all map onto this one list, so the manifests, the policy and the simulator
-see the same pools.
+exactly that group. Each registered cloud (`etrid_ray.clouds.registry`: local, AWS, GCP,
+Azure, …) turns its config section (the seed's `aws_enabled`, `aws_region`, …, and the local
+GPU settings) into its pools, so the manifests, the policy and the simulator see the same pools.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
     from etrid_ray.config import ProviderConfig
 
-Kind = Literal["local", "aws", "gcp", "azure"]
+Kind = str  # a registered cloud's name (etrid_ray.clouds.registry): local, aws, gcp, azure, …
+# the kinds that are the provider's own machines, not a cloud (kept by the registry: `Cloud.is_cloud`)
+ON_PREMISES: set[str] = set()
 TeeType = Literal["sgx", "sev-snp", "tdx"]
 
 RESOURCE_UNITS = 1000  # each node offers this many units of its label resources …
@@ -36,11 +38,19 @@ def pool_of_resources(resources: Iterable[str]) -> str | None:
     return next((k[len(POOL_PREFIX):] for k in resources if k.startswith(POOL_PREFIX)), None)
 
 
+def _on_premises() -> set[str]:
+    """ON_PREMISES, once the registry is read (a Pool unpickled in a fresh process was never validated)."""
+    from etrid_ray.clouds.registry import clouds
+
+    clouds()
+    return ON_PREMISES
+
+
 class Pool(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(..., pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$", description="DNS-1123 label")
-    kind: Kind
+    kind: Kind = Field(..., description="the cloud it runs in: a registered cloud's name (local, aws, gcp, azure)")
     accelerator: str = "A100"
     gpus_per_node: int = Field(8, ge=1, le=16)
     cpus_per_node: int = Field(96, ge=1)
@@ -57,9 +67,18 @@ class Pool(BaseModel):
     power_watts_per_gpu: float = Field(400.0, ge=0, description="local pools: electricity drawn per busy GPU")
     electricity_usd_per_kwh: float = Field(0.12, ge=0)
 
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from etrid_ray.clouds.registry import find, names
+
+        if find(v) is None:
+            raise ValueError(f"unknown cloud {v!r} (one of {', '.join(names())})")
+        return v
+
     @property
     def is_cloud(self) -> bool:
-        return self.kind != "local"
+        return self.kind not in (ON_PREMISES or _on_premises())
 
     @property
     def resource(self) -> str:
@@ -80,33 +99,14 @@ class Pool(BaseModel):
 
 
 def pools_from_config(config: ProviderConfig) -> list[Pool]:
-    """The pools the seed's keys describe, then any explicitly configured ones (same name wins)."""
+    """The pools the config's clouds describe (each registered cloud's, in the registry's order: the local GPU
+    nodes first), then any explicitly configured ones (same name wins)."""
+    from etrid_ray.clouds.registry import clouds
+
     pools: list[Pool] = []
-    gpus = config.gpus
-    if config.local_nodes > 0:
-        pools.append(Pool(name="local-gpu", kind="local", accelerator=gpus.model, gpus_per_node=max(1, gpus.count),
-                          cpus_per_node=config.local_cpus_per_node, memory_gib=config.local_memory_gib,
-                          vram_gb=gpus.vram_gb, min_nodes=config.local_nodes, max_nodes=config.local_nodes,
-                          region=config.region, spot=False, tee=gpus.tee,
-                          power_watts_per_gpu=float(gpus.tdp_watts),
-                          electricity_usd_per_kwh=config.electricity_usd_per_kwh))
-    if config.aws_enabled:
-        pools.append(Pool(name="aws-spot-a100", kind="aws", instance_type=config.aws_instance_type,
-                          region=config.aws_region, max_spot_price=config.aws_spot_max_price,
-                          max_nodes=config.aws_max_nodes, startup_s=180, memory_gib=1152, cpus_per_node=96))
-    if config.gcp_enabled:
-        pools.append(Pool(name="gcp-spot-a100", kind="gcp", instance_type=config.gcp_machine_type,
-                          region=config.gcp_region, max_spot_price=config.gcp_spot_max_price,
-                          max_nodes=config.gcp_max_nodes, startup_s=150, memory_gib=1360, cpus_per_node=96))
-    if config.azure_enabled:
-        pools.append(Pool(name="azure-spot-a100", kind="azure", instance_type=config.azure_vm_size,
-                          region=config.azure_region, max_spot_price=config.azure_spot_max_price,
-                          max_nodes=config.azure_max_nodes, startup_s=240, memory_gib=1900, cpus_per_node=96))
-    if config.ENABLE_TEE:
-        pools.append(Pool(name="azure-tee-h100", kind="azure", accelerator="H100", gpus_per_node=1,
-                          cpus_per_node=40, memory_gib=320, vram_gb=94, instance_type="Standard_NCC40ads_H100_v5",
-                          region=config.tee_region, tee="sev-snp", max_nodes=config.tee_max_nodes, startup_s=300))
+    for cloud in clouds():
+        pools += cloud.pools(cloud.settings(config), config)
     by_name = {p.name: p for p in pools}
-    for extra in config.pools:
+    for extra in config.clouds.pools:
         by_name[extra.name] = extra
     return list(by_name.values())

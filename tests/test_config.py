@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from etrid_ray.chain.errors import ConfigError
-from etrid_ray.config import ProviderConfig, load_config
+from etrid_ray.config import ProviderConfig, flat_aliases, load_config
 
 SEED = "bottom drive obey lake curtain smoke basket hold race lonely fit walk"
 
@@ -120,7 +120,75 @@ def test_env_values_are_json_where_they_parse():
 
 
 def test_unrelated_etrid_env_vars_are_ignored():
-    assert load_config(env={"ETRID_WS_URL": "ws://elsewhere:1", "ETRID_SOMETHING": "x"}) == ProviderConfig()
+    assert load_config(env={"ETRID_SOMETHING": "x", "ETRID_SEED": SEED}) == ProviderConfig()
+
+
+def test_the_websocket_url_has_one_canonical_variable_and_accepts_the_alias():
+    """ETRID_WEBSOCKET_URL (ETRID_<KEY>) is the name; ETRID_WS_URL, which the CLI's --url has always read, is
+    accepted too, and loses to the canonical name (and to the seed's WEBSOCKET_URL) when both are set."""
+    assert load_config(env={"ETRID_WS_URL": "ws://alias:1"}).websocket_url == "ws://alias:1"
+    both = {"ETRID_WS_URL": "ws://alias:1", "ETRID_WEBSOCKET_URL": "ws://canonical:2"}
+    assert load_config(env=both).chain.websocket_url == "ws://canonical:2"
+    assert load_config(env={"ETRID_WS_URL": "ws://alias:1", "WEBSOCKET_URL": "ws://seed:3"}).websocket_url == \
+        "ws://seed:3"
+    assert load_config(env={"ETRID_WS_URL": ""}) == ProviderConfig()  # empty: unset
+    assert "websocket_url:" in error(env={"ETRID_WS_URL": "localhost:1"})
+
+
+# --- sections and the alias layer -----------------------------------------------------------------
+
+
+def test_the_config_is_in_sections_and_the_seeds_flat_names_map_onto_them(tmp_path):
+    c = ProviderConfig()
+    assert set(ProviderConfig.model_fields) == {"chain", "provider", "scaling", "clouds", "tee", "compliance",
+                                                "telemetry"}
+    assert (c.chain.rpc_url, c.provider.price_per_second, c.scaling.idle_timeout_s, c.clouds.aws.region,
+            c.tee.enabled, c.compliance.enabled, c.telemetry.metrics_port) == (
+        "http://127.0.0.1:9944", 10**14, 300.0, "us-east-1", False, False, 9091)
+    flat = load_config(write(tmp_path, "flat.yaml", "PRICE_PER_SECOND: 7\nENABLE_TEE: true\ntee_region: westeurope\n"
+                                                    "aws_region: eu-west-1\nidle_timeout_s: 60\n"), env={})
+    nested = load_config(write(tmp_path, "nested.yaml", "provider: {price_per_second: 7}\n"
+                                                        "tee: {enabled: true, region: westeurope}\n"
+                                                        "clouds: {aws: {region: eu-west-1}}\n"
+                                                        "scaling: {idle_timeout_s: 60}\n"), env={})
+    assert flat == nested
+    assert (flat.PRICE_PER_SECOND, flat.ENABLE_TEE, flat.tee_region, flat.aws_region) == (7, True, "westeurope",
+                                                                                           "eu-west-1")
+    # a later source wins whichever spelling either used
+    c = load_config(write(tmp_path, "f.yaml", "aws_region: eu-west-1\n"), env={"ETRID_CLOUDS__AWS__REGION": "x-1"})
+    assert c.clouds.aws.region == "x-1"
+    c = load_config(write(tmp_path, "g.yaml", "clouds: {aws: {region: eu-west-1}}\n"), env={"AWS_REGION": "x-2"})
+    assert c.clouds.aws.region == "x-2"
+    assert ProviderConfig(idle_timeout_s=5).model_copy(update={"aws_region": "y"}).scaling.idle_timeout_s == 5
+    assert ProviderConfig().model_copy(update={"scaling": {"idle_timeout_s": 9}}).idle_timeout_s == 9
+    assert load_config(env={}, overrides=ProviderConfig(stake_edsc=200).model_dump()).stake_edsc == 200
+
+
+def test_errors_name_the_key_as_it_was_written(tmp_path):
+    assert "aws_max_nodes: Input should be greater than or equal to 0" in error(overrides={"aws_max_nodes": -1})
+    assert "clouds.aws.max_nodes: Input" in error(overrides={"clouds": {"aws": {"max_nodes": -1}}})
+    assert "scaling.idle_timout_s: unknown setting: did you mean idle_timeout_s?" in error(
+        overrides={"scaling": {"idle_timout_s": 1}})
+    assert "clouds.lambda: remove it (neither a setting nor a registered cloud: local, aws, gcp, azure)" in error(
+        overrides={"clouds": {"lambda": {}}})
+    assert "ENABLE_TEE: Input should be a valid boolean" in error(env={"ENABLE_TEE": "maybe"})
+
+
+def test_settings_other_modules_read_from_the_env_come_through_the_config():
+    from etrid_ray.config import env_setting, section_from_env
+
+    t = section_from_env("telemetry", {"ETRID_METRICS_PORT": "0", "ETRID_LOG_FORMAT": "JSON"})
+    assert (t.metrics_host, t.metrics_port, t.log_format) == ("127.0.0.1", 0, "json")
+    c = section_from_env("compliance", {"ETRID_AUDIT_LOG": "/tmp/a.jsonl", "ETRID_AUDIT_FSYNC": "0"})
+    assert (c.audit_log, c.audit_fsync) == (Path("/tmp/a.jsonl"), False)
+    assert section_from_env("tee", {"ETRID_TEE_ROOT": "/fake"}).root == Path("/fake")
+    assert section_from_env("clouds", {"AZURE_SUBSCRIPTION_ID": "sub"}).azure.subscription_id == "sub"
+    assert load_config(env={"AZURE_SUBSCRIPTION_ID": "sub", "ETRID_AZURE_SUBSCRIPTION_ID": "mine"}
+                       ).azure_subscription_id == "mine"
+    with pytest.raises(ConfigError, match="ETRID_METRICS_PORT: Input should be a valid integer"):
+        section_from_env("telemetry", {"ETRID_METRICS_PORT": "nine"})
+    assert env_setting("audit_log", {"ETRID_AUDIT_LOG": "/a"}) == "/a" and env_setting("audit_log", {}) is None
+    assert env_setting("websocket_url", {"ETRID_WS_URL": "ws://x:1"}) == "ws://x:1"
 
 
 def test_explicit_overrides_beat_env_and_file(tmp_path):
@@ -143,7 +211,7 @@ def test_the_seed_phrase_is_never_a_config_field():
     c = load_config(env={"ETRID_SEED": SEED, "SEED": SEED})
     assert SEED not in c.model_dump_json() and SEED not in repr(c)
     assert c.seed_env == "ETRID_SEED"   # only the *name* of the variable that holds it
-    assert not any("seed" in name and name not in ("seed_env", "seed_file") for name in ProviderConfig.model_fields)
+    assert not any("seed" in name and name not in ("seed_env", "seed_file") for name in flat_aliases())
 
 
 def test_the_seed_env_name_and_seed_file_are_configurable():
@@ -234,3 +302,32 @@ def test_invalid_json_names_the_file(tmp_path):
 @pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])
 def test_a_file_that_is_not_a_mapping_is_refused(tmp_path, text):
     assert "must hold a mapping" in error(path=write(tmp_path, "c.yaml", text))
+
+
+def test_the_pure_policies_receive_the_scaling_section_alone():
+    from etrid_ray.config import ScalingSettings
+    from etrid_ray.scaling.tick import TickRequest
+    from etrid_ray.sim import SimSettings, build_scenario
+
+    request = TickRequest(snapshot=None, config=ProviderConfig(idle_timeout_s=7))  # type: ignore[arg-type]
+    assert type(request.config) is ScalingSettings and request.config.idle_timeout_s == 7
+    scenario = build_scenario(SimSettings(base_config=ProviderConfig(idle_timeout_s=7), edsc_usd=0.5))
+    assert type(scenario.scaling) is ScalingSettings and not hasattr(scenario, "config")
+    assert (scenario.scaling.idle_timeout_s, scenario.scaling.edsc_usd) == (7, 0.5)
+
+
+def test_the_entry_points_configure_the_audit_log_from_the_config(tmp_path, monkeypatch):
+    from etrid_ray.security import audit
+
+    monkeypatch.delenv("ETRID_AUDIT_LOG", raising=False)
+    try:
+        assert audit.configure_for(ProviderConfig()) is None  # no compliance, no log named: left alone
+        on = ProviderConfig(ENABLE_COMPLIANCE=True, journal_path=tmp_path / "j.sqlite")
+        assert audit.configure_for(on).path == tmp_path / "audit.jsonl"  # beside the journal
+        named = ProviderConfig(audit_log=tmp_path / "named.jsonl", audit_fsync=False)
+        log = audit.configure_for(named)
+        assert log.path == tmp_path / "named.jsonl" and audit.default_log() is log
+        monkeypatch.setenv("ETRID_AUDIT_LOG", str(tmp_path / "env.jsonl"))  # this process's env on top
+        assert audit.configure_for(named).path == tmp_path / "env.jsonl"
+    finally:
+        audit.configure(None)

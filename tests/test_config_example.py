@@ -24,7 +24,8 @@ def test_the_example_names_every_setting_and_loads_back_to_the_defaults(tmp_path
     text = example_yaml()
     data = yaml.safe_load(text)
     assert set(data) == set(ProviderConfig.model_fields)
-    assert set(data["gpus"]) == set(GpuConfig.model_fields)
+    assert set(data["provider"]["gpus"]) == set(GpuConfig.model_fields)
+    assert set(data["clouds"]) >= {"local", "aws", "gcp", "azure"}
     path = tmp_path / "provider.yaml"
     path.write_text(text)
     assert load_config(path, env={}) == ProviderConfig()

@@ -42,8 +42,9 @@ from etrid_ray.clouds.interruptions import (
     parse_gcp_preempted,
     source_for,
 )
-from etrid_ray.clouds.interruptions.sources import DEFAULT_ENDPOINTS, EndpointError, default_endpoint
+from etrid_ray.clouds.interruptions.sources import EndpointError, default_endpoint
 from etrid_ray.clouds.interruptions.watcher import RayNodeDrain
+from etrid_ray.clouds.registry import notice_clouds
 from etrid_ray.kuberay.prestop import Identity, NodeView
 from etrid_ray.provider.job import JobState
 from tests.helpers.metadata_servers import AwsImdsServer, AzureScheduledEventsServer, GcpMetadataServer
@@ -264,10 +265,10 @@ def test_unreachable_endpoint_is_an_endpoint_error_and_defaults_are_the_real_add
     for cloud in ("aws", "gcp", "azure"):
         with pytest.raises(EndpointError):
             source_for(cloud, dead, timeout_s=1).poll()
-    # the defaults are only named here, never contacted
-    assert DEFAULT_ENDPOINTS == {"aws": "http://169.254.169.254", "gcp": "http://metadata.google.internal",
-                                 "azure": "http://169.254.169.254"}
-    assert default_endpoint("gcp", env={}) == "http://metadata.google.internal"
+    # the defaults are only named here, never contacted (each cloud's, from the cloud registry)
+    assert notice_clouds() == ["aws", "gcp", "azure"]
+    assert {c: default_endpoint(c, env={}) for c in notice_clouds()} == {
+        "aws": "http://169.254.169.254", "gcp": "http://metadata.google.internal", "azure": "http://169.254.169.254"}
     assert default_endpoint("gcp", env={"GCE_METADATA_HOST": "127.0.0.1:8080"}) == "http://127.0.0.1:8080"
     assert default_endpoint("aws", env={"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:1/"}) == \
         "http://127.0.0.1:1/"

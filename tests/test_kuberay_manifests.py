@@ -533,7 +533,7 @@ def test_the_head_journal_lives_on_a_volume_that_outlives_the_head_pod() -> None
     assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
     mount = next(m for m in head["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
     _, file_map = _docs((CLUSTER_DIR / "configmap.yaml").read_text())
-    journal = Path(yaml.safe_load(file_map["data"]["provider.yaml"])["journal_path"])
+    journal = Path(yaml.safe_load(file_map["data"]["provider.yaml"])["provider"]["journal_path"])
     assert journal.parent == Path(mount["mountPath"])
     # a journal path the provider chose itself is kept
     custom = r.in_cluster(ProviderConfig(journal_path=Path("/data/j.sqlite")))

@@ -157,8 +157,8 @@ def test_the_seed_is_a_read_only_file_on_the_head_only() -> None:
     # provider.yaml names the mounted file, which is what the provider head actor reads
     _, file_map = _committed("configmap.yaml")
     provider = yaml.safe_load(file_map["data"]["provider.yaml"])
-    assert provider["seed_file"] == f"{mount['mountPath']}/seed" == r.SEED_PATH
-    assert not Path(provider["seed_file"]).is_relative_to(r.CONFIG_DIR)  # not inside the ConfigMap's volume
+    assert provider["chain"]["seed_file"] == f"{mount['mountPath']}/seed" == r.SEED_PATH
+    assert not Path(provider["chain"]["seed_file"]).is_relative_to(r.CONFIG_DIR)  # not inside the ConfigMap's volume
     # workers: no volume of the credentials Secret carries the seed
     for group, pod in _pod_specs(cluster)[1:]:
         for v in pod["volumes"]:
@@ -173,7 +173,7 @@ def test_a_config_seed_file_from_elsewhere_is_replaced_by_the_mounted_one(tmp_pa
     config = ProviderConfig(seed_file=tmp_path / "my-laptop-seed.txt")
     assert r.in_cluster(config).seed_file == Path(r.SEED_PATH)
     _, file_map = _docs(r.render_all(config)["configmap.yaml"])
-    assert yaml.safe_load(file_map["data"]["provider.yaml"])["seed_file"] == r.SEED_PATH
+    assert yaml.safe_load(file_map["data"]["provider.yaml"])["chain"]["seed_file"] == r.SEED_PATH
     assert str(tmp_path) not in r.render_all(config)["configmap.yaml"]
 
 
@@ -187,7 +187,7 @@ def test_the_head_signs_with_the_mounted_seed_file(tmp_path: Path) -> None:
     seed = tmp_path / "seed"
     seed.write_text(SEED + "\n")  # `kubectl create secret --from-file` keeps the trailing newline
     seed.chmod(0o400)
-    provider["seed_file"] = str(seed)
+    provider["chain"]["seed_file"] = str(seed)
     path = tmp_path / "provider.yaml"
     path.write_text(yaml.safe_dump(provider))
     config = load_config(path, env={})

@@ -50,7 +50,7 @@ def test_with_no_local_gpus_a_profitable_job_waits_for_a_new_cloud_node():
     assert placed[0].reason == PlaceReason.CLOUD_NEW_NODE and placed[0].pool == AWS
     assert "pay" in placed[0].text and "outlook" in placed[0].text  # the profit policy's numbers
     started = only(r, "started")
-    assert started.pool == AWS and abs(started.t - startup) <= 2 * sc.config.scale_interval_s
+    assert started.pool == AWS and abs(started.t - startup) <= 2 * sc.scaling.scale_interval_s
     assert f"waited {round(startup / 60)} min" in started.text
     assert events(r)[-1] == "finished"
 

@@ -7,6 +7,7 @@ import sys
 import click
 
 from etrid_ray.cli.common import friendly, json_option, print_json, stop_on_signals
+from etrid_ray.clouds.registry import notice_clouds
 
 
 @click.command("prices")
@@ -40,7 +41,7 @@ def prices(config_path: str | None, live: bool | None, as_json: bool) -> None:
 
 
 @click.command("spot-watch")
-@click.option("--cloud", type=click.Choice(["aws", "gcp", "azure"]), required=True,
+@click.option("--cloud", type=click.Choice(notice_clouds()), required=True,
               help="whose notice endpoint to poll: AWS IMDSv2, GCP metadata or Azure Scheduled Events")
 @click.option("--endpoint", envvar="ETRID_METADATA_ENDPOINT", default=None,
               help="metadata base URL (env ETRID_METADATA_ENDPOINT; default: the cloud's own, or "

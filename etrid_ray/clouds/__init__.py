@@ -1,4 +1,9 @@
-"""The cloud market: one module per cloud behind one interface (`base.CloudMarket`).
+"""The clouds: one module per cloud, each holding one registered class (`registry.Cloud`: `local.Local`,
+`aws.Aws`, `gcp.Gcp`, `azure.Azure`) that owns the cloud's config section and defaults, pools, startup
+time, spot notice, KubeRay scheduling, market reader and interruption source; everything else loops over
+`registry.clouds()`.
+
+The cloud market: one reader per cloud behind one interface (`base.CloudMarket`).
 
 - `aws.AwsMarket` — live spot prices, spot placement scores, GPU quotas (boto3);
 - `gcp.GcpMarket` — zones offering the machine type, accelerator types per zone, regional GPU

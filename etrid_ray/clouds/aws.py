@@ -23,7 +23,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field
 
 from etrid_ray.clouds.base import (
     CloudCallFailed,
@@ -33,7 +35,12 @@ from etrid_ray.clouds.base import (
     headroom_nodes,
     utcnow,
 )
+from etrid_ray.clouds.registry import Cloud, CloudSettings, register
 from etrid_ray.pools import Pool
+
+if TYPE_CHECKING:
+    from etrid_ray.clouds.interruptions.sources import NoticeSource
+    from etrid_ray.config import CloudsSettings
 
 log = logging.getLogger(__name__)
 
@@ -242,3 +249,43 @@ class AwsMarket:
         headroom = headroom_nodes(limit, used, vcpus_per_node)
         notes.append(f"quota {code}: {used:g} of {limit:g} vCPUs used")
         return headroom
+
+
+# --- the cloud ------------------------------------------------------------------------------------
+
+
+class AwsSettings(CloudSettings):
+    """`clouds.aws` (the seed's `aws_enabled`, `aws_region`, `aws_instance_type`, `aws_spot_max_price`, …)."""
+
+    enabled: bool = Field(True, description="burst to the AWS spot pool")
+    region: str = Field("us-east-1", description="AWS region of the AWS spot pool")
+    instance_type: str = Field("p4d.24xlarge",
+        description="EC2 instance type of the AWS spot pool (8 GPUs per node for p4d.24xlarge)")
+    spot_max_price: float | None = Field(12.0, gt=0, description="USD per node-hour")
+    max_nodes: int = Field(4, ge=0, description="most nodes of the AWS spot pool")
+    endpoint_url: str | None = Field(None, description="API endpoint override (emulators); default: AWS's")
+
+
+@register
+class Aws(Cloud):
+    name = "aws"
+    order = 10
+    title = "AWS"
+    Settings = AwsSettings
+    pool_name = "aws-spot-a100"
+    startup_s = 180.0
+    node_memory_gib = 1152
+    notice_s = 120.0  # the spot instance action's two minutes
+    metadata_endpoint = "http://169.254.169.254"
+    metadata_endpoint_env = "AWS_EC2_METADATA_SERVICE_ENDPOINT"  # botocore's own override
+
+    def spot_scheduling(self, pool: Pool, selector: dict[str, str], tolerations: list[dict[str, str]]) -> None:
+        selector["karpenter.sh/capacity-type"] = "spot" if pool.spot else "on-demand"
+
+    def market(self, settings: Any, clouds: CloudsSettings, clock: Callable[[], datetime]) -> AwsMarket:
+        return AwsMarket(endpoint_url=settings.endpoint_url, timeout_s=clouds.api_timeout_s, clock=clock)
+
+    def notice_source_class(self) -> type[NoticeSource]:
+        from etrid_ray.clouds.interruptions.sources import AwsImds
+
+        return AwsImds

@@ -11,16 +11,18 @@ the regional `cores`. Headroom = floor((limit − current) / vCPUs of the size).
 Prices come from the shipped catalog (the Retail Prices API is not queried; the catalog's
 Azure rows have no zone). Credentials: a `TokenCredential` passed in, else
 `azure.identity.DefaultAzureCredential` when azure-identity is installed; the subscription id
-comes from `azure_subscription_id` or `AZURE_SUBSCRIPTION_ID`. Without either nothing is sent.
+comes from the config's `clouds.azure.subscription_id` (`azure_subscription_id`, or the env's
+`AZURE_SUBSCRIPTION_ID`). Without either nothing is sent.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field
 
 from etrid_ray.clouds.base import (
     CloudCallFailed,
@@ -30,7 +32,12 @@ from etrid_ray.clouds.base import (
     min_known,
     utcnow,
 )
+from etrid_ray.clouds.registry import Cloud, CloudSettings, register
 from etrid_ray.pools import Pool
+
+if TYPE_CHECKING:
+    from etrid_ray.clouds.interruptions.sources import NoticeSource
+    from etrid_ray.config import CloudsSettings, ProviderConfig
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +84,7 @@ class AzureMarket:
     def __init__(self, *, subscription_id: str | None = None, credential: Any = None, base_url: str | None = None,
                  connection_verify: bool | str = True, timeout_s: float = 10.0, retry_total: int = 3,
                  retry_backoff_factor: float = 0.8, clock: Callable[[], datetime] = utcnow) -> None:
-        self.subscription_id = subscription_id or os.environ.get("AZURE_SUBSCRIPTION_ID")
+        self.subscription_id = subscription_id  # the config's clouds.azure.subscription_id (or AZURE_SUBSCRIPTION_ID)
         self.credential = credential
         self.base_url = base_url
         self.connection_verify = connection_verify
@@ -148,3 +155,64 @@ class AzureMarket:
         return MarketView(pool=pool.name, cloud="azure", region=region, observed_at=now, source="azure-api",
                           zones=zones, quota_headroom_nodes=min_known(headrooms), restricted=restricted,
                           notes=tuple(notes))
+
+
+# --- the cloud ------------------------------------------------------------------------------------
+
+
+class AzureSettings(CloudSettings):
+    """`clouds.azure` (the seed-style `azure_enabled`, `azure_region`, `azure_vm_size`, …)."""
+
+    enabled: bool = Field(True, description="burst to the Azure spot pool")
+    region: str = Field("eastus", description="Azure region of the Azure spot pool")
+    vm_size: str = Field("Standard_ND96amsr_A100_v4", description="VM size of the Azure spot pool")
+    spot_max_price: float | None = Field(8.0, gt=0, description="USD per node-hour")
+    max_nodes: int = Field(4, ge=0, description="most nodes of the Azure spot pool")
+    subscription_id: str | None = Field(None, description="Azure subscription (env AZURE_SUBSCRIPTION_ID too)")
+    base_url: str | None = Field(None, description="API endpoint override; default: management.azure.com")
+
+    @property
+    def instance_type(self) -> str:
+        return self.vm_size
+
+
+@register
+class Azure(Cloud):
+    name = "azure"
+    order = 30
+    title = "Azure"
+    Settings = AzureSettings
+    pool_name = "azure-spot-a100"
+    startup_s = 240.0
+    node_memory_gib = 1900
+    notice_s = 30.0  # Scheduled Events' Preempt: at least 30 s
+    metadata_endpoint = "http://169.254.169.254"
+    env_aliases: ClassVar[dict[str, str]] = {"subscription_id": "AZURE_SUBSCRIPTION_ID"}  # the SDKs' own name
+    # the confidential (SEV-SNP) pool the `tee` section asks for: confidential H100 VMs
+    tee_pool_name = "azure-tee-h100"
+    tee_vm_size = "Standard_NCC40ads_H100_v5"
+    tee_startup_s = 300.0
+
+    def pools(self, settings: Any, config: ProviderConfig) -> list[Pool]:
+        pools = super().pools(settings, config)
+        tee = config.tee
+        if tee.enabled:
+            pools.append(Pool(name=self.tee_pool_name, kind=self.name, accelerator="H100", gpus_per_node=1,
+                              cpus_per_node=40, memory_gib=320, vram_gb=94, instance_type=self.tee_vm_size,
+                              region=tee.region, tee="sev-snp", max_nodes=tee.max_nodes, startup_s=self.tee_startup_s))
+        return pools
+
+    def spot_scheduling(self, pool: Pool, selector: dict[str, str], tolerations: list[dict[str, str]]) -> None:
+        if pool.spot:
+            selector["kubernetes.azure.com/scalesetpriority"] = "spot"
+            tolerations.append({"key": "kubernetes.azure.com/scalesetpriority", "operator": "Equal",
+                                "value": "spot", "effect": "NoSchedule"})
+
+    def market(self, settings: Any, clouds: CloudsSettings, clock: Callable[[], datetime]) -> AzureMarket:
+        return AzureMarket(subscription_id=settings.subscription_id, base_url=settings.base_url,
+                           timeout_s=clouds.api_timeout_s, clock=clock)
+
+    def notice_source_class(self) -> type[NoticeSource]:
+        from etrid_ray.clouds.interruptions.sources import AzureScheduledEvents
+
+        return AzureScheduledEvents

@@ -78,10 +78,11 @@ class MarketFeed:
                     clock: Callable[[], datetime] = utcnow) -> MarketFeed:
         """The feed a config asks for: live markets for every cloud when `live_prices` (or `live`)
         is on, each pointed at its configured endpoint; otherwise the catalog alone."""
-        live = config.live_prices if live is None else live
+        clouds = config.clouds
+        live = clouds.live_prices if live is None else live
         if markets is None:
             markets = live_markets(config, clock=clock) if live else {}
-        return cls(default_catalog(), markets, max_age_s=config.price_max_age_s, refresh_s=config.price_refresh_s,
+        return cls(default_catalog(), markets, max_age_s=clouds.price_max_age_s, refresh_s=clouds.price_refresh_s,
                    clock=clock)
 
     # PriceSource ---------------------------------------------------------------------------------
@@ -168,19 +169,16 @@ class MarketFeed:
 
 
 def live_markets(config: ProviderConfig, *, clock: Callable[[], datetime] = utcnow) -> dict[str, CloudMarket]:
-    """One market reader per cloud, pointed at the configured endpoints (public ones by default)."""
-    from etrid_ray.clouds.aws import AwsMarket
-    from etrid_ray.clouds.azure import AzureMarket
-    from etrid_ray.clouds.gcp import GcpMarket
+    """One market reader per registered cloud that has one, pointed at the configured endpoints (public ones by
+    default)."""
+    from etrid_ray.clouds.registry import clouds
 
-    timeout = config.cloud_api_timeout_s
-    return {
-        "aws": AwsMarket(endpoint_url=config.aws_endpoint_url, timeout_s=timeout, clock=clock),
-        "gcp": GcpMarket(project=config.gcp_project, api_endpoint=config.gcp_api_endpoint, timeout_s=timeout,
-                         clock=clock),
-        "azure": AzureMarket(subscription_id=config.azure_subscription_id, base_url=config.azure_base_url,
-                             timeout_s=timeout, clock=clock),
-    }
+    markets: dict[str, CloudMarket] = {}
+    for cloud in clouds():
+        market = cloud.market(cloud.settings(config), config.clouds, clock)
+        if market is not None:
+            markets[cloud.name] = market
+    return markets
 
 
 def price_source(config: ProviderConfig) -> MarketFeed:

@@ -20,10 +20,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field
 
 from etrid_ray.clouds.base import CloudCallFailed, CredentialsMissing, MarketView, headroom_nodes, utcnow
+from etrid_ray.clouds.registry import Cloud, CloudSettings, register
 from etrid_ray.pools import Pool
+
+if TYPE_CHECKING:
+    from etrid_ray.clouds.interruptions.sources import NoticeSource
+    from etrid_ray.config import CloudsSettings
 
 log = logging.getLogger(__name__)
 
@@ -175,3 +182,60 @@ class GcpMarket:
             headroom = min(known) if known else None
         return MarketView(pool=pool.name, cloud="gcp", region=pool.region, observed_at=now, source="gcp-api",
                           zones=tuple(zones), quota_headroom_nodes=headroom, notes=tuple(notes))
+
+
+# --- the cloud ------------------------------------------------------------------------------------
+
+# GKE's accelerator label values (cloud.google.com/gke-accelerator), by (accelerator, VRAM GB).
+GKE_ACCELERATORS = {("A100", 40): "nvidia-tesla-a100", ("A100", 80): "nvidia-a100-80gb",
+                    ("H100", 80): "nvidia-h100-80gb", ("H100", 94): "nvidia-h100-80gb",
+                    ("L4", 24): "nvidia-l4", ("T4", 16): "nvidia-tesla-t4", ("V100", 16): "nvidia-tesla-v100",
+                    ("A10G", 24): "nvidia-a10g"}
+
+
+class GcpSettings(CloudSettings):
+    """`clouds.gcp` (the seed-style `gcp_enabled`, `gcp_region`, `gcp_machine_type`, …)."""
+
+    enabled: bool = Field(True, description="burst to the GCP spot pool")
+    region: str = Field("europe-west4", description="GCP region of the GCP spot pool (EU: GDPR jobs may run there)")
+    machine_type: str = Field("a2-ultragpu-8g", description="GCE machine type of the GCP spot pool")
+    spot_max_price: float | None = Field(24.0, gt=0, description="USD per node-hour")
+    max_nodes: int = Field(4, ge=0, description="most nodes of the GCP spot pool")
+    project: str | None = Field(None, description="GCP project (default: the credentials' project)")
+    api_endpoint: str | None = Field(None, description="API endpoint override; default: compute.googleapis.com")
+
+    @property
+    def instance_type(self) -> str:
+        return self.machine_type
+
+
+@register
+class Gcp(Cloud):
+    name = "gcp"
+    order = 20
+    title = "GCP"
+    Settings = GcpSettings
+    pool_name = "gcp-spot-a100"
+    startup_s = 150.0
+    node_memory_gib = 1360
+    notice_s = 30.0  # preemption: 30 s, announced without a time
+    metadata_endpoint = "http://metadata.google.internal"
+    metadata_endpoint_env = "GCE_METADATA_HOST"  # google-auth's own override (host[:port])
+
+    def spot_scheduling(self, pool: Pool, selector: dict[str, str], tolerations: list[dict[str, str]]) -> None:
+        gke = GKE_ACCELERATORS.get((pool.accelerator, pool.vram_gb))
+        if gke:
+            selector["cloud.google.com/gke-accelerator"] = gke
+        if pool.spot:
+            selector["cloud.google.com/gke-spot"] = "true"
+            tolerations.append({"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true",
+                                "effect": "NoSchedule"})
+
+    def market(self, settings: Any, clouds: CloudsSettings, clock: Callable[[], datetime]) -> GcpMarket:
+        return GcpMarket(project=settings.project, api_endpoint=settings.api_endpoint, timeout_s=clouds.api_timeout_s,
+                         clock=clock)
+
+    def notice_source_class(self) -> type[NoticeSource]:
+        from etrid_ray.clouds.interruptions.sources import GcpMetadata
+
+        return GcpMetadata

@@ -22,7 +22,7 @@ def price_rows(feed: MarketFeed, pools: Iterable[Pool], now: datetime | None = N
     for pool in pools:
         if not pool.is_cloud:
             gpu_h = pool.local_cost_per_gpu_hour()
-            rows.append({"pool": pool.name, "cloud": "local", "region": pool.region, "zone": None,
+            rows.append({"pool": pool.name, "cloud": pool.kind, "region": pool.region, "zone": None,
                          "instance_type": None, "spot": False, "usd_per_node_hour": gpu_h * pool.gpus_per_node,
                          "usd_per_gpu_hour": gpu_h, "ondemand_usd_per_hour": None, "spot_discount": None,
                          "interruption_bucket": None, "interruption_rate": None, "quota_headroom_nodes": None,
@@ -74,7 +74,7 @@ def price_table(rows: list[dict[str, Any]]) -> Any:
         where = r["region"] + (f" / {r['zone']}" if r["zone"] else "")
         discount = "-" if r["spot_discount"] is None else f"{r['spot_discount']:.0%}"
         headroom = "?" if r["quota_headroom_nodes"] is None else str(r["quota_headroom_nodes"])
-        if r["cloud"] == "local":
+        if r["source"] == "local power":
             headroom = "-"
         table.add_row(r["pool"], r["cloud"], where, _money(r["usd_per_node_hour"]), _money(r["usd_per_gpu_hour"]),
                       discount, r["interruption_bucket"] or "-", headroom, r["source"], format_duration(r["age_s"]),

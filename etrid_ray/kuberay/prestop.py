@@ -62,7 +62,8 @@ class Identity:
 
 
 def pod_identity(env: dict[str, str] | None = None, node_id: str | None = None) -> Identity:
-    """What names this pod's Ray node, from the environment KubeRay and the manifest give the container."""
+    """What names this pod's Ray node, from the environment KubeRay and the manifest give the container (the
+    downward API's ETRID_POD_NAME/IP: facts about this pod, not settings, read where the hook runs)."""
     env = dict(os.environ if env is None else env)
     instance_ids = tuple(dict.fromkeys(v for v in (env.get("RAY_CLOUD_INSTANCE_ID"), env.get("ETRID_POD_NAME"))
                                        if v))

@@ -35,7 +35,8 @@ from typing import Any
 
 import yaml
 
-from etrid_ray.config import ProviderConfig
+from etrid_ray.clouds.registry import cloud as cloud_of
+from etrid_ray.config import ProviderConfig, ProviderSettings, seed_env_keys
 from etrid_ray.pools import Pool, pools_from_config
 from etrid_ray.prices import default_catalog
 
@@ -77,18 +78,9 @@ WORKER_GRACE_S = 180  # pod termination grace: AWS gives 2 minutes of spot notic
 PRESTOP_DEADLINE_S = 150  # the drain deadline the preStop hook announces; the rest is Ray's own shutdown
 RAY_UID, RAY_GID = 1000, 100  # the `ray` user of the rayproject/ray images
 
-# The seed's own env var names (see etrid_ray.config.SEED_ENV_NAMES): ConfigMap keys, read by load_config.
-SEED_ENV_KEYS = {
-    "RPC_URL": "rpc_url",
-    "WEBSOCKET_URL": "websocket_url",
-    "PRICE_PER_SECOND": "PRICE_PER_SECOND",
-    "ENABLE_TEE": "ENABLE_TEE",
-    "ENABLE_COMPLIANCE": "ENABLE_COMPLIANCE",
-    "AWS_ENABLED": "aws_enabled",
-    "AWS_REGION": "aws_region",
-    "AWS_INSTANCE_TYPE": "aws_instance_type",
-    "AWS_SPOT_MAX_PRICE": "aws_spot_max_price",
-}
+# The seed's own env var names → their flat keys (etrid_ray.config.SEED_ENV_NAMES): ConfigMap keys, read by
+# load_config through the config's alias layer.
+SEED_ENV_KEYS = seed_env_keys()
 # Secret keys: the seed phrase (required) and optional cloud credentials for the price/quota APIs and S3 blobs.
 # The secret ones are only ever mounted as files; the Azure identifiers (not secret) are env references.
 SECRET_FILE_KEYS = [SEED_KEY, AWS_CREDENTIALS_KEY, AZURE_CERTIFICATE_KEY]
@@ -107,12 +99,6 @@ PLACEHOLDER = "REPLACE_ME"
 
 HEADER = ("# Rendered by `etrid-ray render --config FILE --out cluster/` from {what}.\n"
           "# Do not edit by hand: change the config and render again (a test fails when these drift).\n")
-
-# GKE's accelerator label values (cloud.google.com/gke-accelerator), by (accelerator, VRAM GB).
-GKE_ACCELERATORS = {("A100", 40): "nvidia-tesla-a100", ("A100", 80): "nvidia-a100-80gb",
-                    ("H100", 80): "nvidia-h100-80gb", ("H100", 94): "nvidia-h100-80gb",
-                    ("L4", 24): "nvidia-l4", ("T4", 16): "nvidia-tesla-t4", ("V100", 16): "nvidia-tesla-v100",
-                    ("A10G", 24): "nvidia-a10g"}
 
 
 def ray_version() -> str:
@@ -182,32 +168,9 @@ def _quantity_memory(pool: Pool) -> str:
 
 
 def _scheduling(pool: Pool) -> tuple[dict[str, str], list[dict[str, str]]]:
-    """nodeSelector and tolerations that put the pool's pods on its node pool (local, EKS/Karpenter, GKE, AKS)."""
-    gpu_toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-    selector: dict[str, str] = {}
-    tolerations = [gpu_toleration]
-    if pool.kind == "local":
-        # the provider's own GPU machines: label them `etrid.ai/pool=<name>` when joining them to the cluster
-        selector[f"{LABEL_PREFIX}/pool"] = pool.name
-        return selector, tolerations
-    if pool.instance_type:
-        selector["node.kubernetes.io/instance-type"] = pool.instance_type
-    selector["topology.kubernetes.io/region"] = pool.region
-    if pool.kind == "aws":
-        selector["karpenter.sh/capacity-type"] = "spot" if pool.spot else "on-demand"
-    elif pool.kind == "gcp":
-        gke = GKE_ACCELERATORS.get((pool.accelerator, pool.vram_gb))
-        if gke:
-            selector["cloud.google.com/gke-accelerator"] = gke
-        if pool.spot:
-            selector["cloud.google.com/gke-spot"] = "true"
-            tolerations.append({"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true",
-                                "effect": "NoSchedule"})
-    elif pool.kind == "azure" and pool.spot:
-        selector["kubernetes.azure.com/scalesetpriority"] = "spot"
-        tolerations.append({"key": "kubernetes.azure.com/scalesetpriority", "operator": "Equal", "value": "spot",
-                            "effect": "NoSchedule"})
-    return selector, tolerations
+    """nodeSelector and tolerations that put the pool's pods on its node pool (local, EKS/Karpenter, GKE, AKS): the
+    pool's cloud says (etrid_ray/clouds/registry.py, `Cloud.scheduling`)."""
+    return cloud_of(pool.kind).scheduling(pool)
 
 
 def _secret_env(keys: list[str]) -> list[dict[str, Any]]:
@@ -251,9 +214,10 @@ def ray_token_volume() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, A
 def ray_dashboard_env(config: ProviderConfig) -> list[dict[str, str]]:
     """The head's settings for the Ray dashboard's Metrics tab: where the dashboard queries Prometheus and
     checks Grafana, the Grafana datasource Ray's dashboards use, and the Grafana address the browser embeds."""
-    env = {"RAY_PROMETHEUS_HOST": config.ray_prometheus_host, "RAY_PROMETHEUS_NAME": config.ray_prometheus_name,
-           "RAY_GRAFANA_HOST": config.ray_grafana_host,
-           "RAY_GRAFANA_IFRAME_HOST": config.ray_grafana_iframe_host or config.ray_grafana_host}
+    t = config.telemetry
+    env = {"RAY_PROMETHEUS_HOST": t.ray_prometheus_host, "RAY_PROMETHEUS_NAME": t.ray_prometheus_name,
+           "RAY_GRAFANA_HOST": t.ray_grafana_host,
+           "RAY_GRAFANA_IFRAME_HOST": t.ray_grafana_iframe_host or t.ray_grafana_host}
     return [{"name": k, "value": v} for k, v in env.items()]
 
 
@@ -364,7 +328,8 @@ def worker_group(pool: Pool, priority: int, cost: float) -> dict[str, Any]:
         "securityContext": _container_security(),
     }
     volumes = [shm, cloud]
-    spot_watch = pool.is_cloud and pool.spot
+    # a spot pool of a cloud with an interruption notice endpoint: the spot-watch sidecar polls it
+    spot_watch = pool.spot and cloud_of(pool.kind).notice_source_class() is not None
     if spot_watch:
         volumes.append(ray_token_volume()[0])
     annotations = {f"{LABEL_PREFIX}/cost-usd-per-gpu-hour": "unknown" if math.isinf(cost) else f"{cost:.4f}",
@@ -424,7 +389,7 @@ def raycluster(config: ProviderConfig) -> dict[str, Any]:
             "enableInTreeAutoscaling": True,
             "autoscalerOptions": {
                 "version": "v2",
-                "idleTimeoutSeconds": int(round(config.idle_timeout_s)),
+                "idleTimeoutSeconds": int(round(config.scaling.idle_timeout_s)),
                 "upscalingMode": "Default",
                 "imagePullPolicy": "IfNotPresent",
                 "resources": {"limits": {"cpu": "500m", "memory": "512Mi"},
@@ -468,9 +433,9 @@ def in_cluster(config: ProviderConfig) -> ProviderConfig:
     `seed_file` of the machine the config was written on means nothing in the pod, and no container has
     an ETRID_SEED variable), and a journal left at its default (the home directory, gone with the pod)
     moves onto the state volume, so a restarted head pod recovers its unsettled jobs."""
-    update: dict[str, Any] = {"seed_file": Path(SEED_PATH)}
-    if config.journal_path == ProviderConfig.model_fields["journal_path"].default:
-        update["journal_path"] = Path(STATE_DIR) / "journal.sqlite"
+    update: dict[str, Any] = {"chain": {"seed_file": Path(SEED_PATH)}}
+    if config.provider.journal_path == ProviderSettings.model_fields["journal_path"].default:
+        update["provider"] = {"journal_path": Path(STATE_DIR) / "journal.sqlite"}
     return config.model_copy(update=update)
 
 
@@ -489,8 +454,8 @@ def state_volume_claim() -> dict[str, Any]:
 def configmaps(config: ProviderConfig) -> list[dict[str, Any]]:
     """`etrid-provider-config`: the seed's keys as env vars (they override the file), and
     `etrid-provider-file`: provider.yaml, the whole config, mounted on the head at /etc/etrid."""
-    dumped = config.model_dump(mode="json")
-    env_data = {key: _env_value(dumped[field]) for key, field in SEED_ENV_KEYS.items()}
+    flat = config.flat()
+    env_data = {key: _env_value(flat[field]) for key, field in SEED_ENV_KEYS.items()}
     meta = {"namespace": NAMESPACE, "labels": _labels("config")}
     return [
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CONFIGMAP_NAME, **meta}, "data": env_data},
@@ -519,7 +484,7 @@ def network_policy(config: ProviderConfig) -> dict[str, Any]:
     and to the monitoring stack; the metrics ports to the monitoring stack. Everything else is refused.
     `kubectl port-forward` enters through the pod itself, so it still reaches the dashboard."""
     ray_pods = {"ray.io/cluster": CLUSTER_NAME}
-    monitoring = {"namespaceSelector": {"matchLabels": dict(config.monitoring_namespace_labels)}}
+    monitoring = {"namespaceSelector": {"matchLabels": dict(config.telemetry.monitoring_namespace_labels)}}
     control = [{"protocol": "TCP", "port": PORTS[name]} for name in ("gcs", "dashboard", "client")]
     metrics = [{"protocol": "TCP", "port": PORTS["metrics"]},
                {"protocol": "TCP", "port": PROVIDER_METRICS_PORT}]
@@ -559,7 +524,7 @@ def ray_dashboard_configmaps(config: ProviderConfig) -> list[dict[str, Any]]:
     for name, text in ray_grafana_dashboards().items():
         docs.append({"apiVersion": "v1", "kind": "ConfigMap",
                      "metadata": {"name": f"ray-dashboard-{name.replace('_', '-')}",
-                                  "namespace": config.monitoring_namespace,
+                                  "namespace": config.telemetry.monitoring_namespace,
                                   "labels": {**_labels("grafana-dashboard"), GRAFANA_DASHBOARD_LABEL: "1"}},
                      "data": {f"ray_{name}_grafana_dashboard.json": text}})
     return docs

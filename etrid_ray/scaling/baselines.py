@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from etrid_ray.config import ProviderConfig
+from etrid_ray.config import ScalingSettings
 from etrid_ray.scaling.eligibility import eligible
 from etrid_ray.scaling.placement import (
     Placement,
@@ -38,7 +38,7 @@ RAY_UPSCALING_SPEED = 1.0  # Ray's default `upscaling_speed`
 RAY_UPSCALING_INITIAL_NUM_NODES = 5  # ray.autoscaler._private.constants.AUTOSCALER_UPSCALING_INITIAL_NUM_NODES
 
 
-def place_cheapest(snapshot: Snapshot, config: ProviderConfig, memory: Any = None, *,
+def place_cheapest(snapshot: Snapshot, config: ScalingSettings, memory: Any = None, *,
                    respect_budget: bool = False) -> PlacementPlan:
     """Local first, then each job to the cheapest eligible pool with room, opening nodes as needed,
     with no profit test. With `respect_budget`, a node that would pass the daily budget is not opened."""
@@ -80,7 +80,7 @@ def place_cheapest(snapshot: Snapshot, config: ProviderConfig, memory: Any = Non
     return PlacementPlan(tuple(placed[j.job_id] for j in jobs), new_nodes, projected)
 
 
-def place_local_only(snapshot: Snapshot, config: ProviderConfig, memory: Any = None) -> PlacementPlan:
+def place_local_only(snapshot: Snapshot, config: ScalingSettings, memory: Any = None) -> PlacementPlan:
     placed: dict[int, Placement] = {}
     jobs = queue_order(snapshot.queue)
     for j in place_local(jobs, snapshot, placed):
@@ -88,7 +88,7 @@ def place_local_only(snapshot: Snapshot, config: ProviderConfig, memory: Any = N
     return PlacementPlan(tuple(placed[j.job_id] for j in jobs))
 
 
-def _demand_decisions(snapshot: Snapshot, config: ProviderConfig, plan: PlacementPlan, *,
+def _demand_decisions(snapshot: Snapshot, config: ScalingSettings, plan: PlacementPlan, *,
                       pace: bool) -> list[Decision]:
     """Grow by the plan's new nodes (paced like Ray when asked); shrink only nodes idle past the timeout."""
     out: list[Decision] = []
@@ -111,30 +111,30 @@ def _demand_decisions(snapshot: Snapshot, config: ProviderConfig, plan: Placemen
     return out
 
 
-def _idle_down(ps: PoolState, now: float, config: ProviderConfig) -> tuple[int, Reason, str]:
+def _idle_down(ps: PoolState, now: float, config: ScalingSettings) -> tuple[int, Reason, str]:
     expired = sum(1 for t in ps.idle_since if t is not None and now - t >= config.idle_timeout_s)
     floor = max(ps.pool.min_nodes, ps.busy_nodes)
     return (max(floor, ps.nodes - expired), Reason.IDLE_TIMEOUT,
             f"{expired} node(s) idle ≥ {config.idle_timeout_s:g} s")
 
 
-def ray_default(snapshot: Snapshot, config: ProviderConfig, memory: Any = None, *,
+def ray_default(snapshot: Snapshot, config: ScalingSettings, memory: Any = None, *,
                 plan: PlacementPlan | None = None) -> tuple[list[Decision], Any]:
     plan = plan if plan is not None else place_cheapest(snapshot, config)
     return _demand_decisions(snapshot, config, plan, pace=True), memory
 
 
-def always_burst_cheapest(snapshot: Snapshot, config: ProviderConfig, memory: Any = None, *,
+def always_burst_cheapest(snapshot: Snapshot, config: ScalingSettings, memory: Any = None, *,
                           plan: PlacementPlan | None = None) -> tuple[list[Decision], Any]:
     plan = plan if plan is not None else place_always_burst_cheapest(snapshot, config)
     return _demand_decisions(snapshot, config, plan, pace=False), memory
 
 
-def place_always_burst_cheapest(snapshot: Snapshot, config: ProviderConfig, memory: Any = None) -> PlacementPlan:
+def place_always_burst_cheapest(snapshot: Snapshot, config: ScalingSettings, memory: Any = None) -> PlacementPlan:
     return place_cheapest(snapshot, config, respect_budget=True)
 
 
-def never_burst(snapshot: Snapshot, config: ProviderConfig, memory: Any = None, *,
+def never_burst(snapshot: Snapshot, config: ScalingSettings, memory: Any = None, *,
                 plan: PlacementPlan | None = None) -> tuple[list[Decision], Any]:
     """Sizes pools by their bounds alone: the plan (local placements only) changes nothing."""
     out: list[Decision] = []

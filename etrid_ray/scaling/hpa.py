@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from etrid_ray.config import ProviderConfig
+from etrid_ray.config import ScalingSettings
 from etrid_ray.scaling.eligibility import eligible
 from etrid_ray.scaling.placement import Placement, PlacementPlan, PlaceReason, queue_order, take_slot, within_max_price
 from etrid_ray.scaling.policy import DecideFn, Decision, Reason
@@ -44,7 +44,7 @@ class HpaMemory:
     next_pool: int = 0  # round-robin position of the cost-blind expander
 
 
-def hpa_decide(snapshot: Snapshot, config: ProviderConfig, memory: HpaMemory | None = None, *,
+def hpa_decide(snapshot: Snapshot, config: ScalingSettings, memory: HpaMemory | None = None, *,
                plan: PlacementPlan | None = None,
                sync_period_s: float = HPA_SYNC_PERIOD_S) -> tuple[list[Decision], HpaMemory]:
     mem = memory if memory is not None else HpaMemory()
@@ -114,7 +114,7 @@ def _cloud_would_fill(ps: PoolState, snapshot: Snapshot) -> bool:
     return quote is not None and within_max_price(ps.pool, quote)
 
 
-def hpa_place(snapshot: Snapshot, config: ProviderConfig, memory: Any = None) -> PlacementPlan:
+def hpa_place(snapshot: Snapshot, config: ScalingSettings, memory: Any = None) -> PlacementPlan:
     """Where jobs run under the HPA: any node with room (first come, first served), cost-blind; no
     new nodes are bought for them — only the HPA's rules add replicas."""
     free = {ps.name: ps.free_capacity for ps in snapshot.pools}
@@ -132,7 +132,7 @@ def hpa_place(snapshot: Snapshot, config: ProviderConfig, memory: Any = None) ->
     return PlacementPlan(tuple(out))
 
 
-def first_scale_up(decide_fn: DecideFn, snapshots: Iterable[Snapshot], config: ProviderConfig
+def first_scale_up(decide_fn: DecideFn, snapshots: Iterable[Snapshot], config: ScalingSettings
                    ) -> tuple[float, Decision] | None:
     """Feeds snapshots (one clock, ascending `now`) to a policy, carrying its memory, and returns the
     time and decision of its first growth of a pool that is not a min_nodes correction — how a

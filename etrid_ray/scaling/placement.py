@@ -29,7 +29,7 @@ from functools import cached_property, partial, reduce
 from itertools import compress
 from operator import and_, attrgetter, ge, gt, le, lt, or_
 
-from etrid_ray.config import ProviderConfig
+from etrid_ray.config import ScalingSettings
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote
 from etrid_ray.scaling.outlook import MEMORY_S, Outlook
@@ -240,18 +240,18 @@ def profit_order(queue: Iterable[QueuedJob]) -> list[QueuedJob]:
 # --- node economics ---------------------------------------------------------------------------------
 
 
-def node_life_s(pool: Pool, busy_span_s: float, config: ProviderConfig) -> float:
+def node_life_s(pool: Pool, busy_span_s: float, config: ScalingSettings) -> float:
     """A new node is paid from request to removal: startup + work + the idle tail before removal."""
     return pool.startup_s + busy_span_s + config.idle_timeout_s
 
 
-def node_cost_usd(pool: Pool, quote: PriceQuote, busy_span: float, config: ProviderConfig) -> float:
+def node_cost_usd(pool: Pool, quote: PriceQuote, busy_span: float, config: ScalingSettings) -> float:
     """A new node's expected cost over its life, the spot interruption premium included."""
     return (quote.usd_per_node_hour * interruption_factor(quote, config.spot_rerun_share)
             * node_life_s(pool, busy_span, config) / 3600)
 
 
-def break_even_usd_per_gpu_hour(pool: Pool, quote: PriceQuote, busy_span: float, config: ProviderConfig) -> float:
+def break_even_usd_per_gpu_hour(pool: Pool, quote: PriceQuote, busy_span: float, config: ScalingSettings) -> float:
     """The price per busy GPU-hour at which a fully packed new node just pays for its life."""
     return (effective_usd_per_gpu_hour(quote, config.spot_rerun_share) * node_life_s(pool, busy_span, config)
             / max(busy_span, 1e-9))
@@ -313,7 +313,7 @@ class Fill:
 NO_FILL = Fill()
 
 
-def _best_node(candidates: Sequence[QueuedJob], start: int, pool: Pool, quote: PriceQuote, config: ProviderConfig,
+def _best_node(candidates: Sequence[QueuedJob], start: int, pool: Pool, quote: PriceQuote, config: ScalingSettings,
                horizon_s: float, fill: Fill = NO_FILL) -> tuple[_Node | None, int]:
     """Fill one new node from the best-paying candidates (from `start` on), back to back (`_Lane`), and keep
     the most profitable prefix, counting the overflow still to come (`fill`) it can expect to serve too.
@@ -373,7 +373,7 @@ class PaidRoom:
 # --- placement --------------------------------------------------------------------------------------
 
 
-def place(snapshot: Snapshot, config: ProviderConfig, *, horizon_s: float | None = None,
+def place(snapshot: Snapshot, config: ScalingSettings, *, horizon_s: float | None = None,
           outlook: Outlook | None = None) -> PlacementPlan:
     """The profit-aware placement. `horizon_s` (default: the idle timeout) bounds how much queued
     work one new node is expected to serve back to back. With an `outlook` (what the head has learned
@@ -619,7 +619,7 @@ def _fill(snapshot: Snapshot, outlook: Outlook, usd_per_planck_s: float) -> Fill
 
 
 def _why_text(job: QueuedJob, reason: PlaceReason, ps: PoolState, quote: PriceQuote | None,
-              config: ProviderConfig) -> str:
+              config: ScalingSettings) -> str:
     pool = ps.pool
     if reason is PlaceReason.NO_PRICE or quote is None:
         return f"{pool.name}: no spot offer in {pool.region}"

@@ -35,7 +35,7 @@ from enum import StrEnum
 from operator import attrgetter
 from typing import Any, Literal
 
-from etrid_ray.config import ProviderConfig
+from etrid_ray.config import ScalingSettings
 from etrid_ray.scaling.outlook import Outlook
 from etrid_ray.scaling.placement import PlacementPlan, place, within_max_price
 from etrid_ray.scaling.state import PoolState, QueuedJob, Snapshot
@@ -98,8 +98,8 @@ _GPUS, _SINCE = attrgetter("gpus"), attrgetter("waiting_since")
 
 # Every policy (ours, the baselines, the HPA model) has this shape, so the head and the simulator
 # can swap them: decide(snapshot, config, memory or None) -> (decisions, memory for the next tick).
-DecideFn = Callable[[Snapshot, ProviderConfig, Any], tuple[list[Decision], Any]]
-PlaceFn = Callable[[Snapshot, ProviderConfig, Any], PlacementPlan]  # (snapshot, config, the policy's memory)
+DecideFn = Callable[[Snapshot, ScalingSettings, Any], tuple[list[Decision], Any]]
+PlaceFn = Callable[[Snapshot, ScalingSettings, Any], PlacementPlan]  # (snapshot, config, the policy's memory)
 
 
 def held(ps: PoolState) -> bool:
@@ -132,13 +132,13 @@ def steered_jobs(snapshot: Snapshot, plan: PlacementPlan, *, waiting: bool = Tru
     return out
 
 
-def place_profit(snapshot: Snapshot, config: ProviderConfig, memory: PolicyMemory | None = None) -> PlacementPlan:
+def place_profit(snapshot: Snapshot, config: ScalingSettings, memory: PolicyMemory | None = None) -> PlacementPlan:
     """The profit-aware placement with what the queue has taught so far (the policy's memory)."""
     outlook = (memory if memory is not None else PolicyMemory()).outlook
     return place(snapshot, config, outlook=outlook.current(snapshot.now))
 
 
-def decide(snapshot: Snapshot, config: ProviderConfig, memory: PolicyMemory | None = None, *,
+def decide(snapshot: Snapshot, config: ScalingSettings, memory: PolicyMemory | None = None, *,
            plan: PlacementPlan | None = None) -> tuple[list[Decision], PolicyMemory]:
     """The profit-aware policy with the seed's rules. Pass `plan` when the caller already placed
     the queue (the head steers with the same plan), else it is computed here. The plan's view of the
@@ -165,7 +165,7 @@ def decide(snapshot: Snapshot, config: ProviderConfig, memory: PolicyMemory | No
 
 
 def _decide_pool(ps: PoolState, jobs: Sequence[QueuedJob], new_nodes: int, snapshot: Snapshot,
-                 config: ProviderConfig, pm: PoolMemory, budget_left: float
+                 config: ScalingSettings, pm: PoolMemory, budget_left: float
                  ) -> tuple[Decision | None, PoolMemory, float]:
     pool, now, cur = ps.pool, snapshot.now, ps.nodes
     lo, hi = pool.min_nodes, max(pool.min_nodes, pool.max_nodes)

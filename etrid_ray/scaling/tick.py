@@ -16,19 +16,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from etrid_ray.config import ProviderConfig
+from etrid_ray.config import ScalingSettings
 from etrid_ray.scaling.placement import PlacementPlan
 from etrid_ray.scaling.policy import Decision, PlaceFn, apply
 from etrid_ray.scaling.state import Snapshot
 
 
 class DecideOnPlan(Protocol):
-    """A policy's sizing rule: `decide(snapshot, config, memory, plan=plan) -> (decisions, memory)`.
+    """A policy's sizing rule: `decide(snapshot, config, memory, plan=plan) -> (decisions, memory)`, where `config`
+    is the scaling settings (`ProviderConfig.scaling`) and nothing else.
 
     `memory` is the policy's own frozen value from the previous tick (None on the first); `plan` is
     the placement of this tick (None: the policy places the queue itself, for callers without one)."""
 
-    def __call__(self, snapshot: Snapshot, config: ProviderConfig, memory: Any = None, /, *,
+    def __call__(self, snapshot: Snapshot, config: ScalingSettings, memory: Any = None, /, *,
                  plan: PlacementPlan | None = None) -> tuple[list[Decision], Any]: ...
 
 
@@ -47,11 +48,16 @@ class Policy:
 
 @dataclass(frozen=True)
 class TickRequest:
-    """What a tick reads: the snapshot, the config, and the policy's memory from the previous tick."""
+    """What a tick reads: the snapshot, the scaling settings (the config's `scaling` section, all a policy reads)
+    and the policy's memory from the previous tick. A whole `ProviderConfig` is narrowed to its section."""
 
     snapshot: Snapshot
-    config: ProviderConfig
+    config: ScalingSettings
     memory: Any = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, ScalingSettings):  # the live scaler hands its whole ProviderConfig
+            object.__setattr__(self, "config", self.config.scaling)
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ KINDS = frozenset({
 SECRET_FIELDS = frozenset({"seed", "secret", "private_key", "data_key", "plaintext", "password", "phrase",
                            "mnemonic", "kek", "key_material", "token"})
 DEFAULT_PATH = Path("~/.etrid-ray/audit.jsonl")
-ENV_PATH = "ETRID_AUDIT_LOG"
+ENV_PATH = "ETRID_AUDIT_LOG"  # the env name of the config's compliance.audit_log (read through etrid_ray.config)
 
 
 class AuditError(Exception):
@@ -759,11 +759,37 @@ def configure(path: str | os.PathLike[str] | None, *, fsync: bool = True) -> Aud
 
 
 def default_log() -> AuditLog | None:
-    """The configured log, else the one `ETRID_AUDIT_LOG` names, else None (auditing off)."""
+    """The configured log, else the one `ETRID_AUDIT_LOG` names (the config's `compliance.audit_log`, read from
+    this process's environment), else None (auditing off)."""
     global _default
-    if _default is None and os.environ.get(ENV_PATH):
-        configure(os.environ[ENV_PATH], fsync=os.environ.get("ETRID_AUDIT_FSYNC", "1") != "0")
+    if _default is None:
+        from etrid_ray.config import ConfigError, env_setting, section_from_env
+
+        path = env_setting("audit_log")  # the cheap look first: this runs on every record while auditing is off
+        if path:
+            try:
+                fsync = section_from_env("compliance").audit_fsync
+            except ConfigError as err:  # a bad ETRID_AUDIT_FSYNC must not stop the record: the safe choice
+                log.error("%s: the audit log is fsynced after every write", err)
+                fsync = True
+            configure(path, fsync=fsync)
     return _default
+
+
+def configure_for(config: Any) -> AuditLog | None:
+    """The process-wide audit log a provider config asks for: `compliance.audit_log` (this process's
+    `ETRID_AUDIT_LOG` on top), else `audit.jsonl` beside the journal when compliance is on; otherwise the log is
+    left as it is (None returned). The entry points that run a provider head call this, so the head's constructor
+    need not configure a process-wide log itself."""
+    from etrid_ray.config import section_from_env
+
+    settings = section_from_env("compliance", base=config.compliance)
+    path = settings.audit_log
+    if path is None and settings.enabled:
+        path = config.provider.journal_file.with_name("audit.jsonl")
+    if path is None:
+        return None
+    return configure(path, fsync=settings.audit_fsync)
 
 
 def record(kind: str, **fields: Any) -> Record | None:

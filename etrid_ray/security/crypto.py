@@ -540,7 +540,11 @@ _ENV_LOCK = threading.Lock()
 
 
 def keyring_from_env(env: Mapping[str, str] | None = None) -> Keyring:
-    """The keyring `ETRID_KEK` and `ETRID_KEYSTORE` describe (one per process and setting)."""
+    """The keyring `ETRID_KEK` and `ETRID_KEYSTORE` describe (one per process and setting).
+
+    An env read outside etrid_ray.config on purpose: this runs inside the Ray task workers that run jobs
+    (provider/task.py), which hold no provider config and get these from the pod's env (the ConfigMap and
+    Secret); the key-encryption key is key material's address, kept out of the config model like the seed."""
     env = os.environ if env is None else env
     kek_url, store_url = env.get(ENV_KEK, ""), env.get(ENV_KEYSTORE, "")
     if not kek_url or not store_url:
@@ -562,7 +566,8 @@ COMPLIANCE_ENV = ("ENABLE_COMPLIANCE", "ETRID_ENABLE_COMPLIANCE")  # the seed's 
 
 
 def compliance_mode(env: Mapping[str, str] | None = None) -> bool:
-    """Whether this process serves under ENABLE_COMPLIANCE (workers get it from the provider's ConfigMap)."""
+    """Whether this process serves under ENABLE_COMPLIANCE (workers get it from the provider's ConfigMap). Read
+    from the env here on purpose: it runs inside the Ray task workers, which hold no provider config."""
     env = os.environ if env is None else env
     return any(env.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in COMPLIANCE_ENV)
 

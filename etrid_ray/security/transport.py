@@ -25,7 +25,7 @@ from urllib.parse import urlparse, urlunparse
 from etrid_ray.blobs import BlobError, BlobStore, HttpBlobStore
 from etrid_ray.chain.errors import ConfigError
 
-ENV_CA_BUNDLE = "ETRID_CA_BUNDLE"
+ENV_CA_BUNDLE = "ETRID_CA_BUNDLE"  # the env name of the config's compliance.ca_bundle
 PLAINTEXT = {"ws": "wss", "http": "https"}
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 #: env vars naming endpoints the provider talks to besides its config (AWS SDK overrides)
@@ -83,16 +83,18 @@ def check_endpoint(url: str, *, compliance: bool, what: str = "endpoint") -> str
 
 
 def check_config(config: Any, env: Mapping[str, str] | None = None) -> list[str]:
-    """Checks every endpoint a provider config (and the AWS endpoint env vars) names; returns them.
+    """Checks every endpoint a provider config (and the AWS SDK's endpoint env vars: the SDK's own names, read
+    here because the SDK reads them too) names; returns them.
 
-    Does nothing unless `config.ENABLE_COMPLIANCE`.
+    Does nothing unless `config.compliance.enabled` (ENABLE_COMPLIANCE).
     """
-    if not getattr(config, "ENABLE_COMPLIANCE", False):
+    if not config.compliance.enabled:
         return []
     env = os.environ if env is None else env
-    endpoints = [("rpc_url", config.rpc_url), ("websocket_url", config.websocket_url)]
-    if config.blob_store:
-        endpoints.append(("blob_store", config.blob_store))
+    chain = config.chain
+    endpoints = [("rpc_url", chain.rpc_url), ("websocket_url", chain.websocket_url)]
+    if chain.blob_store:
+        endpoints.append(("blob_store", chain.blob_store))
     endpoints += [(name, env[name]) for name in ENDPOINT_ENV if env.get(name)]
     for what, url in endpoints:
         check_endpoint(url, compliance=True, what=what)
@@ -103,7 +105,11 @@ def check_config(config: Any, env: Mapping[str, str] | None = None) -> list[str]
 
 
 def ca_bundle(explicit: str | os.PathLike[str] | None = None) -> str | None:
-    path = str(explicit) if explicit else os.environ.get(ENV_CA_BUNDLE) or None
+    """`explicit`, else the config's `compliance.ca_bundle` as this process's env sets it (ETRID_CA_BUNDLE: task
+    workers and the CLI hold no provider config), else None (the system's CAs)."""
+    from etrid_ray.config import env_setting
+
+    path = str(explicit) if explicit else env_setting("ca_bundle") or None
     if path is not None and not os.path.exists(path):
         raise ConfigError(f"CA bundle {path} does not exist (set {ENV_CA_BUNDLE} to a PEM file of trusted CAs)")
     return path

@@ -53,10 +53,10 @@ def break_evens(sc: Scenario) -> list[BreakEven]:
         if q is None:
             out.append(BreakEven(p.name, p.kind, None, p.gpus_per_node, None, None, {}, {}, None))
             continue
-        packed = {h: gross(break_even_usd_per_gpu_hour(p, q, h * 3600, sc.config)) for h in SPANS_H}
+        packed = {h: gross(break_even_usd_per_gpu_hour(p, q, h * 3600, sc.scaling)) for h in SPANS_H}
         single = {h: v * p.gpus_per_node for h, v in packed.items()}
         out.append(BreakEven(p.name, p.kind, q.usd_per_node_hour, p.gpus_per_node, q.usd_per_gpu_hour,
-                             effective_usd_per_gpu_hour(q, sc.config.spot_rerun_share), packed, single,
+                             effective_usd_per_gpu_hour(q, sc.scaling.spot_rerun_share), packed, single,
                              q.usd_per_node_hour))
     return out
 
@@ -65,12 +65,12 @@ def explain(sc: Scenario) -> str:
     """The break-even table and what it means for the scenario's price and the seed's."""
     rate = sc.settings.edsc_usd
     price = sc.settings.price_per_gpu_hour
-    seed_usd = sc.config.PRICE_PER_SECOND * 3600 / PLANCK_PER_EDSC * rate
+    seed_usd = sc.price_per_second * 3600 / PLANCK_PER_EDSC * rate
     lines = [f"Break-even prices per GPU-hour (gross, what a consumer offers; the provider keeps {1 - FEE:.0%}; "
              f"1 ËDSC = {rate:g} USD).",
              f"A new cloud node is paid from request to removal: startup + busy span + idle timeout "
-             f"({sc.config.idle_timeout_s:g} s), with the spot re-run premium "
-             f"(interruption rate × {sc.config.spot_rerun_share:g}).", ""]
+             f"({sc.scaling.idle_timeout_s:g} s), with the spot re-run premium "
+             f"(interruption rate × {sc.scaling.spot_rerun_share:g}).", ""]
     head = (f"{'pool':<17}{'$/node-h':>10}{'GPUs':>6}{'$/GPU-h':>9}{'eff.':>8}"
             + "".join(f"{f'packed {h:g}h':>12}" for h in SPANS_H)
             + "".join(f"{f'1 GPU {h:g}h':>12}" for h in SPANS_H) + f"{'seed said':>11}")
@@ -87,11 +87,11 @@ def explain(sc: Scenario) -> str:
                      + "".join(f"{b.single_gpu[h]:>12.3f}" for h in SPANS_H) + f"{seed:>11}")
     lines += ["", f"The scenario's price: {price:g} USD/GPU-h = {price / rate:g} ËDSC/GPU-h "
                   f"(the provider keeps {sc.net_usd_per_gpu_hour:.3f} USD).",
-              f"The seed's PRICE_PER_SECOND = {sc.config.PRICE_PER_SECOND:.3g} planck/GPU-s = "
+              f"The seed's PRICE_PER_SECOND = {sc.price_per_second:.3g} planck/GPU-s = "
               f"{seed_usd:.4f} USD/GPU-h at {rate:g} USD/ËDSC: "
               + ("below every pool's break-even — at that price no burst pays." if all(
                   b.packed.get(SPANS_H[-1], float("inf")) > seed_usd for b in break_evens(sc)
-                  if b.kind != "local" and b.packed) else "some pools pay at it."),
+                  if b.usd_per_node_hour is not None and b.packed) else "some pools pay at it."),
               "'seed said' is the seed's test (per-GPU revenue vs the whole instance's hourly cost): it asks "
               "a GPU-hour to pay for all GPUs of the node, and ignores startup, idle tail and interruptions."]
     return "\n".join(lines)

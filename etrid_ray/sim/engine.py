@@ -17,8 +17,8 @@ What is modelled, and why each rule:
 - **Spot interruptions**: each cloud node gets an exponential lifetime drawn (from the seed) at
   the rate of its pool's interruption bucket (AWS Spot Advisor; unknown pools the middle bucket,
   10–15 % a month). At the notice the node is drained (no new work, out of the policy's view); at
-  the deadline (AWS 120 s, GCP and Azure 30 s) jobs still on it go back to the queue, already
-  claimed (they are never lost to other providers), and run again from the start.
+  the deadline (its cloud's `Cloud.notice_s`: AWS 120 s, GCP and Azure 30 s) jobs still on it go
+  back to the queue, already claimed (never lost to other providers), and run again from the start.
 - **Money**: a job earns the offered price × its billable GPU-hours less the chain's 5 % fee when
   it completes (`QueuedJob.revenue_usd`); local GPUs cost their electricity per busy GPU-second;
   cloud nodes cost their quote per node-second.
@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from etrid_ray.clouds.base import BUCKET_RATES, interruption_rate
+from etrid_ray.clouds.registry import notice_period
 from etrid_ray.durations import format_duration
 from etrid_ray.percentiles import percentile
 from etrid_ray.pools import Pool
@@ -59,7 +60,6 @@ from etrid_ray.sim.trace import SimJob, Trace
 # pools with no Spot Advisor bucket (GCP, Azure) are interrupted at the middle bucket's rate
 DEFAULT_BUCKET = "10-15%"
 MONTH_S = 30 * 86400.0
-NOTICE_S = {"aws": 120.0, "gcp": 30.0, "azure": 30.0}
 
 _ARRIVE, _FINISH, _READY, _NOTICE, _KILL, _LOSE, _WAKE = range(7)
 
@@ -96,7 +96,7 @@ class _PoolRt:
     """A pool while the simulation runs: its nodes (starting, alive, draining) and counters."""
 
     __slots__ = ("pool", "quote", "usd_h", "nodes", "launches", "interruptions", "cost", "node_s", "power_usd_s",
-                 "rate", "name", "is_cloud", "seen")
+                 "rate", "name", "is_cloud", "seen", "notice_s")
 
     def __init__(self, pool: Pool, quote: PriceQuote | None, interruptions: bool) -> None:
         self.pool = pool
@@ -111,6 +111,7 @@ class _PoolRt:
         self.node_s = 0.0
         self.power_usd_s = 0.0 if pool.is_cloud else pool.local_cost_per_gpu_hour() / 3600  # per busy GPU
         self.rate = interruption_rate_per_s(quote) if (interruptions and pool.is_cloud) else 0.0
+        self.notice_s = notice_period(pool.kind)  # from a spot notice to the node's end
         self.seen: PoolState | None = None  # the last state(), until a node or a job on one changes (changed())
 
     def changed(self) -> None:
@@ -214,7 +215,7 @@ class Simulator:
                  *, explain: int | None = None) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else build_scenario(scenario)
         self.settings = self.scenario.settings
-        self.config = self.scenario.config
+        self.config = self.scenario.scaling  # all the policies read (the config's scaling section)
         self.policy = policy if isinstance(policy, Policy) else POLICIES[policy]
         jobs = trace.jobs if isinstance(trace, Trace) else tuple(trace)
         self.all_jobs = jobs
@@ -515,7 +516,7 @@ class Simulator:
                 node.draining = True
                 node.pool.changed()
                 node.pool.interruptions += 1
-                self._push(t + NOTICE_S.get(node.pool.pool.kind, 30.0), _KILL, a)
+                self._push(t + node.pool.notice_s, _KILL, a)
                 return True
         elif kind == _KILL:
             node = self._node_by_id.pop(a, None)

@@ -63,7 +63,7 @@ def scenario_json(sc: Scenario) -> dict[str, Any]:
     return {"local_gpus": sc.local_gpus, "price_usd_per_gpu_hour": s.price_per_gpu_hour,
             "net_usd_per_gpu_hour": sc.net_usd_per_gpu_hour, "edsc_usd": s.edsc_usd,
             "price_edsc_per_gpu_hour": s.price_per_gpu_hour / s.edsc_usd, "patience_s": s.patience_s,
-            "seed": s.seed, "interruptions": s.interruptions, "claim_order": sc.config.claim_order,
+            "seed": s.seed, "interruptions": s.interruptions, "claim_order": sc.scaling.claim_order,
             "declared_slack": s.declared_slack,
             "pools": [{"name": p.name, "kind": p.kind, "gpus_per_node": p.gpus_per_node, "min_nodes": p.min_nodes,
                        "max_nodes": p.max_nodes, "startup_s": p.startup_s,

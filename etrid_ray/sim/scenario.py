@@ -24,6 +24,9 @@ Why these defaults (the scenario the README's table comes from):
   thresholds are the config's defaults (AWS, GCP, Azure spot pools of 4 nodes × 8 A100 each), and
   so is `claim_order` (best-paying: which queued jobs the profit policy serves first when room is
   short; `base_config=ProviderConfig(claim_order="first-come")` for the chain queue's own order).
+
+The policies read the scenario's `scaling` settings alone (the config's `scaling` section, valued at
+the scenario's ËDSC rate), as the live head's do; the base config only describes the pools.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from importlib import resources
 from pathlib import Path
 
 from etrid_ray.clouds.base import interruption_rate
-from etrid_ray.config import GpuConfig, ProviderConfig
+from etrid_ray.config import ProviderConfig, ProviderSettings, ScalingSettings
 from etrid_ray.pools import Pool, pools_from_config
 from etrid_ray.prices.catalog import (
     INTERRUPTION_CSV,
@@ -62,7 +65,7 @@ class SimSettings:
     patience_s: float | None = DEFAULT_PATIENCE_S  # None: jobs wait forever
     seed: int = 0  # spot interruptions are drawn from this
     interruptions: bool = True
-    base_config: ProviderConfig | None = None  # pools, budget, thresholds (default: ProviderConfig())
+    base_config: ProviderConfig | None = None  # pools and scaling settings (default: the config's defaults)
     prices: Mapping[str, PriceQuote] | None = None  # by pool (default: the shipped catalog)
     drain_s: float = 6 * 3600.0  # after the last job, nodes a policy keeps are billed this long at most
     # what the policy knows of a job's length: its `max_compute_time`, declared by the consumer as this many
@@ -84,12 +87,14 @@ class SimSettings:
 
 @dataclass(frozen=True)
 class Scenario:
-    """What one run simulates: the config the policies read, its pools and their prices."""
+    """What one run simulates: the scaling settings the policies read, the pools and their prices, and the seed's
+    minimum price (planck per GPU-second, for the break-even table)."""
 
     settings: SimSettings
-    config: ProviderConfig
+    scaling: ScalingSettings
     pools: tuple[Pool, ...]
     prices: Mapping[str, PriceQuote] = field(default_factory=dict)
+    price_per_second: int = ProviderSettings.model_fields["price_per_second"].default
 
     @property
     def price_planck_per_gpu_s(self) -> float:
@@ -120,12 +125,14 @@ def build_scenario(settings: SimSettings) -> Scenario:
     if nodes and nodes * per != settings.local_gpus:
         raise ValueError(f"local_gpus {settings.local_gpus}: use a multiple of {LOCAL_GPUS_PER_NODE} "
                          f"(nodes of {LOCAL_GPUS_PER_NODE} GPUs) or fewer than {LOCAL_GPUS_PER_NODE}")
-    gpus = base.gpus.model_copy(update={"count": per}) if nodes else base.gpus
-    config = base.model_copy(update={"local_nodes": nodes, "gpus": GpuConfig.model_validate(gpus.model_dump()),
-                                     "edsc_usd": settings.edsc_usd})
-    pools = tuple(pools_from_config(config))
+    # the pools: the base config's, its local nodes reshaped to the scenario's local GPUs
+    local: dict[str, object] = {"local_nodes": nodes}
+    if nodes:
+        local["gpus"] = {"count": per}
+    pools = tuple(pools_from_config(base.model_copy(update=local)))
+    scaling = base.scaling.model_copy(update={"edsc_usd": settings.edsc_usd})
     prices = dict(settings.prices) if settings.prices is not None else with_interruption_rates(quotes_for(pools))
-    return Scenario(settings, config, pools, prices)
+    return Scenario(settings, scaling, pools, prices, price_per_second=base.provider.price_per_second)
 
 
 def with_interruption_rates(quotes: Mapping[str, PriceQuote]) -> dict[str, PriceQuote]:

@@ -8,13 +8,13 @@ takes under its own lock), the scaler's decision counter and spend, its prices, 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable
 from statistics import fmean
 from typing import Any
 
+from etrid_ray.config import section_from_env
 from etrid_ray.provider.cluster_view import PoolLoad
 from etrid_ray.provider.stats import HeadStatus
 from etrid_ray.telemetry.metrics import (
@@ -31,7 +31,6 @@ from etrid_ray.telemetry.server import MetricsServer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METRICS_PORT = 9091  # the head actor's /metrics, /healthz, /readyz (the exporter's default is 9090)
 DURATION_SAMPLES = 100
 RECENT_DECISIONS = 50
 RUNNING_SHOWN = 20
@@ -98,7 +97,7 @@ def head_snapshot(head: Any, decisions: DecisionLog | None = None, *, with_ray: 
             rpc[kind] += n
     rpc["reconnect"] = st.reconnects
 
-    ray_pools = head.cluster.view().pools(head.config.pool) if with_ray else {}
+    ray_pools = head.cluster.view().pools(head.config.provider.pool) if with_ray else {}
     total_gpus = sum(p.total for p in ray_pools.values())
     free_gpus = sum(p.free for p in ray_pools.values())
     if total_gpus > 0:
@@ -150,7 +149,7 @@ def head_snapshot(head: Any, decisions: DecisionLog | None = None, *, with_ray: 
         running_jobs=[{"job_id": r.job_id, "gpus": r.gpus, "pool": r.pool, "gpu_id": r.gpu_id,
                        "age_s": max(0.0, now - r.dispatched_at)} for r in running[:RUNNING_SHOWN]],
         spend_today_usd=float(scaler.spend_usd) if scaler is not None else 0.0,
-        budget_usd=float(head.config.daily_cloud_budget_usd),
+        budget_usd=float(head.config.scaling.daily_cloud_budget_usd),
     )
 
 
@@ -169,15 +168,17 @@ def _catalog_quotes(head: Any) -> dict[str, Any]:
 
 
 class HeadTelemetry:
-    """The head's ways out: `/metrics`, `/healthz`, `/readyz` on `host:port` (env `ETRID_METRICS_HOST`,
-    `ETRID_METRICS_PORT`; 127.0.0.1:9091 by default, 0 picks a free port), and the same values as
-    `ray.util.metrics` gauges/counters on Ray's metrics endpoint."""
+    """The head's ways out: `/metrics`, `/healthz`, `/readyz` on `host:port` (the config's `telemetry.metrics_host`
+    and `metrics_port`, with this process's `ETRID_METRICS_HOST` / `ETRID_METRICS_PORT` on top: the head pod sets
+    them; 127.0.0.1:9091 by default, 0 picks a free port), and the same values as `ray.util.metrics`
+    gauges/counters on Ray's metrics endpoint."""
 
     def __init__(self, head: Any, *, host: str | None = None, port: int | None = None, ray_metrics: bool = True,
                  ray_interval_s: float = 5.0) -> None:
         self.head = head
-        self.host = host or os.environ.get("ETRID_METRICS_HOST", "127.0.0.1")
-        self.port = int(port if port is not None else os.environ.get("ETRID_METRICS_PORT", DEFAULT_METRICS_PORT))
+        where = section_from_env("telemetry", base=getattr(getattr(head, "config", None), "telemetry", None))
+        self.host = host or where.metrics_host
+        self.port = int(port if port is not None else where.metrics_port)
         self.decisions = DecisionLog()
         self.server: MetricsServer | None = None
         self.bridge: Any = None

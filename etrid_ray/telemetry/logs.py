@@ -28,7 +28,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def secret_values(extra_env: Iterable[str] = (), files: Iterable[str | Path] = ()) -> list[str]:
     """The secret strings this process holds (the whole value and, for a phrase, nothing shorter than it:
-    a mnemonic's single words are ordinary English)."""
+    a mnemonic's single words are ordinary English). It reads the secrets' own variables (never settings) in
+    whatever process logs — the head, the CLI, a Ray task worker — so that it can redact them there."""
     out: set[str] = set()
     for name in (*SECRET_ENV, *extra_env):
         value = os.environ.get(name, "").strip()
@@ -119,7 +120,9 @@ def configure_logging(fmt: str | None = None, level: int | str = logging.INFO, s
     """Sets the root logger up with our handler (format from `fmt`, else the `ETRID_LOG_FORMAT` env var, else
     text) and puts the redactor on every root handler. Calling it again replaces our handler, never anyone
     else's; with `force=False` (inside a Ray worker, say) it adds ours only when the root has none."""
-    fmt = (fmt or os.environ.get("ETRID_LOG_FORMAT") or "text").lower()
+    from etrid_ray.config import env_setting
+
+    fmt = (fmt or env_setting("log_format") or "text").lower()
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_etrid", False):

@@ -169,8 +169,11 @@ class PoolView:
 
     @property
     def is_cloud(self) -> bool:
-        """As `Pool.is_cloud`: every pool but the local one bills by the node-hour."""
-        return self.kind != "local"
+        """As `Pool.is_cloud`: every pool but the provider's own (the local one) bills by the node-hour."""
+        from etrid_ray.clouds.registry import find
+
+        cloud = find(self.kind)
+        return cloud.is_cloud if cloud is not None else True
 
 
 @dataclass

@@ -26,6 +26,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from etrid_ray.clouds.aws import Aws
+from etrid_ray.clouds.azure import Azure
+from etrid_ray.clouds.gcp import Gcp
+
 
 @dataclass(frozen=True)
 class Seen:
@@ -176,7 +180,7 @@ class AwsImdsServer(MetadataServer):
     recommendation are 404 until announced."""
 
     cloud = "aws"
-    NOTICE_S = 120.0
+    NOTICE_S = Aws.notice_s
 
     def __init__(self, instance_id: str = "i-0123456789abcdef0") -> None:
         super().__init__()
@@ -234,7 +238,7 @@ class GcpMetadataServer(MetadataServer):
     it; `instance/preempted` is FALSE until announced; `instance/maintenance-event` NONE."""
 
     cloud = "gcp"
-    NOTICE_S = 30.0
+    NOTICE_S = Gcp.notice_s
     FLAVOR = {"Metadata-Flavor": "Google"}
 
     def __init__(self) -> None:
@@ -276,7 +280,7 @@ class AzureScheduledEventsServer(MetadataServer):
     `DocumentIncarnation` grows with each change. `compute/name` gives this VM's name."""
 
     cloud = "azure"
-    NOTICE_S = 30.0
+    NOTICE_S = Azure.notice_s
 
     def __init__(self, vm_name: str = "etrid-spot-vm-0") -> None:
         super().__init__()

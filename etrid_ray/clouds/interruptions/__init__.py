@@ -5,6 +5,9 @@ drains the Ray node before the instance goes (target R4).
 - `sources`: the endpoints over HTTP — AWS IMDSv2, GCP metadata, Azure Scheduled Events;
 - `watcher`: the polling loop and the drain (`etrid-ray spot-watch --cloud aws|gcp|azure`).
 
+Which class polls which cloud, its address and its notice length are the cloud registry's
+(`etrid_ray.clouds.registry`: `Cloud.notice_source`, `metadata_endpoint`, `notice_s`).
+
 Deployment: `etrid-ray render` gives every spot pool's worker pod a native sidecar (an init container
 with `restartPolicy: Always`, Kubernetes >= 1.29) running `python -m etrid_ray spot-watch --cloud <kind>
 --linger`, which finds its Ray node by the pod's name and IP (downward API, as the preStop hook does)
@@ -23,10 +26,8 @@ cloud's own, earlier warning. Per cloud:
 """
 
 from etrid_ray.clouds.interruptions.notice import (
-    CLOUDS,
     DRAIN_KINDS,
     KINDS,
-    NOTICE_S,
     MalformedAnswer,
     Notice,
     parse_aws_instance_action,
@@ -46,10 +47,8 @@ from etrid_ray.clouds.interruptions.sources import (
 from etrid_ray.clouds.interruptions.watcher import RayNodeDrain, SpotWatcher, WatchStats, run_spot_watch
 
 __all__ = [
-    "CLOUDS",
     "DRAIN_KINDS",
     "KINDS",
-    "NOTICE_S",
     "AwsImds",
     "AzureScheduledEvents",
     "EndpointError",

@@ -14,7 +14,8 @@ Kinds, the same on every cloud:
 - `migrate`, `freeze`: the instance survives (GCP live migration, Azure `Freeze` pauses of seconds).
 
 `deadline` is Unix seconds when the endpoint gives a time; None when it does not (GCP never does; the
-watcher then applies the cloud's documented notice length from when it first saw the notice).
+watcher then applies the cloud's documented notice length, `Cloud.notice_s` in the cloud registry, from
+when it first saw the notice).
 """
 
 from __future__ import annotations
@@ -23,14 +24,10 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any
 
-Cloud = Literal["aws", "gcp", "azure"]
-CLOUDS: tuple[Cloud, ...] = ("aws", "gcp", "azure")
 KINDS = ("terminate", "maintenance", "rebalance", "migrate", "freeze")
 DRAIN_KINDS = ("terminate", "maintenance", "rebalance")  # the instance (or, for rebalance, likely) goes away
-# Documented notice lengths, applied from first sight when an answer carries no time.
-NOTICE_S: dict[str, float] = {"aws": 120.0, "gcp": 30.0, "azure": 30.0}
 MAX_BODY = 64 * 1024  # a metadata answer is tiny; anything larger is not one
 
 

@@ -29,11 +29,9 @@ from etrid_ray.clouds.interruptions.notice import (
 
 log = logging.getLogger(__name__)
 
-# The real addresses, used only when nothing else is configured (the tests always configure one).
-DEFAULT_ENDPOINTS = {"aws": "http://169.254.169.254", "gcp": "http://metadata.google.internal",
-                     "azure": "http://169.254.169.254"}
-# The SDKs' own overrides, honoured so one setting serves both: botocore's and google-auth's.
-ENDPOINT_ENV = {"aws": "AWS_EC2_METADATA_SERVICE_ENDPOINT", "gcp": "GCE_METADATA_HOST"}
+# Each cloud's real metadata address (`Cloud.metadata_endpoint`), used only when nothing else is configured (the
+# tests always configure one), and the SDK's own override of it (`Cloud.metadata_endpoint_env`: botocore's,
+# google-auth's), honoured so one setting serves both, are the cloud registry's.
 
 AWS_TOKEN_PATH = "/latest/api/token"
 AWS_TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
@@ -83,11 +81,20 @@ def http(method: str, url: str, headers: dict[str, str], timeout: float) -> tupl
 
 
 def default_endpoint(cloud: str, env: dict[str, str] | None = None) -> str:
+    """Where this node's notices are read: the config's `clouds.metadata_endpoint` (ETRID_METADATA_ENDPOINT), else
+    the SDK's override variable (`Cloud.metadata_endpoint_env`), else the cloud's own address. This runs on the node
+    itself (the spot-watch sidecar, which holds no provider config): it reads its own environment."""
+    from etrid_ray.clouds.registry import cloud as cloud_of
+    from etrid_ray.config import env_setting
+
+    facts = cloud_of(cloud)
     env = dict(os.environ if env is None else env)
-    override = env.get("ETRID_METADATA_ENDPOINT") or env.get(ENDPOINT_ENV.get(cloud, ""), "")
+    override = env_setting("metadata_endpoint", env) or env.get(facts.metadata_endpoint_env or "", "")
     if override:
         return override if "://" in override else f"http://{override}"  # GCE_METADATA_HOST is host[:port]
-    return DEFAULT_ENDPOINTS[cloud]
+    if facts.metadata_endpoint is None:
+        raise ValueError(f"{cloud} has no metadata endpoint")
+    return facts.metadata_endpoint
 
 
 class AwsImds:
@@ -206,11 +213,10 @@ class AzureScheduledEvents:
 
 
 def source_for(cloud: str, endpoint: str | None = None, *, timeout_s: float | None = None) -> NoticeSource:
-    kwargs = {} if timeout_s is None else {"timeout_s": timeout_s}
-    if cloud == "aws":
-        return AwsImds(endpoint, **kwargs)
-    if cloud == "gcp":
-        return GcpMetadata(endpoint, **kwargs)
-    if cloud == "azure":
-        return AzureScheduledEvents(endpoint, **kwargs)
-    raise ValueError(f"unknown cloud {cloud!r} (aws, gcp or azure)")
+    """The notice source of a registered cloud (`Cloud.notice_source`)."""
+    from etrid_ray.clouds.registry import find, notice_clouds
+
+    found = find(cloud)
+    if found is None or found.notice_source_class() is None:
+        raise ValueError(f"unknown cloud {cloud!r} ({', '.join(notice_clouds())})")
+    return found.notice_source(endpoint, timeout_s=timeout_s)

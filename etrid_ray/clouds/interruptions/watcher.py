@@ -12,7 +12,8 @@ Which notices drain (`drain_kinds`, default terminate, maintenance, rebalance): 
 recommendation or a maintenance event without a time drains with no deadline and the watch goes on,
 so a later termination notice sets the deadline; a termination notice drains with its deadline,
 waits for the node to empty or the deadline to pass, and ends the watch. When a cloud gives no time,
-its documented notice length counts from the first poll that saw the notice (`notice.NOTICE_S`).
+its documented notice length counts from the first poll that saw the notice (`Cloud.notice_s`, in the
+cloud registry).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from etrid_ray.clouds.interruptions.notice import DRAIN_KINDS, NOTICE_S, MalformedAnswer, Notice
+from etrid_ray.clouds.interruptions.notice import DRAIN_KINDS, MalformedAnswer, Notice
 from etrid_ray.clouds.interruptions.sources import EndpointError, NoticeSource, source_for
+from etrid_ray.clouds.registry import notice_period
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class SpotWatcher:
         self.on_notice = on_notice
         self.interval_s = interval_s
         self.drain_kinds = frozenset(drain_kinds)
-        self.notice_s = NOTICE_S.get(source.cloud, 30.0) if notice_s is None else notice_s
+        self.notice_s = notice_period(source.cloud) if notice_s is None else notice_s
         self.clock = clock
         self.echo: Echo = echo or log.info
         self.stats = WatchStats()

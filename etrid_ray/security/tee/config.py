@@ -7,16 +7,17 @@ the measurement allow-list are security policy, reviewed apart from prices and p
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from etrid_ray.chain.errors import ConfigError
-from etrid_ray.config import read_mapping_file
+from etrid_ray.config import read_mapping_file, section_from_env
 
 TeeType = Literal["sgx", "sev-snp", "tdx"]
+# the env names of the config's tee.config_file and tee.root (read through etrid_ray.config)
 TEE_CONFIG_ENV = "ETRID_TEE_CONFIG"
 TEE_ROOT_ENV = "ETRID_TEE_ROOT"
 
@@ -68,15 +69,18 @@ class TeeConfig(BaseModel):
         return self.path(self.gramine_dir)
 
 
-def load_tee_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> TeeConfig:
-    """From ``path``, else the file ``ETRID_TEE_CONFIG`` names, else the defaults; ``ETRID_TEE_ROOT`` sets root."""
-    env = dict(os.environ if env is None else env)
-    path = path or env.get(TEE_CONFIG_ENV)
+def load_tee_config(path: str | Path | None = None, env: Mapping[str, str] | None = None, *,
+                    settings: Any = None) -> TeeConfig:
+    """From ``path``, else the file the provider config's ``tee.config_file`` names (``ETRID_TEE_CONFIG``), else
+    the defaults; ``tee.root`` (``ETRID_TEE_ROOT``) sets root. ``settings``: a config's ``tee`` section, under this
+    process's environment."""
+    tee = section_from_env("tee", env, base=settings)
+    path = path or tee.config_file
     data: dict[str, object] = {}
     if path:
         data = read_mapping_file(path, "TEE config", f"pass --tee-config or set {TEE_CONFIG_ENV}")
-    if env.get(TEE_ROOT_ENV):
-        data["root"] = env[TEE_ROOT_ENV]
+    if tee.root is not None:
+        data["root"] = tee.root
     try:
         return TeeConfig.model_validate(data)
     except ValidationError as err:

@@ -233,7 +233,7 @@ class TeeGate:
         return cls(pools=head.pools, policy=policy, account_id=account_bytes(head.chain.address),
                    gpu_ids=list(head.gpu_ids), blocks=ChainBlocks(head.conn), attest_node=ray_node_attestor(config),
                    submit=submit, refresh_interval_s=config.refresh_interval_s, max_age_s=config.max_age_s,
-                   default_pool=head.config.pool, **kw)
+                   default_pool=head.config.provider.pool, **kw)
 
     # observing ------------------------------------------------------------------------------------
 
