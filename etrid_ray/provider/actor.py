@@ -30,6 +30,7 @@ import ray
 from etrid_ray.chain import load_signer
 from etrid_ray.config import ProviderConfig
 from etrid_ray.provider.head import OFFLINE_REASON, ProviderHead
+from etrid_ray.security import audit
 from etrid_ray.telemetry.head_source import HeadTelemetry
 from etrid_ray.telemetry.logs import configure_logging
 
@@ -78,6 +79,7 @@ class ProviderHeadActor:
         configure_logging(force=False)  # ETRID_LOG_FORMAT=json for JSON lines; secrets redacted either way
         cfg = ProviderConfig.model_validate(config)
         signer = load_signer(env_var=cfg.seed_env, file=cfg.seed_file)
+        audit.configure_for(cfg)  # the process-wide audit log this config asks for (compliance on)
         head = ProviderHead(cfg, signer, chain_url=chain_url)
         # A restart (crash, node loss) while a stop was pending must not resume claiming.
         pending = drain_request(cfg.namespace or NAMESPACE)

@@ -15,7 +15,6 @@ in — the book, the chain port, the Ray task port, the cluster view, the clock 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import replace
@@ -67,10 +66,10 @@ class ProviderHead:
         self.clock = clock
         self.chain_url = chain_url or config.websocket_url
         if config.ENABLE_COMPLIANCE:
-            # plaintext to a remote endpoint is refused before any socket opens; every decision is audited
+            # plaintext to a remote endpoint is refused before any socket opens; every decision is audited (to
+            # the process's audit log, which the entry point configures: `audit.configure_for`)
             transport.check_endpoint(self.chain_url, compliance=True, what="websocket_url")
             transport.check_config(config)
-            audit.configure(os.environ.get(audit.ENV_PATH) or config.journal_file.with_name("audit.jsonl"))
             audit.record("config_change", setting="provider", action="start", account=signer.address,
                          region=config.region)
         self.chain = chain or ChainPort(Connection(self.chain_url), signer, batch_size=config.claim_batch)
