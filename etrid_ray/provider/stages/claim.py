@@ -58,13 +58,15 @@ class Claimer:
         """Moves the jobs to claim now to `claiming`, each with its GPU and planned pool."""
         now = self.clock()
         with self.book.lock:
-            chosen = list(self.book.iter_state(JobState.ADMITTED))
-            if not chosen:
+            if not self.book.count(JobState.ADMITTED):
                 return []
+            if all(self.book.on_gpu[g] >= self.max_per_gpu for g in self.gpu_ids()):
+                return []  # every GPU of ours holds as many jobs as the chain takes: nothing to sort for
             plan = self.scaling.plan
             rank: dict[int, int] = plan.order if plan is not None else {}
-            chosen.sort(key=lambda t: (t.verdict.action != "reject", PRIORITY_ORDER.get(t.job.priority, 1),
-                                       rank.get(t.job_id, len(rank)), t.job.submitted_at, t.job_id))
+            chosen = sorted(self.book.iter_state(JobState.ADMITTED), key=lambda t: (
+                t.verdict.action != "reject", PRIORITY_ORDER.get(t.job.priority, 1), rank.get(t.job_id, len(rank)),
+                t.job.submitted_at, t.job_id))
             picked: list[TrackedJob] = []
             held = self._pick(chosen[: self.batch], now, picked)
             for tracked in picked:
