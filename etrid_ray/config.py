@@ -28,7 +28,6 @@ from etrid_ray.chain.keys import DEFAULT_SEED_ENV
 from etrid_ray.clouds import registry
 from etrid_ray.pools import Pool
 
-PLANCK_PER_EDSC = 10**18
 DEFAULT_METRICS_PORT = 9091  # the head's /metrics, /healthz, /readyz (the KubeRay head pod's etrid-metrics port)
 
 

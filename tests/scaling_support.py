@@ -8,7 +8,8 @@ from typing import Any
 from etrid_ray.config import ProviderConfig
 from etrid_ray.pools import Pool, pools_from_config
 from etrid_ray.prices import PriceQuote, quotes_for
-from etrid_ray.scaling.state import PLANCK_PER_EDSC, PLATFORM_FEE_BPS, PoolState, QueuedJob, Snapshot
+from etrid_ray.scaling.state import PLATFORM_FEE_BPS, PoolState, QueuedJob, Snapshot
+from etrid_ray.units import PLANCK_PER_EDSC
 
 # Default config plus the TEE pool: local-gpu (1 node × 4 A100, region "local", min = max = 1),
 # aws-spot-a100 (p4d, us-east-1, 2.4655 $/h, max 12), gcp-spot-a100 (europe-west4, 21.08704 $/h, max 24),

@@ -57,7 +57,8 @@ from etrid_ray.provider.journal import Journal
 from etrid_ray.telemetry import monitoring
 from etrid_ray.telemetry.head_source import HeadTelemetry
 from etrid_ray.telemetry.logs import make_handler
-from etrid_ray.telemetry.metrics import GPU_STATUSES, METRICS, PLANCK_PER_EDSC, SPECS
+from etrid_ray.telemetry.metrics import GPU_STATUSES, METRICS, SPECS
+from etrid_ray.units import PLANCK_PER_EDSC
 from tests.provider_support import CONSUMER, provider_config, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,5 @@
-"""Specification of the packaged Philly trace and the slices the demo replays."""
+"""Specification of the packaged Philly trace (one loader: `sim.trace.philly_trace`) and the slices the demo
+replays."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from etrid_ray.trace import TraceJob, philly_jobs, trace_slice
+from etrid_ray.sim.trace import SimJob, philly_trace, trace_slice
 
 SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "philly_trace.csv"
 PACKAGED_GZ = Path(__file__).resolve().parents[1] / "etrid_ray" / "data" / "philly_trace.csv.gz"
 
 
 @pytest.fixture(scope="module")
-def jobs() -> tuple[TraceJob, ...]:
-    return philly_jobs()
+def jobs() -> tuple[SimJob, ...]:
+    return philly_trace().jobs
 
 
 def test_the_trace_has_82247_jobs(jobs):
@@ -29,11 +30,11 @@ def test_jobs_are_sorted_by_submit_time_from_zero(jobs):
 
 
 def test_every_job_has_a_positive_duration_and_gpu_count(jobs):
-    assert all(j.duration_s > 0 and j.num_gpus >= 1 and j.cluster for j in jobs)
+    assert all(j.duration_s > 0 and j.gpus >= 1 for j in jobs)
 
 
 def test_the_trace_is_loaded_once(jobs):
-    assert philly_jobs() is jobs
+    assert philly_trace().jobs is jobs
 
 
 def test_packaged_trace_is_the_shared_data_file():
@@ -47,7 +48,7 @@ def test_slice_returns_consecutive_jobs_rebased_to_start_at_zero(jobs):
     assert len(s) == 50 and s[0].submit_s == 0.0
     t0 = jobs[1000].submit_s
     for got, orig in zip(s, jobs[1000:1050], strict=True):
-        assert got == TraceJob(orig.submit_s - t0, orig.duration_s, orig.num_gpus, orig.cluster)
+        assert got == SimJob(orig.job_id, orig.submit_s - t0, orig.duration_s, orig.gpus)
 
 
 def test_slice_keeps_gaps_between_arrivals(jobs):

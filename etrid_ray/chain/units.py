@@ -9,10 +9,9 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 from etrid_ray.chain.errors import ConfigError
+from etrid_ray.units import DECIMALS, PLANCK_PER_EDSC, SYMBOL
 
-DECIMALS = 18
-PLANCK_PER_EDSC = 10**DECIMALS
-SYMBOL = "ËDSC"
+__all__ = ["DECIMALS", "PLANCK_PER_EDSC", "SYMBOL", "format_edsc", "from_planck", "to_planck"]
 
 
 def to_planck(amount: str | int | Decimal, *, decimals: int = DECIMALS, what: str = "amount") -> int:

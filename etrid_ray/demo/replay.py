@@ -34,7 +34,7 @@ from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.errors import ExtrinsicFailed
 from etrid_ray.chain.events import events_in_range
 from etrid_ray.chain.models import JobStatus
-from etrid_ray.config import PLANCK_PER_EDSC, load_config
+from etrid_ray.config import load_config
 from etrid_ray.demo.fake_cluster import FakeKubeRayCluster
 from etrid_ray.devnet.process import DevnetProcess
 from etrid_ray.kuberay.render import raycluster
@@ -42,7 +42,8 @@ from etrid_ray.percentiles import percentile
 from etrid_ray.pools import pools_from_config
 from etrid_ray.provider.scaler import alive_nodes_per_pool
 from etrid_ray.ray_auth import dashboard_login, use_token
-from etrid_ray.trace import trace_slice
+from etrid_ray.sim.trace import philly_trace, trace_slice
+from etrid_ray.units import PLANCK_PER_EDSC
 
 PRICE_PER_SECOND = 5 * 10**14  # planck per GPU-second the demo provider asks (1.8 ËDSC per GPU-hour)
 IDLE_TIMEOUT_S = 15.0  # the demo's idle timeout (production: 300 s, the seed's 5 minutes)
@@ -83,15 +84,13 @@ class DemoResult:
 def plan_jobs(count: int, speedup: float, rng_seed: int, gpus: int, max_job_s: float, bad: int) -> list[DemoJob]:
     """Turns a Philly slice into consumer jobs: arrivals and durations compressed by `speedup`."""
     rng = random.Random(rng_seed)
-    from etrid_ray.trace import philly_jobs
-
-    trace = trace_slice(count, rng.randrange(0, len(philly_jobs()) - count))
+    trace = trace_slice(count, rng.randrange(0, len(philly_trace()) - count))
     span = (trace[-1].submit_s / speedup) if trace else 0.0
     squeeze = MAX_ARRIVAL_WINDOW_S / span if span > MAX_ARRIVAL_WINDOW_S else 1.0
     jobs: list[DemoJob] = []
     for i, t in enumerate(trace):
         duration = max(0.05, min(t.duration_s / speedup, max_job_s))
-        need = float(min(t.num_gpus, gpus))
+        need = float(min(t.gpus, gpus))
         roll = rng.random()
         if roll < 0.70:
             manifest: Any = {"handler": "sleep", "args": {"seconds": round(duration, 2)}}

@@ -22,7 +22,7 @@ from itertools import islice
 from typing import Any
 
 from etrid_ray.chain import Connection, GpuSpecs, HardwareAttestation, QueueWatcher, Signer
-from etrid_ray.config import PLANCK_PER_EDSC, ProviderConfig
+from etrid_ray.config import ProviderConfig
 from etrid_ray.percentiles import percentile
 from etrid_ray.pools import Pool, pool_resource, pools_from_config
 from etrid_ray.provider.admission import Capabilities
@@ -46,6 +46,7 @@ from etrid_ray.provider.stages.settle import Settler
 from etrid_ray.provider.stats import HeadStatus, RunningView, Stats
 from etrid_ray.provider.timing import Estimates
 from etrid_ray.security import audit, transport
+from etrid_ray.units import PLANCK_PER_EDSC
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,8 @@ from etrid_ray.config import ScalingSettings
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote
 from etrid_ray.scaling.outlook import MEMORY_S, Outlook
-from etrid_ray.scaling.state import PLANCK_PER_EDSC, PLATFORM_FEE_BPS, PoolState, QueuedJob, Snapshot
+from etrid_ray.scaling.state import PLATFORM_FEE_BPS, PoolState, QueuedJob, Snapshot
+from etrid_ray.units import PLANCK_PER_EDSC
 
 
 class PlaceReason(StrEnum):

@@ -20,8 +20,8 @@ from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote
 from etrid_ray.provider.admission import MIN_BILLABLE_GPUS, JobTerms, billable_gpus
 from etrid_ray.scaling.eligibility import Fits
+from etrid_ray.units import PLANCK_PER_EDSC
 
-PLANCK_PER_EDSC = 10**18
 # The chain keeps 5 % of every payment (pallet_job_marketplace PLATFORM_FEE_BPS); the provider earns the rest.
 PLATFORM_FEE_BPS = 500
 

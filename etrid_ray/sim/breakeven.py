@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from etrid_ray.scaling.placement import break_even_usd_per_gpu_hour, effective_usd_per_gpu_hour
-from etrid_ray.scaling.state import PLANCK_PER_EDSC, PLATFORM_FEE_BPS
+from etrid_ray.scaling.state import PLATFORM_FEE_BPS
 from etrid_ray.sim.scenario import Scenario
+from etrid_ray.units import PLANCK_PER_EDSC
 
 SPANS_H = (1.0, 8.0, 24.0)
 FEE = PLATFORM_FEE_BPS / 10_000

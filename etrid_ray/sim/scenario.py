@@ -48,7 +48,8 @@ from etrid_ray.prices.catalog import (
     parse_price_rows,
     quotes_for,
 )
-from etrid_ray.scaling.state import PLANCK_PER_EDSC, PLATFORM_FEE_BPS
+from etrid_ray.scaling.state import PLATFORM_FEE_BPS
+from etrid_ray.units import PLANCK_PER_EDSC
 
 DEFAULT_LOCAL_GPUS = 320
 DEFAULT_PRICE_PER_GPU_HOUR = 1.00  # USD a consumer pays per GPU-hour

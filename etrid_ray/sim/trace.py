@@ -143,9 +143,22 @@ def load_trace(path: str | Path) -> Trace:
     return parse_trace(raw.decode("utf-8-sig"), str(p))
 
 
+@lru_cache(maxsize=1)
 def philly_trace() -> Trace:
-    """The whole Philly trace the package ships (82,247 jobs), through the same parser."""
+    """The whole Philly trace the package ships (82,247 jobs), through the same parser; read once per process
+    (the simulator, the suite and the demo's replay all take it from here)."""
     path = resources.files("etrid_ray") / PHILLY
     with path.open("rb") as fh:
         text = gzip.decompress(fh.read()).decode("utf-8")
     return parse_trace(text, "philly (shipped)")
+
+
+def trace_slice(count: int, offset: int, trace: Trace | None = None) -> list[SimJob]:
+    """`count` consecutive jobs of `trace` (default: Philly) from `offset` (moved back to fit), re-based so the
+    first arrives at 0: what the demo replays."""
+    jobs = (trace or philly_trace()).jobs
+    count = max(0, min(count, len(jobs)))
+    offset = max(0, min(offset, len(jobs) - count))
+    chunk = jobs[offset:offset + count]
+    t0 = chunk[0].submit_s if chunk else 0.0
+    return [SimJob(j.job_id, j.submit_s - t0, j.duration_s, j.gpus) for j in chunk]

@@ -34,6 +34,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
 from etrid_ray.chain.models import GpuStatus
+from etrid_ray.units import PLANCK_PER_EDSC
 
 # The seed's cloud-spend metric: the scaler accrues spend into it per node-second, by pool and cloud
 # (`Scaler._accrue_spend`). `CLOUD_COST` is the same counter under its first name.
@@ -43,7 +44,6 @@ CLOUD_COST_USD = Counter(CLOUD_COST_NAME, "Cloud spend on spot/on-demand worker 
 CLOUD_COST = CLOUD_COST_USD
 
 PBC = "ai-compute"
-PLANCK_PER_EDSC = 10**18
 QUEUE_STATUSES = ("pending", "assigned", "completed")
 POOL_GPU_STATES = ("busy", "idle", "pending")
 POOL_NODE_STATES = ("alive", "requested")

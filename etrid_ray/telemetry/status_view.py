@@ -17,7 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from etrid_ray.durations import format_duration
-from etrid_ray.telemetry.metrics import PLANCK_PER_EDSC, Snapshot
+from etrid_ray.telemetry.metrics import Snapshot
+from etrid_ray.units import PLANCK_PER_EDSC
 
 
 def head_snapshot_source(address: str, namespace: str) -> Callable[[], Snapshot]:
