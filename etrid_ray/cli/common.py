@@ -22,12 +22,13 @@ from etrid_ray.chain.errors import (
     ExtrinsicFailed,
     KeyLoadError,
 )
+from etrid_ray.config import WEBSOCKET_URL_ENVVARS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_URL = "ws://127.0.0.1:9944"
-URL_ENV = "ETRID_WS_URL"
-URL_HELP = f"node WebSocket URL (env {URL_ENV})"
+URL_ENV = list(WEBSOCKET_URL_ENVVARS)  # the config's names for it, canonical first: one URL, one set of names
+URL_HELP = f"node WebSocket URL (env {URL_ENV[0]}; {', '.join(URL_ENV[1:])} also read)"
 KEY_FILE_HELP = "file holding the signing key: a secret phrase or //Dev URI (default: the ETRID_SEED env var)"
 LOG_FORMAT_HELP = "log lines as text (default) or one JSON object a line (env ETRID_LOG_FORMAT)"
 

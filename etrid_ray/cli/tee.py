@@ -138,7 +138,7 @@ def tee_attest(url: str, gpu_ids: tuple[int, ...], tee_config: str | None, root:
 @click.option("--pool", required=True, help="the worker group (pool) this node belongs to")
 @click.option("--tee", "pool_tee", type=click.Choice(["sgx", "sev-snp", "tdx"]), required=True,
               help="the pool's TEE type")
-@url_option("node WebSocket URL", default=None, envvar=["ETRID_WS_URL", "WEBSOCKET_URL"])
+@url_option("node WebSocket URL", default=None)
 @click.option("--provider-address", default=None, envvar="ETRID_PROVIDER_ADDRESS",
               help="the provider's SS58 address (public; from the Secret)")
 @click.option("--gpu-id", type=click.IntRange(0, 2**64 - 1), default=0, envvar="ETRID_TEE_GPU_ID", show_default=True)
