@@ -208,6 +208,8 @@ class TeeGate:
     default_pool: str | None = None  # nodes without a pool:<name> resource belong to it (a local-only cluster)
     admit_cold_pools: bool = True
     clock: Callable[[], float] = time.time
+    #: Ray's node table rows (`NodeID`, `Alive`, `Resources`); default Ray's own, a head passes its cluster view
+    read_nodes: Callable[[], Sequence[Mapping[str, Any]]] | None = None
     records: dict[str, NodeRecord] = field(default_factory=dict)
     guard: ReplayGuard = field(default_factory=ReplayGuard)
     _alive: dict[str, tuple[str, bool]] = field(default_factory=dict)  # node id -> (pool, advertises tee:)
@@ -230,6 +232,11 @@ class TeeGate:
         def submit(gpu_id: int, attestation: Any) -> None:
             provider.submit_tee_attestation(gpu_id, attestation).raise_for_error()
 
+        def nodes() -> list[dict[str, Any]]:  # the head's one cluster view per tick, as Ray's rows
+            return [{"NodeID": n.node_id, "Alive": n.alive, "Resources": dict(n.resources)}
+                    for n in head.cluster.view().nodes]
+
+        kw.setdefault("read_nodes", nodes)
         return cls(pools=head.pools, policy=policy, account_id=account_bytes(head.chain.address),
                    gpu_ids=list(head.gpu_ids), blocks=ChainBlocks(head.conn), attest_node=ray_node_attestor(config),
                    submit=submit, refresh_interval_s=config.refresh_interval_s, max_age_s=config.max_age_s,
@@ -258,9 +265,12 @@ class TeeGate:
     def refresh(self, nodes: Sequence[Mapping[str, Any]] | None = None) -> bool:
         """Challenges the TEE nodes that are due; returns True when the set of attested pools changed."""
         if nodes is None:
-            import ray
+            if self.read_nodes is not None:
+                nodes = self.read_nodes()
+            else:
+                import ray
 
-            nodes = ray.nodes()
+                nodes = ray.nodes()
         now = self.clock()
         before = self.attested_pools()
         alive = self._tee_nodes(nodes)
