@@ -275,7 +275,9 @@ class ProviderHead:
         while not self._stop.is_set():
             busy = self._guarded(self._intake_pass)
             if not busy:
-                self._wake.wait(self.config.poll_interval_s)
+                held_back = self.claimer.claim_again_at - self.clock()  # a claim coalescing: wake for it
+                self._wake.wait(min(self.config.poll_interval_s, held_back) if held_back > 0
+                                else self.config.poll_interval_s)
                 self._wake.clear()
         reporter.join(timeout=30)
 

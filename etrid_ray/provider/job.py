@@ -125,6 +125,7 @@ class TrackedJob:
     settlement: Settlement | None = None
     finished_at: float = 0.0
     chain_deadline: float | None = None  # a recovered job's deadline on chain
+    order: tuple[object, ...] | None = None  # the claim order's fixed part, once judged (provider/stages/claim.py)
 
     @property
     def job_id(self) -> int:

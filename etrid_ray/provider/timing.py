@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import accumulate
 
@@ -141,14 +141,23 @@ class GpuTimeline:
     never takes GPUs a job planned earlier in the batch counts on); `reserve` books them until the job's end.
     """
 
-    def __init__(self, now: float, free_now: float, later: Iterable[tuple[float, float]] = ()) -> None:
+    def __init__(self, now: float, free_now: float,
+                 later: Iterable[tuple[float, float]] | Callable[[], Iterable[tuple[float, float]]] = ()) -> None:
         self.now = now
         self._times: list[float] = [now]
         self._deltas: list[float] = [free_now]
         self._future = False  # any reservation starting after `now`: the fast path no longer holds
         self._free_now = free_now
-        for t, gpus in later:
-            self._add(max(now, t), gpus)
+        # what frees up later, read only when a question needs it: while GPUs are free now (the common case at
+        # hundreds of jobs a second) nobody asks, and computing every running job's end is the costly part
+        self._later: Callable[[], Iterable[tuple[float, float]]] | None = later if callable(later) else (
+            lambda: later)
+
+    def _events(self) -> None:
+        if self._later is not None:
+            later, self._later = self._later, None
+            for t, gpus in later():
+                self._add(max(self.now, t), gpus)
 
     def _add(self, t: float, delta: float) -> None:
         i = bisect.bisect_right(self._times, t)
@@ -160,6 +169,7 @@ class GpuTimeline:
         eps = 1e-9
         if not self._future and self._free_now + eps >= gpus:
             return self.now  # nothing reserved ahead: free now is the minimum of every later moment too
+        self._events()
         # free after each event, then the minimum of every later moment (suffix minimum): both in C through
         # accumulate, since a claim batch asks once per job over every running job's end
         free = list(accumulate(self._deltas))

@@ -73,7 +73,7 @@ class Admission:
         """What this head offers changed (pools appeared, the attested set moved): judge every waiting job anew."""
         with self.book.lock:
             for tracked in self.book.in_state(JobState.ADMITTED, JobState.SKIPPED):
-                tracked.verdict = UNEVALUATED
+                tracked.verdict, tracked.order = UNEVALUATED, None
                 tracked.retry_manifest_at = 0.0
                 self.book.move(tracked, JobState.QUEUED, note)
 

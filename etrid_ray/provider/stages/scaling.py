@@ -164,15 +164,22 @@ class PoolScaling:
                   ) -> dict[str | None, GpuTimeline]:
         """Each pool's GPUs over the coming seconds: free now on alive nodes, freed as running jobs end, added
         as requested nodes arrive after the pool's observed startup time."""
-        by_pool: dict[str | None, list[tuple[float, float]]] = {}
-        for t in running:
-            if t.run is not None:
-                by_pool.setdefault(t.run.pool, []).append((end_of(t), t.run.gpus))
-        for pool in self.pools:
-            waits = self._node_waits.get(pool.name, [])
-            startup = self.estimates.node_startup_s(pool.name, pool.startup_s)
-            by_pool.setdefault(pool.name, []).extend((w + startup, float(pool.gpus_per_node)) for w in waits)
-        return {name: GpuTimeline(now, room, by_pool.get(name, ()))
+        by_pool: dict[str | None, list[tuple[float, float]]] | None = None
+
+        def later(name: str) -> list[tuple[float, float]]:  # every pool's, built once, when a first one is asked
+            nonlocal by_pool
+            if by_pool is None:
+                by_pool = {}
+                for t in running:
+                    if t.run is not None:
+                        by_pool.setdefault(t.run.pool, []).append((end_of(t), t.run.gpus))
+                for pool in self.pools:
+                    waits = self._node_waits.get(pool.name, [])
+                    startup = self.estimates.node_startup_s(pool.name, pool.startup_s)
+                    by_pool.setdefault(pool.name, []).extend((w + startup, float(pool.gpus_per_node)) for w in waits)
+            return by_pool.get(name, [])
+
+        return {name: GpuTimeline(now, room, lambda name=name: later(name))
                 for name, room in self.pool_room(running).items()}
 
     def probe_pool(self) -> tuple[bool, str | None]:
