@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
+from etrid_ray.admission import Capabilities, JobTerms, region_allowed
 from etrid_ray.blobs import FileBlobStore
 from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.keys import Signer
@@ -23,7 +24,6 @@ from etrid_ray.cli import main
 from etrid_ray.config import ProviderConfig
 from etrid_ray.manifest import ComplianceSpec, Manifest
 from etrid_ray.pools import pools_from_config
-from etrid_ray.provider.admission import Capabilities, JobTerms, region_allowed
 from etrid_ray.scaling.eligibility import eligible
 from etrid_ray.scaling.placement import PlaceReason, place
 from etrid_ray.security import audit

@@ -11,7 +11,7 @@ Residency is an intersection: a job may run only in a region that both its manif
 `europe-west`, `us-east-1`); the intersection of two prefix sets is the set of the longer
 prefix of every overlapping pair, so `["europe-west", "us"] ∩ GDPR` is `["europe-west"]` and
 `["us"] ∩ GDPR` is empty: no pool anywhere may serve that job, so no pool claims it. Admission
-(`provider/admission.py`) and placement (`scaling/placement.py`, through admission's
+(`etrid_ray/admission.py`) and placement (`scaling/placement.py`, through admission's
 `region_allowed`) both ask `region_permitted`, so the two can never disagree.
 
 Enabling a template on chain is `Compliance.enable_compliance(template, data_residency)`.

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from etrid_ray.admission import Capabilities, JobTerms, Verdict, admit
 from etrid_ray.manifest import Manifest, ManifestError
-from etrid_ray.provider.admission import Capabilities, JobTerms, Verdict, admit
 from etrid_ray.provider.job import JobBook, JobState, TrackedJob
 from etrid_ray.provider.manifests import ManifestSource
 from etrid_ray.provider.stats import Stats, failure_kind
