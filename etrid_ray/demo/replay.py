@@ -164,7 +164,7 @@ def run_demo(jobs: int = 60, speedup: float = 600.0, rng_seed: int = 7, gpus: in
     use_token()
     import ray
 
-    from etrid_ray.provider.actor import launch_head, stop_head
+    from etrid_ray.service.actor import launch_head, stop_head
 
     console = console or Console()
     plan = plan_jobs(jobs, speedup, rng_seed, gpus, max_job_s, bad)

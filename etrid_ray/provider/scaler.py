@@ -30,11 +30,11 @@ from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote, PriceSource
 from etrid_ray.provider.cluster_port import ClusterPort, RayCluster, draining_node_ids, refresh_autoscaler_version
 from etrid_ray.provider.cluster_view import ClusterView
+from etrid_ray.provider.spend import CLOUD_COST_USD
 from etrid_ray.scaling import POLICIES, Decision, PlacementPlan, Policy, PoolState, QueuedJob, Snapshot
 from etrid_ray.scaling.billing import NodeLedger
 from etrid_ray.scaling.state import Departure
 from etrid_ray.scaling.tick import TickRequest, tick
-from etrid_ray.telemetry.metrics import CLOUD_COST_USD
 
 log = logging.getLogger(__name__)
 

@@ -30,16 +30,15 @@ from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
 from etrid_ray.chain.models import GpuStatus
+from etrid_ray.provider.spend import CLOUD_COST_NAME, CLOUD_COST_USD
 
 # The seed's cloud-spend metric: the scaler accrues spend into it per node-second, by pool and cloud
-# (`Scaler._accrue_spend`). `CLOUD_COST` is the same counter under its first name.
-CLOUD_COST_NAME = "etrid_cloud_cost_usd_total"
-CLOUD_COST_USD = Counter(CLOUD_COST_NAME, "Cloud spend on spot/on-demand worker nodes, in USD",
-                         ["pool", "cloud"])
+# (`Scaler._account`); it is defined beside its writer (`provider/spend.py`). `CLOUD_COST` is the same
+# counter under its first name.
 CLOUD_COST = CLOUD_COST_USD
 
 PBC = "ai-compute"
