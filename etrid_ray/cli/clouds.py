@@ -74,7 +74,7 @@ def spot_watch(cloud: str, endpoint: str | None, interval_s: float, request_time
     """
 
     from etrid_ray.clouds.interruptions import DRAIN_KINDS
-    from etrid_ray.clouds.interruptions.watcher import run_spot_watch
+    from etrid_ray.kuberay.spot_watch import run_spot_watch
 
     kinds = [k.strip() for k in drain_on.split(",") if k.strip()]
     unknown = sorted(set(kinds) - set(DRAIN_KINDS))
