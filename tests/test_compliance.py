@@ -21,9 +21,8 @@ from etrid_ray.chain.keys import Signer
 from etrid_ray.chain.models import GpuSpecs, HardwareAttestation, TeeAttestation
 from etrid_ray.chain.submit import Call, Submitter
 from etrid_ray.cli import main
-from etrid_ray.config import ProviderConfig
+from etrid_ray.config import ProviderConfig, pools_from_config
 from etrid_ray.manifest import ComplianceSpec, Manifest
-from etrid_ray.pools import pools_from_config
 from etrid_ray.scaling.eligibility import eligible
 from etrid_ray.scaling.placement import PlaceReason, place
 from etrid_ray.security import audit

@@ -671,9 +671,9 @@ def test_spot_worker_groups_run_the_watcher_as_a_native_sidecar() -> None:
     """Every spot pool's pod runs `etrid-ray spot-watch --cloud <its cloud>` beside the Ray container
     (an init container with restartPolicy Always), told its node by the downward API and the GCS by
     the head service; local and on-demand pools do not."""
-    from etrid_ray.config import ProviderConfig
+    from etrid_ray.config import ProviderConfig, pools_from_config
     from etrid_ray.kuberay import render as r
-    from etrid_ray.pools import Pool, pools_from_config
+    from etrid_ray.pools import Pool
 
     config = ProviderConfig(gcp_enabled=True, azure_enabled=True, pools=[
         Pool(name="aws-ondemand", kind="aws", spot=False, max_nodes=1)])

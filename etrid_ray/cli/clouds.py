@@ -26,8 +26,7 @@ def prices(config_path: str | None, live: bool | None, as_json: bool) -> None:
     """
     from etrid_ray.clouds.feed import MarketFeed
     from etrid_ray.clouds.report import price_rows, price_table
-    from etrid_ray.config import load_config
-    from etrid_ray.pools import pools_from_config
+    from etrid_ray.config import load_config, pools_from_config
 
     config = load_config(config_path)
     feed = MarketFeed.from_config(config, live=live)

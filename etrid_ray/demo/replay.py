@@ -34,12 +34,11 @@ from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.errors import ExtrinsicFailed
 from etrid_ray.chain.events import events_in_range
 from etrid_ray.chain.models import JobStatus
-from etrid_ray.config import PLANCK_PER_EDSC, load_config
+from etrid_ray.config import PLANCK_PER_EDSC, load_config, pools_from_config
 from etrid_ray.demo.fake_cluster import FakeKubeRayCluster
 from etrid_ray.devnet.process import DevnetProcess
 from etrid_ray.kuberay.render import raycluster
 from etrid_ray.percentiles import percentile
-from etrid_ray.pools import pools_from_config
 from etrid_ray.provider.scaler import alive_nodes_per_pool
 from etrid_ray.ray_auth import dashboard_login, use_token
 from etrid_ray.trace import trace_slice

@@ -36,8 +36,8 @@ from typing import Any
 import yaml
 
 from etrid_ray.clouds.registry import cloud as cloud_of
-from etrid_ray.config import ProviderConfig, ProviderSettings, seed_env_keys
-from etrid_ray.pools import Pool, pools_from_config
+from etrid_ray.config import ProviderConfig, ProviderSettings, pools_from_config, seed_env_keys
+from etrid_ray.pools import Pool
 from etrid_ray.prices import default_catalog
 
 NAMESPACE = "etrid-ai-compute"

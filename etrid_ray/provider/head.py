@@ -23,9 +23,9 @@ from typing import Any
 
 from etrid_ray.admission import Capabilities
 from etrid_ray.chain import Connection, GpuSpecs, HardwareAttestation, QueueWatcher, Signer
-from etrid_ray.config import PLANCK_PER_EDSC, ProviderConfig
+from etrid_ray.config import PLANCK_PER_EDSC, ProviderConfig, pools_from_config
 from etrid_ray.percentiles import percentile
-from etrid_ray.pools import Pool, pool_resource, pools_from_config
+from etrid_ray.pools import Pool, pool_resource
 from etrid_ray.provider.chain_port import ChainPort
 from etrid_ray.provider.cluster_port import RayCluster
 from etrid_ray.provider.cluster_view import ClusterView, ClusterWatch

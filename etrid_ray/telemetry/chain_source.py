@@ -27,8 +27,8 @@ from etrid_ray.chain.errors import ConfigError
 from etrid_ray.chain.events import events_in_range
 from etrid_ray.chain.models import GpuNode, Job, JobStatus, Telemetry
 from etrid_ray.chain.reader import ChainReader
-from etrid_ray.config import load_config
-from etrid_ray.pools import Pool, pools_from_config
+from etrid_ray.config import load_config, pools_from_config
+from etrid_ray.pools import Pool
 from etrid_ray.telemetry.metrics import (
     PBC,
     RPC_ERROR_KINDS,
