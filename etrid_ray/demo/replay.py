@@ -41,7 +41,7 @@ from etrid_ray.kuberay.render import raycluster
 from etrid_ray.percentiles import percentile
 from etrid_ray.provider.scaler import alive_nodes_per_pool
 from etrid_ray.ray_auth import dashboard_login, use_token
-from etrid_ray.trace import trace_slice
+from etrid_ray.trace import philly_jobs, trace_slice
 
 PRICE_PER_SECOND = 5 * 10**14  # planck per GPU-second the demo provider asks (1.8 ËDSC per GPU-hour)
 IDLE_TIMEOUT_S = 15.0  # the demo's idle timeout (production: 300 s, the seed's 5 minutes)
@@ -82,7 +82,6 @@ class DemoResult:
 def plan_jobs(count: int, speedup: float, rng_seed: int, gpus: int, max_job_s: float, bad: int) -> list[DemoJob]:
     """Turns a Philly slice into consumer jobs: arrivals and durations compressed by `speedup`."""
     rng = random.Random(rng_seed)
-    from etrid_ray.trace import philly_jobs
 
     trace = trace_slice(count, rng.randrange(0, len(philly_jobs()) - count))
     span = (trace[-1].submit_s / speedup) if trace else 0.0

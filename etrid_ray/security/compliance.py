@@ -23,7 +23,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from etrid_ray.chain.submit import Call, Submitter
 from etrid_ray.manifest import ComplianceSpec
+from etrid_ray.security import audit
 
 #: GDPR's processing regions: AWS `eu-*`, GCP `europe-*` (Azure's `westeurope` is not matched: prefixes only)
 EU_PREFIXES: tuple[str, ...] = ("eu", "europe")
@@ -167,9 +169,6 @@ def enable_on_chain(conn: Any, signer: Any, template: str, data_residency: str |
     `data_residency` defaults to the template's (GDPR: `EU`). An audit `config_change` record is
     written when an audit log is configured (`audit.configure`).
     """
-    from etrid_ray.chain.submit import Call, Submitter
-    from etrid_ray.security import audit
-
     policy = POLICIES[template_name(template)]
     residency = policy.data_residency if data_residency is None else data_residency
     raw = residency.encode("utf-8")
@@ -185,9 +184,6 @@ def enable_on_chain(conn: Any, signer: Any, template: str, data_residency: str |
 
 def disable_on_chain(conn: Any, signer: Any) -> Any:
     """`Compliance.disable_compliance()`; audited like enabling."""
-    from etrid_ray.chain.submit import Call, Submitter
-    from etrid_ray.security import audit
-
     receipt = Submitter(conn, signer).submit(Call("Compliance", "disable_compliance", {}))
     audit.record("config_change", setting="compliance", action="disable", account=signer.address,
                  block=receipt.block_number, extrinsic=receipt.extrinsic_hash)
