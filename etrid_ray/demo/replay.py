@@ -41,6 +41,7 @@ from etrid_ray.kuberay.render import raycluster
 from etrid_ray.percentiles import percentile
 from etrid_ray.provider.scaler import alive_nodes_per_pool
 from etrid_ray.ray_auth import dashboard_login, use_token
+from etrid_ray.service.actor import launch_head, stop_head
 from etrid_ray.trace import philly_jobs, trace_slice
 
 PRICE_PER_SECOND = 5 * 10**14  # planck per GPU-second the demo provider asks (1.8 ËDSC per GPU-hour)
@@ -161,8 +162,6 @@ def run_demo(jobs: int = 60, speedup: float = 600.0, rng_seed: int = 7, gpus: in
     # Token auth on for the demo's cluster and this driver; a fresh home gets the project's own token.
     use_token()
     import ray
-
-    from etrid_ray.service.actor import launch_head, stop_head
 
     console = console or Console()
     plan = plan_jobs(jobs, speedup, rng_seed, gpus, max_job_s, bad)

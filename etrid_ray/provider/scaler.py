@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
+from etrid_ray.clouds import price_source
 from etrid_ray.config import ProviderConfig
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote, PriceSource
@@ -86,8 +87,6 @@ class Scaler:
         self.by_name = {p.name: p for p in self.pools}
         self._fixed_prices = bool(self.prices)  # prices given explicitly are never re-read
         if self.price_source is None and not self._fixed_prices:
-            from etrid_ray.clouds import price_source
-
             self.price_source = price_source(self.config)
         if not self.prices:
             self.refresh_prices(time.time())

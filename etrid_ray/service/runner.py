@@ -43,7 +43,7 @@ from typing import Any
 import ray
 
 from etrid_ray.chain.errors import ConfigError
-from etrid_ray.config import ProviderConfig
+from etrid_ray.config import ProviderConfig, load_config
 from etrid_ray.local_ray import LocalRay
 from etrid_ray.provider.gpu_info import gpu_facts
 from etrid_ray.ray_auth import (
@@ -403,8 +403,6 @@ def stop_provider(address: str, namespace: str, *, now: bool = False, timeout: f
 def job_main(argv: list[str] | None = None) -> int:
     """Runs inside a Ray Job (`ray job submit … -- python jobs/provider.py --config FILE`, or what
     `provider run --detach` submits): this driver owns the head until it is stopped."""
-    from etrid_ray.config import load_config
-
     parser = argparse.ArgumentParser(description=job_main.__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="provider config (YAML or JSON)")

@@ -17,12 +17,11 @@ from rich.table import Table
 from rich.text import Text
 
 from etrid_ray.durations import format_duration
+from etrid_ray.telemetry.chain_source import ChainScraper
 from etrid_ray.telemetry.metrics import PLANCK_PER_EDSC, Snapshot
 
 
 def chain_snapshot_source(url: str) -> Callable[[], Snapshot]:
-    from etrid_ray.telemetry.chain_source import ChainScraper
-
     scraper = ChainScraper(url, interval_s=0)
     return scraper.read
 
