@@ -42,11 +42,11 @@ def pool_of_resources(resources: Iterable[str]) -> str | None:
 _kinds: Callable[[], Mapping[str, bool]] | None = None
 
 
-def use_kinds(kinds: Callable[[], Mapping[str, bool]]) -> None:
+def use_kinds(table: Callable[[], Mapping[str, bool]]) -> None:
     """Called by `etrid_ray.clouds.registry` when it is imported: `kinds()` returns every registered cloud's
     name and `Cloud.is_cloud`, loading the registry's clouds on first use."""
     global _kinds
-    _kinds = kinds
+    _kinds = table
 
 
 def kinds() -> Mapping[str, bool]:
