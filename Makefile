@@ -45,5 +45,8 @@ bench: venv
 	$(VPY) bench/throughput.py
 	$(VPY) bench/economics.py
 
+# ruff, then the layer contract in pyproject.toml ([tool.importlinter]: one way down, cli → … → core);
+# tests/test_layers.py runs the same contract, so `make test` (CI) enforces it too.
 lint: venv
-	$(VPY) -m ruff check etrid_ray tests
+	$(VPY) -m ruff check .
+	$(VENV)/bin/lint-imports --no-cache --no-logo

@@ -27,11 +27,10 @@ import ray  # noqa: E402
 
 from etrid_ray.blobs import open_blob_store  # noqa: E402
 from etrid_ray.chain import ChainClient, dev_signer  # noqa: E402
-from etrid_ray.config import load_config  # noqa: E402
+from etrid_ray.config import load_config, pools_from_config  # noqa: E402
 from etrid_ray.demo.fake_cluster import FakeKubeRayCluster  # noqa: E402
 from etrid_ray.devnet.process import DevnetProcess  # noqa: E402
 from etrid_ray.kuberay.render import raycluster  # noqa: E402
-from etrid_ray.pools import pools_from_config  # noqa: E402
 from etrid_ray.prices.catalog import quotes_for  # noqa: E402
 from etrid_ray.provider.head import ProviderHead  # noqa: E402
 from etrid_ray.provider.journal import Journal  # noqa: E402

@@ -44,7 +44,7 @@ ETRID_RAY = [sys.executable, "-m", "etrid_ray"]
 OLD_DRIVER = """
 import os, sys, ray
 from etrid_ray.config import load_config
-from etrid_ray.provider.actor import launch_head
+from etrid_ray.service.actor import launch_head
 ray.init(address=sys.argv[1], namespace=sys.argv[2], logging_level="ERROR", log_to_driver=False)
 launch_head(load_config(sys.argv[3]), detached=True)
 print("up", flush=True)

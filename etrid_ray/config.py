@@ -11,6 +11,10 @@ aliases such as `ETRID_WS_URL`) and for a Kubernetes ConfigMap alike; flat names
 Every environment read of a setting happens here (`load_config`, `section_from_env`, `env_setting`).
 Secrets are never fields: the seed phrase is read by the keys module from the env var or file that
 `chain.seed_env` / `chain.seed_file` name, at the moment it is needed; cloud credentials are the SDKs'.
+
+The config sits above the cloud registry and the pools: its `clouds` section is composed from the
+registered clouds' settings, and `pools_from_config` asks each cloud for the pools its section describes.
+The clouds receive the config's sections as arguments and never import this module.
 """
 
 from __future__ import annotations
@@ -342,6 +346,18 @@ class ProviderConfig(BaseModel):
     @property
     def journal_file(self) -> Path:
         return self.provider.journal_file
+
+
+def pools_from_config(config: ProviderConfig) -> list[Pool]:
+    """The pools the config's clouds describe (each registered cloud's, in the registry's order: the local GPU
+    nodes first), then any explicitly configured ones (same name wins)."""
+    pools: list[Pool] = []
+    for cloud in registry.clouds():
+        pools += cloud.pools(cloud.settings(config), config)
+    by_name = {p.name: p for p in pools}
+    for extra in config.clouds.pools:
+        by_name[extra.name] = extra
+    return list(by_name.values())
 
 
 def _json_value(value: Any) -> Any:

@@ -5,22 +5,22 @@ confidential nodes, `tee:<type>` as Ray resources. The head steers a job to a po
 requesting a tiny amount (`STEER`) of that pool's resource; the autoscaler then grows
 exactly that group. Each registered cloud (`etrid_ray.clouds.registry`: local, AWS, GCP,
 Azure, …) turns its config section (the seed's `aws_enabled`, `aws_region`, …, and the local
-GPU settings) into its pools, so the manifests, the policy and the simulator see the same pools.
+GPU settings) into its pools (`config.pools_from_config`), so the manifests, the policy and the
+simulator see the same pools.
+
+This module is the bottom of the stack: it imports nothing of the project. A pool's `kind` is a
+registered cloud's name, and the registry, whose clouds build pools, sits above it; so the registry hands
+this module its table of kinds when it is imported (`use_kinds`), instead of this module importing it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Iterable, Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-if TYPE_CHECKING:
-    from etrid_ray.config import ProviderConfig
-
 Kind = str  # a registered cloud's name (etrid_ray.clouds.registry): local, aws, gcp, azure, …
-# the kinds that are the provider's own machines, not a cloud (kept by the registry: `Cloud.is_cloud`)
-ON_PREMISES: set[str] = set()
 TeeType = Literal["sgx", "sev-snp", "tdx"]
 
 RESOURCE_UNITS = 1000  # each node offers this many units of its label resources …
@@ -38,12 +38,22 @@ def pool_of_resources(resources: Iterable[str]) -> str | None:
     return next((k[len(POOL_PREFIX):] for k in resources if k.startswith(POOL_PREFIX)), None)
 
 
-def _on_premises() -> set[str]:
-    """ON_PREMISES, once the registry is read (a Pool unpickled in a fresh process was never validated)."""
-    from etrid_ray.clouds.registry import clouds
+# kind -> is it a cloud (False: the provider's own machines), as the cloud registry knows them
+_kinds: Callable[[], Mapping[str, bool]] | None = None
 
-    clouds()
-    return ON_PREMISES
+
+def use_kinds(table: Callable[[], Mapping[str, bool]]) -> None:
+    """Called by `etrid_ray.clouds.registry` when it is imported: `kinds()` returns every registered cloud's
+    name and `Cloud.is_cloud`, loading the registry's clouds on first use."""
+    global _kinds
+    _kinds = table
+
+
+def kinds() -> Mapping[str, bool]:
+    if _kinds is None:  # only a process that imported pools alone: the config, clouds and all above import it
+        raise RuntimeError("no cloud registry: import etrid_ray.clouds.registry (etrid_ray.config does) before "
+                           "making or reading pools")
+    return _kinds()
 
 
 class Pool(BaseModel):
@@ -70,15 +80,15 @@ class Pool(BaseModel):
     @field_validator("kind")
     @classmethod
     def _registered(cls, v: str) -> str:
-        from etrid_ray.clouds.registry import find, names
-
-        if find(v) is None:
-            raise ValueError(f"unknown cloud {v!r} (one of {', '.join(names())})")
+        known = kinds()
+        if v not in known:
+            raise ValueError(f"unknown cloud {v!r} (one of {', '.join(known)})")
         return v
 
     @property
     def is_cloud(self) -> bool:
-        return self.kind not in (ON_PREMISES or _on_premises())
+        """Every pool but the provider's own machines' (`Cloud.is_cloud`) bills by the node-hour."""
+        return kinds().get(self.kind, True)
 
     @property
     def resource(self) -> str:
@@ -96,17 +106,3 @@ class Pool(BaseModel):
     def local_cost_per_gpu_hour(self) -> float:
         """What a busy local GPU costs in electricity (USD per GPU-hour)."""
         return self.power_watts_per_gpu / 1000 * self.electricity_usd_per_kwh
-
-
-def pools_from_config(config: ProviderConfig) -> list[Pool]:
-    """The pools the config's clouds describe (each registered cloud's, in the registry's order: the local GPU
-    nodes first), then any explicitly configured ones (same name wins)."""
-    from etrid_ray.clouds.registry import clouds
-
-    pools: list[Pool] = []
-    for cloud in clouds():
-        pools += cloud.pools(cloud.settings(config), config)
-    by_name = {p.name: p for p in pools}
-    for extra in config.clouds.pools:
-        by_name[extra.name] = extra
-    return list(by_name.values())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from etrid_ray.provider.runner import job_main
+from etrid_ray.service.runner import job_main
 
 if __name__ == "__main__":
     sys.exit(job_main())

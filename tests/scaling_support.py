@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from etrid_ray.config import ProviderConfig
-from etrid_ray.pools import Pool, pools_from_config
+from etrid_ray.config import ProviderConfig, pools_from_config
+from etrid_ray.pools import Pool
 from etrid_ray.prices import PriceQuote, quotes_for
 from etrid_ray.scaling.state import PLATFORM_FEE_BPS, PoolState, QueuedJob, Snapshot
 from etrid_ray.units import PLANCK_PER_EDSC

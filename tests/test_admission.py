@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from etrid_ray.admission import Capabilities, JobTerms, Verdict, admit
 from etrid_ray.manifest import Manifest, ManifestError
-from etrid_ray.provider.admission import Capabilities, JobTerms, Verdict, admit
 from etrid_ray.workloads.registry import REGISTRY
 
 H = "0x" + "cd" * 32

@@ -16,10 +16,10 @@ from etrid_ray.chain.errors import ConfigError
 from etrid_ray.clouds.base import MarketView
 from etrid_ray.clouds.feed import MarketFeed, live_markets
 from etrid_ray.clouds.registry import Cloud, CloudSettings, clouds, find, names, notice_clouds, registered
-from etrid_ray.config import ProviderConfig, load_config
+from etrid_ray.config import ProviderConfig, load_config, pools_from_config
 from etrid_ray.config_example import example_yaml
 from etrid_ray.kuberay import render as r
-from etrid_ray.pools import Pool, pools_from_config
+from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote
 from etrid_ray.sim import SimSettings, Simulator, build_scenario, simulate
 from tests.sim_support import jobs

@@ -12,8 +12,8 @@ from prometheus_client import REGISTRY
 
 from etrid_ray.clouds import CloudCallFailed, MarketFeed, MarketView, ZonePrice, headroom_nodes, interruption_rate
 from etrid_ray.clouds.base import min_known
-from etrid_ray.config import ProviderConfig
-from etrid_ray.pools import Pool, pools_from_config
+from etrid_ray.config import ProviderConfig, pools_from_config
+from etrid_ray.pools import Pool
 from etrid_ray.prices import default_catalog
 from etrid_ray.provider.scaler import Scaler
 from tests.clouds_support import T0, Clock

@@ -14,16 +14,15 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
+from etrid_ray.admission import Capabilities, JobTerms, region_allowed
 from etrid_ray.blobs import FileBlobStore
 from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.keys import Signer
 from etrid_ray.chain.models import GpuSpecs, HardwareAttestation, TeeAttestation
 from etrid_ray.chain.submit import Call, Submitter
 from etrid_ray.cli import main
-from etrid_ray.config import ProviderConfig
+from etrid_ray.config import ProviderConfig, pools_from_config
 from etrid_ray.manifest import ComplianceSpec, Manifest
-from etrid_ray.pools import pools_from_config
-from etrid_ray.provider.admission import Capabilities, JobTerms, region_allowed
 from etrid_ray.scaling.eligibility import eligible
 from etrid_ray.scaling.placement import PlaceReason, place
 from etrid_ray.security import audit

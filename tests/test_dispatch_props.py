@@ -194,10 +194,10 @@ def _final_reasons(client: Any, ids: list[int]) -> dict[int, str]:
 
 def test_a_job_ray_refuses_fails_alone_on_chain_and_the_rest_of_its_batch_runs(fresh_devnet, tmp_path: Path,
                                                                                 local_ray):
+    from etrid_ray.admission import CLAIM
     from etrid_ray.blobs import open_blob_store
     from etrid_ray.chain import ChainClient, dev_signer
     from etrid_ray.chain.models import JobStatus
-    from etrid_ray.provider.admission import CLAIM
     from etrid_ray.provider.job import JobState
     from tests.provider_support import CONSUMER, all_final, provider_config, read_jobs, start_head, wait_until
 

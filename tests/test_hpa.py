@@ -8,8 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etrid_ray.config import ProviderConfig
-from etrid_ray.pools import pools_from_config
+from etrid_ray.config import ProviderConfig, pools_from_config
 from etrid_ray.scaling.hpa import HPA_SYNC_PERIOD_S, HpaMemory, first_scale_up, hpa_decide, hpa_place
 from etrid_ray.scaling.placement import PlaceReason
 from etrid_ray.scaling.policy import DecideFn, Decision, Reason, decide

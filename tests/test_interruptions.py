@@ -43,9 +43,9 @@ from etrid_ray.clouds.interruptions import (
     source_for,
 )
 from etrid_ray.clouds.interruptions.sources import EndpointError, default_endpoint
-from etrid_ray.clouds.interruptions.watcher import RayNodeDrain
 from etrid_ray.clouds.registry import notice_clouds
 from etrid_ray.kuberay.prestop import Identity, NodeView
+from etrid_ray.kuberay.spot_watch import RayNodeDrain, notice_endpoint
 from etrid_ray.provider.job import JobState
 from tests.helpers.metadata_servers import AwsImdsServer, AzureScheduledEventsServer, GcpMetadataServer
 from tests.helpers.ray_head_process import free_port
@@ -272,7 +272,7 @@ def test_unreachable_endpoint_is_an_endpoint_error_and_defaults_are_the_real_add
     assert default_endpoint("gcp", env={"GCE_METADATA_HOST": "127.0.0.1:8080"}) == "http://127.0.0.1:8080"
     assert default_endpoint("aws", env={"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:1/"}) == \
         "http://127.0.0.1:1/"
-    assert default_endpoint("azure", env={"ETRID_METADATA_ENDPOINT": "http://127.0.0.1:2"}) == "http://127.0.0.1:2"
+    assert notice_endpoint("azure", env={"ETRID_METADATA_ENDPOINT": "http://127.0.0.1:2"}) == "http://127.0.0.1:2"
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -671,9 +671,9 @@ def test_spot_worker_groups_run_the_watcher_as_a_native_sidecar() -> None:
     """Every spot pool's pod runs `etrid-ray spot-watch --cloud <its cloud>` beside the Ray container
     (an init container with restartPolicy Always), told its node by the downward API and the GCS by
     the head service; local and on-demand pools do not."""
-    from etrid_ray.config import ProviderConfig
+    from etrid_ray.config import ProviderConfig, pools_from_config
     from etrid_ray.kuberay import render as r
-    from etrid_ray.pools import Pool, pools_from_config
+    from etrid_ray.pools import Pool
 
     config = ProviderConfig(gcp_enabled=True, azure_enabled=True, pools=[
         Pool(name="aws-ondemand", kind="aws", spot=False, max_nodes=1)])

@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 
+from etrid_ray.admission import CLAIM, Verdict
 from etrid_ray.chain import QueueUpdate
 from etrid_ray.chain.models import GPU_JOBS_BOUND, Job, JobStatus
-from etrid_ray.config import ProviderConfig
+from etrid_ray.config import ProviderConfig, pools_from_config
 from etrid_ray.manifest import Manifest
-from etrid_ray.pools import pools_from_config
-from etrid_ray.provider.admission import CLAIM, Verdict
 from etrid_ray.provider.chain_port import ItemResult
 from etrid_ray.provider.cluster_view import ClusterView, ClusterWatch
 from etrid_ray.provider.job import (

@@ -30,7 +30,8 @@ from etrid_ray.chain.keys import load_signer
 from etrid_ray.chain.submit import Call, Submitter
 from etrid_ray.cli import main
 from etrid_ray.kuberay import render as r
-from etrid_ray.security.keys import Secret, generate, k8s_secret, load_secret, write_private_file
+from etrid_ray.kuberay.credentials import k8s_secret
+from etrid_ray.security.keys import Secret, generate, load_secret, write_private_file
 from tests.helpers.tee_fixtures import FakeTeeTree, TestCA, tee_config
 
 EDSC = 10**18

@@ -20,10 +20,10 @@ import yaml
 from click.testing import CliRunner
 
 from etrid_ray.cli import main as cli_main
-from etrid_ray.config import ProviderConfig, load_config
+from etrid_ray.config import ProviderConfig, load_config, pools_from_config
 from etrid_ray.kuberay import prestop
 from etrid_ray.kuberay import render as r
-from etrid_ray.pools import Pool, pools_from_config
+from etrid_ray.pools import Pool
 from etrid_ray.prices import default_catalog
 
 ROOT = Path(__file__).resolve().parent.parent

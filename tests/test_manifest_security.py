@@ -199,7 +199,8 @@ def test_the_head_signs_with_the_mounted_seed_file(tmp_path: Path) -> None:
 def test_the_secret_keys_k8s_secret_writes_starts_the_head() -> None:
     """`etrid-ray keys k8s-secret` writes the credentials Secret: every required Secret volume of the head
     (the seed) finds its Secret and keys in it, so the head pod can start from that Secret alone."""
-    from etrid_ray.security.keys import generate, k8s_secret
+    from etrid_ray.kuberay.credentials import k8s_secret
+    from etrid_ray.security.keys import generate
 
     doc = k8s_secret(*generate())
     head = r.head_group(ProviderConfig())["template"]["spec"]

@@ -24,9 +24,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from etrid_ray.config import ProviderConfig
+from etrid_ray.config import ProviderConfig, pools_from_config
 from etrid_ray.kuberay import render as r
-from etrid_ray.pools import pools_from_config
 from etrid_ray.provider.cluster_view import ClusterView
 from etrid_ray.provider.stats import HeadStatus, RunningView
 from etrid_ray.telemetry import monitoring

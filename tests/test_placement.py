@@ -9,11 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from etrid_ray.admission import JobTerms, region_allowed
+from etrid_ray.config import pools_from_config
 from etrid_ray.devnet.pallets.job_marketplace import PLATFORM_FEE_BPS as CHAIN_FEE_BPS
 from etrid_ray.manifest import Manifest
-from etrid_ray.pools import Pool, pools_from_config
+from etrid_ray.pools import Pool
 from etrid_ray.prices import PriceQuote, quotes_for
-from etrid_ray.provider.admission import JobTerms, region_allowed
 from etrid_ray.scaling.eligibility import eligible
 from etrid_ray.scaling.placement import PlaceReason, place
 from etrid_ray.scaling.state import PLATFORM_FEE_BPS, PoolState, QueuedJob, Snapshot

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from etrid_ray.config import ProviderConfig
-from etrid_ray.pools import Pool, pools_from_config
+from etrid_ray.config import ProviderConfig, pools_from_config
+from etrid_ray.pools import Pool
 from etrid_ray.prices import (
     CATALOG_AS_OF,
     CatalogRow,

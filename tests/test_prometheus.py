@@ -49,9 +49,8 @@ from etrid_ray.chain import (
     to_planck,
 )
 from etrid_ray.chain.models import JobStatus
-from etrid_ray.config import SEED_ENV_NAMES, ProviderConfig
+from etrid_ray.config import SEED_ENV_NAMES, ProviderConfig, pools_from_config
 from etrid_ray.devnet.process import DevnetProcess
-from etrid_ray.pools import pools_from_config
 from etrid_ray.provider.head import ProviderHead
 from etrid_ray.provider.journal import Journal
 from etrid_ray.telemetry import monitoring

@@ -16,7 +16,7 @@ from etrid_ray.blobs import open_blob_store
 from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.models import JobStatus
 from etrid_ray.devnet.process import DevnetProcess
-from etrid_ray.provider.actor import launch_head, stop_head
+from etrid_ray.service.actor import launch_head, stop_head
 from tests.provider_support import (
     CONSUMER,
     PROVIDER,

@@ -76,7 +76,7 @@ def _submit(client: ChainClient, devnet: Any, manifests: list[dict[str, Any]], m
 
 
 def test_copies_of_one_stop_signal_count_once_and_a_later_one_escalates() -> None:
-    from etrid_ray.provider.runner import Signals
+    from etrid_ray.service.runner import Signals
 
     now = [100.0]
     signals = Signals(clock=lambda: now[0])

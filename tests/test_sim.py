@@ -367,7 +367,7 @@ def test_fragmented_local_gpus_do_not_hold_an_8_gpu_job_back():
 
 
 def test_placement_checks_room_per_node_when_the_snapshot_has_it():
-    from etrid_ray.pools import pools_from_config
+    from etrid_ray.config import pools_from_config
     from etrid_ray.scaling import PoolState, QueuedJob, Snapshot, place
     from etrid_ray.scaling.placement import place_local
 

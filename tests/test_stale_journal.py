@@ -22,13 +22,13 @@ from etrid_ray.blobs import BlobIntegrityError, FileBlobStore, blob_hash, open_b
 from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.models import JobStatus
 from etrid_ray.devnet.process import DevnetProcess
-from etrid_ray.provider.actor import launch_head, stop_head
 from etrid_ray.provider.chain_port import ChainPort
 from etrid_ray.provider.head import ProviderHead
 from etrid_ray.provider.job import JobState
 from etrid_ray.provider.job import Settlement as S
 from etrid_ray.provider.journal import Journal
 from etrid_ray.provider.stages.recovery import RERUN_LATE_REASON
+from etrid_ray.service.actor import launch_head, stop_head
 from tests.provider_support import (
     CONSUMER,
     PROVIDER,

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from etrid_ray.blobs import open_blob_store
 from etrid_ray.chain import ChainClient, GpuSpecs, HardwareAttestation, dev_signer
 from etrid_ray.cli import main as cli_main
-from etrid_ray.provider.actor import launch_head, stop_head
+from etrid_ray.service.actor import launch_head, stop_head
 from tests.provider_support import CONSUMER, PROVIDER, all_final, provider_config, wait_until
 
 ETRID_RAY = str(Path(sys.executable).with_name("etrid-ray"))

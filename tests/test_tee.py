@@ -23,6 +23,7 @@ import pytest
 import ray
 from click.testing import CliRunner
 
+from etrid_ray.admission import Capabilities, JobTerms, admit
 from etrid_ray.blobs import open_blob_store
 from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.codec import account_bytes
@@ -32,7 +33,6 @@ from etrid_ray.config import load_config
 from etrid_ray.demo.fake_cluster import FakeKubeRayCluster
 from etrid_ray.kuberay.render import raycluster
 from etrid_ray.pools import Pool
-from etrid_ray.provider.admission import Capabilities, JobTerms, admit
 from etrid_ray.provider.job import JobState
 from etrid_ray.provider.journal import Journal
 from etrid_ray.provider.scaler import alive_nodes_per_pool

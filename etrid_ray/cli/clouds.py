@@ -26,8 +26,7 @@ def prices(config_path: str | None, live: bool | None, as_json: bool) -> None:
     """
     from etrid_ray.clouds.feed import MarketFeed
     from etrid_ray.clouds.report import price_rows, price_table
-    from etrid_ray.config import load_config
-    from etrid_ray.pools import pools_from_config
+    from etrid_ray.config import load_config, pools_from_config
 
     config = load_config(config_path)
     feed = MarketFeed.from_config(config, live=live)
@@ -74,7 +73,7 @@ def spot_watch(cloud: str, endpoint: str | None, interval_s: float, request_time
     """
 
     from etrid_ray.clouds.interruptions import DRAIN_KINDS
-    from etrid_ray.clouds.interruptions.watcher import run_spot_watch
+    from etrid_ray.kuberay.spot_watch import run_spot_watch
 
     kinds = [k.strip() for k in drain_on.split(",") if k.strip()]
     unknown = sorted(set(kinds) - set(DRAIN_KINDS))

@@ -69,7 +69,8 @@ def keys_generate(out_path: Path | None, to_stdout: bool, words: str, ss58_forma
 def keys_k8s_secret(key_file: str | None, out_path: Path | None, to_stdout: bool, namespace: str | None,
                     name: str | None, force: bool) -> None:
     """The etrid-provider-credentials Secret for a key, without showing the phrase (unless --stdout)."""
-    from etrid_ray.security.keys import k8s_secret_yaml, key_info, load_secret, write_private_file
+    from etrid_ray.kuberay.credentials import k8s_secret_yaml
+    from etrid_ray.security.keys import key_info, load_secret, write_private_file
 
     _secret_destination(out_path, to_stdout)
     secret, source = load_secret(file=key_file)

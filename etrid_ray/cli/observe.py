@@ -62,16 +62,14 @@ def status_cmd(url: str, address: str | None, namespace: str, once: bool, as_jso
 
     from etrid_ray.chain.connection import validate_url
     from etrid_ray.telemetry.logs import configure_logging
-    from etrid_ray.telemetry.status_view import (
-        chain_snapshot_source,
-        head_snapshot_source,
-        render,
-    )
+    from etrid_ray.telemetry.status_view import chain_snapshot_source, render
 
     configure_logging(log_format, level="WARNING")
     owns_ray = False
     if address:
         import ray
+
+        from etrid_ray.service.actor import head_snapshot_source
 
         owns_ray = not ray.is_initialized()  # connect for this command only; never end a caller's Ray
         try:

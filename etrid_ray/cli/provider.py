@@ -127,7 +127,7 @@ def provider_run(config_path: str | None, address: str | None, run_for: float | 
         # the head will run here, on a Ray this command starts: the key must be here (fail fast, clearly)
         load_signer(env_var=config.seed_env, file=config.seed_file)
     prepare_ray(starts_cluster=local)
-    from etrid_ray.provider.runner import run_provider, submit_detached
+    from etrid_ray.service.runner import run_provider, submit_detached
 
     if detach:
         submit_detached(config, address, echo=click.echo)
@@ -151,7 +151,7 @@ def provider_stop(address: str, namespace: str, now: bool, timeout_s: float | No
     fails the jobs still in flight at once.
     """
     prepare_ray(starts_cluster=False)
-    from etrid_ray.provider.runner import stop_provider
+    from etrid_ray.service.runner import stop_provider
 
     try:
         status = stop_provider(address, namespace, now=now, timeout=timeout_s, echo=click.echo)

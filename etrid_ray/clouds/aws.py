@@ -35,6 +35,7 @@ from etrid_ray.clouds.base import (
     headroom_nodes,
     utcnow,
 )
+from etrid_ray.clouds.interruptions.sources import AwsImds
 from etrid_ray.clouds.registry import Cloud, CloudSettings, register
 from etrid_ray.pools import Pool
 
@@ -286,6 +287,4 @@ class Aws(Cloud):
         return AwsMarket(endpoint_url=settings.endpoint_url, timeout_s=clouds.api_timeout_s, clock=clock)
 
     def notice_source_class(self) -> type[NoticeSource]:
-        from etrid_ray.clouds.interruptions.sources import AwsImds
-
         return AwsImds

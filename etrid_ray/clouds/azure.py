@@ -32,6 +32,7 @@ from etrid_ray.clouds.base import (
     min_known,
     utcnow,
 )
+from etrid_ray.clouds.interruptions.sources import AzureScheduledEvents
 from etrid_ray.clouds.registry import Cloud, CloudSettings, register
 from etrid_ray.pools import Pool
 
@@ -213,6 +214,4 @@ class Azure(Cloud):
                            timeout_s=clouds.api_timeout_s, clock=clock)
 
     def notice_source_class(self) -> type[NoticeSource]:
-        from etrid_ray.clouds.interruptions.sources import AzureScheduledEvents
-
         return AzureScheduledEvents

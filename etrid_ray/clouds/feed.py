@@ -34,6 +34,7 @@ from etrid_ray.clouds.base import (
     interruption_rate,
     utcnow,
 )
+from etrid_ray.clouds.registry import clouds
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceCatalog, PriceQuote, default_catalog
 
@@ -171,8 +172,6 @@ class MarketFeed:
 def live_markets(config: ProviderConfig, *, clock: Callable[[], datetime] = utcnow) -> dict[str, CloudMarket]:
     """One market reader per registered cloud that has one, pointed at the configured endpoints (public ones by
     default)."""
-    from etrid_ray.clouds.registry import clouds
-
     markets: dict[str, CloudMarket] = {}
     for cloud in clouds():
         market = cloud.market(cloud.settings(config), config.clouds, clock)

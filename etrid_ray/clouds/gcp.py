@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from etrid_ray.clouds.base import CloudCallFailed, CredentialsMissing, MarketView, headroom_nodes, utcnow
+from etrid_ray.clouds.interruptions.sources import GcpMetadata
 from etrid_ray.clouds.registry import Cloud, CloudSettings, register
 from etrid_ray.pools import Pool
 
@@ -236,6 +237,4 @@ class Gcp(Cloud):
                          clock=clock)
 
     def notice_source_class(self) -> type[NoticeSource]:
-        from etrid_ray.clouds.interruptions.sources import GcpMetadata
-
         return GcpMetadata

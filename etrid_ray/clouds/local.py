@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from etrid_ray.clouds.registry import GPU_TOLERATION, POOL_LABEL, Cloud, register
+from etrid_ray.pools import Pool
 
 if TYPE_CHECKING:
     from etrid_ray.config import ProviderConfig
-    from etrid_ray.pools import Pool
 
 
 class LocalSettings(BaseModel):
@@ -36,8 +36,6 @@ class Local(Cloud):
     pool_name = "local-gpu"
 
     def pools(self, settings: Any, config: ProviderConfig) -> list[Pool]:
-        from etrid_ray.pools import Pool
-
         if settings.nodes <= 0:
             return []
         gpus = config.provider.gpus

@@ -28,11 +28,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-if TYPE_CHECKING:
+from etrid_ray import pools
+from etrid_ray.pools import Pool
+
+if TYPE_CHECKING:  # the config sits above the clouds and hands them its sections; only its types are named here
     from etrid_ray.clouds.base import CloudMarket
     from etrid_ray.clouds.interruptions.sources import NoticeSource
     from etrid_ray.config import CloudsSettings, ProviderConfig
-    from etrid_ray.pools import Pool
 
 DEFAULT_NOTICE_S = 30.0  # a cloud that documents no notice length: assume the shortest the big three give
 POOL_LABEL = "etrid.ai/pool"  # the node label a local GPU machine carries (set when joining it to the cluster)
@@ -89,8 +91,6 @@ class Cloud:
         return [self.spot_pool(settings)]
 
     def spot_pool(self, settings: Any) -> Pool:
-        from etrid_ray.pools import Pool
-
         return Pool(name=self.pool_name, kind=self.name, instance_type=getattr(settings, "instance_type", None),
                     region=settings.region, max_spot_price=settings.spot_max_price, max_nodes=settings.max_nodes,
                     startup_s=self.startup_s, memory_gib=self.node_memory_gib, cpus_per_node=self.node_cpus)
@@ -137,6 +137,7 @@ class Cloud:
 # --- the registry -------------------------------------------------------------------------------------------
 
 _REGISTRY: dict[str, Cloud] = {}
+_KINDS: dict[str, bool] = {}  # name -> is_cloud, in clouds() order: what `pools.kinds()` reads
 _loaded = False
 _version = 0  # bumped on every change (the config caches its alias table by it)
 C = TypeVar("C", bound=type[Cloud])
@@ -179,12 +180,16 @@ def version() -> int:
 
 
 def _sync() -> None:
-    from etrid_ray import pools
-
     global _version
     _version += 1
-    pools.ON_PREMISES.clear()
-    pools.ON_PREMISES.update(name for name, c in _REGISTRY.items() if not c.is_cloud)
+    _KINDS.clear()
+    _KINDS.update((c.name, c.is_cloud) for c in sorted(_REGISTRY.values(), key=lambda c: (c.order, c.name)))
+
+
+def kinds() -> dict[str, bool]:
+    """Every registered cloud's name and whether it is a cloud (`Cloud.is_cloud`), in `clouds()` order."""
+    _load()
+    return _KINDS
 
 
 def _load() -> None:
@@ -193,11 +198,10 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    import etrid_ray.clouds as package
-
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+    package = __name__.rpartition(".")[0]  # etrid_ray.clouds: this module's own package
+    for info in sorted(pkgutil.iter_modules(importlib.import_module(package).__path__), key=lambda m: m.name):
         if not info.ispkg and info.name not in _INFRASTRUCTURE:
-            importlib.import_module(f"{package.__name__}.{info.name}")
+            importlib.import_module(f"{package}.{info.name}")
 
 
 def clouds() -> list[Cloud]:
@@ -233,3 +237,6 @@ def notice_period(name: str) -> float:
     """The documented notice length of a cloud (DEFAULT_NOTICE_S for one not registered)."""
     found = find(name)
     return found.notice_s if found is not None else DEFAULT_NOTICE_S
+
+
+pools.use_kinds(kinds)  # pools (below the clouds) validate a kind and tell clouds from own machines through it

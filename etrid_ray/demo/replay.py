@@ -34,14 +34,14 @@ from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.errors import ExtrinsicFailed
 from etrid_ray.chain.events import events_in_range
 from etrid_ray.chain.models import JobStatus
-from etrid_ray.config import load_config
+from etrid_ray.config import load_config, pools_from_config
 from etrid_ray.demo.fake_cluster import FakeKubeRayCluster
 from etrid_ray.devnet.process import DevnetProcess
 from etrid_ray.kuberay.render import raycluster
 from etrid_ray.percentiles import percentile
-from etrid_ray.pools import pools_from_config
 from etrid_ray.provider.scaler import alive_nodes_per_pool
 from etrid_ray.ray_auth import dashboard_login, use_token
+from etrid_ray.service.actor import launch_head, stop_head
 from etrid_ray.sim.trace import philly_trace, trace_slice
 from etrid_ray.units import PLANCK_PER_EDSC
 
@@ -162,8 +162,6 @@ def run_demo(jobs: int = 60, speedup: float = 600.0, rng_seed: int = 7, gpus: in
     # Token auth on for the demo's cluster and this driver; a fresh home gets the project's own token.
     use_token()
     import ray
-
-    from etrid_ray.provider.actor import launch_head, stop_head
 
     console = console or Console()
     plan = plan_jobs(jobs, speedup, rng_seed, gpus, max_job_s, bad)

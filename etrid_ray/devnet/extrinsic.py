@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import ed25519_zebra
 import sr25519
 
-from etrid_ray.devnet.codec import blake2_256, compact_decode
+from etrid_ray.devnet.codec import blake2_256, compact_decode, compact_encode
 
 
 class ExtrinsicFormatError(ValueError):
@@ -141,7 +141,5 @@ class Extrinsic:
 
 
 def encode_unsigned(call: bytes) -> bytes:
-    from etrid_ray.devnet.codec import compact_encode
-
     body = b"\x04" + call
     return compact_encode(len(body)) + body

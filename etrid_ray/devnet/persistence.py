@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from etrid_ray.devnet.common_types import to_account
+from etrid_ray.devnet.node import Block, Node
 from etrid_ray.devnet.storage import HASHERS, MISSING, StorageItem
-
-if TYPE_CHECKING:
-    from etrid_ray.devnet.node import Block, Node
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (number INTEGER PRIMARY KEY, hash BLOB NOT NULL, parent BLOB NOT NULL,
@@ -57,8 +56,6 @@ class SqliteStore:
 
     def load(self, node: Node) -> None:
         """Restores blocks and state; the runtime's timers are rebuilt from the restored storage."""
-        from etrid_ray.devnet.node import Block
-
         rt = node.runtime
         by_prefix = {item.prefix: item for p in rt.pallets for item in p.storage_items}
         for raw, value in self.db.execute("SELECT key, value FROM state"):
@@ -93,8 +90,6 @@ class SqliteStore:
 
 
 def _normalise_key(rt: Any, item: StorageItem, key: Any) -> Any:
-    from etrid_ray.devnet.common_types import to_account
-
     if item.key_ty == rt.types.account_id:
         return to_account(key)
     return key
@@ -102,8 +97,6 @@ def _normalise_key(rt: Any, item: StorageItem, key: Any) -> Any:
 
 def _normalise_value(value: Any) -> Any:
     """Decoded values come back with ss58 account ids; the runtime keeps 0x-hex everywhere."""
-    from etrid_ray.devnet.common_types import to_account
-
     if isinstance(value, dict):
         return {k: _normalise_value(v) for k, v in value.items()}
     if isinstance(value, list):

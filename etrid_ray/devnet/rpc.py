@@ -13,11 +13,18 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from etrid_ray.devnet.codec import compact_encode
-from etrid_ray.devnet.common_types import hexstr
+from etrid_ray.devnet.codec import blake2_256, compact_encode
+from etrid_ray.devnet.common_types import hexstr, to_account
+from etrid_ray.devnet.extrinsic import Extrinsic
 from etrid_ray.devnet.node import INLINE_DECODE_BYTES, Block, Node
 from etrid_ray.devnet.pallets.system import SS58_PREFIX
-from etrid_ray.devnet.runtime import TOKEN_DECIMALS, InvalidTransaction
+from etrid_ray.devnet.runtime import (
+    MAX_CALLS_PER_EXTRINSIC,
+    MAX_EXTRINSIC_BYTES,
+    TOKEN_DECIMALS,
+    InvalidTransaction,
+    invalid,
+)
 
 MAX_KEYS_PAGE = 1000
 MAX_QUERY_KEYS = 20_000
@@ -223,8 +230,6 @@ class RpcHandler:
     # system / chain -------------------------------------------------------------------------------
 
     def account_next_index(self, session: Session, params: list[Any]) -> int:
-        from etrid_ray.devnet.common_types import to_account
-
         try:
             who = to_account(_param(params, 0))
         except Exception as err:
@@ -273,8 +278,6 @@ class RpcHandler:
         return hexstr(value) if value is not None else None
 
     def get_storage_hash(self, session: Session, params: list[Any]) -> Any:
-        from etrid_ray.devnet.codec import blake2_256
-
         value = self._read(parse_hex(_param(params, 0), "storage key"), _param(params, 1))
         return hexstr(blake2_256(value)) if value is not None else None
 
@@ -356,9 +359,6 @@ class RpcHandler:
         Unauthenticated, so bounded like a submission: size and batch prefix first, and a long call is
         decoded on the decoder thread with the same call budget."""
         import asyncio
-
-        from etrid_ray.devnet.extrinsic import Extrinsic
-        from etrid_ray.devnet.runtime import MAX_CALLS_PER_EXTRINSIC, MAX_EXTRINSIC_BYTES, invalid
 
         rt = self.node.runtime
         if len(raw) > MAX_EXTRINSIC_BYTES:

@@ -36,9 +36,10 @@ from typing import Any
 import yaml
 
 from etrid_ray.clouds.registry import cloud as cloud_of
-from etrid_ray.config import ProviderConfig, ProviderSettings, seed_env_keys
-from etrid_ray.pools import Pool, pools_from_config
+from etrid_ray.config import ProviderConfig, ProviderSettings, pools_from_config, seed_env_keys
+from etrid_ray.pools import Pool
 from etrid_ray.prices import default_catalog
+from etrid_ray.security.tee.node import worker_start_command
 
 NAMESPACE = "etrid-ai-compute"
 CLUSTER_NAME = "etrid-provider"
@@ -341,8 +342,6 @@ def worker_group(pool: Pool, priority: int, cost: float) -> dict[str, Any]:
         pod_labels[f"{LABEL_PREFIX}/tee"] = pool.tee
         # KubeRay runs `<command> && ulimit …; ray start …` in one shell: the node advertises tee:<type> only
         # when it detected its TEE and attested against a fresh nonce (etrid_ray/security/tee/node.py)
-        from etrid_ray.security.tee.node import worker_start_command
-
         container["command"] = [worker_start_command(pool)]
         container["env"].append({"name": "ETRID_PROVIDER_ADDRESS", "valueFrom": {"secretKeyRef": {
             "name": SECRET_NAME, "key": "ETRID_PROVIDER_ADDRESS", "optional": True}}})  # public: binds the nonce

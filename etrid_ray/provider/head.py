@@ -21,11 +21,11 @@ from dataclasses import replace
 from itertools import islice
 from typing import Any
 
+from etrid_ray.admission import Capabilities
 from etrid_ray.chain import Connection, GpuSpecs, HardwareAttestation, QueueWatcher, Signer
-from etrid_ray.config import ProviderConfig
+from etrid_ray.config import ProviderConfig, pools_from_config
 from etrid_ray.percentiles import percentile
-from etrid_ray.pools import Pool, pool_resource, pools_from_config
-from etrid_ray.provider.admission import Capabilities
+from etrid_ray.pools import Pool, pool_resource
 from etrid_ray.provider.chain_port import ChainPort
 from etrid_ray.provider.cluster_port import RayCluster
 from etrid_ray.provider.cluster_view import ClusterView, ClusterWatch
@@ -34,6 +34,7 @@ from etrid_ray.provider.job import ON_CHAIN, WAITING, JobBook, JobState, Settlem
 from etrid_ray.provider.journal import Journal
 from etrid_ray.provider.manifests import ManifestSource
 from etrid_ray.provider.ray_tasks import RayTasks
+from etrid_ray.provider.scaler import Scaler
 from etrid_ray.provider.stages.admission import Admission, offers_for
 from etrid_ray.provider.stages.claim import Claimer
 from etrid_ray.provider.stages.dispatch import Dispatcher
@@ -46,6 +47,9 @@ from etrid_ray.provider.stages.settle import Settler
 from etrid_ray.provider.stats import HeadStatus, RunningView, Stats
 from etrid_ray.provider.timing import Estimates
 from etrid_ray.security import audit, transport
+from etrid_ray.security.tee.config import load_tee_config
+from etrid_ray.security.tee.node import TeeGate
+from etrid_ray.security.tee.verify import TeePolicy
 from etrid_ray.units import PLANCK_PER_EDSC
 
 log = logging.getLogger(__name__)
@@ -145,8 +149,6 @@ class ProviderHead:
         return ClusterView.read(self._cluster_port, self.clock())
 
     def _make_scaler(self) -> Any:
-        from etrid_ray.provider.scaler import Scaler  # the scaler's policy code loads only once pools exist
-
         kwargs = {} if self._cluster_port is None else {"cluster": self._cluster_port}
         return Scaler(self.config, self.pools, refresh_in_background=True, **kwargs)
 
@@ -207,10 +209,6 @@ class ProviderHead:
         claims and dispatch consult it. Without TEE pools there is no gate and nothing changes."""
         factory = self.make_gate
         if factory is None and self.config.ENABLE_TEE and any(p.tee for p in self.pools):
-            from etrid_ray.security.tee.config import load_tee_config
-            from etrid_ray.security.tee.node import TeeGate
-            from etrid_ray.security.tee.verify import TeePolicy
-
             def factory(head: ProviderHead) -> Any:
                 tee_config = load_tee_config()
                 return TeeGate.for_head(head, TeePolicy.from_config(tee_config), tee_config)

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from etrid_ray.admission import Verdict
 from etrid_ray.chain.models import Job
 from etrid_ray.manifest import Manifest
-from etrid_ray.provider.admission import Verdict
 
 
 class JobState(StrEnum):

@@ -25,16 +25,17 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
+from etrid_ray.clouds import price_source
 from etrid_ray.config import ProviderConfig
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote, PriceSource
 from etrid_ray.provider.cluster_port import ClusterPort, RayCluster, draining_node_ids, refresh_autoscaler_version
 from etrid_ray.provider.cluster_view import ClusterView
+from etrid_ray.provider.spend import CLOUD_COST_USD
 from etrid_ray.scaling import POLICIES, Decision, PlacementPlan, Policy, PoolState, QueuedJob, Snapshot
 from etrid_ray.scaling.billing import NodeLedger
 from etrid_ray.scaling.state import Departure
 from etrid_ray.scaling.tick import TickRequest, tick
-from etrid_ray.telemetry.metrics import CLOUD_COST_USD
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,6 @@ class Scaler:
         self.by_name = {p.name: p for p in self.pools}
         self._fixed_prices = bool(self.prices)  # prices given explicitly are never re-read
         if self.price_source is None and not self._fixed_prices:
-            from etrid_ray.clouds import price_source
-
             self.price_source = price_source(self.config)
         if not self.prices:
             self.refresh_prices(time.time())

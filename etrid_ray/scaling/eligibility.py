@@ -13,9 +13,9 @@ from functools import lru_cache
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
+from etrid_ray.admission import accelerator_matches, region_allowed
 from etrid_ray.manifest import ComplianceSpec, Manifest
 from etrid_ray.pools import Pool
-from etrid_ray.provider.admission import accelerator_matches, region_allowed
 
 if TYPE_CHECKING:
     from etrid_ray.scaling.state import QueuedJob, RuleSet

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from etrid_ray.admission import MIN_BILLABLE_GPUS, JobTerms, billable_gpus
 from etrid_ray.manifest import Manifest
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote
-from etrid_ray.provider.admission import MIN_BILLABLE_GPUS, JobTerms, billable_gpus
 from etrid_ray.scaling.eligibility import Fits
 from etrid_ray.units import PLANCK_PER_EDSC
 

@@ -42,6 +42,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from etrid_ray.chain.codec import account_bytes
+from etrid_ray.chain.events import block_events, events_in_range
+from etrid_ray.chain.submit import Call
+from etrid_ray.config import ConfigError, env_setting, section_from_env
+from etrid_ray.scale_codec import blake2_256
+
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
@@ -280,9 +286,6 @@ class AuditLog:
         `submitter` is a `chain.submit.Submitter` (the head passes its own, so nonces stay in order).
         Returns None when nothing was recorded since the last anchor.
         """
-        from etrid_ray.chain.submit import Call
-        from etrid_ray.scale_codec import blake2_256
-
         seq, head_hash = self.head()
         if seq < 0:
             self.append("config_change", setting="audit", action="opened")
@@ -563,15 +566,11 @@ def verify(path: str | os.PathLike[str], conn: Any = None, *, account: str | Non
 
 def _check_anchors(res: VerifyResult, by_seq: dict[int, Record], conn: Any, *, account: str | None,
                    from_block: int | None) -> None:
-    from etrid_ray.scale_codec import blake2_256
-
     anchor_records = [r for r in by_seq.values() if r.kind == "anchor" and r.seq <= res.head_seq]
     valid_upto = res.head_seq  # records past the first problem are not trusted
     events_cache: dict[str, list[Any]] = {}
 
     def events_at(block_hash: str) -> list[Any]:
-        from etrid_ray.chain.events import block_events
-
         if block_hash not in events_cache:
             events_cache[block_hash] = block_events(conn, block_hash)
         return events_cache[block_hash]
@@ -668,8 +667,6 @@ def _check_anchors(res: VerifyResult, by_seq: dict[int, Record], conn: Any, *, a
 
 def _account_key(value: str) -> str:
     """An account as its public key in hex, so SS58 addresses of any prefix (or 0x keys) compare equal."""
-    from etrid_ray.chain.codec import account_bytes
-
     try:
         return account_bytes(value).hex()
     except Exception:  # noqa: BLE001 - not an address: compare it as written
@@ -682,8 +679,6 @@ def _remarks_in(conn: Any, ev: Any, blocks: dict[str, list[str]]) -> Iterator[tu
     The event names only the sender and `blake2_256(remark)`; the remark itself is found in the
     extrinsic's bytes and accepted only if it hashes to what the event says.
     """
-    from etrid_ray.scale_codec import blake2_256
-
     if ev.block_hash not in blocks:
         block = conn.rpc("chain_getBlock", [ev.block_hash]) or {}
         blocks[ev.block_hash] = list((block.get("block") or {}).get("extrinsics") or [])
@@ -703,8 +698,6 @@ def _scan_back(conn: Any, best: int, floor: int, *, account: str,
     Backwards, so that the newest anchor (the one a log must back) is found after as few blocks as
     the anchor interval allows; `more(number)` is asked before each block and ends the walk with False.
     """
-    from etrid_ray.chain.events import block_events
-
     key = _account_key(account)
     blocks: dict[str, list[str]] = {}
     for number in range(best, floor - 1, -1):
@@ -728,8 +721,6 @@ def _scan_back(conn: Any, best: int, floor: int, *, account: str,
 def scan_chain_anchors(conn: Any, log_id: str, from_block: int, *,
                        account: str | None = None) -> Iterator[tuple[int, str, int, str]]:
     """(seq, hash, block number, block hash) of every anchor of `log_id` on chain from `from_block` on."""
-    from etrid_ray.chain.events import events_in_range
-
     best = conn.best_number()
     blocks: dict[str, list[str]] = {}
     key = _account_key(account) if account is not None else None
@@ -763,8 +754,6 @@ def default_log() -> AuditLog | None:
     this process's environment), else None (auditing off)."""
     global _default
     if _default is None:
-        from etrid_ray.config import ConfigError, env_setting, section_from_env
-
         path = env_setting("audit_log")  # the cheap look first: this runs on every record while auditing is off
         if path:
             try:
@@ -781,8 +770,6 @@ def configure_for(config: Any) -> AuditLog | None:
     `ETRID_AUDIT_LOG` on top), else `audit.jsonl` beside the journal when compliance is on; otherwise the log is
     left as it is (None returned). The entry points that run a provider head call this, so the head's constructor
     need not configure a process-wide log itself."""
-    from etrid_ray.config import section_from_env
-
     settings = section_from_env("compliance", base=config.compliance)
     path = settings.audit_log
     if path is None and settings.enabled:

@@ -11,7 +11,7 @@ Residency is an intersection: a job may run only in a region that both its manif
 `europe-west`, `us-east-1`); the intersection of two prefix sets is the set of the longer
 prefix of every overlapping pair, so `["europe-west", "us"] ∩ GDPR` is `["europe-west"]` and
 `["us"] ∩ GDPR` is empty: no pool anywhere may serve that job, so no pool claims it. Admission
-(`provider/admission.py`) and placement (`scaling/placement.py`, through admission's
+(`etrid_ray/admission.py`) and placement (`scaling/placement.py`, through admission's
 `region_allowed`) both ask `region_permitted`, so the two can never disagree.
 
 Enabling a template on chain is `Compliance.enable_compliance(template, data_residency)`.
@@ -23,7 +23,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from etrid_ray.chain.submit import Call, Submitter
 from etrid_ray.manifest import ComplianceSpec
+from etrid_ray.security import audit
 
 #: GDPR's processing regions: AWS `eu-*`, GCP `europe-*` (Azure's `westeurope` is not matched: prefixes only)
 EU_PREFIXES: tuple[str, ...] = ("eu", "europe")
@@ -167,9 +169,6 @@ def enable_on_chain(conn: Any, signer: Any, template: str, data_residency: str |
     `data_residency` defaults to the template's (GDPR: `EU`). An audit `config_change` record is
     written when an audit log is configured (`audit.configure`).
     """
-    from etrid_ray.chain.submit import Call, Submitter
-    from etrid_ray.security import audit
-
     policy = POLICIES[template_name(template)]
     residency = policy.data_residency if data_residency is None else data_residency
     raw = residency.encode("utf-8")
@@ -185,9 +184,6 @@ def enable_on_chain(conn: Any, signer: Any, template: str, data_residency: str |
 
 def disable_on_chain(conn: Any, signer: Any) -> Any:
     """`Compliance.disable_compliance()`; audited like enabling."""
-    from etrid_ray.chain.submit import Call, Submitter
-    from etrid_ray.security import audit
-
     receipt = Submitter(conn, signer).submit(Call("Compliance", "disable_compliance", {}))
     audit.record("config_change", setting="compliance", action="disable", account=signer.address,
                  block=receipt.block_number, extrinsic=receipt.extrinsic_hash)

@@ -52,6 +52,9 @@ from etrid_ray.blobs import (
     S3BlobStore,
     normalize_hash,
 )
+from etrid_ray.chain.reader import ChainReader
+from etrid_ray.manifest import ManifestError, parse_manifest
+from etrid_ray.security import audit
 
 MAGIC = b"ETRENC01"
 ALG = "AES-256-GCM"
@@ -390,8 +393,6 @@ class Keyring:
         return {"etrid:key_ref": ref}
 
     def data_key(self, ref: str, *, create: bool = False) -> bytes:
-        from etrid_ray.security import audit
-
         check_ref(ref)
         now = time.monotonic()
         with self._lock:
@@ -426,8 +427,6 @@ class Keyring:
 
     def erase(self, ref: str, *, reason: str = "") -> bool:
         """Destroys the wrapped key (and this process's cached copy); returns whether one existed."""
-        from etrid_ray.security import audit
-
         with self._lock:
             self._cache.pop(check_ref(ref), None)
         existed = self.store.destroy(ref, {"ref": ref, "erased_at": _now_iso(), "reason": reason})
@@ -657,9 +656,6 @@ class Erasure:
 
 def job_blobs_from_chain(conn: Any, store: BlobStore, job_id: int) -> list[str]:
     """The job's manifest (`input_hash`), the inputs it names, and its result, as the chain records them."""
-    from etrid_ray.chain.reader import ChainReader
-    from etrid_ray.manifest import ManifestError, parse_manifest
-
     job = ChainReader(conn).job(job_id)
     if job is None:
         raise KeyNotFoundError(f"job {job_id} is not on chain")
@@ -679,8 +675,6 @@ def erase_job(job_id: int, keyring: Keyring, store: BlobStore, blobs: Iterable[s
               reason: str = "erasure request") -> Erasure:
     """Crypto-shreds a job: destroys its data key and the keys its blobs were sealed under, deletes the
     blobs where the store can, and records the erasure in the audit log."""
-    from etrid_ray.security import audit
-
     out = Erasure(job_id)
     hashes = list(dict.fromkeys(normalize_hash(h) for h in blobs))
     inner = store.inner if isinstance(store, EncryptedBlobStore) else store

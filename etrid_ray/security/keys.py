@@ -1,4 +1,5 @@
-"""Provider keys: generate one, render it as the Kubernetes Secret, inspect it — without showing the phrase.
+"""Provider keys: generate one, inspect it — without showing the phrase (the Kubernetes Secret holding it is
+rendered by `kuberay.credentials`, beside the template it fills).
 
 Why so careful: the secret phrase controls the provider's stake and earnings. It never travels on a
 command line (``ps`` shows every argument to every user), is never logged, and reaches a terminal only
@@ -13,7 +14,6 @@ the public key and the SS58 address (prefix 42, generic Substrate, unless asked 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import stat
@@ -180,31 +180,3 @@ def subkey_text(secret: Secret, info: KeyInfo) -> str:
              f"  Public key (SS58): {info.address}",
              f"  SS58 Address:      {info.address}"]
     return "\n".join(lines) + "\n"
-
-
-def k8s_secret(secret: Secret, info: KeyInfo, *, name: str | None = None, namespace: str | None = None
-               ) -> dict[str, Any]:
-    """The ``etrid-provider-credentials`` Secret (``data``, base64) with the phrase and the public address.
-
-    Same name, namespace and labels as the template ``etrid-ray render`` writes, so the head's (0400, head only)
-    seed volume finds it; the cloud keys of the template stay optional and are left out."""
-    from etrid_ray.kuberay.render import secret_template
-
-    doc = secret_template()
-    doc.pop("stringData", None)
-    if name:
-        doc["metadata"]["name"] = name
-    if namespace:
-        doc["metadata"]["namespace"] = namespace
-    doc["data"] = {SEED_KEY: base64.b64encode(secret.reveal().encode()).decode(),
-                   ADDRESS_KEY: base64.b64encode(info.address.encode()).decode()}
-    return doc
-
-
-def k8s_secret_yaml(secret: Secret, info: KeyInfo, *, name: str | None = None, namespace: str | None = None) -> str:
-    from etrid_ray.kuberay.render import dump_yaml
-
-    header = (f"# The provider's signing key for {info.address} (sr25519). Apply it with\n"
-              "#   kubectl apply -f FILE\n"
-              "# then delete this file or keep it only where secrets belong: it holds the secret phrase.\n")
-    return header + dump_yaml(k8s_secret(secret, info, name=name, namespace=namespace))

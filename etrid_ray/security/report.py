@@ -17,8 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from etrid_ray.security.audit import Record, parse_time, verify
+from etrid_ray.chain.reader import ChainReader
+from etrid_ray.security.audit import AuditLog, Record, parse_time, verify
 from etrid_ray.security.compliance import POLICIES, Policy, region_matches, template_name
+from etrid_ray.security.crypto import blob_status
 
 JOB_KINDS = ("claim", "placement", "admission", "data_access", "result", "failure")
 BLOB_FIELDS = ("blob", "result_hash", "input_hash", "manifest")
@@ -97,8 +99,6 @@ def build_report(template: str, since: str | datetime, audit_path: str | Path, *
 
 
 def _records(path: Path) -> list[Record]:
-    from etrid_ray.security.audit import AuditLog
-
     return list(AuditLog(path).records()) if path.exists() else []
 
 
@@ -138,8 +138,6 @@ def _jobs(period: list[Record], policy: Policy) -> dict[int, dict[str, Any]]:
 
 
 def _blob_evidence(jobs: dict[int, dict[str, Any]], policy: Policy, store: Any, keyring: Any) -> list[dict[str, Any]]:
-    from etrid_ray.security.crypto import blob_status
-
     out = []
     for j in sorted(jobs.values(), key=lambda j: j["job"]):
         for h in j["blobs"]:
@@ -161,8 +159,6 @@ def _blob_evidence(jobs: dict[int, dict[str, Any]], policy: Policy, store: Any, 
 def _attestations(conn: Any, account: str | None, period: list[Record]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if conn is not None and account:
-        from etrid_ray.chain.reader import ChainReader
-
         reader = ChainReader(conn)
         for gpu in reader.provider_gpus(account):
             att = reader.tee_attestation(gpu)
@@ -177,7 +173,6 @@ def _attestations(conn: Any, account: str | None, period: list[Record]) -> list[
 def _on_chain_config(conn: Any, account: str | None) -> dict[str, Any] | None:
     if conn is None or not account:
         return None
-    from etrid_ray.chain.reader import ChainReader
 
     cfg = ChainReader(conn).compliance(account)
     return None if cfg is None else dict(cfg.__dict__)

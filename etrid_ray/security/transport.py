@@ -22,8 +22,11 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
-from etrid_ray.blobs import BlobError, BlobStore, HttpBlobStore
+from etrid_ray.blobs import BlobError, BlobStore, HttpBlobStore, open_blob_store
+from etrid_ray.chain.connection import Connection
 from etrid_ray.chain.errors import ConfigError
+from etrid_ray.config import env_setting
+from etrid_ray.security import audit
 
 ENV_CA_BUNDLE = "ETRID_CA_BUNDLE"  # the env name of the config's compliance.ca_bundle
 PLAINTEXT = {"ws": "wss", "http": "https"}
@@ -69,8 +72,6 @@ def check_endpoint(url: str, *, compliance: bool, what: str = "endpoint") -> str
     p = urlparse(url)
     scheme = p.scheme.lower()
     if scheme in PLAINTEXT and not is_loopback_host(p.hostname):
-        from etrid_ray.security import audit
-
         secure = PLAINTEXT[scheme]
         shown = redact(url)
         audit.record("policy_violation", rule="tls_required", what=what, endpoint=shown, action="refused")
@@ -107,8 +108,6 @@ def check_config(config: Any, env: Mapping[str, str] | None = None) -> list[str]
 def ca_bundle(explicit: str | os.PathLike[str] | None = None) -> str | None:
     """`explicit`, else the config's `compliance.ca_bundle` as this process's env sets it (ETRID_CA_BUNDLE: task
     workers and the CLI hold no provider config), else None (the system's CAs)."""
-    from etrid_ray.config import env_setting
-
     path = str(explicit) if explicit else env_setting("ca_bundle") or None
     if path is not None and not os.path.exists(path):
         raise ConfigError(f"CA bundle {path} does not exist (set {ENV_CA_BUNDLE} to a PEM file of trusted CAs)")
@@ -158,8 +157,6 @@ class TlsHttpBlobStore(HttpBlobStore):
 def open_secure_blob_store(url: str, *, compliance: bool, ca: str | os.PathLike[str] | None = None,
                            **kwargs: Any) -> BlobStore:
     """`open_blob_store` with the transit rules: plaintext to remote refused under compliance, TLS verified."""
-    from etrid_ray.blobs import open_blob_store
-
     check_endpoint(url, compliance=compliance, what="blob store")
     p = urlparse(url)
     if p.scheme in ("https", "wss"):
@@ -169,8 +166,6 @@ def open_secure_blob_store(url: str, *, compliance: bool, ca: str | os.PathLike[
 
 def connect(url: str, *, compliance: bool, ca: str | os.PathLike[str] | None = None, **kwargs: Any) -> Any:
     """A chain `Connection` under the transit rules (the CA bundle, if any, installed process-wide)."""
-    from etrid_ray.chain.connection import Connection
-
     check_endpoint(url, compliance=compliance, what="chain node")
     if ca is not None:
         install_ca_bundle(ca)

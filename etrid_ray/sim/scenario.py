@@ -38,8 +38,8 @@ from importlib import resources
 from pathlib import Path
 
 from etrid_ray.clouds.base import interruption_rate
-from etrid_ray.config import ProviderConfig, ProviderSettings, ScalingSettings
-from etrid_ray.pools import Pool, pools_from_config
+from etrid_ray.config import ProviderConfig, ProviderSettings, ScalingSettings, pools_from_config
+from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import (
     INTERRUPTION_CSV,
     PriceCatalog,

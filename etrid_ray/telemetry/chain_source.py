@@ -27,8 +27,8 @@ from etrid_ray.chain.errors import ConfigError
 from etrid_ray.chain.events import events_in_range
 from etrid_ray.chain.models import GpuNode, Job, JobStatus, Telemetry
 from etrid_ray.chain.reader import ChainReader
-from etrid_ray.config import load_config
-from etrid_ray.pools import Pool, pools_from_config
+from etrid_ray.config import load_config, pools_from_config
+from etrid_ray.pools import Pool
 from etrid_ray.telemetry.metrics import (
     PBC,
     RPC_ERROR_KINDS,
@@ -40,6 +40,7 @@ from etrid_ray.telemetry.metrics import (
     failure_kind,
     rpc_error_kind,
 )
+from etrid_ray.telemetry.server import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +268,6 @@ def run_exporter(url: str, *, host: str = "127.0.0.1", port: int = 9090, interva
                  stop: threading.Event | None = None, on_ready: Any = None) -> None:
     """The exporter's main loop: read the chain every interval, serve until `stop` is set. `pools`: the
     provider's pools (default: `configured_pools()`)."""
-    from etrid_ray.telemetry.server import MetricsServer
-
     scraper = ChainScraper(url, interval_s=interval_s, providers=providers,
                            pools=configured_pools() if pools is None else pools)
     server = MetricsServer(scraper.registry(), health=scraper.health, ready=scraper.ready, host=host, port=port)

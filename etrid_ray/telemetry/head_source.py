@@ -15,6 +15,7 @@ from statistics import fmean
 from typing import Any
 
 from etrid_ray.config import section_from_env
+from etrid_ray.prices.catalog import quotes_for
 from etrid_ray.provider.cluster_view import PoolLoad
 from etrid_ray.provider.stats import HeadStatus
 from etrid_ray.telemetry.metrics import (
@@ -27,6 +28,7 @@ from etrid_ray.telemetry.metrics import (
     build_registry,
     rpc_error_kind,
 )
+from etrid_ray.telemetry.ray_metrics import RayMetricsBridge
 from etrid_ray.telemetry.server import MetricsServer
 
 log = logging.getLogger(__name__)
@@ -160,8 +162,6 @@ def _catalog_quotes(head: Any) -> dict[str, Any]:
     """The shipped catalog's quotes for the head's pools (what the scaler would use), read once per head."""
     key = id(head)
     if key not in _QUOTES:
-        from etrid_ray.prices.catalog import quotes_for
-
         _QUOTES.clear()
         _QUOTES[key] = quotes_for(head.pools)
     return _QUOTES[key]
@@ -203,8 +203,6 @@ class HeadTelemetry:
             import ray
 
             if ray.is_initialized():
-                from etrid_ray.telemetry.ray_metrics import RayMetricsBridge
-
                 self.bridge = RayMetricsBridge(self._safe_snapshot, interval_s=self._ray_interval_s).start()
         return self
 

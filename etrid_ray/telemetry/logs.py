@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from etrid_ray.config import env_setting
+
 LOG_FORMATS = ("text", "json")
 SECRET_ENV = ("ETRID_SEED", "CONSUMER_SEED", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_CLIENT_SECRET",
               "GOOGLE_APPLICATION_CREDENTIALS_JSON")
@@ -120,8 +122,6 @@ def configure_logging(fmt: str | None = None, level: int | str = logging.INFO, s
     """Sets the root logger up with our handler (format from `fmt`, else the `ETRID_LOG_FORMAT` env var, else
     text) and puts the redactor on every root handler. Calling it again replaces our handler, never anyone
     else's; with `force=False` (inside a Ray worker, say) it adds ours only when the root has none."""
-    from etrid_ray.config import env_setting
-
     fmt = (fmt or env_setting("log_format") or "text").lower()
     root = logging.getLogger()
     for h in list(root.handlers):

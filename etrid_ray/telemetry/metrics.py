@@ -30,17 +30,18 @@ from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
 from etrid_ray.chain.models import GpuStatus
+from etrid_ray.clouds.registry import find as find_cloud
+from etrid_ray.provider.spend import CLOUD_COST_NAME, CLOUD_COST_USD
+from etrid_ray.scaling.policy import Reason
 from etrid_ray.units import PLANCK_PER_EDSC
 
 # The seed's cloud-spend metric: the scaler accrues spend into it per node-second, by pool and cloud
-# (`Scaler._accrue_spend`). `CLOUD_COST` is the same counter under its first name.
-CLOUD_COST_NAME = "etrid_cloud_cost_usd_total"
-CLOUD_COST_USD = Counter(CLOUD_COST_NAME, "Cloud spend on spot/on-demand worker nodes, in USD",
-                         ["pool", "cloud"])
+# (`Scaler._account`); it is defined beside its writer (`provider/spend.py`). `CLOUD_COST` is the same
+# counter under its first name.
 CLOUD_COST = CLOUD_COST_USD
 
 PBC = "ai-compute"
@@ -170,9 +171,7 @@ class PoolView:
     @property
     def is_cloud(self) -> bool:
         """As `Pool.is_cloud`: every pool but the provider's own (the local one) bills by the node-hour."""
-        from etrid_ray.clouds.registry import find
-
-        cloud = find(self.kind)
+        cloud = find_cloud(self.kind)
         return cloud.is_cloud if cloud is not None else True
 
 
@@ -299,10 +298,7 @@ def cloud_spend() -> dict[Key, float]:
 
 
 def scaling_reasons() -> tuple[str, ...]:
-    """Every reason a scaling decision can give (`scaling.policy.Reason`). Imported here, not at the top: the
-    policy pulls in placement, manifests and the workload registry, which the exporter does not need."""
-    from etrid_ray.scaling.policy import Reason
-
+    """Every reason a scaling decision can give (`scaling.policy.Reason`)."""
     return tuple(str(r) for r in Reason)
 
 

@@ -1,12 +1,12 @@
 """`etrid-ray status`: the operator's view of one snapshot, as rich tables or JSON.
 
 With a Ray address the snapshot comes from the head actor (everything: pools, scaling decisions,
-spend); without one, from the chain alone (queue, GPUs, providers' telemetry and earnings).
+spend: `service.actor.head_snapshot_source`, which lives with the actor it asks); without one, from the
+chain alone (queue, GPUs, providers' telemetry and earnings).
 """
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -17,48 +17,12 @@ from rich.table import Table
 from rich.text import Text
 
 from etrid_ray.durations import format_duration
+from etrid_ray.telemetry.chain_source import ChainScraper
 from etrid_ray.telemetry.metrics import Snapshot
 from etrid_ray.units import PLANCK_PER_EDSC
 
 
-def head_snapshot_source(address: str, namespace: str) -> Callable[[], Snapshot]:
-    """Connects to the Ray cluster once; each call asks the head actor for a snapshot."""
-    import ray
-
-    from etrid_ray.provider.actor import get_head
-
-    _reachable(address)
-    if not ray.is_initialized():
-        ray.init(address=address, namespace=namespace, logging_level="ERROR", log_to_driver=False)
-    try:
-        handle = get_head(namespace)
-    except ValueError:
-        raise LookupError(f"no provider head actor 'etrid-provider' in namespace {namespace!r} at {address}: "
-                          "start it with `etrid-ray provider run`, or leave out --address for chain state only"
-                          ) from None
-
-    def read() -> Snapshot:
-        return Snapshot.from_dict(ray.get(handle.snapshot.remote(), timeout=30))
-
-    return read
-
-
-def _reachable(address: str, timeout: float = 5.0) -> None:
-    """Fails fast on a `HOST:PORT` nothing listens on (Ray itself retries for minutes before giving up)."""
-    if "://" in address or ":" not in address:
-        return  # `auto`, `ray://…`: Ray resolves those itself
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except (OSError, ValueError) as err:
-        raise LookupError(f"cannot reach the Ray cluster at {address} ({err}); check --address "
-                          "(the GCS address, e.g. 127.0.0.1:6379)") from None
-
-
 def chain_snapshot_source(url: str) -> Callable[[], Snapshot]:
-    from etrid_ray.telemetry.chain_source import ChainScraper
-
     scraper = ChainScraper(url, interval_s=0)
     return scraper.read
 

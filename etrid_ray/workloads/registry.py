@@ -60,6 +60,7 @@ def declared_seconds(workload: Workload, args: dict[str, Any]) -> float | None:
 
 
 def _load() -> dict[str, Workload]:
+    # the workload modules import this one (WorkloadContext, number_arg): they load once its names exist
     from etrid_ray.workloads import basic, embedding, matmul
 
     items = [

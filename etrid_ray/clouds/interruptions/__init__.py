@@ -3,7 +3,8 @@ drains the Ray node before the instance goes (target R4).
 
 - `notice`: `Notice(cloud, kind, deadline)` and the pure parsers of each endpoint's answers;
 - `sources`: the endpoints over HTTP — AWS IMDSv2, GCP metadata, Azure Scheduled Events;
-- `watcher`: the polling loop and the drain (`etrid-ray spot-watch --cloud aws|gcp|azure`).
+- `watcher`: the polling loop; the drain it triggers on the nodes and the `etrid-ray spot-watch --cloud
+  aws|gcp|azure` process are the KubeRay pods' (`etrid_ray.kuberay.spot_watch`).
 
 Which class polls which cloud, its address and its notice length are the cloud registry's
 (`etrid_ray.clouds.registry`: `Cloud.notice_source`, `metadata_endpoint`, `notice_s`).
@@ -44,7 +45,7 @@ from etrid_ray.clouds.interruptions.sources import (
     NoticeSource,
     source_for,
 )
-from etrid_ray.clouds.interruptions.watcher import RayNodeDrain, SpotWatcher, WatchStats, run_spot_watch
+from etrid_ray.clouds.interruptions.watcher import SpotWatcher, WatchStats
 
 __all__ = [
     "DRAIN_KINDS",
@@ -56,7 +57,6 @@ __all__ = [
     "MalformedAnswer",
     "Notice",
     "NoticeSource",
-    "RayNodeDrain",
     "SpotWatcher",
     "WatchStats",
     "parse_aws_instance_action",
@@ -64,6 +64,5 @@ __all__ = [
     "parse_azure_scheduled_events",
     "parse_gcp_maintenance",
     "parse_gcp_preempted",
-    "run_spot_watch",
     "source_for",
 ]

@@ -26,6 +26,8 @@ from etrid_ray.clouds.interruptions.notice import (
     parse_gcp_maintenance,
     parse_gcp_preempted,
 )
+from etrid_ray.clouds.registry import cloud as cloud_of
+from etrid_ray.clouds.registry import find, notice_clouds
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +82,14 @@ def http(method: str, url: str, headers: dict[str, str], timeout: float) -> tupl
         raise EndpointError(f"{method} {url}: {type(reason).__name__}: {reason}") from err
 
 
-def default_endpoint(cloud: str, env: dict[str, str] | None = None) -> str:
-    """Where this node's notices are read: the config's `clouds.metadata_endpoint` (ETRID_METADATA_ENDPOINT), else
-    the SDK's override variable (`Cloud.metadata_endpoint_env`), else the cloud's own address. This runs on the node
-    itself (the spot-watch sidecar, which holds no provider config): it reads its own environment."""
-    from etrid_ray.clouds.registry import cloud as cloud_of
-    from etrid_ray.config import env_setting
-
+def default_endpoint(cloud: str, env: dict[str, str] | None = None, *, override: str | None = None) -> str:
+    """Where this node's notices are read: `override` (the config's `clouds.metadata_endpoint`, which the
+    spot-watch reads: `kuberay.spot_watch.notice_endpoint`), else the SDK's override variable
+    (`Cloud.metadata_endpoint_env`), else the cloud's own address. This runs on the node itself: it reads its
+    own environment."""
     facts = cloud_of(cloud)
     env = dict(os.environ if env is None else env)
-    override = env_setting("metadata_endpoint", env) or env.get(facts.metadata_endpoint_env or "", "")
+    override = override or env.get(facts.metadata_endpoint_env or "", "")
     if override:
         return override if "://" in override else f"http://{override}"  # GCE_METADATA_HOST is host[:port]
     if facts.metadata_endpoint is None:
@@ -214,8 +214,6 @@ class AzureScheduledEvents:
 
 def source_for(cloud: str, endpoint: str | None = None, *, timeout_s: float | None = None) -> NoticeSource:
     """The notice source of a registered cloud (`Cloud.notice_source`)."""
-    from etrid_ray.clouds.registry import find, notice_clouds
-
     found = find(cloud)
     if found is None or found.notice_source_class() is None:
         raise ValueError(f"unknown cloud {cloud!r} ({', '.join(notice_clouds())})")

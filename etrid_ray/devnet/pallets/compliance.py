@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from etrid_ray.devnet.common_types import to_bytes
 from etrid_ray.devnet.pallet import Origin, Pallet
 from etrid_ray.devnet.type_registry import Field, Variant
 
@@ -35,8 +36,6 @@ class Compliance(Pallet):
         self.error("ComplianceNotEnabled", "The account has no compliance configuration.")
 
     def enable_compliance(self, origin: Origin, template: Any, data_residency: Any) -> None:
-        from etrid_ray.devnet.common_types import to_bytes
-
         who = self.ensure_signed(origin)
         self.runtime.state.put(self.ComplianceConfigs, who, {
             "account": who, "template": template, "data_residency": to_bytes(data_residency),

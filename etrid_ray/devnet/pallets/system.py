@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from etrid_ray.devnet.codec import blake2_256
+from etrid_ray.devnet.common_types import hexstr, to_bytes
 from etrid_ray.devnet.pallet import Origin, Pallet
 from etrid_ray.devnet.type_registry import Field, Variant
 
@@ -87,7 +88,5 @@ class System(Pallet):
         self.ensure_signed(origin)
 
     def remark_with_event(self, origin: Origin, remark: Any) -> None:
-        from etrid_ray.devnet.common_types import hexstr, to_bytes
-
         who = self.ensure_signed(origin)
         self.emit("Remarked", sender=who, hash=hexstr(blake2_256(to_bytes(remark))))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from etrid_ray.devnet.pallet import Origin, Pallet
+from etrid_ray.devnet.pallet import BadOrigin, Origin, Pallet
 
 MINIMUM_PERIOD_MS = 1
 
@@ -19,8 +19,6 @@ class Timestamp(Pallet):
 
     def set(self, origin: Origin, now: Any) -> None:
         if origin.kind != "None":
-            from etrid_ray.devnet.pallet import BadOrigin
-
             raise BadOrigin()
         self.runtime.state.put(self.Now, None, int(now))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from etrid_ray.devnet.pallet import Pallet
+from etrid_ray.devnet.type_registry import Field
 
 BASE_FEE = 10**14          # 0.0001 ËDSC
 BYTE_FEE = 10**11          # per encoded byte
@@ -27,6 +28,5 @@ class TransactionPayment(Pallet):
 
 
 def Field_(ty: int):  # noqa: N802 - local shorthand for an unnamed field
-    from etrid_ray.devnet.type_registry import Field
 
     return Field(None, ty, "u128")

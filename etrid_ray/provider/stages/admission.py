@@ -1,5 +1,5 @@
 """Admission: each queued job's manifest read and judged — claim, reject (claimed only to fail it with the
-reason) or skip (left to other providers) — by the pure `provider.admission.admit` against what this head
+reason) or skip (left to other providers) — by the pure `etrid_ray.admission.admit` against what this head
 offers: its own GPUs, or, once the cluster advertises pools, any pool that could run the job (a TEE gate, when
 confidential pools exist, narrows both to freshly attested nodes)."""
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from etrid_ray.admission import Capabilities, JobTerms, Verdict, admit
 from etrid_ray.manifest import Manifest, ManifestError
-from etrid_ray.provider.admission import Capabilities, JobTerms, Verdict, admit
 from etrid_ray.provider.job import JobBook, JobState, TrackedJob
 from etrid_ray.provider.manifests import ManifestSource
 from etrid_ray.provider.stats import Stats, failure_kind

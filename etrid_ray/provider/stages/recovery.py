@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
+from etrid_ray.admission import CLAIM
 from etrid_ray.blobs import BlobIntegrityError, BlobNotFound
 from etrid_ray.chain.models import Job, JobStatus
 from etrid_ray.manifest import Manifest
-from etrid_ray.provider.admission import CLAIM
 from etrid_ray.provider.job import JobBook, JobState, Settlement, TrackedJob
 from etrid_ray.provider.journal import Journal, JournalBinding, JournalEntry
 from etrid_ray.provider.manifests import ManifestSource

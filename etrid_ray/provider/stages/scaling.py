@@ -13,8 +13,8 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from etrid_ray.admission import JobTerms
 from etrid_ray.pools import Pool
-from etrid_ray.provider.admission import JobTerms
 from etrid_ray.provider.cluster_view import ClusterWatch
 from etrid_ray.provider.job import JobBook, JobState, TrackedJob
 from etrid_ray.provider.timing import Estimates, GpuTimeline

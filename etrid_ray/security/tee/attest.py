@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from etrid_ray.chain.models import TeeAttestation
 from etrid_ray.security.tee.config import TeeConfig
 from etrid_ray.security.tee.detect import Detection, detect, remove_entry
-from etrid_ray.security.tee.verify import STALE_ANSWER, EvidenceError, Verdict, make_nonce, parse_report
+from etrid_ray.security.tee.verify import STALE_ANSWER, ChainBlocks, EvidenceError, Verdict, make_nonce, parse_report
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +192,6 @@ class ProviderChain:
     """:class:`ChainAccess` over a ``ProviderClient`` (the provider's signer files the attestation)."""
 
     def __init__(self, provider: Any) -> None:
-        from etrid_ray.security.tee.verify import ChainBlocks
-
         self.provider = provider
         self.blocks = ChainBlocks(provider.conn)
 

@@ -60,11 +60,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from etrid_ray.chain.codec import account_bytes
 from etrid_ray.pools import RESOURCE_UNITS, STEER, Pool, pool_of_resources
 from etrid_ray.security.tee.attest import AttestationError, Evidence, produce_evidence
 from etrid_ray.security.tee.config import TeeConfig
 from etrid_ray.security.tee.detect import Detection, detect
-from etrid_ray.security.tee.verify import ReplayGuard, TeePolicy, Verdict, make_nonce, verify_evidence
+from etrid_ray.security.tee.verify import ChainBlocks, ReplayGuard, TeePolicy, Verdict, make_nonce, verify_evidence
 
 log = logging.getLogger(__name__)
 
@@ -224,9 +225,6 @@ class TeeGate:
     @classmethod
     def for_head(cls, head: Any, policy: TeePolicy, config: TeeConfig, **kw: Any) -> TeeGate:
         """A gate wired to a running ``ProviderHead``: its pools, account, GPU ids, chain and signer."""
-        from etrid_ray.chain.codec import account_bytes
-        from etrid_ray.security.tee.verify import ChainBlocks
-
         provider = head.chain.client
 
         def submit(gpu_id: int, attestation: Any) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ from etrid_ray.provider.head import OFFLINE_REASON, ProviderHead
 from etrid_ray.security import audit
 from etrid_ray.telemetry.head_source import HeadTelemetry
 from etrid_ray.telemetry.logs import configure_logging
+from etrid_ray.telemetry.metrics import Snapshot
 
 ACTOR_NAME = "etrid-provider"
 HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray's resource that only the head node has
@@ -122,7 +124,7 @@ def launch_head(config: ProviderConfig, chain_url: str | None = None, *, detache
 
     `provider run` passes `detached=False`: the head then belongs to the driver that runs it (the CLI, or
     the Ray Job's driver with `--detach`), which keeps its task workers reusable, and dies with it (see
-    `etrid_ray.provider.runner`)."""
+    `etrid_ray.service.runner`)."""
     options: dict[str, Any] = {"name": ACTOR_NAME, "namespace": config.namespace or NAMESPACE,
                                "get_if_exists": True,
                                # on the head node: only the head pod carries the signing key (the Secret)
@@ -143,6 +145,38 @@ def find_head(namespace: str = NAMESPACE) -> Any | None:
         return get_head(namespace)
     except ValueError:
         return None
+
+
+def reachable(address: str, timeout: float = 5.0) -> None:
+    """Fails fast on a `HOST:PORT` nothing listens on (Ray itself retries for minutes before giving up)."""
+    if "://" in address or ":" not in address:
+        return  # `auto`, `ray://…`: Ray resolves those itself
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as err:
+        raise LookupError(f"cannot reach the Ray cluster at {address} ({err}); check --address "
+                          "(the GCS address, e.g. 127.0.0.1:6379)") from None
+
+
+def head_snapshot_source(address: str, namespace: str) -> Callable[[], Snapshot]:
+    """`etrid-ray status --address`: connects to the Ray cluster once; each call asks the head actor for a
+    snapshot (what its `/metrics` serves)."""
+    reachable(address)
+    if not ray.is_initialized():
+        ray.init(address=address, namespace=namespace, logging_level="ERROR", log_to_driver=False)
+    try:
+        handle = get_head(namespace)
+    except ValueError:
+        raise LookupError(f"no provider head actor '{ACTOR_NAME}' in namespace {namespace!r} at {address}: "
+                          "start it with `etrid-ray provider run`, or leave out --address for chain state only"
+                          ) from None
+
+    def read() -> Snapshot:
+        return Snapshot.from_dict(ray.get(handle.snapshot.remote(), timeout=30))
+
+    return read
 
 
 def stop_head(handle: Any) -> None:

@@ -5,6 +5,11 @@ not want to (capability, price, allow-list) — the job is left untouched for
 other providers. `reject`: the job is broken for everyone (bad manifest,
 unknown handler, oversized input) — we claim it only to fail it on chain with
 the reason, so the consumer is refunded instead of waiting forever.
+
+Why it lives here, below `scaling` and `provider`: the job's terms (`JobTerms`, billable GPUs, the
+accelerator and residency rules) are read by the pure placement (`scaling`) and by the head's admission
+stage (`provider`) alike; a module of either would make the other import it sideways or upwards. It
+depends only on the manifest, the compliance templates and the workload registry.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ lives exactly as long as a driver that stays alive:
   owns. Ctrl-C / SIGTERM drain it; `provider stop` from anywhere drains it too. If the CLI is killed
   with SIGKILL, Ray kills the head with its owner: nothing keeps claiming without an operator, and the
   next `provider run` recovers the jobs left in flight from chain state and the journal.
-- `provider run --detach` (a running cluster): submits `python -m etrid_ray.provider.runner` as a Ray
+- `provider run --detach` (a running cluster): submits `python -m etrid_ray.service.runner` as a Ray
   Job through the dashboard's Jobs API and returns. That job's driver owns the head and outlives the
   CLI, so worker reuse survives the CLI's exit; `etrid-ray provider stop` ends it (the driver exits
   when its head is gone). This is also what `ray job submit -- python jobs/provider.py` does.
@@ -43,17 +43,8 @@ from typing import Any
 import ray
 
 from etrid_ray.chain.errors import ConfigError
-from etrid_ray.config import ProviderConfig
+from etrid_ray.config import ProviderConfig, load_config
 from etrid_ray.local_ray import LocalRay
-from etrid_ray.provider.actor import (
-    ACTOR_NAME,
-    clear_drain,
-    drain_and_stop,
-    find_head,
-    key_preflight,
-    launch_head,
-    stop_head,
-)
 from etrid_ray.provider.gpu_info import gpu_facts
 from etrid_ray.ray_auth import (
     AUTH_MODE_ENV,
@@ -64,6 +55,16 @@ from etrid_ray.ray_auth import (
     etrid_home,
     prepare_driver,
     use_token,
+)
+from etrid_ray.service.actor import (
+    ACTOR_NAME,
+    clear_drain,
+    drain_and_stop,
+    find_head,
+    key_preflight,
+    launch_head,
+    reachable,
+    stop_head,
 )
 from etrid_ray.telemetry.logs import SECRET_ENV
 
@@ -82,8 +83,6 @@ def run_dir() -> Path:
 
 
 def _reachable(address: str) -> None:
-    from etrid_ray.telemetry.status_view import _reachable as reachable
-
     try:
         reachable(address)
     except LookupError as err:
@@ -361,7 +360,7 @@ def submit_detached(config: ProviderConfig, address: str | None, *, python: str 
             raise ConfigError(f"the cluster at {addr} runs no dashboard, which --detach submits the Ray Job to: "
                               "start it with `ray start --head --include-dashboard true`")
         client = JobSubmissionClient(dashboard if "://" in dashboard else f"http://{dashboard}")
-        entrypoint = shlex.join([python, "-m", "etrid_ray.provider.runner", "--config-json",
+        entrypoint = shlex.join([python, "-m", "etrid_ray.service.runner", "--config-json",
                                  config.model_dump_json(exclude_defaults=True)])
         job_id = client.submit_job(entrypoint=entrypoint, submission_id=f"etrid-provider-{ns}-{int(time.time())}",
                                    entrypoint_num_cpus=0, metadata={"etrid": "provider", "namespace": ns})
@@ -404,8 +403,6 @@ def stop_provider(address: str, namespace: str, *, now: bool = False, timeout: f
 def job_main(argv: list[str] | None = None) -> int:
     """Runs inside a Ray Job (`ray job submit … -- python jobs/provider.py --config FILE`, or what
     `provider run --detach` submits): this driver owns the head until it is stopped."""
-    from etrid_ray.config import load_config
-
     parser = argparse.ArgumentParser(description=job_main.__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="provider config (YAML or JSON)")
