@@ -8,6 +8,7 @@ event as the metadata does.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,11 +54,22 @@ def decode_event_records(
     return out
 
 
+EVENTS_CACHED = 64  # blocks per connection whose decoded events are kept
+
+
 def block_events(conn: Connection, block_hash: str, block_number: int | None = None) -> list[ChainEvent]:
-    """All events of one block."""
-    meta = conn.metadata
-    raw = conn.storage(meta.storage("System", "Events").key_hex(), block_hash)
-    return decode_event_records(meta, raw, block_number=block_number, block_hash=block_hash)
+    """All events of one block. A block's events never change, and the queue watcher and the submitter waiting for
+    its extrinsics read the same recent blocks: each is decoded once per connection (the newest few are kept)."""
+    cache: OrderedDict[str, list[ChainEvent]] = conn.__dict__.setdefault("_block_events", OrderedDict())
+    events = cache.get(block_hash)
+    if events is None:
+        meta = conn.metadata
+        raw = conn.storage(meta.storage("System", "Events").key_hex(), block_hash)
+        events = decode_event_records(meta, raw, block_number=block_number, block_hash=block_hash)
+        cache[block_hash] = events
+        while len(cache) > EVENTS_CACHED:
+            cache.popitem(last=False)
+    return list(events)
 
 
 def events_in_range(conn: Connection, first: int, last: int) -> list[ChainEvent]:

@@ -88,9 +88,10 @@ class QueueWatcher:
             h = best_hash if number == best else self.conn.block_hash(number)
             events.extend(block_events(self.conn, h, number))
         pending = self.reader.pending_job_ids(best_hash)
-        new_ids = [i for i in pending if i not in self._known]
+        current = set(pending)
+        new_ids = sorted(current - self._known)  # set arithmetic: the queue can hold 10,000 ids, read every block
         new_jobs = self.reader.jobs(new_ids, best_hash) if new_ids else {}
-        self._known = set(pending)
+        self._known = current
         self._last = best
         update = QueueUpdate(best, best_hash, pending, new_jobs, events)
         self.updates += 1

@@ -157,6 +157,10 @@ class JobBook:
     def __len__(self) -> int:
         return len(self._jobs)
 
+    def ids(self) -> Any:
+        """The ids of every job in the book (a live set-like view: caller holds `lock`)."""
+        return self._jobs.keys()
+
     def in_state(self, *states: JobState) -> list[TrackedJob]:
         with self.lock:
             return [t for s in states for t in self._by_state[s].values()]

@@ -29,6 +29,7 @@ class Intake:
         self.updates: queue.Queue[QueueUpdate] = queue.Queue()
         self.best_block = 0
         self.pending_ids: list[int] = []
+        self._last_pending: set[int] = set()
 
     def offer(self, update: QueueUpdate) -> None:
         """The watcher's callback (its own thread): queued for the intake loop."""
@@ -50,6 +51,7 @@ class Intake:
                 for job_id, job in update.new_jobs.items():
                     if job.status == JobStatus.PENDING and job_id not in book:
                         book.add(job, JobState.QUEUED)
+                        self._last_pending.add(job_id)  # pending when seen, even if gone by the latest update
                         added += 1
                 for event in update.events:
                     if event.is_("JobMarketplace", "PaymentReleased") and event.get("provider") == me:
@@ -60,13 +62,17 @@ class Intake:
         self.best_block = latest.block_number
         self.pending_ids = latest.pending_ids
         pending = set(latest.pending_ids)
+        # set arithmetic against the last queue seen, not a walk over every waiting job: the queue can hold 10,000
+        # jobs and changes by a few per block
+        left, self._last_pending = self._last_pending - pending, pending
         with book.lock:
-            gone = [t for t in book.in_state(*WAITING) if t.job_id not in pending]
+            gone = [t for t in (book.get(j) for j in left) if t is not None and t.state in WAITING]
             for tracked in gone:  # taken by someone else, cancelled or expired
                 book.move(tracked, JobState.DEPARTED, "left the chain's queue")
         for tracked in gone:
             self.on_departed(tracked)
-        unknown = [j for j in latest.pending_ids if j not in book]
+        with book.lock:
+            unknown = sorted(pending - book.ids())
         if unknown:
             jobs = self.chain.jobs(unknown)
             with book.lock:

@@ -1,6 +1,8 @@
 """Settle: finished jobs onto the chain, in batches, exactly once.
 
-A batch whose extrinsic may or may not have landed (the connection dropped) is kept; before it is sent again
+Settlements share extrinsics: while results arrive faster than one per `COALESCE_S`, they wait for each other
+(at most that long, or until a quarter batch is ready); a result after a quiet spell goes at once. A batch whose
+extrinsic may or may not have landed (the connection dropped) is kept; before it is sent again
 the jobs the chain already settled are dropped from it, so nothing is reported twice. An item the chain
 refuses (it timed the job out meanwhile) is settled either way and never retried.
 """
@@ -17,6 +19,10 @@ from etrid_ray.provider.stats import Stats
 
 log = logging.getLogger(__name__)
 
+#: while results flow faster than this, settlements wait for each other (a fee, a signature and a block per
+#: extrinsic); a result after a quiet spell goes at once
+COALESCE_S = 0.05
+
 
 class Settler:
     def __init__(self, book: JobBook, chain: object, journal: Journal, stats: Stats, batch: int,
@@ -29,12 +35,15 @@ class Settler:
         self.gpu_ids = gpu_ids
         self.clock = clock
         self._retry = False  # the last batch may have landed: check the chain before sending it again
+        self.last_settle_at = float("-inf")
 
     def settle(self) -> int:
+        now = self.clock()
         with self.book.lock:
+            waiting = self.book.count(JobState.FINISHED)
+            if not waiting or (waiting < max(1, self.batch // 4) and now - self.last_settle_at < COALESCE_S):
+                return 0  # results are flowing: one extrinsic for the next few instead of one per result
             batch = [t for _, t in zip(range(self.batch), self.book.iter_state(JobState.FINISHED), strict=False)]
-        if not batch:
-            return 0
         if self._retry:
             batch = self._still_ours(batch)
             if not batch:
@@ -46,7 +55,7 @@ class Settler:
             self._retry = True  # unknown whether the extrinsic landed
             raise
         self._retry = False
-        now = self.clock()
+        now = self.last_settle_at = self.clock()
         with self.book.lock:
             for tracked, res in zip(batch, results, strict=True):
                 job_id = tracked.job_id
