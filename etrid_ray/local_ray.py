@@ -30,6 +30,10 @@ PR_SET_PDEATHSIG = 1
 READY_MARKER = b"--block"  # `ray start` prints its `--block` notice once every process it starts is up
 
 
+# Ray's head gives its raylet 30 s to register with the GCS and then exits; on a loaded 2-core machine or a
+# first run (a fresh machine compiling and importing everything) that has been seen to take longer
+SLOW_MACHINE_ENV = {"RAY_raylet_start_wait_time_s": "120"}
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -85,8 +89,8 @@ class LocalRay:
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
         path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
-        env = {**os.environ, **token_env(ensure_token()), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **self.env,
-               "PATH": path}
+        env = {**os.environ, **token_env(ensure_token()), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+               **SLOW_MACHINE_ENV, **self.env, "PATH": path}
         self.proc = subprocess.Popen(self.args(), stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout

@@ -24,7 +24,7 @@ import psutil
 from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
 from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
 
-from etrid_ray.local_ray import free_port
+from etrid_ray.local_ray import SLOW_MACHINE_ENV, free_port
 from etrid_ray.ray_auth import ensure_token, token_env
 from etrid_ray.telemetry.logs import SECRET_ENV
 
@@ -116,7 +116,7 @@ class FakeKubeRayCluster:
         # Secrets of the calling shell stay out of the cluster (every worker would inherit them); a test
         # that wants a key in the cluster's environment passes it in `env`, as a pod spec would.
         inherited = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
-        env = {**inherited, "RAY_FAKE_CLUSTER": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        env = {**inherited, **SLOW_MACHINE_ENV, "RAY_FAKE_CLUSTER": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
                **token_env(ensure_token()), "AUTOSCALER_UPDATE_INTERVAL_S": "1",
                "RAY_enable_autoscaler_v2": "1", "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID,
                "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID,
