@@ -17,12 +17,13 @@ from typing import Any
 import ray
 
 from etrid_ray.pools import STEER
-from etrid_ray.provider.task import Outcome, dispatch_options, probe, run_job
+from etrid_ray.provider.task import Outcome, dispatch_options, options_problem, probe, run_job
 from etrid_ray.provider.timing import Estimates
 
 log = logging.getLogger(__name__)
 
 KNOWN_WORKERS = 10_000  # warm workers remembered per pool
+SHAPES_KEPT = 4096  # task shapes (GPUs, pool) whose options are kept
 
 
 class RayTasks:
@@ -33,6 +34,7 @@ class RayTasks:
         self.pool_resource = pool_resource  # the head's own pool resource when the cluster advertises it
         self.done: queue.Queue[tuple[int, Any]] = queue.Queue()  # (job id, finished future), from Ray's threads
         self._shapes: dict[tuple[float, str | None], Any] = {}
+        self._problems: dict[tuple[float, str | None], str | None] = {}
         self._workers: dict[str | None, set[str]] = {}  # pool -> Ray workers seen running our tasks (warm ones)
         self._probe: tuple[Any, float, str | None] | None = None
         self._probe_sent_at = float("-inf")
@@ -44,6 +46,15 @@ class RayTasks:
     def options(self, gpus: float, pool: str | None) -> dict[str, Any]:
         return dispatch_options(gpus, self.task_cpus, pool, self.pool_resource(), STEER)
 
+    def problem(self, gpus: float, pool: str | None) -> str | None:
+        """What Ray would refuse in a task of this shape (None: nothing), judged once per shape."""
+        key = (gpus, pool)
+        if key not in self._problems:
+            if len(self._problems) > SHAPES_KEPT:
+                self._problems.clear()
+            self._problems[key] = options_problem(self.options(gpus, pool))
+        return self._problems[key]
+
     def submit(self, job_id: int, manifest_json: str, store_url: str, max_input_bytes: int, gpus: float,
                pool: str | None, options: dict[str, Any] | None = None) -> Any:
         """Starts the job's task (with `options`, e.g. a TEE gate's, instead of the cached shape)."""
@@ -53,6 +64,8 @@ class RayTasks:
             key = (gpus, pool)
             task = self._shapes.get(key)
             if task is None:
+                if len(self._shapes) > SHAPES_KEPT:  # consumers choose the GPU counts: keep the cache bounded
+                    self._shapes.clear()
                 task = self._shapes[key] = run_job.options(**self.options(gpus, pool))
         ref = task.remote(job_id, manifest_json, store_url, max_input_bytes)
         ref.future().add_done_callback(lambda fut, job_id=job_id: self.done.put((job_id, fut)))

@@ -19,7 +19,7 @@ from etrid_ray.provider.journal import Journal
 from etrid_ray.provider.manifests import ManifestSource
 from etrid_ray.provider.ray_tasks import RayTasks
 from etrid_ray.provider.stats import Stats
-from etrid_ray.provider.task import dispatch_failure, options_problem
+from etrid_ray.provider.task import dispatch_failure
 from etrid_ray.provider.timing import job_timing
 from etrid_ray.security import audit
 
@@ -63,7 +63,7 @@ class Dispatcher:
 
     def _start(self, tracked: TrackedJob, manifest: Manifest) -> None:
         job, pool = tracked.job, tracked.pool
-        problem = options_problem(self.tasks.options(manifest.resources.gpus, pool))
+        problem = self.tasks.problem(manifest.resources.gpus, pool)
         if problem is not None:  # what Ray would refuse: this job fails alone, naming the field
             self.fail(tracked, chain_reason(f"cannot dispatch {problem}"))
             return
