@@ -669,3 +669,22 @@ def test_unregister_tee_attestation_and_compliance(client) -> None:
     assert client.reader.compliance(consumer.address) is None
     with pytest.raises(ExtrinsicFailed, match="ComplianceNotEnabled"):
         consumer.disable_compliance()
+
+
+@pytest.mark.parametrize("prim,fmt", [("u64", "<Q"), ("u32", "<I"), ("i16", "<h")])
+def test_a_vector_of_fixed_width_integers_decodes_like_element_by_element(prim: str, fmt: str) -> None:
+    """The one-call fast path for `Vec<u64>` and friends (PendingJobs holds up to 10,000 ids) gives what decoding
+    each element does, and refuses a length the input cannot hold."""
+    from etrid_ray.chain.codec import CodecError, TypeRegistry
+    from etrid_ray.scale_codec import encode_compact
+
+    reg = TypeRegistry([{"id": 0, "type": {"def": {"primitive": prim}}},
+                        {"id": 1, "type": {"def": {"sequence": {"type": 0}}}}])
+    lo, hi = (-(2**15), 2**15 - 1) if prim == "i16" else (0, 2**(8 * struct.calcsize(fmt)) - 1)
+    for values in ([], [lo, hi], list(range(1000)) if hi >= 1000 else [hi] * 1000):
+        data = encode_compact(len(values)) + b"".join(struct.pack(fmt, v) for v in values)
+        assert reg.decode(1, data) == values
+        element = reg.decoder(0)
+        assert [element(memoryview(struct.pack(fmt, v)), 0)[0] for v in values] == values
+    with pytest.raises(CodecError):
+        reg.decode(1, encode_compact(3) + struct.pack(fmt, hi))

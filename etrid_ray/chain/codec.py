@@ -240,6 +240,19 @@ class TypeRegistry:
                     return bytes(buf[pos:end]), end
 
                 return dec_bytes
+            prim = self.type_def(inner).get("primitive")
+            if prim in _STRUCT:  # a vector of fixed-width integers (e.g. PendingJobs: up to 10,000 u64) in one call
+                fmt = _STRUCT[prim][1]
+                width = _INT[prim][0]
+
+                def dec_ints(buf: memoryview, pos: int) -> tuple[Any, int]:
+                    n, pos = read_compact(buf, pos)
+                    end = pos + n * width
+                    if end > len(buf):
+                        raise CodecError("sequence length exceeds input")
+                    return list(struct.unpack_from(f"<{n}{fmt}", buf, pos)), end
+
+                return dec_ints
             item = self.decoder(inner)
 
             def dec_seq(buf: memoryview, pos: int) -> tuple[Any, int]:
