@@ -176,11 +176,6 @@ class JobBook:
         with self.lock:
             return {s.value: len(self._by_state[s]) for s in JobState if s not in TERMINAL}
 
-    def waiting(self) -> list[TrackedJob]:
-        """Jobs still pending on chain that this head knows of, in the order it first saw them."""
-        with self.lock:
-            return sorted(self.in_state(*WAITING), key=lambda t: (t.first_seen, t.job_id))
-
     def history(self, job_id: int) -> list[tuple[JobState, float, str]]:
         with self.lock:
             tracked = self._jobs.get(job_id)
