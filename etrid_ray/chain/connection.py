@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -125,6 +126,9 @@ class Connection:
         self.timeout = timeout
         self.runtime_check_s = runtime_check_s
         self.reconnects = 0
+        #: decoded events of the newest blocks, by block hash (`events.block_events`): a block's events never
+        #: change, and the queue watcher and the submitter waiting for its extrinsics read the same blocks
+        self.block_events: OrderedDict[str, list[Any]] = OrderedDict()
         self._lock = threading.RLock()
         self._substrate: _Substrate | None = None
         self._metadata: ChainMetadata | None = None

@@ -8,7 +8,6 @@ event as the metadata does.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +59,7 @@ EVENTS_CACHED = 64  # blocks per connection whose decoded events are kept
 def block_events(conn: Connection, block_hash: str, block_number: int | None = None) -> list[ChainEvent]:
     """All events of one block. A block's events never change, and the queue watcher and the submitter waiting for
     its extrinsics read the same recent blocks: each is decoded once per connection (the newest few are kept)."""
-    cache: OrderedDict[str, list[ChainEvent]] = conn.__dict__.setdefault("_block_events", OrderedDict())
+    cache = conn.block_events
     events = cache.get(block_hash)
     if events is None:
         meta = conn.metadata

@@ -345,7 +345,7 @@ class ProviderHead:
             thread = self._thread
             return HeadStatus(
                 taken_at=now, address=self.chain.address, draining=self.draining,
-                drained=self.draining and self.book.count(*ON_CHAIN) == 0,
+                drained=self.drained,
                 alive=not self._stop.is_set() and (thread is None or thread.is_alive()),
                 stopping=self._stop.is_set(), watching=self._watcher is not None,
                 gpus=tuple(self.gpu_ids), gpu_source=self.facts.source, gpus_declared=self.facts.count,

@@ -28,6 +28,9 @@ from etrid_ray.chain.models import Job
 from etrid_ray.manifest import Manifest
 from etrid_ray.workloads.registry import REGISTRY, declared_seconds
 
+#: while the head is bound by chain slots, claims and settlements wait for each other at most this long (one
+#: extrinsic — a fee, a signature, a block of events — for several jobs); see `Claimer._coalesce`, `Settler.settle`
+COALESCE_S = 0.05
 EWMA_ALPHA = 0.25  # weight of a new observation (mean); the deviation uses the same
 DEV_K = 2.0  # how many mean deviations of pessimism the head adds to a learnt estimate
 SAFETY_S = 1.0  # a claim must fit with this much to spare …

@@ -25,14 +25,13 @@ from etrid_ray.provider.journal import Journal
 from etrid_ray.provider.ray_tasks import RayTasks
 from etrid_ray.provider.stages.scaling import PoolScaling
 from etrid_ray.provider.stats import Stats
-from etrid_ray.provider.timing import Estimates, GpuTimeline, finishes_in_time, job_timing
+from etrid_ray.provider.timing import COALESCE_S, Estimates, GpuTimeline, finishes_in_time, job_timing
 from etrid_ray.security import audit
 
 log = logging.getLogger(__name__)
 
 PRIORITY_ORDER = {"Premium": 0, "Standard": 1, "Economy": 2}
 SKIPS_REMEMBERED = 4096
-COALESCE_S = 0.05  # while slot-bound, claims go at most this often (see `Claimer._coalesce`)
 
 
 class Claimer:

@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from etrid_ray.manifest import Manifest, chain_reason
-from etrid_ray.pools import STEER, pool_resource
+from etrid_ray.pools import STEER
 from etrid_ray.provider.job import JobBook, JobState, RunInfo, Settlement, TrackedJob
 from etrid_ray.provider.journal import Journal
 from etrid_ray.provider.manifests import ManifestSource
 from etrid_ray.provider.ray_tasks import RayTasks
 from etrid_ray.provider.stats import Stats
-from etrid_ray.provider.task import dispatch_failure
+from etrid_ray.provider.task import dispatch_failure, dispatch_options
 from etrid_ray.provider.timing import job_timing
 from etrid_ray.security import audit
 
@@ -75,18 +75,16 @@ class Dispatcher:
         options = None
         gate, tee = self.gate(), manifest.resources.tee
         if gate is not None and tee is not None:
-            base: dict[str, Any] = {"num_gpus": manifest.resources.gpus, "num_cpus": self.tasks.task_cpus}
-            if pool is not None:
-                base["resources"] = {pool_resource(pool): STEER}
+            # the job's own shape without the head's pool resource: the gate adds the attested node's
+            base = dispatch_options(manifest.resources.gpus, self.tasks.task_cpus, pool, {}, STEER)
             options = gate.task_options(tee, pool, base)  # never cached: attested nodes change
             if options is None:
                 self.fail(tracked, GATE_LAPSED)
                 return
-        limit = float(min(manifest.timeout_s or job.max_compute_time, job.max_compute_time))
         ref = self.tasks.submit(job.job_id, self.manifests.text(job.input_hash, manifest), self.store_url,
                                 self.max_input_bytes, manifest.resources.gpus, pool, options)
         now = self.clock()
-        handler, declared, declares, _limit = job_timing(job, manifest)
+        handler, declared, declares, limit = job_timing(job, manifest)
         deadline = now + limit
         if tracked.chain_deadline is not None:  # a rerun after a restart: fail it before the chain does
             deadline = min(deadline, tracked.chain_deadline)

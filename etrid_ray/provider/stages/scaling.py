@@ -13,10 +13,10 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from etrid_ray.admission import JobTerms
 from etrid_ray.pools import Pool
 from etrid_ray.provider.cluster_view import ClusterWatch
 from etrid_ray.provider.job import JobBook, JobState, TrackedJob
+from etrid_ray.provider.stages.admission import terms_of
 from etrid_ray.provider.timing import Estimates, GpuTimeline
 from etrid_ray.scaling import Departure, QueuedJob
 from etrid_ray.scaling.eligibility import eligible
@@ -79,10 +79,8 @@ class PoolScaling:
             return None
         job = self._queued.get(tracked.job_id)
         if job is None:
-            c = tracked.job
             job = self._queued[tracked.job_id] = QueuedJob.from_chain(
-                JobTerms(c.job_id, c.model_type, c.max_compute_time, c.payment), tracked.manifest,
-                waiting_since=tracked.first_seen)
+                terms_of(tracked), tracked.manifest, waiting_since=tracked.first_seen)
         return job
 
     def step(self, now: float, running: Iterable[TrackedJob]) -> None:

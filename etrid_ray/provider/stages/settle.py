@@ -16,12 +16,10 @@ from etrid_ray.chain.models import JobStatus
 from etrid_ray.provider.job import JobBook, JobState, TrackedJob
 from etrid_ray.provider.journal import Journal
 from etrid_ray.provider.stats import Stats
+from etrid_ray.provider.timing import COALESCE_S
 
 log = logging.getLogger(__name__)
 
-#: while results flow faster than this, settlements wait for each other (a fee, a signature and a block per
-#: extrinsic); a result after a quiet spell goes at once
-COALESCE_S = 0.05
 
 
 class Settler:
