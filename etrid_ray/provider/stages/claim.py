@@ -63,15 +63,15 @@ class Claimer:
         with self.book.lock:
             if not self.book.count(JobState.ADMITTED):
                 return []
-            gpus = self.gpu_ids()
-            free = sum(max(0, self.max_per_gpu - self.book.on_gpu[g]) for g in gpus)
+            load = {g: self.book.on_gpu[g] for g in self.gpu_ids()}  # our jobs the chain holds per GPU
+            free = sum(max(0, self.max_per_gpu - n) for n in load.values())
             if free <= 0:
                 return []  # every GPU of ours holds as many jobs as the chain takes: nothing to sort for
-            if self._coalesce(now, free, len(gpus) * self.max_per_gpu):
+            if self._coalesce(now, free, len(load) * self.max_per_gpu):
                 return []
             chosen = self._ordered(list(self.book.iter_state(JobState.ADMITTED)))
             picked: list[TrackedJob] = []
-            held = self._pick(chosen[: self.batch], now, picked)
+            held = self._pick(chosen[: self.batch], now, load, picked)
             if picked:
                 self.last_claim_at = now
             for tracked in picked:
@@ -108,9 +108,9 @@ class Claimer:
         return sorted(admitted, key=lambda t: (t.order[0], t.order[1], rank.get(t.job_id, last), t.order[2],  # type: ignore[index]
                                                t.order[3]))  # type: ignore[index]
 
-    def _pick(self, chosen: list[TrackedJob], now: float, picked: list[TrackedJob]) -> bool:
-        """Fills `picked`; returns whether a job was held back on timing (worth probing how fast Ray starts
-        tasks now)."""
+    def _pick(self, chosen: list[TrackedJob], now: float, load: dict[int, int], picked: list[TrackedJob]) -> bool:
+        """Fills `picked`, counting each pick into `load` (our jobs the chain holds per GPU); returns whether a job
+        was held back on timing (worth probing how fast Ray starts tasks now)."""
         running = self.book.in_state(JobState.RUNNING)
         timelines = self._timelines(now, running)
         dispatch_s = self.estimates.dispatch_s()
@@ -120,7 +120,6 @@ class Claimer:
             if t.run is not None:
                 busy[t.run.pool] = busy.get(t.run.pool, 0) + 1
         warm = self.tasks.warm_slots(busy)
-        load = {g: self.book.on_gpu[g] for g in self.gpu_ids()}
         held = False
         for tracked in chosen:
             if tracked.verdict.action == "claim" and not observed:
