@@ -228,7 +228,7 @@ def test_a_job_that_cannot_finish_in_its_limit_is_left_on_chain_and_counted_once
     tracked = admitted(book, 1, max_compute_time=1)  # the margin alone exceeds one second
     c = claimer(book, chain, gpus=[0])
     assert c.choose() == [] and c.choose() == []
-    assert tracked.state is S.ADMITTED and c.stats.skipped == {"cannot finish within its limit": 1}
+    assert tracked.state is S.ADMITTED and c.stats.skipped == {"cannot_finish_in_time": 1}
 
 
 # harvest and settle --------------------------------------------------------------------------------------------

@@ -193,24 +193,25 @@ class Claimer:
         expected = run.free_at + delay + self.estimates.run_s(run.handler, run.declared_s, limit, run.declares)
         return min(run.deadline, max(now, expected))
 
-    def _skip_once(self, seen: set[int], job_id: int, reason: str) -> bool:
-        """Counts `reason` in `stats.skipped` once per job (an unclaimed job is looked at again every pass)."""
+    def _skip_once(self, seen: set[int], job_id: int, kind: str) -> bool:
+        """Counts `kind` (one of admission's SKIP_KINDS) in `stats.skipped` once per job (an unclaimed job is
+        looked at again every pass); the caller logs the particulars."""
         if job_id in seen:
             return False
         seen.add(job_id)
-        self.stats.skipped[reason] += 1
+        self.stats.skipped[kind] += 1
         if len(seen) > SKIPS_REMEMBERED:
             seen.clear()
         return True
 
     def _skip_late(self, job_id: int, limit: float, needs: float) -> None:
-        if self._skip_once(self._late, job_id, "cannot finish within its limit"):
+        if self._skip_once(self._late, job_id, "cannot_finish_in_time"):
             log.info("job %d left unclaimed: needs about %.1fs here, its limit is %.0fs", job_id, needs, limit)
 
     def _skip_too_big(self, job_id: int, gpus: float) -> None:
         # more than the whole cluster offers: never claimed here, left to other providers
-        if job_id not in self._too_big:
-            self._skip_once(self._too_big, job_id, f"needs {gpus:g} GPUs, Ray has {self.capacity():g}")
+        if self._skip_once(self._too_big, job_id, "more_gpus_than_cluster"):
+            log.info("job %d left unclaimed: needs %g GPUs, Ray has %g", job_id, gpus, self.capacity())
 
     # claiming ------------------------------------------------------------------------------------------------
 
