@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
+from click.testing import CliRunner
 
 from etrid_ray.accelerators import AMD, NVIDIA, card_of, vendor_of
+from etrid_ray.cli import main as cli_main
 from etrid_ray.config import ProviderConfig, pools_from_config
 from etrid_ray.kuberay import render as r
 from etrid_ray.pools import DeclaredPrice, Pool
 from etrid_ray.prices import default_catalog
 from tests.test_kuberay_manifests import K8S_VERSION, _crd_validator, _derive, _errors
+from tests.test_prices_cli import offline  # noqa: F401  (the fixture: no ETRID_ env, no cloud reachable)
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICE = DeclaredPrice(usd_per_node_hour=24.0, ondemand_usd_per_node_hour=48.0, as_of=date(2026, 11, 20),
@@ -76,6 +81,18 @@ def test_a_catalogued_pool_keeps_the_catalog_price_over_a_declared_one() -> None
     assert catalogued is not None
     declared = default_catalog().quote(aws.model_copy(update={"price": PRICE}))
     assert declared == catalogued and declared.source == "catalog"
+
+
+@pytest.mark.usefixtures("offline")
+def test_etrid_ray_prices_shows_the_config_price_and_its_source(tmp_path: Path) -> None:
+    config = tmp_path / "provider.yaml"
+    config.write_text(yaml.safe_dump({"clouds": {"pools": [MI300X_POOL.model_dump(mode="json",
+                                                                                    exclude_defaults=True)]}}))
+    result = CliRunner().invoke(cli_main, ["prices", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    row = next(r for r in json.loads(result.output) if r["pool"] == "azure-mi300x")
+    assert row["source"] == "config: a figure of this test"
+    assert row["usd_per_gpu_hour"] == 3.0
 
 
 def test_a_price_without_its_source_is_refused() -> None:
