@@ -78,12 +78,14 @@ def check_readings(facts: GpuFacts, report: Report) -> None:
     smi_total_gib = min(float(r["total_mib"]) for r in smi) * MIB / 1024**3
     report.check(abs(smi_total_gib - facts.vram_gb) <= 1.0,
                  f"memory per GPU: NVML {facts.vram_gb} GiB, nvidia-smi {smi_total_gib:.1f} GiB")
-    for i, row in enumerate(smi):  # memory used moves between the two reads: within 256 MiB
+    # per GPU, as far as both list them; memory used moves between the two reads: within 256 MiB
+    for i, (row, nvml_used, nvml_util) in enumerate(zip(smi, facts.memory_used_gb, facts.utilization_pct,
+                                                        strict=False)):
         used = float(row["used_mib"]) * MIB / 1024**3
-        report.check(abs(used - facts.memory_used_gb[i]) <= 0.25,
-                     f"GPU {i} memory used: NVML {facts.memory_used_gb[i]:.2f} GiB, nvidia-smi {used:.2f} GiB")
-        report.check(0 <= facts.utilization_pct[i] <= 100 and 0 <= float(row["util"]) <= 100,
-                     f"GPU {i} utilization: NVML {facts.utilization_pct[i]:.0f} %, nvidia-smi {row['util']} %")
+        report.check(abs(used - nvml_used) <= 0.25,
+                     f"GPU {i} memory used: NVML {nvml_used:.2f} GiB, nvidia-smi {used:.2f} GiB")
+        report.check(0 <= nvml_util <= 100 and 0 <= float(row["util"]) <= 100,
+                     f"GPU {i} utilization: NVML {nvml_util:.0f} %, nvidia-smi {row['util']} %")
 
 
 # ---------------------------------------------------------------------------------------------- 2. matmul
