@@ -127,7 +127,7 @@ def provider_run(config_path: str | None, address: str | None, run_for: float | 
 
     Ctrl-C or SIGTERM drains it: no new claims, in-flight jobs finish and are settled, then it stops
     (a second Ctrl-C fails them at once). Without a Ray address it starts a local Ray that advertises
-    the config's GPUs (simulated without an NVIDIA driver). The signing key comes from the env var the
+    the config's GPUs (simulated without an NVIDIA or AMD driver). The signing key comes from the env var the
     config names (ETRID_SEED by default) or its seed_file — on a remote cluster, on its head node.
     """
     from etrid_ray.chain.keys import load_signer
