@@ -86,7 +86,7 @@ class Card:
 CARDS: tuple[Card, ...] = (
     Card("H100 NVL", NVIDIA, r"H100 NVL", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5},
          "NVIDIA H100 Tensor Core GPU datasheet (H100 NVL column; TF32/BF16 halved from the sparse figures)"),
-    Card("H100 PCIe", NVIDIA, r"H100 PCIe", {"fp32": 51.0, "tf32": 378.0, "bf16": 756.0},
+    Card("H100 PCIe", NVIDIA, r"H100 PCIe", {"fp32": 51.0, "tf32": 378.0, "bf16": 756.5},
          "NVIDIA H100 Tensor Core GPU datasheet (H100 PCIe column; TF32/BF16 halved from the sparse figures)"),
     Card("H100 SXM", NVIDIA, r"H100", {"fp32": 67.0, "tf32": 494.5, "bf16": 989.5},
          "NVIDIA H100 Tensor Core GPU datasheet (H100 SXM column; TF32/BF16 halved from the sparse figures)"),

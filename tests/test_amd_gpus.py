@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 from datetime import date
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from etrid_ray.accelerators import AMD, NVIDIA, card_of, vendor_of
+from etrid_ray.accelerators import AMD, NVIDIA, card_of, device_present, vendor_of
 from etrid_ray.cli import main as cli_main
 from etrid_ray.config import ProviderConfig, pools_from_config
 from etrid_ray.kuberay import render as r
@@ -129,3 +130,15 @@ def test_the_amd_pool_is_valid_kuberay_and_kubernetes_and_ray_sees_its_gpus() ->
     kubernetes_validate.validate(copy.deepcopy(pod), K8S_VERSION, strict=True)
     node = _derive(cluster)["available_node_types"]["azure-mi300x"]
     assert node["resources"]["GPU"] == 8 and node["resources"]["accelerator_type:MI300X"] == 1000
+
+
+def test_a_vendor_is_present_when_its_driver_device_exists(tmp_path: Path) -> None:
+    """The check made before importing torch: AMD's ROCm shows as /dev/kfd, NVIDIA's driver as /dev/nvidiactl."""
+    fake_amd = dataclasses.replace(AMD, device_files=(str(tmp_path / "kfd"),))
+    fake_nvidia = dataclasses.replace(NVIDIA, device_files=(str(tmp_path / "nvidiactl"),))
+    assert device_present((fake_nvidia, fake_amd)) is None
+    (tmp_path / "kfd").touch()
+    assert device_present((fake_nvidia, fake_amd)) is fake_amd
+    (tmp_path / "nvidiactl").touch()
+    assert device_present((fake_nvidia, fake_amd)) is fake_nvidia
+    assert AMD.device_files == ("/dev/kfd",)
