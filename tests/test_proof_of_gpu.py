@@ -15,6 +15,8 @@ from etrid_ray.chain import ChainClient
 from etrid_ray.workloads import benchmark, matmul
 from etrid_ray.workloads.registry import WorkloadContext
 
+no_gpu = pytest.mark.skipif(matmul.cuda_present(), reason="a GPU is here: the score is measured (bench/gpu.py)")
+
 
 def _register(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ETRID_")}
@@ -30,6 +32,7 @@ def _attestation(url: str, gpu_id: int) -> Any:
     return node.attestation
 
 
+@no_gpu
 def test_without_a_gpu_the_declared_score_is_attested_and_the_output_says_so(devnet) -> None:
     out = _register(devnet.url, "--benchmark-score", "4321", "--json")
     assert out.returncode == 0, out.stderr
@@ -43,6 +46,7 @@ def test_without_a_gpu_the_declared_score_is_attested_and_the_output_says_so(dev
                                          "detail": bench["detail"]}
 
 
+@no_gpu
 def test_the_human_output_names_the_score_its_unit_and_its_source(devnet) -> None:
     out = _register(devnet.url)
     assert out.returncode == 0, out.stderr
@@ -53,6 +57,18 @@ def test_the_human_output_names_the_score_its_unit_and_its_source(devnet) -> Non
     assert "benchmark score 77 " in out.stdout and "declared (measuring was turned off (--no-measure))" in out.stdout
 
 
+@pytest.mark.skipif(not matmul.cuda_present(), reason="no GPU here (runs on a GPU machine)")
+def test_on_a_gpu_the_measured_score_is_attested(devnet) -> None:
+    out = _register(devnet.url, "--benchmark-score", "4321", "--json")
+    assert out.returncode == 0, out.stderr
+    bench = json.loads(out.stdout)["benchmark"]
+    assert bench["source"] == "measured" and bench["score"] != 4321 and len(bench["runs_gflops"]) == 5
+    assert bench["score"] == int(sorted(bench["runs_gflops"])[2])
+    att = _attestation(devnet.url, json.loads(out.stdout)["gpu_ids"][0])
+    assert att.benchmark_score == bench["score"] and json.loads(att.tpm_quote)["benchmark"] == "measured"
+
+
+@no_gpu
 def test_measuring_where_no_gpu_is_says_why() -> None:
     with pytest.raises(benchmark.BenchmarkUnavailable, match="no GPU here"):
         benchmark.measure()
