@@ -7,12 +7,12 @@ GPU when present, NumPy on the CPU otherwise.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import numpy as np
 
+from etrid_ray.accelerators import device_present
 from etrid_ray.workloads.registry import WorkloadContext, number_arg
 
 MAX_N = 16384
@@ -20,9 +20,10 @@ DTYPES = {"float32", "float64", "float16", "bfloat16"}
 
 
 def cuda_present() -> bool:
-    """Whether this machine has an NVIDIA device at all: checked before importing torch, whose import costs a
-    cold worker seconds of CPU (and the job its time limit) on a machine where CUDA cannot be available."""
-    return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")
+    """Whether this machine has a GPU torch drives as "cuda" at all (NVIDIA's driver, or AMD's ROCm through HIP):
+    checked before importing torch, whose import costs a cold worker seconds of CPU (and the job its time limit)
+    on a machine where CUDA cannot be available."""
+    return device_present() is not None
 
 
 def _torch_cuda() -> Any:
