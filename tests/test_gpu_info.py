@@ -14,6 +14,9 @@ import pytest
 from etrid_ray.accelerators import AMD, NVIDIA
 from etrid_ray.config import GpuConfig
 from etrid_ray.provider.gpu_info import GpuFacts, gpu_facts, measured_facts, refresh
+from etrid_ray.provider.job import JobBook
+from etrid_ray.provider.stages.keepalive import Keepalive
+from etrid_ray.provider.stats import Stats
 from tests.gpu_support import FakeDevice, fake_amdsmi, fake_pynvml
 
 DECLARED = GpuConfig(count=3, model="A100", vram_gb=80)
@@ -88,3 +91,14 @@ def test_refresh_reports_current_readings_from_the_same_library(monkeypatch: pyt
     assert now.source == "amdsmi" and now.utilization_pct == [93.0] and now.memory_used_gb == pytest.approx([150.0])
     declared = GpuFacts("declared", 1, "A100", 80)
     assert refresh(declared) is declared
+
+
+def test_chain_telemetry_reports_the_gpus_current_utilization(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keepalive reads the library each time it reports (NVIDIA or AMD alike), not the readings of the head's start."""
+    device = FakeDevice("AMD Instinct MI300X", 192, 1.0, 5)
+    _libraries(monkeypatch, amd=fake_amdsmi([device]))
+    keepalive = Keepalive(object(), JobBook(lambda: 0.0), Stats(), gpu_facts(DECLARED), lambda: [7], 30, 60, 8,
+                          lambda: 0.0)
+    assert keepalive._readings([7])[0][1] == 500  # 5 % in basis points
+    device.util_pct = 93
+    assert keepalive._readings([7])[0][1] == 9300
