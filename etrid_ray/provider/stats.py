@@ -110,6 +110,7 @@ class HeadStatus:
     loop_seconds: tuple[float, ...]
     durations: tuple[float, ...]  # run times of the most recent finished tasks
     estimates: dict[str, Any]
+    net_profit_usd: dict[str, float] = field(default_factory=dict)  # by pool since start: paid − cost share
     waits: tuple[float, ...] = ()  # with detail: queue → start per job
     result_latencies: tuple[float, ...] = ()  # with detail: result → on chain per job
 

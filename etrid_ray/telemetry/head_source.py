@@ -150,6 +150,7 @@ def head_snapshot(head: Any, decisions: DecisionLog | None = None, *, with_ray: 
         running=st.running,
         running_jobs=[{"job_id": r.job_id, "gpus": r.gpus, "pool": r.pool, "gpu_id": r.gpu_id,
                        "age_s": max(0.0, now - r.dispatched_at)} for r in running[:RUNNING_SHOWN]],
+        net_profit_usd=dict(st.net_profit_usd),
         spend_today_usd=float(scaler.spend_usd) if scaler is not None else 0.0,
         budget_usd=float(head.config.scaling.daily_cloud_budget_usd),
     )

@@ -108,6 +108,10 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("etrid_job_skipped_total", "counter", ("reason",),
                "Queued jobs left unclaimed, by kind (a fixed set: admission.SKIP_KINDS; the particulars are logged)",
                ("head",)),
+    MetricSpec("etrid_job_net_profit_usd_total", "gauge", ("pool",),
+               "Net profit of this head's jobs since it started, by pool: what the chain paid (after its fee, at "
+               "edsc_usd) minus each job's share of its hardware's cost. A gauge: a job can lose money",
+               ("head",)),
     MetricSpec("etrid_job_queue_to_start_seconds", "gauge", ("quantile",),
                "Submission to task start, over the last 20,000 jobs", ("head",)),
     MetricSpec("etrid_job_result_to_chain_seconds", "gauge", ("quantile",),
@@ -207,6 +211,7 @@ class Snapshot:
     loop_s: dict[str, float] = field(default_factory=dict)  # quantile -> seconds
     running: int = 0
     running_jobs: list[dict[str, Any]] = field(default_factory=list)  # the oldest few: job_id, gpus, pool, age_s
+    net_profit_usd: dict[str, float] = field(default_factory=dict)  # by pool: paid − cost share of each job
     spend_today_usd: float | None = None
     budget_usd: float | None = None
     scrape_seconds: float | None = None
@@ -367,6 +372,8 @@ def families(snap: Snapshot, *, now: float | None = None,
         yield gauge("etrid_jobs_running", [([snap.address], snap.running)])
         yield counter("etrid_job_skipped_total", (([kind], n) for (kind,), n in with_zeros(
             _by_kind(snap.skipped), ((kind,) for kind in SKIP_KINDS))))
+        yield gauge("etrid_job_net_profit_usd_total", with_zeros(
+            {(pool,): usd for pool, usd in snap.net_profit_usd.items()}, ((pool.name,) for pool in snap.pools)))
         yield quantiles("etrid_job_queue_to_start_seconds", snap.queue_to_start_s)
         yield quantiles("etrid_job_result_to_chain_seconds", snap.result_to_chain_s)
         yield gauge("etrid_pool_gpus", (([pool.name, state], v) for pool in snap.pools
