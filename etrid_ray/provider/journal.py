@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from etrid_ray.provider.job import JobState, Settlement
+from etrid_ray.provider.preemption import PREEMPTED_NOTE
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,22 @@ class Journal:
                 "WHERE jobs.state != 'reported'",
                 [(s.job_id, int(s.ok), s.result_hash, s.reason or None, now) for s in items])
             self._history([(s.job_id, JobState.FINISHED, now, "result" if s.ok else s.reason) for s in items])
+
+    def rerun(self, items: Sequence[tuple[int, str]]) -> None:
+        """(job_id, why) runs again after its run was lost: preempted (the note starts with `preempted`) or
+        crashed. The row stays `claimed` — to a restarted head the job is simply ours and unfinished — and the
+        history keeps why, so `preemptions` and an operator reading it can tell a preemption from a failure."""
+        now = time.time()
+        with self._lock, self.db:
+            self.db.executemany("UPDATE jobs SET state='claimed', ok=NULL, result_hash=NULL, reason=NULL, updated=? "
+                                "WHERE job_id=? AND state != 'reported'", [(now, j) for j, _ in items])
+            self._history([(j, JobState.CLAIMED, now, note) for j, note in items])
+
+    def preemptions(self, job_id: int) -> int:
+        """How many of `job_id`'s runs were lost to a preemption."""
+        with self._lock:
+            return int(self.db.execute("SELECT COUNT(*) FROM history WHERE job_id=? AND note LIKE ?",
+                                       (job_id, f"{PREEMPTED_NOTE}%")).fetchone()[0])
 
     def reported(self, job_ids: Sequence[int]) -> None:
         now = time.time()

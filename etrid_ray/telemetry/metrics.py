@@ -104,6 +104,12 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("etrid_job_failures_total", "counter", ("reason",), "Jobs reported failed, by reason",
                labels_from_events=True),
     MetricSpec("etrid_jobs_running", "gauge", ("provider",), "Jobs running as Ray tasks now", ("head",)),
+    MetricSpec("etrid_job_preemptions_total", "counter", ("pool",),
+               "Job runs lost to a preempted (drained) node and run again without spending a retry, by pool",
+               ("head",)),
+    MetricSpec("etrid_job_retries_total", "counter", (),
+               "Job runs lost to a crash (no drain) and run again, each spending one of the job's retries",
+               ("head",)),
     MetricSpec("etrid_job_skipped_total", "counter", ("reason",), "Queued jobs admission declined, by reason",
                ("head",), labels_from_events=True),
     MetricSpec("etrid_job_queue_to_start_seconds", "gauge", ("quantile",),
@@ -202,6 +208,8 @@ class Snapshot:
     skipped: dict[str, int] = field(default_factory=dict)
     rpc_errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RPC_ERROR_KINDS, 0))
     head_errors: dict[str, int] = field(default_factory=dict)
+    preemptions: dict[str, int] = field(default_factory=dict)  # pool -> runs lost to a preempted node
+    retries: int = 0  # runs lost to a crash and run again
     loop_s: dict[str, float] = field(default_factory=dict)  # quantile -> seconds
     running: int = 0
     running_jobs: list[dict[str, Any]] = field(default_factory=list)  # the oldest few: job_id, gpus, pool, age_s
@@ -353,6 +361,10 @@ def families(snap: Snapshot, *, now: float | None = None,
 
     if src == "head":
         yield gauge("etrid_jobs_running", [([snap.address], snap.running)])
+        yield counter("etrid_job_preemptions_total",
+                      with_zeros({(pool,): n for pool, n in snap.preemptions.items()},
+                                 ((pool.name,) for pool in snap.pools)))
+        yield counter("etrid_job_retries_total", [([], snap.retries)])
         yield counter("etrid_job_skipped_total", (([reason], n) for reason, n in _by_reason(snap.skipped)))
         yield quantiles("etrid_job_queue_to_start_seconds", snap.queue_to_start_s)
         yield quantiles("etrid_job_result_to_chain_seconds", snap.result_to_chain_s)
