@@ -71,7 +71,7 @@ def next_step(cause: Cause, *, retries: int, budget: int, now: float, deadline: 
     if cause == "preempted":
         left = deadline - now
         if needed_s > left:
-            return "fail", chain_reason(f"{PREEMPTED_NOTE}; cannot finish before its deadline "
+            return "fail", chain_reason(f"{PREEMPTED_NOTE} too late for its deadline "
                                         f"(needs {needed_s:.0f}s, {max(0.0, left):.0f}s left)")
         return "rerun", ""
     if cause == "crashed" and retries < budget:

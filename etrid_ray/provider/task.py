@@ -184,7 +184,7 @@ def execute(job_id: int, manifest_json: str, store_url: str, max_input_bytes: in
     ctx = WorkloadContext(inputs=inputs, device=device, gpu_ids=gpu_ids, timeout_s=manifest.timeout_s)
     if workload.checkpoints:
         watch = drain or _DRAIN_WATCH
-        if node_id:
+        if node_id or drain is not None:  # outside Ray (tests, benches) only a watch passed in can tell
             ctx.preempting = lambda: watch.draining(node_id)
         ctx.resumed = _resumed(store, checkpoint, job_id, manifest.handler)
     try:
