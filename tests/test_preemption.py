@@ -190,21 +190,31 @@ def test_a_preempted_job_whose_deadline_cannot_be_met_is_failed_at_once_with_why
 
 
 class DrainAfter:
-    """A node that starts draining after `polls` questions (the worker's `DrainWatch`, told by a fake GCS)."""
+    """A node that starts draining after `polls` questions, until `deadline` (the worker's `DrainWatch`, told by a
+    fake GCS; outside Ray the node id is "")."""
 
-    def __init__(self, polls: int) -> None:
-        self.left = polls
+    def __init__(self, polls: int, deadline: float | None = None) -> None:
+        self.left, self.deadline = polls, deadline
 
-    def __call__(self) -> set[str]:
+    def __call__(self) -> dict[str, float | None]:
         self.left -= 1
-        return {""} if self.left < 0 else set()
+        return {"": self.deadline} if self.left < 0 else {}
 
 
-def _run(tmp_path: Path, manifest: dict[str, Any], drain_after: int | None, checkpoint: str | None = None
-         ) -> Outcome:
-    watch = DrainWatch(poll_s=0.0, read=DrainAfter(drain_after)) if drain_after is not None else \
-        DrainWatch(poll_s=0.0, read=set)
+def _run(tmp_path: Path, manifest: dict[str, Any], drain_after: int | None, checkpoint: str | None = None,
+         deadline: float | None = None) -> Outcome:
+    watch = DrainWatch(poll_s=0.0, read=DrainAfter(drain_after, deadline)) if drain_after is not None else \
+        DrainWatch(poll_s=0.0, read=dict)
     return execute(7, json.dumps(manifest), f"file://{tmp_path}", 1 << 20, checkpoint, drain=watch)
+
+
+def test_a_handler_that_would_finish_before_the_drain_deadline_stays_and_one_that_would_not_leaves(
+        tmp_path: Path) -> None:
+    manifest = {"handler": "sleep", "args": {"seconds": 1.0}}
+    stays = _run(tmp_path, manifest, drain_after=0, deadline=time.time() + 1.0 + 2.5)  # 1 s + margin fits
+    assert stays.ok and not stays.preempted
+    leaves = _run(tmp_path, manifest, drain_after=0, deadline=time.time() + 1.5)  # 1 s + 2 s margin does not
+    assert leaves.preempted and leaves.checkpoint
 
 
 def test_sleep_checkpoints_on_a_drain_and_its_rerun_sleeps_only_the_rest(tmp_path: Path) -> None:

@@ -8,9 +8,11 @@ Ray raises fails the job at once, as before.
 
 How a preemption is told from a crash, in the order the head learns it:
 - the handler left its draining node itself (`Outcome.preempted`, with a checkpoint when it declares one);
-- Ray says the node died: `NodeDiedError` names it, and the node was either seen draining by the head (its
-  cluster view, read every second while jobs run: a drain before the deadline, or with none) or recorded by
-  the GCS as dead after its PREEMPTION drain deadline (`AUTOSCALER_DRAIN_PREEMPTED`).
+- Ray says the node died: `NodeDiedError` names it, and the node was seen draining by the head (its cluster
+  view, read every second while jobs run), or the GCS still lists it draining (a task's owner hears of a lost
+  node seconds before the GCS's health check declares it dead), or the GCS records it dead after its
+  PREEMPTION drain deadline (`AUTOSCALER_DRAIN_PREEMPTED`, Ray's own test for not counting a retry). A node
+  killed with no drain at all is a crash: nothing tells it from one.
 
 Everything here is pure: the harvest stage feeds it what it saw and acts on the answer.
 """

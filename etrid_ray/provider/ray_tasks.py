@@ -17,6 +17,7 @@ from typing import Any
 import ray
 
 from etrid_ray.pools import STEER
+from etrid_ray.provider.cluster_port import draining_node_ids
 from etrid_ray.provider.preemption import Lost
 from etrid_ray.provider.task import Outcome, dispatch_options, options_problem, probe, run_job
 from etrid_ray.provider.timing import Estimates
@@ -87,13 +88,17 @@ class RayTasks:
 
     @staticmethod
     def preempted_nodes(node_ids: set[str]) -> set[str]:
-        """Which of these nodes the GCS records as dead after a PREEMPTION drain's deadline (one read of the node
-        table, made only when a task was lost with its node)."""
+        """Which of these nodes were preempted, as the GCS has it: still draining (the task's owner hears that a
+        node is gone seconds before the GCS's health check declares it dead), or recorded dead after a PREEMPTION
+        drain's deadline. Asked only when a task was lost with a node the head had not seen draining."""
         from ray.core.generated import common_pb2
 
+        found = node_ids & draining_node_ids()
+        if found == node_ids:
+            return found
         preempted = common_pb2.NodeDeathInfo.Reason.Value("AUTOSCALER_DRAIN_PREEMPTED")
-        return {row["NodeID"] for row in ray.nodes()
-                if row["NodeID"] in node_ids and not row.get("Alive") and row.get("DeathReason") == preempted}
+        return found | {row["NodeID"] for row in ray.nodes()
+                        if row["NodeID"] in node_ids and not row.get("Alive") and row.get("DeathReason") == preempted}
 
     # warm workers and the dispatch probe -----------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import ray
 from etrid_ray.blobs import BlobError, BlobIntegrityError, BlobNotFound, BlobTooLarge, open_blob_store
 from etrid_ray.manifest import Manifest, chain_reason
 from etrid_ray.pools import pool_resource
-from etrid_ray.provider.cluster_port import draining_node_ids
+from etrid_ray.provider.cluster_port import draining_nodes
 from etrid_ray.security.compliance import policy_for
 from etrid_ray.security.crypto import CryptoError, KeyringNotConfigured, store_for_job
 from etrid_ray.workloads.matmul import cuda_present
@@ -35,6 +35,7 @@ from etrid_ray.workloads.registry import Preempted, UnknownHandler, WorkloadCont
 
 TASK_MAX_RETRIES = 3  # reruns a job gets after crashes (a node or worker lost without a drain); preemptions are free
 DRAIN_POLL_S = 0.5  # a worker asks the GCS whether its node drains at most this often (shared by its tasks)
+LEAVE_MARGIN_S = 2.0  # a handler that would end closer than this to its node's drain deadline leaves instead
 STORE_RETRY_S = 90.0  # ride out a blob store restart (the devnet's store restarts with the chain)
 PERMANENT = (BlobIntegrityError, BlobNotFound, BlobTooLarge, CryptoError)
 
@@ -71,21 +72,27 @@ class Outcome:
 
 
 class DrainWatch:
-    """Whether this worker's node is being drained (a spot notice, a preStop hook), asked of the GCS at most
-    once per `DRAIN_POLL_S` however many tasks and calls ask: a checkpointing handler calls it in its loop."""
+    """Whether a handler on this worker's node should leave it: the node is being drained (a spot notice, a
+    preStop hook) and the handler would not finish, with `LEAVE_MARGIN_S` to spare, before the drain's deadline
+    (or it cannot say, or the drain has none). A job that will finish in time stays: finishing beats a rerun.
+    The GCS is asked at most once per `DRAIN_POLL_S` however many tasks and calls ask."""
 
-    def __init__(self, poll_s: float = DRAIN_POLL_S, read: Any = draining_node_ids) -> None:
+    def __init__(self, poll_s: float = DRAIN_POLL_S, read: Any = draining_nodes, clock: Any = time.time) -> None:
         self.poll_s = poll_s
         self.read = read
+        self.clock = clock
         self._at = float("-inf")
-        self._draining: set[str] = set()
+        self._draining: dict[str, float | None] = {}
 
-    def draining(self, node_id: str) -> bool:
+    def leave(self, node_id: str, remaining_s: float | None = None) -> bool:
         now = time.monotonic()
         if now - self._at >= self.poll_s:
             self._at = now
             self._draining = self.read()
-        return node_id in self._draining
+        if node_id not in self._draining:
+            return False
+        deadline = self._draining[node_id]
+        return deadline is None or remaining_s is None or self.clock() + remaining_s + LEAVE_MARGIN_S > deadline
 
 
 _DRAIN_WATCH = DrainWatch()
@@ -185,7 +192,7 @@ def execute(job_id: int, manifest_json: str, store_url: str, max_input_bytes: in
     if workload.checkpoints:
         watch = drain or _DRAIN_WATCH
         if node_id or drain is not None:  # outside Ray (tests, benches) only a watch passed in can tell
-            ctx.preempting = lambda: watch.draining(node_id)
+            ctx.preempting = lambda remaining_s=None: watch.leave(node_id, remaining_s)
         ctx.resumed = _resumed(store, checkpoint, job_id, manifest.handler)
     try:
         result = workload.fn(manifest.args, ctx)

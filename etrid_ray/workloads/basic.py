@@ -34,6 +34,6 @@ def sleep(args: dict[str, Any], ctx: WorkloadContext) -> Any:
     while left > 0:
         time.sleep(min(left, CHECK_S))
         left = seconds - done - (time.monotonic() - began)
-        if left > 0 and ctx.preempting():
+        if left > 0 and ctx.preempting(left):
             raise Preempted({"slept_s": seconds - left}, remaining_s=left)
     return {"slept_s": seconds}  # the same result however many runs it took

@@ -42,6 +42,11 @@ def _resumed(ctx: WorkloadContext, iterations: int) -> tuple[int, float]:
     return min(int(saved.get("iterations_done", 0)), iterations - 1), float(saved.get("seconds", 0.0))
 
 
+def _rest(ran: int, start: float, left: int) -> float:
+    """The seconds `left` iterations take at the pace of the `ran` this run did since `start` (GPU: launched)."""
+    return (time.perf_counter() - start) / ran * left
+
+
 def _preempted(done: int, seconds: float, iterations: int) -> Preempted:
     per = seconds / done if done else None
     return Preempted({"iterations_done": done, "seconds": seconds},
@@ -72,7 +77,7 @@ def run(args: dict[str, Any], ctx: WorkloadContext) -> dict[str, Any]:
         start = time.perf_counter()
         for i in range(done, iterations):
             c = a @ b
-            if i + 1 < iterations and ctx.preempting():
+            if i + 1 < iterations and ctx.preempting(_rest(i + 1 - done, start, iterations - i - 1)):
                 torch.cuda.synchronize()
                 raise _preempted(i + 1, spent + time.perf_counter() - start, iterations)
         torch.cuda.synchronize()
@@ -89,7 +94,7 @@ def run(args: dict[str, Any], ctx: WorkloadContext) -> dict[str, Any]:
         start = time.perf_counter()
         for i in range(done, iterations):
             c = a @ b
-            if i + 1 < iterations and ctx.preempting():
+            if i + 1 < iterations and ctx.preempting(_rest(i + 1 - done, start, iterations - i - 1)):
                 raise _preempted(i + 1, spent + time.perf_counter() - start, iterations)
         elapsed = spent + time.perf_counter() - start
         checksum = float(c.astype(np.float64).sum())
