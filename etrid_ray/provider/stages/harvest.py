@@ -78,6 +78,9 @@ class Harvester:
             except queue.Empty:
                 break
         now = self.clock()
+        scan = now - self._last_scan >= DEADLINE_SCAN_S
+        if scan and self.book.count(JobState.RUNNING):
+            self._note_draining(now)  # outside the book's lock: it may read Ray's node table
         finished: list[tuple[TrackedJob, Settlement]] = []
         with self.book.lock:
             again: list[TrackedJob] = []
@@ -95,10 +98,8 @@ class Harvester:
                     finished.append((tracked, settlement))
             if again:
                 self.redispatch(again)
-            if now - self._last_scan >= DEADLINE_SCAN_S:
+            if scan:
                 self._last_scan = now
-                if self.book.count(JobState.RUNNING):
-                    self._note_draining(now)
                 for tracked in self.book.iter_state(JobState.RUNNING):
                     run = tracked.run
                     if run is not None and run.ref is not None and now > run.deadline:
