@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import queue
+import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,14 @@ import pytest
 import ray
 
 from etrid_ray.blobs import open_blob_store
+from etrid_ray.chain.models import Job, JobStatus
 from etrid_ray.manifest import Manifest
 from etrid_ray.provider.job import JobBook, JobState, RunInfo, TrackedJob
-from etrid_ray.provider.journal import Journal
+from etrid_ray.provider.journal import Journal, JournalBinding
+from etrid_ray.provider.manifests import ManifestSource
 from etrid_ray.provider.preemption import Lost, cause_of, next_step
 from etrid_ray.provider.stages.harvest import Harvester
+from etrid_ray.provider.stages.recovery import Recovery
 from etrid_ray.provider.stats import Stats
 from etrid_ray.provider.task import DrainWatch, Outcome, execute
 from etrid_ray.provider.timing import Estimates
@@ -262,3 +267,71 @@ def test_another_jobs_checkpoint_is_not_resumed(tmp_path: Path) -> None:
 def test_a_handler_without_the_hook_is_never_told_of_a_drain(tmp_path: Path) -> None:
     outcome = _run(tmp_path, {"handler": "echo", "args": {"payload": 1}}, drain_after=0)
     assert outcome.ok and not outcome.preempted
+
+
+# a restart between a preemption and the rerun ----------------------------------------------------------------------
+
+GENESIS, BLOCK1 = "0x" + "60" * 32, "0x" + "a1" * 32
+
+
+@dataclass
+class RestartedChain:
+    """The chain as a restarted head reads it: one Processing job on our GPU 0."""
+
+    job: Job
+    address: str = "5Grw"
+
+    def identity(self) -> tuple[str, str]:
+        return GENESIS, BLOCK1
+
+    def gpu_jobs(self, gpu_ids: list[int]) -> dict[int, list[int]]:
+        return {0: [self.job.job_id]}
+
+    def jobs(self, ids: list[int]) -> dict[int, Job]:
+        return {self.job.job_id: self.job}
+
+    def job_deadlines(self, ids: list[int]) -> dict[int, int]:
+        return {self.job.job_id: int(NOW + 600)}
+
+
+class Dispatched:
+    def __init__(self) -> None:
+        self.jobs: list[TrackedJob] = []
+
+    def dispatch(self, claimed: list[TrackedJob]) -> None:
+        self.jobs.extend(claimed)
+
+
+def test_a_head_restarted_after_a_preemption_resumes_the_job_from_its_checkpoint(tmp_path: Path) -> None:
+    store = open_blob_store(f"file://{tmp_path}")
+    manifest_hash = store.put(Manifest(handler="sleep", args={"seconds": 30}).model_dump_json().encode())
+    checkpoint = store.put(b'{"checkpoint": {}}')
+    job = Job(4, "5Grw", 0, "Custom", manifest_hash, "json", 600, 10**18, "Standard", JobStatus.PROCESSING, 0,
+              None, int(NOW) - 10, None)
+    path = tmp_path / "journal.sqlite"
+    before = Journal(path)  # the head that saw the preemption, then died
+    before.bind(JournalBinding(GENESIS, BLOCK1, "5Grw"))
+    before.claimed([(4, 0)])
+    before.rerun([(4, "preempted (NodeDiedError on node aaaaaaaaaaaa)", checkpoint)])
+    before.close()
+    journal, dispatcher = Journal(path), Dispatched()
+    assert journal.get(4).checkpoint == checkpoint and journal.preemptions(4) == 1
+    with ThreadPoolExecutor(1) as pool:
+        Recovery(JobBook(Clock()), RestartedChain(job), journal, store, ManifestSource(store), dispatcher,  # type: ignore[arg-type]
+                 lambda: [0], pool, Clock()).recover()
+    assert [(t.job_id, t.checkpoint) for t in dispatcher.jobs] == [(4, checkpoint)]
+    assert journal.get(4).checkpoint == checkpoint  # still there for a second restart
+
+
+def test_a_journal_written_before_checkpoints_gains_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE jobs (job_id INTEGER PRIMARY KEY, gpu_id INTEGER, state TEXT NOT NULL, ok INTEGER, "
+                     "result_hash TEXT, reason TEXT, updated REAL NOT NULL);"
+                     "INSERT INTO jobs VALUES (1, 0, 'claimed', NULL, NULL, NULL, 1.0);")
+    db.commit()
+    db.close()
+    journal = Journal(path)
+    assert journal.get(1).state is S.CLAIMED and journal.get(1).checkpoint is None
+    journal.rerun([(1, "preempted (x)", "0x" + "f" * 64)])
+    assert journal.get(1).checkpoint == "0x" + "f" * 64

@@ -173,7 +173,7 @@ class Harvester:
             note = f"retry {tracked.retries}/{self.retry_budget} ({lost.describe()})"
             self.stats.retried += 1
         tracked.chain_deadline = min(run.deadline, tracked.chain_deadline or math.inf)  # the rerun keeps it
-        self.journal.rerun([(tracked.job_id, note)])
+        self.journal.rerun([(tracked.job_id, note, tracked.checkpoint)])
         self.book.move(tracked, JobState.CLAIMED, note, now)
         return None
 
