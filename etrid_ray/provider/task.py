@@ -197,8 +197,8 @@ def execute(job_id: int, manifest_json: str, store_url: str, max_input_bytes: in
     try:
         result = workload.fn(manifest.args, ctx)
     except Preempted as notice:  # left the draining node early: its progress goes where the rerun finds it
-        try:
-            saved: str | None = _with_retry(store.put, _checkpoint_payload(job_id, manifest.handler, notice.progress))
+        try:  # once: the node has seconds left, not the store's restart window
+            saved: str | None = store.put(_checkpoint_payload(job_id, manifest.handler, notice.progress))
         except (BlobError, TypeError, ValueError):
             saved = None  # the rerun starts over
         return Outcome(job_id, False, None, "preempted", started, time.time(), node_id, worker, preempted=True,
