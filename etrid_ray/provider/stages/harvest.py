@@ -157,7 +157,7 @@ class Harvester:
         rest = remaining if remaining is not None else self.estimates.run_s(run.handler, run.declared_s, limit,
                                                                             run.declares)
         step, reason = next_step(cause, retries=tracked.retries, budget=self.retry_budget, now=now,
-                                 deadline=run.deadline, needed_s=self.estimates.dispatch_s() + rest)
+                                 deadline=run.deadline, needed_s=self.estimates.cold_s() + rest)  # elsewhere: cold
         if step == "fail":
             return Settlement.failure(tracked.job_id, reason or f"execution lost: {lost.error}"
                                       + (f" (after {tracked.retries} retries)" if tracked.retries else ""))
