@@ -68,7 +68,7 @@ def next_step(cause: Cause, *, retries: int, budget: int, now: float, deadline: 
               needed_s: float) -> tuple[Step, str]:
     """What becomes of a job whose run ended without a result: ("rerun", "") — a preemption, run again free;
     ("retry", "") — a crash with budget left, run again and charged; ("fail", reason) — reported to the chain.
-    A preempted job is failed only when `needed_s` (dispatch plus the rest of its run) no longer fits before its
+    A preempted job is failed only when `needed_s` (a cold start plus the rest of its run) no longer fits before its
     deadline: telling its consumer now beats a timeout later."""
     if cause == "preempted":
         left = deadline - now
