@@ -124,7 +124,8 @@ class ProviderHead:
         self.dispatcher = Dispatcher(self.book, self.tasks, self.manifests, self.journal, self.stats,
                                      self.store_url, config.max_input_bytes, clock, gate)
         self.harvester = Harvester(self.book, self.tasks, self.journal, self.stats, self.estimates,
-                                   config.result_batch, clock)
+                                   config.result_batch, clock, redispatch=self.dispatcher.dispatch,
+                                   draining=self._draining_nodes, default_pool=config.pool)
         self.profit = ProfitRecorder(ProfitBook(ProfitBook.beside(self.journal.path)), {p.name: p for p in self.pools},
                                      next((p for p in self.pools if not p.is_cloud), None), self._node_rate,
                                      config.edsc_usd)
@@ -147,6 +148,9 @@ class ProviderHead:
 
     def _gate(self) -> Any:
         return self.tee_gate
+
+    def _draining_nodes(self) -> list[str]:
+        return [n.node_id for n in self.cluster.view().nodes if n.draining]
 
     def _offers(self) -> list[Capabilities]:
         return offers_for(self.caps, self.pool_caps, self.scaling.active, self.tee_gate, self.config.pool)
@@ -381,6 +385,7 @@ class ProviderHead:
                 skipped=dict(s.skipped), reported=s.reported, report_errors=s.report_errors,
                 earnings_planck=s.earnings_planck, earnings_edsc=s.earnings_planck / PLANCK_PER_EDSC,
                 payments=s.payments, gpu_seconds=s.gpu_seconds, errors=dict(s.errors),
+                preempted=dict(s.preempted), retried=s.retried,
                 reconnects=int(getattr(self.conn, "reconnects", 0)), uptime_s=now - self.started_at,
                 last_heartbeat=self.keepalive.last_heartbeat,
                 queue_to_start_p50=percentile(s.queue_to_start, 50),
@@ -400,7 +405,7 @@ class ProviderHead:
 def _running_view(t: TrackedJob) -> RunningView:
     run = t.run
     assert run is not None
-    return RunningView(t.job_id, run.gpus, run.pool, t.gpu_id, run.dispatched_at)
+    return RunningView(t.job_id, run.gpus, run.pool, t.gpu_id, run.dispatched_at, t.preemptions)
 
 
 __all__ = ["OFFLINE_REASON", "ProviderHead"]

@@ -177,6 +177,10 @@ DASHBOARD: tuple[Row, ...] = (
                                              "{{provider}}"),)),
         Panel("Failures by reason (15 min)", (("max by (reason) (increase(etrid_job_failures_total[15m]))",
                                                "{{reason}}"),), stack=True),
+        Panel("Runs lost and run again (15 min)",
+              (("sum by (pool) (increase(etrid_job_preemptions_total[15m]))", "preempted: {{pool}}"),
+               ("sum(increase(etrid_job_retries_total[15m]))", "crashed (retry spent)")), stack=True,
+              description="not failures: a preempted run is run again free, a crashed one spends a retry"),
     ]),
     Row("GPUs and pools", [
         Panel("GPUs per pool and state", (("sum by (pool, state) (etrid_pool_gpus)", "{{pool}} {{state}}"),),
