@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from etrid_ray.pools import CapacityRequest
+
 log = logging.getLogger(__name__)
 
 
 class ClusterPort(Protocol):
     def nodes(self) -> list[dict[str, Any]]:
-        """Ray's node table rows: at least `NodeID`, `Alive` and `Resources` (with `GPU`, `pool:<name>`)."""
+        """Ray's node table rows: at least `NodeID`, `Alive`, `Resources` (with `GPU`) and `Labels` (with the
+        pool's labels, `Pool.labels()`)."""
         ...
 
     def available_per_node(self) -> dict[str, dict[str, float]]:
@@ -28,8 +31,9 @@ class ClusterPort(Protocol):
         """Ids of nodes Ray is draining (spot notice, preStop, idle removal)."""
         ...
 
-    def request(self, bundles: list[dict[str, float]]) -> None:
-        """Asks the autoscaler for exactly these node-shaped bundles (empty: releases them)."""
+    def request(self, request: CapacityRequest) -> None:
+        """Asks the autoscaler for exactly these node-shaped bundles, each on nodes its label selector matches
+        (empty: releases them)."""
         ...
 
 
@@ -78,7 +82,8 @@ class RayCluster:
     def draining(self) -> set[str]:
         return draining_node_ids()
 
-    def request(self, bundles: list[dict[str, float]]) -> None:
+    def request(self, request: CapacityRequest) -> None:
         from ray.autoscaler.sdk import request_resources
 
-        request_resources(bundles=bundles)
+        # Autoscaler v2 only: v1 keeps the bundles and drops their selectors (docs/architecture.md, Pools)
+        request_resources(bundles=list(request.bundles), bundle_label_selectors=list(request.selectors))

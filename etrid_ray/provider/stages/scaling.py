@@ -64,7 +64,7 @@ class PoolScaling:
             return False
         self._checked_at = now
         view = self.cluster.view()
-        if not any(view.has_resource(p.resource) for p in self.pools):
+        if not any(view.has_pool(p.name) for p in self.pools):
             return False
         self.scaler = self.make_scaler()
         log.info("cluster advertises pools: scaling across %s", [p.name for p in self.pools])
