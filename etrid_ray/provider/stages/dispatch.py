@@ -74,7 +74,7 @@ class Dispatcher:
         options = None
         gate, tee = self.gate(), manifest.resources.tee
         if gate is not None and tee is not None:
-            # the job's own shape without the head's pool resource: the gate adds the attested node's
+            # the job's own shape and pool selector: the gate adds the attested nodes' pin and TEE resource
             base = dispatch_options(manifest.resources.gpus, self.tasks.task_cpus, pool)
             options = gate.task_options(tee, pool, base)  # never cached: attested nodes change
             if options is None:

@@ -23,7 +23,7 @@ from etrid_ray.scaling.eligibility import eligible
 
 log = logging.getLogger(__name__)
 
-POOL_CHECK_S = 2.0  # how often a head without pools looks for pool resources in the cluster
+POOL_CHECK_S = 2.0  # how often a head without pools looks for nodes with a pool label in the cluster
 
 
 class PoolScaling:
