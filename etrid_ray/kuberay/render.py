@@ -360,9 +360,9 @@ def worker_group(pool: Pool, priority: int, cost: float) -> dict[str, Any]:
                    f"{LABEL_PREFIX}/priority": str(priority)}
     if pool.max_spot_price is not None:
         annotations[f"{LABEL_PREFIX}/max-spot-usd-per-node-hour"] = f"{pool.max_spot_price:g}"
-    pod_labels = _labels("worker", **{f"{LABEL_PREFIX}/pool": pool.name, f"{LABEL_PREFIX}/pool-kind": pool.kind})
+    # the pod carries the pool's labels too (kubectl selects by them; Prometheus relabels `etrid.ai/pool`)
+    pod_labels = _labels("worker", **pool.labels(), **{f"{LABEL_PREFIX}/pool-kind": pool.kind})
     if pool.tee:
-        pod_labels[f"{LABEL_PREFIX}/tee"] = pool.tee
         # KubeRay runs `<command> && ulimit …; ray start …` in one shell: the node advertises tee:<type> only
         # when it detected its TEE and attested against a fresh nonce (etrid_ray/security/tee/node.py)
         container["command"] = [worker_start_command(pool)]
