@@ -17,6 +17,7 @@ from ray._private.label_utils import validate_fallback_strategy, validate_label_
 from etrid_ray.config import load_config, pools_from_config
 from etrid_ray.demo.fake_cluster import FakeKubeRayCluster
 from etrid_ray.kuberay.render import raycluster
+from etrid_ray.local_ray import LocalRay
 from etrid_ray.pools import (
     ACCELERATOR_LABEL,
     MARKET_LABEL,
@@ -135,3 +136,12 @@ def test_a_capacity_request_grows_the_selected_group_and_a_job_lands_on_its_pool
     finally:
         ray.shutdown()
         cluster.stop()
+
+
+def test_a_local_ray_head_passes_its_labels_in_ray_starts_own_syntax() -> None:
+    from ray._private.label_utils import parse_node_labels_string
+
+    labels = Pool(name="local-gpu", kind="local", accelerator="NVIDIA H100 80GB HBM3").labels()
+    args = LocalRay(labels=labels).args()
+    assert parse_node_labels_string(args[args.index("--labels") + 1]) == labels  # what `ray start` parses
+    assert "--labels" not in LocalRay().args()  # `etrid-ray provider run`'s own cluster: no pool at all
