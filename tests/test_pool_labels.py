@@ -33,7 +33,7 @@ from etrid_ray.provider.cluster_view import ClusterView
 from etrid_ray.provider.task import dispatch_options, options_problem, run_job
 from tests.provider_support import wait_until
 
-AWS, GCP, LOCAL = "aws-spot-a100", "gcp-spot-a100", "local-gpu"
+AWS, AZURE, GCP, LOCAL = "aws-spot-a100", "azure-spot-a100", "gcp-spot-a100", "local-gpu"
 
 
 def test_a_pools_labels_name_it_and_pass_rays_own_checks() -> None:
@@ -101,11 +101,13 @@ def test_the_cluster_view_reads_a_nodes_pool_from_its_labels() -> None:
 
 
 def test_a_capacity_request_grows_the_selected_group_and_a_job_lands_on_its_pool(tmp_path: Path) -> None:
-    """A rendered RayCluster (local, AWS and GCP groups with their labels) on the fake multi-node autoscaler v2:
-    bundles selected to GCP start a GCP node and nothing else; a job selected to AWS makes the autoscaler
-    start an AWS node and runs there; the head's view finds each node's pool in its labels."""
+    """A rendered RayCluster (local, AWS, GCP and Azure groups with their labels) on the fake multi-node
+    autoscaler v2: bundles selected to GCP start a GCP node and nothing else; a job selected to AWS makes the
+    autoscaler start an AWS node and runs there; the head's view finds each node's pool in its labels. And why
+    placed jobs get no `fallback_strategy`: Ray takes the fallback at once when the first pool has no node,
+    instead of growing that pool."""
     config = load_config(env={}, overrides={"local_nodes": 1, "gpus": {"count": 1}, "aws_max_nodes": 1,
-                                            "gcp_max_nodes": 1, "azure_enabled": False})
+                                            "gcp_max_nodes": 1, "azure_max_nodes": 1})
     pools = {p.name: p for p in pools_from_config(config)}
     cluster = FakeKubeRayCluster(raycluster(config), tmp_path / "fake", idle_timeout_s=30, max_workers_per_type=1,
                                  cpus_per_node=1).start()
@@ -126,12 +128,19 @@ def test_a_capacity_request_grows_the_selected_group_and_a_job_lands_on_its_pool
         gcp = next(n for n in ClusterView.read(port).alive if n.pool == GCP)
         assert gcp.labels["etrid.ai/cloud"] == "gcp" and gcp.labels["etrid.ai/region"] == pools[GCP].region
 
-        options = dispatch_options(1.0, 0.0, AWS)
-        outcome = ray.get(run_job.options(**options).remote(
-            1, '{"handler": "echo", "args": {"payload": 1}}', f"file://{tmp_path / 'blobs'}", 1024), timeout=120)
-        assert outcome.ok, outcome.reason
-        ran_on = next(n for n in ClusterView.read(port).nodes if n.node_id == outcome.node_id)
-        assert ran_on.pool == AWS and ran_on.labels["etrid.ai/market-type"] == "spot"
+        def run(job_id: int, options: dict) -> str | None:
+            outcome = ray.get(run_job.options(**options).remote(
+                job_id, '{"handler": "echo", "args": {"payload": 1}}', f"file://{tmp_path / 'blobs'}", 1024),
+                timeout=120)
+            assert outcome.ok, outcome.reason
+            return next(n for n in ClusterView.read(port).nodes if n.node_id == outcome.node_id).pool
+
+        assert run(1, dispatch_options(1.0, 0.0, AZURE, fallback=[GCP])) == GCP  # Azure at zero: GCP at once
+        assert AZURE not in per_pool()
+        assert run(2, dispatch_options(1.0, 0.0, AWS)) == AWS  # no fallback: the autoscaler grows AWS for it
+        aws = next(n for n in ClusterView.read(port).alive if n.pool == AWS)
+        assert aws.labels["etrid.ai/market-type"] == "spot"
+        assert AZURE not in per_pool()
         port.request(CapacityRequest())
     finally:
         ray.shutdown()
