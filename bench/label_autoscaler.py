@@ -3,7 +3,8 @@
 A RayCluster with two identical 1-GPU worker groups, `pa` and `pb`, that differ only in their Ray `labels`
 runs on Ray's fake multi-node provider (`etrid_ray/demo/fake_cluster.py`), once per autoscaler version:
 
-1. `request_resources` with one GPU bundle selected to `pb`: which group launches, and when;
+1. `request_resources` with one GPU bundle selected to `pb`: which group launches, and when (v1 drops the
+   selector, so under v1 the group is whichever one it picks for a bare GPU bundle);
 2. a task selected to `pa`: does it run, on which group, and when;
 3. (v2 only, where selectors work) a task selected to `pa` with a `fallback_strategy` to `pb` while `pa` has
    no node: where it runs, and whether `pa` is launched anyway.
