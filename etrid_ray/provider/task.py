@@ -154,7 +154,8 @@ def dispatch_options(gpus: float, task_cpus: float, pool: str | None, own_pool: 
     """`run_job`'s Ray options for a job: its GPUs, the CPUs the provider reserves per task, and the label selector
     of the pool that runs it (`pool`, or the head's own pool when none was chosen and the cluster has it; Ray's
     autoscaler v2 grows exactly that group). `fallback`, when given, are pools Ray may run it on, in order, when
-    no node of the first matches at all (`fallback_strategy`). Pure, so what the head would ask Ray for can be
+    no alive node matches the first (`fallback_strategy`: Ray takes it at once rather than wait for the first
+    pool to grow, docs/architecture.md, so placed jobs get none). Pure, so what the head would ask Ray for can be
     checked without Ray (`options_problem`) and property-tested against every manifest the schema accepts."""
     options: dict[str, Any] = {"num_gpus": gpus, "num_cpus": task_cpus}
     target = pool if pool is not None else own_pool
