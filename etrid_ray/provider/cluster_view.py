@@ -73,9 +73,6 @@ class ClusterView:
         """GPUs new work may go to: alive nodes that are not draining."""
         return sum(n.gpus for n in self.nodes if n.alive and not n.draining)
 
-    def has_resource(self, key: str) -> bool:
-        return any(key in n.resources for n in self.nodes if n.alive)
-
     def has_pool(self, name: str) -> bool:
         """Whether an alive node carries pool `name`'s label."""
         return any(n.pool == name for n in self.nodes if n.alive)
