@@ -74,7 +74,7 @@ def main() -> None:
                                      max_workers_per_type=2, cpus_per_node=8).start()
         try:
             ray.init(address=cluster.address, logging_level="ERROR")
-            while not any(k.startswith("pool:local") for k in ray.cluster_resources()):
+            while not any(pool.startswith("local") for pool in alive_nodes_per_pool()):  # by its pool label
                 time.sleep(0.2)
             head = ProviderHead(config, dev_signer("Bob"), journal=Journal(config.journal_file)).start()
             client = ChainClient(devnet.url)

@@ -290,6 +290,27 @@ class TelemetrySettings(Section):
         return v.lower() if isinstance(v, str) else v
 
 
+class KubeRaySettings(Section):
+    """`kuberay`: RayCluster features beyond the pools, rendered by `etrid-ray render` (etrid_ray/kuberay/render.py)."""
+
+    upgrade_strategy: Literal["Recreate", "None"] = Field(
+        "Recreate", description="the RayCluster's `upgradeStrategy.type` (KubeRay >= 1.4): Recreate replaces every "
+        "pod when a pod template changes (a new image), the head's journal on its volume brings unsettled jobs "
+        "back; None leaves running pods as they are until they are replaced for another reason")
+    gcs_ft_redis_address: str | None = Field(
+        None, pattern=r"^(rediss?://)?[A-Za-z0-9.-]+:[0-9]{1,5}$",
+        description="GCS fault tolerance (off when null): the external Redis (host:port, e.g. "
+        "`redis.etrid-ai-compute.svc:6379`) the Ray head's GCS keeps its state in, so a restarted head pod finds "
+        "its worker nodes, actors and jobs again (`gcsFaultToleranceOptions`, KubeRay >= 1.3)")
+    gcs_ft_redis_password_key: str | None = Field(
+        None, pattern=r"^[-._A-Za-z0-9]+$",
+        description="key of the Redis password in the etrid-provider-credentials Secret (null: a Redis without "
+        "a password); KubeRay gives it to the Ray head alone")
+    gcs_ft_storage_namespace: str | None = Field(
+        None, pattern=r"^[-._A-Za-z0-9]+$",
+        description="prefix of the cluster's keys in Redis (null: KubeRay uses the RayCluster's uid)")
+
+
 class ProviderConfig(BaseModel):
     """Settings of one provider, in sections. The seed's flat names load, read and copy through the alias layer."""
 
@@ -309,6 +330,8 @@ class ProviderConfig(BaseModel):
                                            description="compliance templates, the audit log and TLS trust")
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings,
                                          description="metrics, logs and the monitoring stack")
+    kuberay: KubeRaySettings = Field(default_factory=KubeRaySettings,
+                                     description="RayCluster features: upgrade strategy, GCS fault tolerance")
 
     @model_validator(mode="before")
     @classmethod

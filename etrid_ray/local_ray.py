@@ -54,6 +54,7 @@ class LocalRay:
     num_gpus: int = 0
     num_cpus: int | None = None  # None: Ray counts this machine's cores
     resources: str = "{}"  # JSON of custom resources
+    labels: dict[str, str] = field(default_factory=dict)  # Ray node labels (`ray start --labels`), e.g. a pool's
     dashboard: bool = True  # on 127.0.0.1, behind the token
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
@@ -75,6 +76,8 @@ class LocalRay:
                 "--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
                 "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
                 "--num-gpus", str(self.num_gpus), "--resources", self.resources, "--disable-usage-stats"]
+        if self.labels:
+            args += ["--labels", ",".join(f"{k}={v}" for k, v in self.labels.items())]
         if self.num_cpus is not None:
             args += ["--num-cpus", str(self.num_cpus)]
         if self.dashboard:

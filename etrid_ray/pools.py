@@ -1,21 +1,27 @@
 """Pools: each one Ray autoscaler node type and one KubeRay worker group.
 
-A pool advertises `GPU`, `pool:<name>`, `accelerator_type:<X>`, `region:<r>` and, for
-confidential nodes, `tee:<type>` as Ray resources. The head steers a job to a pool by
-requesting a tiny amount (`STEER`) of that pool's resource; the autoscaler then grows
-exactly that group. Each registered cloud (`etrid_ray.clouds.registry`: local, AWS, GCP,
-Azure, …) turns its config section (the seed's `aws_enabled`, `aws_region`, …, and the local
-GPU settings) into its pools (`config.pools_from_config`), so the manifests, the policy and the
-simulator see the same pools.
+A pool's nodes carry Ray node labels (`Pool.labels()`: pool, cloud, market type, accelerator, region and,
+for confidential pools, TEE), set from the worker group's `labels` (KubeRay >= 1.5 passes them to
+`ray start --labels`; Ray's KubeRay translation copies them into the autoscaler's node type). The head
+steers a job to a pool with a `label_selector` on that pool's label (`pool_selector`), and asks for
+capacity with `request_resources(bundles=…, bundle_label_selectors=…)` (`capacity_request`): Ray's
+autoscaler v2 grows exactly the group whose labels match. Ray's autoscaler v1 drops bundle label
+selectors (it writes only the resource shapes), so the clusters here run v2 (docs/architecture.md).
+Each registered cloud (`etrid_ray.clouds.registry`: local, AWS, GCP, Azure, …) turns its config section
+(the seed's `aws_enabled`, `aws_region`, …, and the local GPU settings) into its pools
+(`config.pools_from_config`), so the manifests, the policy and the simulator see the same pools.
 
-This module is the bottom of the stack: it imports nothing of the project. A pool's `kind` is a
+This module is the one place that names a pool's labels and reads them back (`pool_of_labels`). It is
+the bottom of the stack: it imports nothing of the project. A pool's `kind` is a
 registered cloud's name, and the registry, whose clouds build pools, sits above it; so the registry hands
 this module its table of kinds when it is imported (`use_kinds`), instead of this module importing it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import date
 from typing import Literal
 
@@ -24,19 +30,39 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 Kind = str  # a registered cloud's name (etrid_ray.clouds.registry): local, aws, gcp, azure, …
 TeeType = Literal["sgx", "sev-snp", "tdx"]
 
-RESOURCE_UNITS = 1000  # each node offers this many units of its label resources …
-STEER = 1 / RESOURCE_UNITS  # … and a task asks for one unit: many tasks share a node's label
-POOL_PREFIX = "pool:"  # the one place a pool's Ray resource is named (`pool_resource`) and read back
+RESOURCE_UNITS = 1000  # a node's attested `tee:<type>` resource (security/tee/node.py) offers this many units …
+STEER = 1 / RESOURCE_UNITS  # … and a TEE task asks for one unit: many tasks share a node's attestation
+
+# The Ray node labels of a pool's nodes. Our own prefix: Ray refuses user labels under `ray.io/` (its defaults).
+LABEL_PREFIX = "etrid.ai/"
+POOL_LABEL = LABEL_PREFIX + "pool"
+CLOUD_LABEL = LABEL_PREFIX + "cloud"
+MARKET_LABEL = LABEL_PREFIX + "market-type"  # spot | on-demand | owned (the provider's own machines)
+ACCELERATOR_LABEL = LABEL_PREFIX + "accelerator"
+REGION_LABEL = LABEL_PREFIX + "region"
+TEE_LABEL = LABEL_PREFIX + "tee"  # the TEE the pool's nodes are meant to have; attestation is its own gate
+
+# Ray's (and Kubernetes') label value syntax: at most 63 characters, alphanumeric at both ends, `-_.` inside
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
 
 
-def pool_resource(name: str) -> str:
-    """The Ray resource nodes of pool `name` advertise and a task steered there asks for."""
-    return POOL_PREFIX + name
+def label_value(text: str) -> str:
+    """`text` as a valid label value: characters Ray refuses become `-`, cut to 63, trimmed to alphanumeric
+    ends (NVML names a local GPU "NVIDIA A100-SXM4-80GB"; its label is `NVIDIA-A100-SXM4-80GB`)."""
+    value = re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:63]
+    value = re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", value)
+    assert _LABEL_VALUE.match(value), value
+    return value
 
 
-def pool_of_resources(resources: Iterable[str]) -> str | None:
-    """The pool a Ray node belongs to, from the names of its resources; None for a node of no pool."""
-    return next((k[len(POOL_PREFIX):] for k in resources if k.startswith(POOL_PREFIX)), None)
+def pool_selector(name: str) -> dict[str, str]:
+    """The label selector of pool `name`'s nodes: for a task's `label_selector` and a capacity bundle's."""
+    return {POOL_LABEL: name}
+
+
+def pool_of_labels(labels: Mapping[str, str] | None) -> str | None:
+    """The pool a Ray node belongs to, from its labels; None for a node of no pool (a KubeRay head)."""
+    return (labels or {}).get(POOL_LABEL) or None
 
 
 # kind -> is it a cloud (False: the provider's own machines), as the cloud registry knows them
@@ -108,14 +134,28 @@ class Pool(BaseModel):
         return kinds().get(self.kind, True)
 
     @property
-    def resource(self) -> str:
-        return pool_resource(self.name)
+    def market(self) -> str:
+        """The market the nodes are bought on: `spot`, `on-demand`, or `owned` for the provider's own machines."""
+        if not self.is_cloud:
+            return "owned"
+        return "spot" if self.spot else "on-demand"
+
+    def labels(self) -> dict[str, str]:
+        """The Ray node labels one node of this pool carries (the worker group's `labels`)."""
+        out = {POOL_LABEL: self.name, CLOUD_LABEL: label_value(self.kind), MARKET_LABEL: self.market,
+               ACCELERATOR_LABEL: label_value(self.accelerator), REGION_LABEL: label_value(self.region)}
+        if self.tee:
+            out[TEE_LABEL] = self.tee
+        return out
+
+    def selector(self) -> dict[str, str]:
+        return pool_selector(self.name)
 
     def resources(self) -> dict[str, float]:
-        """The Ray resources one node of this pool advertises."""
-        res: dict[str, float] = {"GPU": float(self.gpus_per_node), self.resource: float(RESOURCE_UNITS),
-                                 f"accelerator_type:{self.accelerator}": float(RESOURCE_UNITS),
-                                 f"region:{self.region}": float(RESOURCE_UNITS)}
+        """The Ray resources one node of this pool can advertise: its GPUs and, for a confidential pool, the
+        `tee:<type>` resource a node keeps only once it attested (security/tee/node.py zeroes it otherwise).
+        Which pool a node is, is in its labels: no resource names a pool."""
+        res: dict[str, float] = {"GPU": float(self.gpus_per_node)}
         if self.tee:
             res[f"tee:{self.tee}"] = float(RESOURCE_UNITS)
         return res
@@ -123,3 +163,34 @@ class Pool(BaseModel):
     def local_cost_per_gpu_hour(self) -> float:
         """What a busy local GPU costs in electricity (USD per GPU-hour)."""
         return self.power_watts_per_gpu / 1000 * self.electricity_usd_per_kwh
+
+
+@dataclass(frozen=True)
+class CapacityRequest:
+    """What the head asks Ray's autoscaler for: one node-shaped bundle per wanted node, each with the label
+    selector of the pool it must come from (`request_resources(bundles=…, bundle_label_selectors=…)`)."""
+
+    bundles: tuple[dict[str, float], ...] = ()
+    selectors: tuple[dict[str, str], ...] = ()
+
+    def per_pool(self) -> dict[str, int]:
+        """Bundles asked per pool (what a test or a log line reads back)."""
+        out: dict[str, int] = {}
+        for selector in self.selectors:
+            name = pool_of_labels(selector) or ""
+            out[name] = out.get(name, 0) + 1
+        return out
+
+
+def capacity_request(pools: Mapping[str, Pool], targets: Mapping[str, int]) -> CapacityRequest:
+    """Per pool, `targets[name]` whole-node bundles (the pool's GPUs per node) on nodes of that pool's label:
+    the autoscaler launches exactly those groups' nodes and keeps them while asked. Pools are taken in
+    `targets`' order; a target of 0 or below asks for nothing."""
+    bundles: list[dict[str, float]] = []
+    selectors: list[dict[str, str]] = []
+    for name, n in targets.items():
+        pool = pools[name]
+        for _ in range(max(0, n)):
+            bundles.append({"GPU": float(pool.gpus_per_node)})
+            selectors.append(pool.selector())
+    return CapacityRequest(tuple(bundles), tuple(selectors))

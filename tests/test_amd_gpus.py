@@ -129,7 +129,7 @@ def test_the_amd_pool_is_valid_kuberay_and_kubernetes_and_ray_sees_its_gpus() ->
            "spec": group["template"]["spec"]}
     kubernetes_validate.validate(copy.deepcopy(pod), K8S_VERSION, strict=True)
     node = _derive(cluster)["available_node_types"]["azure-mi300x"]
-    assert node["resources"]["GPU"] == 8 and node["resources"]["accelerator_type:MI300X"] == 1000
+    assert node["resources"]["GPU"] == 8 and node["labels"]["etrid.ai/accelerator"] == "MI300X"
 
 
 def test_a_vendor_is_present_when_its_driver_device_exists(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from etrid_ray.clouds import CloudCallFailed, MarketFeed, MarketView, ZonePrice, headroom_nodes, interruption_rate
 from etrid_ray.clouds.base import min_known
 from etrid_ray.config import ProviderConfig, pools_from_config
-from etrid_ray.pools import Pool
+from etrid_ray.pools import Pool, pool_selector
 from etrid_ray.prices import default_catalog
 from etrid_ray.provider.scaler import Scaler
 from tests.clouds_support import T0, Clock
@@ -119,7 +119,7 @@ class Cluster:
         self.alive: dict[str, str] = {}
 
     def nodes(self):
-        return [{"NodeID": n, "Alive": True, "Resources": {"GPU": 8.0, f"pool:{p}": 1.0}}
+        return [{"NodeID": n, "Alive": True, "Resources": {"GPU": 8.0}, "Labels": pool_selector(p)}
                 for n, p in self.alive.items()]
 
     def available_per_node(self):
@@ -128,7 +128,7 @@ class Cluster:
     def draining(self):
         return set()
 
-    def request(self, bundles) -> None:
+    def request(self, request) -> None:
         pass
 
 

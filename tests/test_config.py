@@ -141,7 +141,7 @@ def test_the_websocket_url_has_one_canonical_variable_and_accepts_the_alias():
 def test_the_config_is_in_sections_and_the_seeds_flat_names_map_onto_them(tmp_path):
     c = ProviderConfig()
     assert set(ProviderConfig.model_fields) == {"chain", "provider", "scaling", "clouds", "tee", "compliance",
-                                                "telemetry"}
+                                                "telemetry", "kuberay"}
     assert (c.chain.rpc_url, c.provider.price_per_second, c.scaling.idle_timeout_s, c.clouds.aws.region,
             c.tee.enabled, c.compliance.enabled, c.telemetry.metrics_port) == (
         "http://127.0.0.1:9944", 10**14, 300.0, "us-east-1", False, False, 9091)

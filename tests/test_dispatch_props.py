@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etrid_ray.manifest import Manifest, ManifestError, manifest_json_schema, parse_manifest
-from etrid_ray.pools import STEER
+from etrid_ray.pools import POOL_LABEL, pool_selector
 from etrid_ray.provider.task import dispatch_options, options_problem, run_job
 from etrid_ray.provider.timing import Estimates, Ewma, GpuTimeline, finishes_in_time, safety_margin
 
@@ -49,8 +49,9 @@ _manifests = st.fixed_dictionaries(
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(obj=_manifests, pool=st.sampled_from([None, "local-gpu", "aws-spot-a100"]),
-       task_cpus=st.sampled_from([0.0, 0.5, 1.0, 2.0]))
-def test_every_manifest_the_schema_accepts_parses_and_builds_options_ray_accepts(obj, pool, task_cpus):
+       task_cpus=st.sampled_from([0.0, 0.5, 1.0, 2.0]),
+       fallback=st.lists(st.sampled_from(["local-gpu", "gcp-spot-a100", "azure-tee-h100"]), max_size=3))
+def test_every_manifest_the_schema_accepts_parses_and_builds_options_ray_accepts(obj, pool, task_cpus, fallback):
     data = json.dumps(obj).encode()  # Infinity/NaN as Python writes them: a stranger can upload those too
     schema_ok = SCHEMA.is_valid(json.loads(data))
     try:
@@ -59,7 +60,7 @@ def test_every_manifest_the_schema_accepts_parses_and_builds_options_ray_accepts
         assert not schema_ok, obj  # the schema promised more than the parser keeps
         return
     assert schema_ok, obj  # the parser kept what the schema refuses
-    options = dispatch_options(manifest.resources.gpus, task_cpus, pool, {}, STEER)
+    options = dispatch_options(manifest.resources.gpus, task_cpus, pool, None, fallback)
     assert options_problem(options) is None, (obj, options)
     assert not ray_refuses_options(options), options
 
@@ -76,7 +77,7 @@ def test_options_problem_refuses_exactly_what_ray_refuses_plus_fractions_above_o
     ({"num_gpus": 1.5, "num_cpus": 1.0}, "resources.gpus=1.5"),
     ({"num_gpus": 0.00001, "num_cpus": 1.0}, "resources.gpus=1e-05"),
     ({"num_gpus": 1.0, "num_cpus": 0.00001}, "task_cpus (provider config)=1e-05"),
-    ({"num_gpus": 1.0, "num_cpus": 1.0, "resources": {"pool:x": 1e-6}}, "resource pool:x=1e-06"),
+    ({"num_gpus": 1.0, "num_cpus": 1.0, "resources": {"tee:sev-snp": 1e-6}}, "resource tee:sev-snp=1e-06"),
 ])
 def test_a_refused_option_is_named_by_the_field_it_came_from(options, field):
     problem = options_problem(options)
@@ -88,7 +89,7 @@ def test_a_refused_option_is_named_by_the_field_it_came_from(options, field):
 
 @pytest.fixture(scope="module")
 def local_ray() -> Any:
-    ray.init(address="local", num_cpus=2, num_gpus=4, resources={"pool:local-gpu": 1000}, include_dashboard=False,
+    ray.init(address="local", num_cpus=2, num_gpus=4, labels=pool_selector("local-gpu"), include_dashboard=False,
              logging_level="ERROR", namespace="etrid-tests")
     yield
     ray.shutdown()
@@ -108,7 +109,8 @@ def test_ray_itself_refuses_the_gpu_counts_the_schema_now_refuses(local_ray):
 def test_schema_valid_gpu_counts_run_as_real_ray_tasks(local_ray, tmp_path, gpus):
     manifest = parse_manifest(json.dumps({"handler": "echo", "args": {"payload": gpus},
                                           "resources": {"gpus": gpus}}).encode())
-    options = dispatch_options(manifest.resources.gpus, 0.0, "local-gpu", {}, STEER)
+    options = dispatch_options(manifest.resources.gpus, 0.0, "local-gpu")
+    assert options["label_selector"] == {POOL_LABEL: "local-gpu"}
     outcome = ray.get(run_job.options(**options).remote(5, manifest.model_dump_json(), f"file://{tmp_path}", 1024),
                       timeout=120)
     assert outcome.ok, outcome.reason

@@ -19,11 +19,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from etrid_ray.chain.errors import ConfigError
 from etrid_ray.cli import main as cli_main
 from etrid_ray.config import ProviderConfig, load_config, pools_from_config
 from etrid_ray.kuberay import prestop
 from etrid_ray.kuberay import render as r
-from etrid_ray.pools import Pool
+from etrid_ray.pools import Pool, pool_selector
 from etrid_ray.prices import default_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,7 +126,7 @@ def test_cli_render_writes_the_files_for_a_config_file(tmp_path: Path, monkeypat
     assert cluster["spec"]["autoscalerOptions"]["idleTimeoutSeconds"] == 600
     groups = {g["groupName"]: g for g in cluster["spec"]["workerGroupSpecs"]}
     assert groups["local-gpu"]["minReplicas"] == 2
-    assert "region:eu-west-1" in groups["aws-spot-a100"]["rayStartParams"]["resources"]  # the file, not the env
+    assert groups["aws-spot-a100"]["labels"]["etrid.ai/region"] == "eu-west-1"  # the file, not the env
 
 
 def test_cli_render_without_config_writes_the_committed_files(tmp_path: Path) -> None:
@@ -153,6 +154,41 @@ def test_raycluster_is_valid_against_the_kuberay_crd(config: ProviderConfig, ray
     assert _errors(raycluster_schema, doc) == []
     assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] == "RayCluster"
     assert doc["metadata"]["name"] == "etrid-provider" and doc["metadata"]["namespace"] == "etrid-ai-compute"
+
+
+def test_operator_features_upgrade_strategy_and_optional_gcs_fault_tolerance(raycluster_schema: Any) -> None:
+    """Recreate by default and no GCS fault tolerance; an external Redis (with its password a key of the
+    credentials Secret) turns it on; every variant is valid against the CRD, a bad strategy is not."""
+    spec = r.raycluster(ProviderConfig())["spec"]
+    assert spec["upgradeStrategy"] == {"type": "Recreate"}
+    assert "gcsFaultToleranceOptions" not in spec
+    config = load_config(env={}, overrides={"upgrade_strategy": "None", "gcs_ft_redis_address": "redis.etrid.svc:6379",
+                                            "gcs_ft_redis_password_key": "redis-password",
+                                            "gcs_ft_storage_namespace": "etrid-provider"})
+    doc = r.raycluster(config)
+    assert _errors(raycluster_schema, doc) == []
+    assert doc["spec"]["upgradeStrategy"] == {"type": "None"}
+    assert doc["spec"]["gcsFaultToleranceOptions"] == {
+        "redisAddress": "redis.etrid.svc:6379", "externalStorageNamespace": "etrid-provider",
+        "redisPassword": {"valueFrom": {"secretKeyRef": {"name": r.SECRET_NAME, "key": "redis-password"}}}}
+    bad = copy.deepcopy(doc)
+    bad["spec"]["upgradeStrategy"]["type"] = "RollingUpdate"
+    assert _errors(raycluster_schema, bad)
+    with pytest.raises(ConfigError, match="gcs_ft_redis_address"):
+        load_config(env={}, overrides={"gcs_ft_redis_address": "redis without a port"})
+
+
+@pytest.mark.parametrize("config", [ProviderConfig(), TEE_CONFIG], ids=["default", "tee+extra-pool"])
+def test_every_group_carries_its_pools_labels_in_rays_syntax(config: ProviderConfig) -> None:
+    from ray._private.label_utils import validate_node_label_syntax, validate_node_labels
+
+    for group, pool in zip(r.raycluster(config)["spec"]["workerGroupSpecs"],
+                           [p for p, _, _ in r.pools_by_cost(config)], strict=True):
+        assert group["labels"] == pool.labels()
+        validate_node_label_syntax(group["labels"])  # what Ray's KubeRay translation checks
+        validate_node_labels(group["labels"])  # what `ray start --labels` checks (no `ray.io/` keys)
+        assert set(group["labels"]) >= {"etrid.ai/pool", "etrid.ai/cloud", "etrid.ai/market-type",
+                                        "etrid.ai/accelerator", "etrid.ai/region"}
 
 
 def test_committed_raycluster_and_rayjob_are_valid_against_the_crds(raycluster_schema: Any,
@@ -224,10 +260,15 @@ def test_rays_kuberay_translation_gives_one_node_type_per_pool(config: ProviderC
         for key, value in expected.items():
             assert node["resources"][key] == value, (pool.name, key)
         assert node["resources"]["GPU"] == pool.gpus_per_node
-        assert node["resources"][f"pool:{pool.name}"] == 1000
-        assert node["resources"][f"accelerator_type:{pool.accelerator}"] == 1000
-        assert node["resources"][f"region:{pool.region}"] == 1000
-        assert (f"tee:{pool.tee}" in node["resources"]) == bool(pool.tee)
+        assert not [k for k in node["resources"] if k.startswith("pool:")]  # no resource names a pool
+        assert (f"tee:{pool.tee}" in node["resources"]) == bool(pool.tee)  # the attested TEE gate's
+        # the group's labels become the node type's: what the head's selectors match
+        assert node["labels"] == pool.labels()
+        assert node["labels"]["etrid.ai/pool"] == pool.name
+        assert node["labels"]["etrid.ai/market-type"] == ("owned" if pool.kind == "local" else "spot")
+        assert node["labels"]["etrid.ai/accelerator"] == pool.accelerator
+        assert node["labels"]["etrid.ai/region"] == pool.region
+        assert node["labels"].get("etrid.ai/tee") == pool.tee
         assert node["resources"]["CPU"] >= 1 and node["resources"]["memory"] > 0
         assert node["max_workers"] == pool.max_nodes
         assert node["min_workers"] == (pool.max_nodes if pool.kind == "local" else pool.min_nodes)
@@ -243,8 +284,9 @@ def test_committed_raycluster_translates_to_the_default_pools() -> None:
     for cloud in ("aws-spot-a100", "gcp-spot-a100", "azure-spot-a100"):
         assert types[cloud]["min_workers"] == 0 and types[cloud]["max_workers"] == 4
         assert types[cloud]["resources"]["GPU"] == 8
-    assert types["aws-spot-a100"]["resources"]["region:us-east-1"] == 1000
-    assert types["gcp-spot-a100"]["resources"]["region:europe-west4"] == 1000
+    assert types["aws-spot-a100"]["labels"]["etrid.ai/region"] == "us-east-1"
+    assert types["gcp-spot-a100"]["labels"]["etrid.ai/region"] == "europe-west4"
+    assert types["gcp-spot-a100"]["labels"]["etrid.ai/cloud"] == "gcp"
 
 
 def test_groups_are_ordered_and_prioritised_by_cost() -> None:
@@ -354,7 +396,10 @@ def test_worker_groups_for_each_cloud() -> None:
 def test_custom_resources_exclude_gpu_and_use_the_quoted_form_kuberay_passes_to_ray_start() -> None:
     for pool in pools_from_config(TEE_CONFIG):
         param = r.ray_resources_param(pool)
-        assert param.startswith('"{') and param.endswith('}"')
+        if pool.tee is None:  # a pool is its labels: only the attested TEE resource is custom
+            assert param is None and "resources" not in r.worker_start_params(pool)
+            continue
+        assert param is not None and param.startswith('"{') and param.endswith('}"')
         parsed = json.loads(param[1:-1].replace("\\", ""))
         assert parsed == {k: int(v) for k, v in pool.resources().items() if k != "GPU"}
         # what `ray start --resources="…"` receives after the shell strips the quotes
@@ -491,12 +536,12 @@ def test_prestop_drains_its_own_node_and_lets_running_work_finish() -> None:
         ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
-        cluster.add_node(num_cpus=2, resources={"pool:spot": 1000},
+        cluster.add_node(num_cpus=2, labels=pool_selector("spot"),
                          env_vars={"RAY_CLOUD_INSTANCE_ID": "etrid-provider-spot-worker-0"})
         ray.init(address=cluster.address)
         cluster.wait_for_nodes()
 
-        @ray.remote(num_cpus=1, resources={"pool:spot": 1}, max_retries=0)
+        @ray.remote(num_cpus=1, label_selector=pool_selector("spot"), max_retries=0)
         def work(seconds: float) -> str:
             time.sleep(seconds)
             return ray.get_runtime_context().get_node_id()

@@ -52,6 +52,7 @@ from etrid_ray.chain import (
 from etrid_ray.chain.models import JobStatus
 from etrid_ray.config import SEED_ENV_NAMES, ProviderConfig, pools_from_config
 from etrid_ray.devnet.process import DevnetProcess
+from etrid_ray.pools import Pool
 from etrid_ray.provider.head import ProviderHead
 from etrid_ray.provider.journal import Journal
 from etrid_ray.telemetry import monitoring
@@ -214,7 +215,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     root.setLevel(logging.INFO)
     ray_port = free_port()
     ray.init(address="local", num_cpus=2, num_gpus=4, include_dashboard=False, logging_level="ERROR",
-             resources={"pool:local-gpu": 1000, "accelerator_type:A100": 1000, "region:local": 1000},
+             labels=Pool(name="local-gpu", kind="local").labels(),
              _metrics_export_port=ray_port, namespace="etrid-prom-tests",
              _system_config={"metrics_report_interval_ms": 1000})  # Ray exports pushed values every second
     devnet = DevnetProcess(block_time=0).start()

@@ -17,6 +17,7 @@ import ray
 from etrid_ray.blobs import open_blob_store
 from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.models import JobStatus
+from etrid_ray.pools import pool_selector
 from tests.provider_support import (
     CONSUMER,
     PROVIDER,
@@ -34,7 +35,7 @@ EDSC = 10**18
 @pytest.fixture(scope="module", autouse=True)
 def one_gpu_local_pool() -> Any:
     os.environ["ETRID_SEED"] = "//" + PROVIDER
-    ray.init(address="local", num_cpus=2, num_gpus=1, resources={"pool:local-gpu": 1000},
+    ray.init(address="local", num_cpus=2, num_gpus=1, labels=pool_selector("local-gpu"),
              include_dashboard=False, logging_level="ERROR", namespace="etrid-claim-order")
     yield
     ray.shutdown()

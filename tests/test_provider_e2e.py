@@ -21,6 +21,7 @@ from etrid_ray.chain.events import ChainEvent
 from etrid_ray.chain.models import JobStatus
 from etrid_ray.cli import main as cli_main
 from etrid_ray.manifest import encode_manifest
+from etrid_ray.pools import pool_selector
 from etrid_ray.provider.profit import ProfitBook, cost_share_usd
 from tests.provider_support import (
     CONSUMER,
@@ -41,7 +42,7 @@ PAY = 10**18  # 1 ËDSC per job
 @pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Any:
     os.environ["ETRID_SEED"] = "//" + PROVIDER  # the head actor reads its key from its environment
-    ray.init(address="local", num_cpus=2, num_gpus=4, resources={"pool:local": 1000},
+    ray.init(address="local", num_cpus=2, num_gpus=4, labels=pool_selector("local"),
              include_dashboard=False,
              logging_level="ERROR", namespace="etrid-tests")
     yield

@@ -162,7 +162,7 @@ def test_local_run_advertises_the_declared_gpus_keeps_the_key_out_of_ray_and_dra
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHeadProcess]:
     """`ray start --head` with token auth on and no ETRID_SEED in its environment."""
     env = {k: "" for k in os.environ if k.startswith("ETRID_")}
-    head = RayHeadProcess(num_cpus=4, num_gpus=2, resources="{}", env=env).start(
+    head = RayHeadProcess(num_cpus=4, num_gpus=2, labels={}, env=env).start(
         tmp_path_factory.mktemp("ray") / "ray-start.log")
     yield head
     head.stop()

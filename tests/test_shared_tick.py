@@ -26,6 +26,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from etrid_ray.config import ProviderConfig
+from etrid_ray.pools import POOL_LABEL, CapacityRequest
 from etrid_ray.provider.scaler import Scaler
 from etrid_ray.scaling import PlacementPlan, PlaceReason, Reason
 from etrid_ray.scaling.billing import MIN_BILLED_S
@@ -63,13 +64,13 @@ class SimCluster:
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
-        self.requests: list[list[dict[str, float]]] = []
+        self.requests: list[CapacityRequest] = []
 
     def _ready(self) -> list[Any]:
         return [n for rt in self.sim.pools for n in rt.nodes if n.ready]
 
     def nodes(self) -> list[dict[str, Any]]:
-        return [{"NodeID": f"node-{n.nid}", "Alive": True, "Resources": {"GPU": n.gpus, n.pool.pool.resource: 1.0}}
+        return [{"NodeID": f"node-{n.nid}", "Alive": True, "Resources": {"GPU": n.gpus}, "Labels": n.pool.pool.labels()}
                 for n in self._ready()]
 
     def available_per_node(self) -> dict[str, dict[str, float]]:
@@ -78,8 +79,8 @@ class SimCluster:
     def draining(self) -> set[str]:
         return {f"node-{n.nid}" for n in self._ready() if n.draining}
 
-    def request(self, bundles: list[dict[str, float]]) -> None:
-        self.requests.append(bundles)
+    def request(self, request: CapacityRequest) -> None:
+        self.requests.append(request)
 
 
 class Lockstep(Simulator):
@@ -171,6 +172,13 @@ def test_the_live_scaler_and_the_simulator_decide_place_and_bill_alike():
     assert run.mismatches == []
     assert run.live_decisions == run.sim_decisions
     assert run.cluster.requests, "the live scaler asked Ray for nodes"
+    # each bundle names its pool by label selector: the autoscaler grows that group and no other
+    asked = [r for r in run.cluster.requests if r.bundles]
+    assert any(r.per_pool().get(AWS) for r in asked)
+    for r in asked:
+        assert len(r.selectors) == len(r.bundles)
+        for bundle, selector in zip(r.bundles, r.selectors, strict=True):
+            assert bundle == {"GPU": float(run.live.by_name[selector[POOL_LABEL]].gpus_per_node)}
 
     # one billing rule: the same cost, node by node summed; the withdrawn request costs a full minute
     assert run.live.ledger.closed_usd == pytest.approx(result.cloud_cost_usd, rel=1e-12)

@@ -32,11 +32,11 @@ from etrid_ray.cli import main
 from etrid_ray.config import load_config
 from etrid_ray.demo.fake_cluster import FakeKubeRayCluster
 from etrid_ray.kuberay.render import raycluster
-from etrid_ray.pools import Pool
+from etrid_ray.pools import POOL_LABEL, Pool
 from etrid_ray.provider.job import JobState
 from etrid_ray.provider.journal import Journal
 from etrid_ray.provider.scaler import alive_nodes_per_pool
-from etrid_ray.provider.task import Outcome
+from etrid_ray.provider.task import Outcome, dispatch_options
 from etrid_ray.security.tee import verify as v
 from etrid_ray.security.tee.attest import AttestationError, AttestationRefresher, Evidence, produce_evidence
 from etrid_ray.security.tee.config import TeeConfig, load_tee_config
@@ -394,13 +394,19 @@ def test_rays_resource_merge_drops_the_fail_closed_zero(monkeypatch: pytest.Monk
     model; the zero override removes it from the node itself, the attested one keeps it."""
     from ray._private.resource_and_label_spec import ResourceAndLabelSpec
 
-    static = {"pool:azure-tee-h100": 1000.0, "tee:sev-snp": 1000.0}
+    static = {"tee:sev-snp": 1000.0}
+    group_labels = TEE_POOL.labels()  # what KubeRay passes to `ray start --labels`
     for override, expected in (('{"tee:sev-snp": 0}', False), ('{"tee:sev-snp": 1000}', True)):
         monkeypatch.setenv("RAY_OVERRIDE_RESOURCES", override)
+        monkeypatch.setenv("RAY_OVERRIDE_LABELS", json.dumps({"etrid.ai/tee": "sev-snp",
+                                                              "etrid.ai/tee-attested": str(expected).lower()}))
         spec = ResourceAndLabelSpec(num_cpus=1, num_gpus=0, memory=10**9, object_store_memory=10**8,
-                                    resources=dict(static), labels={})
-        resources = spec.resolve(is_head=False, node_ip_address="127.0.0.1").to_resource_dict()
-        assert ("tee:sev-snp" in resources) is expected and resources["pool:azure-tee-h100"] == 1000
+                                    resources=dict(static), labels=dict(group_labels))
+        resolved = spec.resolve(is_head=False, node_ip_address="127.0.0.1")
+        assert ("tee:sev-snp" in resolved.to_resource_dict()) is expected
+        # the start command's label override adds to the group's labels: the node keeps its pool
+        assert resolved.labels["etrid.ai/pool"] == "azure-tee-h100"
+        assert resolved.labels["etrid.ai/tee-attested"] == str(expected).lower()
 
 
 def test_worker_start_command_fails_closed_in_a_real_shell(devnet, tree_factory, tmp_path: Path) -> None:
@@ -443,10 +449,10 @@ def caps_for(pool: Pool) -> Capabilities:
 
 
 def node(node_id: str, pool: Pool, *, tee: bool = True, alive: bool = True) -> dict[str, Any]:
-    res = {"GPU": float(pool.gpus_per_node), f"pool:{pool.name}": 1000.0}
+    res = {"GPU": float(pool.gpus_per_node)}
     if tee and pool.tee:
         res[f"tee:{pool.tee}"] = 1000.0
-    return {"NodeID": node_id, "Alive": alive, "Resources": res}
+    return {"NodeID": node_id, "Alive": alive, "Resources": res, "Labels": pool.labels()}
 
 
 def tee_job_verdict(gate: TeeGate) -> str:
@@ -491,9 +497,9 @@ def test_gate_admits_claims_and_pins_only_on_attested_nodes(tree_factory) -> Non
     assert gate.attested_nodes(TEE_POOL.name) == ["b" * 8] and tee_job_verdict(gate) == "claim"
     assert [g for g, _ in gate.filed] == [11] and gate.filed[0][1].tee_type == "AMDSEV"  # type: ignore[attr-defined]
     assert gate.pool_room({TEE_POOL.name: 2.0}) == {TEE_POOL.name: 1.0}  # the quarantined node's GPU left out
-    opts = gate.task_options("sev-snp", TEE_POOL.name, {"num_gpus": 1, "resources": {"pool:azure-tee-h100": 0.001}})
-    assert opts == {"num_gpus": 1, "resources": {"pool:azure-tee-h100": 0.001, "tee:sev-snp": 0.001},
-                    "label_selector": {"ray.io/node-id": f"in({'b' * 8})"}}
+    opts = gate.task_options("sev-snp", TEE_POOL.name, dispatch_options(1, 0, TEE_POOL.name, fallback=["local-gpu"]))
+    assert opts == {"num_gpus": 1, "num_cpus": 0, "resources": {"tee:sev-snp": 0.001},
+                    "label_selector": {**TEE_POOL.selector(), "ray.io/node-id": f"in({'b' * 8})"}}
     assert gate.task_options(None, PLAIN_POOL.name, {"x": 1}) == {"x": 1}
     assert gate.task_options("tdx", TEE_POOL.name, {}) is None
     # not due yet: no new challenge; due but the chain did not move: the nonce would repeat, no new report
@@ -617,7 +623,8 @@ def test_a_tee_job_runs_only_on_the_attested_tee_node_and_waits_when_attestation
         ray.init(address=cluster.address, logging_level="ERROR", namespace="etrid-tee")
         wait_until(lambda: alive_nodes_per_pool() == {"local-gpu": 1, "azure-tee-h100": 1}, 90,
                    "the local node and the TEE node up")
-        tee_node = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "pool:azure-tee-h100" in n["Resources"])
+        tee_node = next(n["NodeID"] for n in ray.nodes()
+                        if n["Alive"] and n["Labels"].get(POOL_LABEL) == "azure-tee-h100")
         assert "tee:sev-snp" in next(n for n in ray.nodes() if n["NodeID"] == tee_node)["Resources"]
         head_cls = tee_gated_head_class()
         head_cls.make_gate = staticmethod(lambda h: TeeGate.for_head(h, v.TeePolicy.from_config(tee_cfg), tee_cfg))

@@ -1,8 +1,11 @@
 """A KubeRay RayCluster run on Ray's fake multi-node autoscaler: real raylets launched as "nodes".
 
 The RayCluster manifest users deploy goes through Ray's own KubeRay translation
-(`_derive_autoscaling_config_from_ray_cr`), and the node types it yields become the
-fake provider's node types, so the scaling tested here is the scaling of that manifest.
+(`_derive_autoscaling_config_from_ray_cr`), and the node types it yields — resources, min/max,
+priority and the group's Ray `labels` — become the fake provider's node types, so the scaling
+tested here is the scaling of that manifest. The fake provider starts each fake raylet with its
+node type's labels (as KubeRay >= 1.5 starts a worker pod's `ray start --labels`), and the
+autoscaler runs as v2, the one that honours label selectors when it scales up (v1 drops them).
 Everything is on loopback with free ports; stopping kills exactly the processes of this
 cluster (by pid, found through its unique GCS port), never `ray stop`.
 """
@@ -39,7 +42,7 @@ def fake_autoscaling_config(ray_cr: dict[str, Any], gcs_address: str, *, idle_ti
     """The fake provider's config for a RayCluster: same node types, resources, min/max and idle timeout.
 
     `cpus_per_node` shrinks each fake node's CPU count (a p4d node has 96 vCPUs; a 2-core test
-    machine should not pretend to run 96 CPU tasks per fake node); GPUs and labels are untouched."""
+    machine should not pretend to run 96 CPU tasks per fake node); GPUs, labels and priority are untouched."""
     derived = _derive_autoscaling_config_from_ray_cr(copy.deepcopy(ray_cr))
     node_types: dict[str, Any] = {}
     for name, node_type in derived["available_node_types"].items():
@@ -53,7 +56,9 @@ def fake_autoscaling_config(ray_cr: dict[str, Any], gcs_address: str, *, idle_ti
         if max_workers_per_type is not None:
             max_workers = min(max_workers, max_workers_per_type)
         node_types[name] = {"resources": resources, "node_config": {}, "min_workers": node_type["min_workers"],
-                            "max_workers": max_workers}
+                            "max_workers": max_workers, "labels": dict(node_type.get("labels") or {})}
+        if "priority" in node_type:
+            node_types[name]["priority"] = node_type["priority"]
     node_types[HEAD_TYPE] = {"resources": {"CPU": head_cpus}, "node_config": {}, "max_workers": 0}
     idle_minutes = derived["idle_timeout_minutes"] if idle_timeout_s is None else idle_timeout_s / 60
     return {

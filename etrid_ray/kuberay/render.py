@@ -1,12 +1,17 @@
 """The KubeRay manifests, rendered from the one config: what `etrid-ray render` writes under `cluster/`.
 
 Pools are worker groups (principle 4): every pool of `pools_from_config(config)` becomes one
-worker group of the `etrid-provider` RayCluster, advertising the same Ray resources the
-policy, the head and the simulator use (`Pool.resources()`), ordered and `priority`-ranked by
-cost per GPU-hour (cheapest first: Ray's autoscaler v2 prefers the higher `priority` when
-node types otherwise tie). Ray's own KubeRay translation
+worker group of the `etrid-provider` RayCluster whose `labels` are the pool's Ray node labels
+(`Pool.labels()`: pool, cloud, market type, accelerator, region, TEE; KubeRay >= 1.5 starts the
+group's nodes with them and Ray's KubeRay translation puts them on the autoscaler's node type, so
+the head's label selectors and capacity requests reach exactly that group), ordered and
+`priority`-ranked by cost per GPU-hour (cheapest first: Ray's autoscaler v2 prefers the higher
+`priority` when node types otherwise tie). Ray's own KubeRay translation
 (`ray.autoscaler._private.kuberay.autoscaling_config`) turns this manifest into the
 autoscaler's node types; the tests check that it does so pool for pool.
+
+Operator features from the config's `kuberay` section: `upgradeStrategy` (Recreate by default) and,
+when an external Redis is configured, GCS fault tolerance (`gcsFaultToleranceOptions`; off by default).
 
 No secret value is ever rendered, and no secret is ever an environment variable: the seed phrase
 is a file from the `etrid-provider-credentials` Secret mounted read-only (0400) into the head's Ray
@@ -152,10 +157,13 @@ def _labels(component: str, **extra: str) -> dict[str, str]:
             **extra}
 
 
-def ray_resources_param(pool: Pool) -> str:
+def ray_resources_param(pool: Pool) -> str | None:
     """rayStartParams.resources: the pool's custom resources (everything but GPU, which is num-gpus) as the
-    quoted JSON KubeRay passes to `ray start --resources` and Ray's KubeRay translation parses."""
+    quoted JSON KubeRay passes to `ray start --resources` and Ray's KubeRay translation parses; None when it has
+    none (only a confidential pool has one: its attested `tee:<type>`)."""
     custom = {k: int(v) for k, v in pool.resources().items() if k != "GPU"}
+    if not custom:
+        return None
     return '"' + json.dumps(custom, separators=(", ", ": ")).replace('"', '\\"') + '"'
 
 
@@ -303,6 +311,15 @@ def spot_watch_sidecar(pool: Pool) -> dict[str, Any]:
     }
 
 
+def worker_start_params(pool: Pool) -> dict[str, str]:
+    """The group's `rayStartParams`: its GPUs, the metrics port and, for a confidential pool, its custom resource."""
+    params = {"num-gpus": str(pool.gpus_per_node), "metrics-export-port": str(PORTS["metrics"])}
+    resources = ray_resources_param(pool)
+    if resources is not None:
+        params["resources"] = resources
+    return params
+
+
 def worker_group(pool: Pool, priority: int, cost: float) -> dict[str, Any]:
     # local pool: all of the provider's own nodes stay up (the seed's advice: minReplicas = local GPU nodes)
     min_replicas = pool.max_nodes if not pool.is_cloud else pool.min_nodes
@@ -343,9 +360,9 @@ def worker_group(pool: Pool, priority: int, cost: float) -> dict[str, Any]:
                    f"{LABEL_PREFIX}/priority": str(priority)}
     if pool.max_spot_price is not None:
         annotations[f"{LABEL_PREFIX}/max-spot-usd-per-node-hour"] = f"{pool.max_spot_price:g}"
-    pod_labels = _labels("worker", **{f"{LABEL_PREFIX}/pool": pool.name, f"{LABEL_PREFIX}/pool-kind": pool.kind})
+    # the pod carries the pool's labels too (kubectl selects by them; Prometheus relabels `etrid.ai/pool`)
+    pod_labels = _labels("worker", **pool.labels(), **{f"{LABEL_PREFIX}/pool-kind": pool.kind})
     if pool.tee:
-        pod_labels[f"{LABEL_PREFIX}/tee"] = pool.tee
         # KubeRay runs `<command> && ulimit …; ray start …` in one shell: the node advertises tee:<type> only
         # when it detected its TEE and attested against a fresh nonce (etrid_ray/security/tee/node.py)
         container["command"] = [worker_start_command(pool)]
@@ -358,8 +375,10 @@ def worker_group(pool: Pool, priority: int, cost: float) -> dict[str, Any]:
         "maxReplicas": max_replicas,
         # read by Ray's KubeRay translation into the node type's priority (autoscaler v2: higher scales first)
         "priority": priority,
-        "rayStartParams": {"num-gpus": str(pool.gpus_per_node), "resources": ray_resources_param(pool),
-                           "metrics-export-port": str(PORTS["metrics"])},
+        # the pool's Ray node labels: KubeRay >= 1.5 passes them to `ray start --labels`, Ray's KubeRay
+        # translation to the autoscaler's node type (the head's label selectors grow exactly this group)
+        "labels": pool.labels(),
+        "rayStartParams": worker_start_params(pool),
         "template": {
             "metadata": {"labels": pod_labels, "annotations": annotations},
             "spec": {
@@ -402,8 +421,29 @@ def raycluster(config: ProviderConfig) -> dict[str, Any]:
             },
             "headGroupSpec": head_group(config),
             "workerGroupSpecs": [worker_group(p, prio, cost) for p, prio, cost in pools_by_cost(config)],
+            **operator_features(config),
         },
     }
+
+
+def operator_features(config: ProviderConfig) -> dict[str, Any]:
+    """The RayCluster's `upgradeStrategy` and, when the config names an external Redis, its GCS fault tolerance.
+
+    With Recreate, a changed pod template (a new image) replaces every pod; the head's journal on its own volume
+    brings the unsettled jobs back. GCS fault tolerance keeps the GCS's state (nodes, actors, jobs) in Redis,
+    so a restarted head pod finds its worker nodes instead of restarting them; the Redis password, if any, is a
+    key of the credentials Secret that KubeRay hands to the Ray head alone."""
+    k = config.kuberay
+    out: dict[str, Any] = {"upgradeStrategy": {"type": k.upgrade_strategy}}
+    if k.gcs_ft_redis_address is not None:
+        ft: dict[str, Any] = {"redisAddress": k.gcs_ft_redis_address}
+        if k.gcs_ft_redis_password_key is not None:
+            ft["redisPassword"] = {"valueFrom": {"secretKeyRef": {"name": SECRET_NAME,
+                                                                  "key": k.gcs_ft_redis_password_key}}}
+        if k.gcs_ft_storage_namespace is not None:
+            ft["externalStorageNamespace"] = k.gcs_ft_storage_namespace
+        out["gcsFaultToleranceOptions"] = ft
+    return out
 
 
 def rayjob(config: ProviderConfig) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from etrid_ray.pools import pool_of_resources
+from etrid_ray.pools import pool_of_labels
 
 EPS = 1e-9
 
@@ -26,7 +26,8 @@ class NodeView:
     draining: bool
     resources: Mapping[str, float]
     available: Mapping[str, float]
-    pool: str | None  # from the node's pool resource; None for a node of no pool
+    pool: str | None  # from the node's pool label (`pools.POOL_LABEL`); None for a node of no pool
+    labels: Mapping[str, str] = field(default_factory=dict)  # the node's Ray labels
 
     @property
     def gpus(self) -> float:
@@ -57,10 +58,11 @@ class ClusterView:
         free = port.available_per_node()
         nodes = []
         for row in port.nodes():
-            resources = dict(row.get("Resources", {}))
+            labels = dict(row.get("Labels") or {})
             node_id = row["NodeID"]
-            nodes.append(NodeView(node_id, bool(row.get("Alive")), node_id in draining, resources,
-                                  dict(free.get(node_id, {})), pool_of_resources(resources)))
+            nodes.append(NodeView(node_id, bool(row.get("Alive")), node_id in draining,
+                                  dict(row.get("Resources") or {}), dict(free.get(node_id, {})),
+                                  pool_of_labels(labels), labels))
         return cls(time.time() if now is None else now, tuple(nodes))
 
     @property
@@ -71,8 +73,9 @@ class ClusterView:
         """GPUs new work may go to: alive nodes that are not draining."""
         return sum(n.gpus for n in self.nodes if n.alive and not n.draining)
 
-    def has_resource(self, key: str) -> bool:
-        return any(key in n.resources for n in self.nodes if n.alive)
+    def has_pool(self, name: str) -> bool:
+        """Whether an alive node carries pool `name`'s label."""
+        return any(n.pool == name for n in self.nodes if n.alive)
 
     def nodes_per_pool(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -25,7 +25,7 @@ from etrid_ray.admission import Capabilities
 from etrid_ray.chain import Connection, GpuSpecs, HardwareAttestation, QueueWatcher, Signer
 from etrid_ray.config import ProviderConfig, pools_from_config
 from etrid_ray.percentiles import percentile
-from etrid_ray.pools import Pool, pool_resource
+from etrid_ray.pools import Pool
 from etrid_ray.provider.chain_port import ChainPort
 from etrid_ray.provider.cluster_port import RayCluster
 from etrid_ray.provider.cluster_view import ClusterView, ClusterWatch
@@ -106,7 +106,7 @@ class ProviderHead:
         self.manifests = ManifestSource(self.store)
         self.cluster = ClusterWatch(self._read_cluster)
         self._cluster_port = cluster
-        self._own_pool: dict[str, float] = {}
+        self._own_pool: str | None = None  # the head's own pool, once the cluster shows a node of it
         self.tasks = RayTasks(config.task_cpus, self.estimates, lambda: self._own_pool)
         gate = self._gate
         ids = self._gpu_ids
@@ -204,9 +204,8 @@ class ProviderHead:
         self.tee_gate = self._build_tee_gate()
         if audit.default_log() is not None:  # the audit log's head hash, anchored on chain periodically
             self.anchorer = audit.Anchorer(audit.default_log(), self.chain.client.submitter).start()
-        own = pool_resource(self.config.pool)
-        if self.cluster.view().has_resource(own):
-            self._own_pool = {own: 0.001}
+        if self.cluster.view().has_pool(self.config.pool):
+            self._own_pool = self.config.pool
         self.recovery.recover()
         self._watcher = QueueWatcher(self.conn, self._on_update, poll_interval=self.config.poll_interval_s)
         self._watcher.start()

@@ -16,7 +16,6 @@ from typing import Any
 
 import ray
 
-from etrid_ray.pools import STEER
 from etrid_ray.provider.cluster_port import draining_node_ids
 from etrid_ray.provider.preemption import Lost
 from etrid_ray.provider.task import Outcome, dispatch_options, options_problem, probe, run_job
@@ -29,11 +28,11 @@ SHAPES_KEPT = 4096  # task shapes (GPUs, pool) whose options are kept
 
 
 class RayTasks:
-    def __init__(self, task_cpus: float, estimates: Estimates, pool_resource: Callable[[], dict[str, float]]
+    def __init__(self, task_cpus: float, estimates: Estimates, own_pool: Callable[[], str | None]
                  ) -> None:
         self.task_cpus = task_cpus
         self.estimates = estimates
-        self.pool_resource = pool_resource  # the head's own pool resource when the cluster advertises it
+        self.own_pool = own_pool  # the head's own pool when the cluster has nodes of it (else None)
         self.done: queue.Queue[tuple[int, Any]] = queue.Queue()  # (job id, finished future), from Ray's threads
         self._shapes: dict[tuple[float, str | None], Any] = {}
         self._problems: dict[tuple[float, str | None], str | None] = {}
@@ -46,7 +45,7 @@ class RayTasks:
         return ray.is_initialized()
 
     def options(self, gpus: float, pool: str | None) -> dict[str, Any]:
-        return dispatch_options(gpus, self.task_cpus, pool, self.pool_resource(), STEER)
+        return dispatch_options(gpus, self.task_cpus, pool, self.own_pool())
 
     def problem(self, gpus: float, pool: str | None) -> str | None:
         """What Ray would refuse in a task of this shape (None: nothing), judged once per shape."""
@@ -136,5 +135,5 @@ class RayTasks:
         if not held or not can_probe or not ray.is_initialized() or now - self._probe_sent_at < 1.0:
             return
         self._probe_sent_at = now
-        options = dispatch_options(0.0, 0.0, pool, self.pool_resource(), STEER)  # no CPU: it measures, it does not work
+        options = dispatch_options(0.0, 0.0, pool, self.own_pool())  # no CPU: it measures, it does not work
         self._probe = (probe.options(**options).remote(), time.time(), pool)

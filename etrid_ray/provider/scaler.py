@@ -1,9 +1,10 @@
 """The loop that applies scaling: observe Ray, run the shared scaling tick, steer and request capacity.
 
 `observe()` turns the live cluster into a `scaling.Snapshot` (nodes and free GPUs per pool,
-found through each node's `pool:<name>` resource); `step()` runs the pure `scaling.tick` on it —
+found through each node's pool label); `step()` runs the pure `scaling.tick` on it —
 the same function the simulator runs — and turns per-pool targets into node-shaped
-`ray.autoscaler.sdk.request_resources` bundles, so the autoscaler (KubeRay in production, the
+`ray.autoscaler.sdk.request_resources` bundles, each with its pool's label selector
+(`pools.capacity_request`), so the autoscaler (KubeRay in production, the
 fake multi-node provider in tests) grows exactly those worker groups before any task exists,
 and releases them when the queue drains. Every decision is logged with its reason and counted.
 
@@ -27,7 +28,7 @@ from typing import Any
 
 from etrid_ray.clouds import price_source
 from etrid_ray.config import ProviderConfig
-from etrid_ray.pools import Pool
+from etrid_ray.pools import CapacityRequest, Pool, capacity_request
 from etrid_ray.prices.catalog import PriceQuote, PriceSource
 from etrid_ray.provider.cluster_port import ClusterPort, RayCluster, draining_node_ids, refresh_autoscaler_version
 from etrid_ray.provider.cluster_view import ClusterView
@@ -241,12 +242,9 @@ class Scaler:
         wanted = {name: n for name, n in targets.items() if self.by_name[name].is_cloud and n > 0}
         if wanted == {k: v for k, v in self.requested.items() if v > 0}:
             return
-        bundles: list[dict[str, float]] = []
-        for name, n in wanted.items():
-            pool = self.by_name[name]
-            bundles += [{"GPU": float(pool.gpus_per_node), pool.resource: 1.0}] * n
-        self.cluster.request(bundles)
-        if bundles and self.first_request_at is None:
+        request = capacity_request(self.by_name, wanted)
+        self.cluster.request(request)
+        if request.bundles and self.first_request_at is None:
             self.first_request_at = snapshot.now
         self.requested = dict(wanted)
         for ps in snapshot.pools:
@@ -256,5 +254,5 @@ class Scaler:
 
     def release(self) -> None:
         if self.requested:
-            self.cluster.request([])
+            self.cluster.request(CapacityRequest())
             self.requested = {}

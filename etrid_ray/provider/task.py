@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ import ray
 
 from etrid_ray.blobs import BlobError, BlobIntegrityError, BlobNotFound, BlobTooLarge, open_blob_store
 from etrid_ray.manifest import Manifest, chain_reason
-from etrid_ray.pools import pool_resource
+from etrid_ray.pools import pool_selector
 from etrid_ray.provider.cluster_port import draining_nodes
 from etrid_ray.security.compliance import policy_for
 from etrid_ray.security.crypto import CryptoError, KeyringNotConfigured, store_for_job
@@ -221,16 +222,21 @@ RAY_RESOURCE_SCALING = 10_000  # Ray counts resources in 1/10,000: a smaller non
 RAY_RESOURCE_UNIT = 1 / RAY_RESOURCE_SCALING
 
 
-def dispatch_options(gpus: float, task_cpus: float, pool: str | None, own_pool: dict[str, float],
-                     steer: float) -> dict[str, Any]:
-    """`run_job`'s Ray options for a job: its GPUs, the CPUs the provider reserves per task, and the pool label
-    that steers it (the autoscaler grows exactly that group). Pure, so what the head would ask Ray for can be
+def dispatch_options(gpus: float, task_cpus: float, pool: str | None, own_pool: str | None = None,
+                     fallback: Sequence[str] = ()) -> dict[str, Any]:
+    """`run_job`'s Ray options for a job: its GPUs, the CPUs the provider reserves per task, and the label selector
+    of the pool that runs it (`pool`, or the head's own pool when none was chosen and the cluster has it; Ray's
+    autoscaler v2 grows exactly that group). `fallback`, when given, are pools Ray may run it on, in order, when
+    no alive node matches the first (`fallback_strategy`: Ray takes it at once rather than wait for the first
+    pool to grow, docs/architecture.md, so placed jobs get none). Pure, so what the head would ask Ray for can be
     checked without Ray (`options_problem`) and property-tested against every manifest the schema accepts."""
     options: dict[str, Any] = {"num_gpus": gpus, "num_cpus": task_cpus}
-    if pool is not None:
-        options["resources"] = {pool_resource(pool): steer}
-    elif own_pool:  # no pool chosen: the head's own pool resource, when the cluster advertises it
-        options["resources"] = dict(own_pool)
+    target = pool if pool is not None else own_pool
+    if target is not None:
+        options["label_selector"] = pool_selector(target)
+        others = [p for p in dict.fromkeys(fallback) if p != target]
+        if others:
+            options["fallback_strategy"] = [{"label_selector": pool_selector(p)} for p in others]
     return options
 
 

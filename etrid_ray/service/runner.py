@@ -174,9 +174,10 @@ class Session:
 
 def start_local(config: ProviderConfig, echo: Echo) -> Session:
     """A local Ray advertising the GPUs the head will claim for: NVML's, or the config's `gpus.count`
-    simulated when no NVIDIA driver is present (jobs then run on the CPU). No `pool:` resource is added:
-    with none in the cluster the head steers nothing and claims against the GPU total, whereas
-    `pool:local-gpu` would make it take this machine for a KubeRay cluster and plan across cloud pools."""
+    simulated when no NVIDIA driver is present (jobs then run on the CPU). No pool label is added:
+    with none in the cluster the head steers nothing and claims against the GPU total, whereas an
+    `etrid.ai/pool=local-gpu` label would make it take this machine for a KubeRay cluster and plan across cloud
+    pools."""
     facts = gpu_facts(config.gpus)
     seed_file = None
     if config.seed_file is None:

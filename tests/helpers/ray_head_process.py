@@ -3,9 +3,10 @@ which would kill every Ray process on the machine): the production `LocalRay` wi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from etrid_ray.local_ray import LocalRay, free_port
+from etrid_ray.pools import pool_selector
 
 __all__ = ["RayHeadProcess", "free_port"]
 
@@ -14,4 +15,4 @@ __all__ = ["RayHeadProcess", "free_port"]
 class RayHeadProcess(LocalRay):
     num_gpus: int = 2
     num_cpus: int | None = 2
-    resources: str = '{"pool:local": 1000}'
+    labels: dict[str, str] = field(default_factory=lambda: pool_selector("local"))  # a node of pool `local`

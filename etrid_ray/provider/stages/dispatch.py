@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from etrid_ray.manifest import Manifest, chain_reason
-from etrid_ray.pools import STEER
 from etrid_ray.provider.job import JobBook, JobState, RunInfo, Settlement, TrackedJob
 from etrid_ray.provider.journal import Journal
 from etrid_ray.provider.manifests import ManifestSource
@@ -75,8 +74,8 @@ class Dispatcher:
         options = None
         gate, tee = self.gate(), manifest.resources.tee
         if gate is not None and tee is not None:
-            # the job's own shape without the head's pool resource: the gate adds the attested node's
-            base = dispatch_options(manifest.resources.gpus, self.tasks.task_cpus, pool, {}, STEER)
+            # the job's own shape and pool selector: the gate adds the attested nodes' pin and TEE resource
+            base = dispatch_options(manifest.resources.gpus, self.tasks.task_cpus, pool)
             options = gate.task_options(tee, pool, base)  # never cached: attested nodes change
             if options is None:
                 self.fail(tracked, GATE_LAPSED)

@@ -23,7 +23,7 @@ from etrid_ray.scaling.eligibility import eligible
 
 log = logging.getLogger(__name__)
 
-POOL_CHECK_S = 2.0  # how often a head without pools looks for pool resources in the cluster
+POOL_CHECK_S = 2.0  # how often a head without pools looks for nodes with a pool label in the cluster
 
 
 class PoolScaling:
@@ -64,7 +64,7 @@ class PoolScaling:
             return False
         self._checked_at = now
         view = self.cluster.view()
-        if not any(view.has_resource(p.resource) for p in self.pools):
+        if not any(view.has_pool(p.name) for p in self.pools):
             return False
         self.scaler = self.make_scaler()
         log.info("cluster advertises pools: scaling across %s", [p.name for p in self.pools])

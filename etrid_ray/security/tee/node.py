@@ -61,7 +61,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from etrid_ray.chain.codec import account_bytes
-from etrid_ray.pools import RESOURCE_UNITS, STEER, Pool, pool_of_resources
+from etrid_ray.pools import RESOURCE_UNITS, STEER, TEE_LABEL, Pool, pool_of_labels
 from etrid_ray.security.tee.attest import AttestationError, Evidence, produce_evidence
 from etrid_ray.security.tee.config import TeeConfig
 from etrid_ray.security.tee.detect import Detection, detect
@@ -69,7 +69,7 @@ from etrid_ray.security.tee.verify import ChainBlocks, ReplayGuard, TeePolicy, V
 
 log = logging.getLogger(__name__)
 
-LABEL_TEE = "etrid.ai/tee"
+LABEL_TEE = TEE_LABEL  # the pool names it (pools.py); a node repeats it beside its attestation label
 LABEL_ATTESTED = "etrid.ai/tee-attested"
 NODE_ID_LABEL = "ray.io/node-id"
 
@@ -206,10 +206,10 @@ class TeeGate:
     submit: Callable[[int, Any], None] | None = None
     refresh_interval_s: float = 300.0
     max_age_s: float = 900.0
-    default_pool: str | None = None  # nodes without a pool:<name> resource belong to it (a local-only cluster)
+    default_pool: str | None = None  # nodes without a pool label belong to it (a local-only cluster)
     admit_cold_pools: bool = True
     clock: Callable[[], float] = time.time
-    #: Ray's node table rows (`NodeID`, `Alive`, `Resources`); default Ray's own, a head passes its cluster view
+    #: Ray's node table rows (`NodeID`, `Alive`, `Resources`, `Labels`); default Ray's own; a head passes its view
     read_nodes: Callable[[], Sequence[Mapping[str, Any]]] | None = None
     records: dict[str, NodeRecord] = field(default_factory=dict)
     guard: ReplayGuard = field(default_factory=ReplayGuard)
@@ -231,7 +231,7 @@ class TeeGate:
             provider.submit_tee_attestation(gpu_id, attestation).raise_for_error()
 
         def nodes() -> list[dict[str, Any]]:  # the head's one cluster view per tick, as Ray's rows
-            return [{"NodeID": n.node_id, "Alive": n.alive, "Resources": dict(n.resources)}
+            return [{"NodeID": n.node_id, "Alive": n.alive, "Resources": dict(n.resources), "Labels": dict(n.labels)}
                     for n in head.cluster.view().nodes]
 
         kw.setdefault("read_nodes", nodes)
@@ -248,7 +248,7 @@ class TeeGate:
             if not node.get("Alive"):
                 continue
             resources = node.get("Resources", {}) or {}
-            name = pool_of_resources(resources) or self.default_pool
+            name = pool_of_labels(node.get("Labels")) or self.default_pool
             pool = self.by_name.get(name or "")
             if pool is None or pool.tee is None:
                 continue
@@ -405,7 +405,8 @@ class TeeGate:
             return None
         out = dict(options)
         out["resources"] = {**out.get("resources", {}), tee_resource(tee): STEER}
-        out["label_selector"] = {NODE_ID_LABEL: f"in({','.join(nodes)})"}
+        out["label_selector"] = {**out.get("label_selector", {}), NODE_ID_LABEL: f"in({','.join(nodes)})"}
+        out.pop("fallback_strategy", None)  # attested nodes of its pool or nowhere
         return out
 
     # running --------------------------------------------------------------------------------------
