@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--runtime", choices=FLAVOURS, default=ETRID_RAY,
                         help="upstream: Etrid's AI-Compute runtime exactly; etrid-ray: with the devnet's extensions")
     parser.add_argument("--assigner", action="store_true",
-                        help="built-in matcher: root assign_job of pending jobs to GPUs each block (devnet/assigner.py)")
+                        help="built-in matcher: root assign_job of pending jobs to GPUs every block (assigner.py)")
     parser.add_argument("--assigner-slots", type=int, default=DEFAULT_SLOTS,
                         help=f"with --assigner: Processing jobs per GPU it fills (default {DEFAULT_SLOTS})")
     args = parser.parse_args()

@@ -25,9 +25,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from etrid_ray.devnet.blob_store import DEFAULT_MEMORY_LIMIT, BlobStore, StoreFull
 from etrid_ray.devnet.node import Node
+from etrid_ray.devnet.pallet import ETRID_RAY, FLAVOURS
 from etrid_ray.devnet.persistence import SqliteStore
 from etrid_ray.devnet.rpc import MAX_SUBSCRIPTIONS, RpcError, RpcHandler, Session
-from etrid_ray.devnet.pallet import ETRID_RAY, FLAVOURS
 from etrid_ray.devnet.runtime import RuntimeConfig
 
 MIB = 1024 * 1024

@@ -29,8 +29,11 @@ MAX_GPU_JOBS = 100
 MAX_REASON_LEN = 128
 TIMEOUT_GRACE_SECS = 30
 DEFAULT_CONFIRM_WINDOW_BLOCKS = 100
-UPSTREAM_ERRORS = ("JobNotFound", "NotJobSubmitter", "InvalidJobStatus", "InsufficientBalance", "GpuNotFound",
-                   "Overflow", "JobQueueFull", "InvalidResult")
+UPSTREAM_ERRORS = (("JobNotFound", "Job not found"), ("NotJobSubmitter", "Not the job submitter"),
+                   ("InvalidJobStatus", "Job not in correct status"),
+                   ("InsufficientBalance", "Insufficient balance for payment"), ("GpuNotFound", "GPU not found"),
+                   ("Overflow", "Overflow in arithmetic"), ("JobQueueFull", "Job queue full"),
+                   ("InvalidResult", "Invalid result"))  # upstream's names, order and doc comments
 EXTENSION_ERRORS = (("InsufficientPayment", "Payment must be greater than zero."),
                     ("InvalidComputeTime", "max_compute_time must be greater than zero."),
                     ("TooManyUserJobs", "UserJobs is at its bound."),
@@ -103,8 +106,8 @@ class JobMarketplace(Pallet):
                                        ("amount", c.u128, "BalanceOf<T>")])
         self.event("JobDisputed", [job_id])
         self.event("JobCancelled", [job_id])
-        for err in UPSTREAM_ERRORS:
-            self.error(err)
+        for err, doc in UPSTREAM_ERRORS:
+            self.error(err, doc)
         if self.extended:
             for err, doc in EXTENSION_ERRORS:
                 self.error(err, doc)

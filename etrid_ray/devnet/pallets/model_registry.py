@@ -74,9 +74,11 @@ class ModelRegistry(Pallet):
         self.event("RoyaltyPaid", [model_id, ("owner", c.account_id, "T::AccountId"),
                                    ("amount", c.u128, "BalanceOf<T>")])
         self.event("InferenceCounted", [model_id])
-        for err in ("ModelNotFound", "NotModelOwner", "ModelNameExists", "AididExists", "InvalidRoyalty",
-                    "InsufficientBalance", "Overflow", "TooManyModels"):
-            self.error(err)
+        for err, doc in (("ModelNotFound", "Model not found"), ("NotModelOwner", "Not the model owner"),
+                         ("ModelNameExists", "Model name already exists"), ("AididExists", "AIDID already exists"),
+                         ("InvalidRoyalty", "Invalid royalty percentage"), ("InsufficientBalance", "Insufficient balance"),
+                         ("Overflow", "Overflow"), ("TooManyModels", "Too many models")):
+            self.error(err, doc)
         self.constant("RegistrationFee", c.u128, REGISTRATION_FEE)
         self.constant("MaxRoyaltyBps", c.u16, MAX_ROYALTY_BPS)
 
