@@ -244,7 +244,8 @@ EDSC = 10**18
 
 @pytest.fixture(scope="module")
 def upstream_devnet():
-    with DevnetProcess(block_time=0.3, extra_args=["--runtime", "upstream", "--assigner", "--assigner-slots", "2"]) as d:
+    args = ["--runtime", "upstream", "--assigner", "--assigner-slots", "2"]
+    with DevnetProcess(block_time=0.3, extra_args=args) as d:
         yield d
 
 

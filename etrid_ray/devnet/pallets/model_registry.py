@@ -76,7 +76,8 @@ class ModelRegistry(Pallet):
         self.event("InferenceCounted", [model_id])
         for err, doc in (("ModelNotFound", "Model not found"), ("NotModelOwner", "Not the model owner"),
                          ("ModelNameExists", "Model name already exists"), ("AididExists", "AIDID already exists"),
-                         ("InvalidRoyalty", "Invalid royalty percentage"), ("InsufficientBalance", "Insufficient balance"),
+                         ("InvalidRoyalty", "Invalid royalty percentage"),
+                         ("InsufficientBalance", "Insufficient balance"),
                          ("Overflow", "Overflow"), ("TooManyModels", "Too many models")):
             self.error(err, doc)
         self.constant("RegistrationFee", c.u128, REGISTRATION_FEE)
