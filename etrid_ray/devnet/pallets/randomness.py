@@ -1,6 +1,7 @@
 """pallet_insecure_randomness_collective_flip (index 5 in the Etrid AI-Compute runtime): the parent hashes of the
-last 81 blocks, from which upstream's DisputeArbitration and Consensus draw (insecure) randomness. Here it only keeps
-its storage so the runtime's shape and index are upstream's; nothing in the devnet reads it."""
+last 81 blocks, from which upstream's DisputeArbitration and Consensus draw (insecure) randomness. Here it only
+declares its storage, so the runtime's shape and index are upstream's; nothing in the devnet draws randomness, so
+nothing fills it (a write every block would only grow the state history that old-state queries walk)."""
 
 from __future__ import annotations
 
@@ -17,16 +18,3 @@ class RandomnessCollectiveFlip(Pallet):
         self.RandomMaterial = self.storage(
             "RandomMaterial", self.reg.bounded_vec(c.h256, RANDOM_MATERIAL_LEN), [],
             docs="Series of block headers from the last 81 blocks that acts as random seed material.")
-
-    def on_initialize(self, block_number: int) -> None:
-        if block_number == 0:
-            return
-        state = self.runtime.state
-        parent = state.get(self.runtime.system.ParentHash)
-        material = list(state.get(self.RandomMaterial))
-        index = (block_number - 1) % RANDOM_MATERIAL_LEN
-        if len(material) <= index:
-            material.append(parent)
-        else:
-            material[index] = parent
-        state.put(self.RandomMaterial, None, material)
