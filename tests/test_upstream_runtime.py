@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,8 @@ from etrid_ray.chain.metadata import ChainMetadata
 from etrid_ray.chain.models import GpuSpecs, HardwareAttestation, TeeAttestation
 from etrid_ray.chain.provider import QUOTE_DIGEST_PREFIX, fit_quote
 from etrid_ray.devnet.assigner import GpuLoad, match_jobs
+from etrid_ray.devnet.node import Node
+from etrid_ray.devnet.persistence import SqliteStore
 from etrid_ray.devnet.process import DevnetProcess
 from etrid_ray.devnet.runtime import Runtime, RuntimeConfig
 
@@ -36,7 +39,10 @@ TEE_RS = BASE + "pallets/confidential-compute/src/lib.rs"
 COMPLIANCE_RS = BASE + "pallets/compliance/src/lib.rs"
 
 # (pallet, index, source): construct_runtime! without explicit indices — System 0 … Sudo 4,
-# RandomnessCollectiveFlip 5, then Accounts … EtridStaking (6–11, not mirrored), GpuRegistry 12 …
+# RandomnessCollectiveFlip 5, then Accounts … EtridStaking (6–11, not mirrored), GpuRegistry 12 … Compliance 23.
+# Read at commit 05e0228f (ASF consensus, bridge pallets). An older stored version, 507d868c (Aura + Grandpa, no
+# RandomnessCollectiveFlip), numbered them GpuRegistry 8 … Compliance 17: indices move between upstream versions,
+# which is why the client reads every index from the node's metadata.
 PALLETS = [
     ("System", 0, RUNTIME_RS), ("Timestamp", 1, RUNTIME_RS), ("Balances", 2, RUNTIME_RS),
     ("TransactionPayment", 3, RUNTIME_RS), ("Sudo", 4, RUNTIME_RS), ("RandomnessCollectiveFlip", 5, RUNTIME_RS),
@@ -297,3 +303,18 @@ def test_provider_client_serves_assigned_jobs_on_the_upstream_runtime(upstream_d
 
 def _events(client: ChainClient) -> list[Any]:
     return events_in_range(client.conn, 0, client.conn.best_number())
+
+
+def test_a_data_dir_keeps_the_runtime_it_was_made_with(tmp_path: Path) -> None:
+    """A saved chain's blocks are encoded with its runtime's indices: reopening it with the other runtime would
+    decode them wrongly, so the devnet refuses and names the fix."""
+    store = SqliteStore(tmp_path / "chain.sqlite")
+    Node(block_time=0, config=RuntimeConfig(flavour="upstream"), store=store)
+    store.close()
+    again = SqliteStore(tmp_path / "chain.sqlite")
+    try:
+        with pytest.raises(SystemExit, match="--runtime upstream"):
+            Node(block_time=0, config=RuntimeConfig(flavour="etrid-ray"), store=again)
+        assert Node(block_time=0, config=RuntimeConfig(flavour="upstream"), store=again).best.number == 0
+    finally:
+        again.close()
