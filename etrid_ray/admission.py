@@ -53,7 +53,7 @@ class JobTerms:
 # Why a job was not claimed, as a label value: metrics count by these (a small fixed set, so a stream of jobs
 # offering ever-new prices cannot grow a metric's series); the particulars — the offered price, the VRAM asked —
 # stay in the reason, which the logs and the audit trail carry.
-REJECT_KINDS = ("manifest_invalid", "handler_unknown", "model_type", "inputs_too_large")
+REJECT_KINDS = ("manifest_invalid", "handler_unknown", "model_type", "inputs_too_large", "assigned_unservable")
 SKIP_KINDS = ("unevaluated", "handler_not_offered", "gpus_per_node", "vram", "accelerator", "tee", "region", "price",
               "cannot_finish_in_time", "more_gpus_than_cluster")
 

@@ -658,7 +658,7 @@ def test_unregister_tee_attestation_and_compliance(client) -> None:
     r = provider.submit_tee_attestation(keep, att)
     assert r.first("ConfidentialCompute", "AttestationVerified").get("gpu_id") == keep
     assert client.reader.tee_attestation(keep) == att
-    with pytest.raises(ExtrinsicFailed, match="InvalidQuote"):
+    with pytest.raises(ExtrinsicFailed, match="InvalidAttestation"):
         provider.submit_tee_attestation(keep, TeeAttestation("IntelSGX", b""))
     # Compliance, consumer side
     consumer = client.consumer(fund(client))
@@ -667,7 +667,7 @@ def test_unregister_tee_attestation_and_compliance(client) -> None:
     assert cfg is not None and (cfg.template, cfg.data_residency) == ("GDPR", "eu-west-1")
     consumer.disable_compliance()
     assert client.reader.compliance(consumer.address) is None
-    with pytest.raises(ExtrinsicFailed, match="ComplianceNotEnabled"):
+    with pytest.raises(ExtrinsicFailed, match="NotEnabled"):
         consumer.disable_compliance()
 
 

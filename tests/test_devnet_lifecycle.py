@@ -386,7 +386,7 @@ def test_only_the_submitter_confirms_disputes_or_cancels(shared: SubstrateInterf
     job_id = claimed_job(s, mine)
     submit(s, PROVIDER, "JobMarketplace", "submit_result", {"job_id": job_id, "result_hash": RESULT_HASH})
     for call in ("confirm_job", "dispute_job"):
-        assert error_name(submit(s, PROVIDER, "JobMarketplace", call, {"job_id": job_id})) == "NotJobOwner"
+        assert error_name(submit(s, PROVIDER, "JobMarketplace", call, {"job_id": job_id})) == "NotJobSubmitter"
     pending, _ = submit_job(s, CONSUMER, EDSC)
-    assert error_name(submit(s, INTRUDER, "JobMarketplace", "cancel_job", {"job_id": pending})) == "NotJobOwner"
+    assert error_name(submit(s, INTRUDER, "JobMarketplace", "cancel_job", {"job_id": pending})) == "NotJobSubmitter"
     assert job(s, pending)["status"] == "Pending"

@@ -316,7 +316,7 @@ def test_dispute_job_holds_the_payment(s: SubstrateInterface, gpu_id: int) -> No
     jid, _ = submit_job(s, CONSUMER, payment)
     submit(s, PROVIDER, "JobMarketplace", "claim_job", {"job_id": jid, "gpu_id": gpu_id})
     submit(s, PROVIDER, "JobMarketplace", "submit_result", {"job_id": jid, "result_hash": RESULT_HASH})
-    assert error_name(submit(s, PROVIDER, "JobMarketplace", "dispute_job", {"job_id": jid})) == "NotJobOwner"
+    assert error_name(submit(s, PROVIDER, "JobMarketplace", "dispute_job", {"job_id": jid})) == "NotJobSubmitter"
     before = balance(s, CONSUMER.ss58_address)
     receipt = submit(s, CONSUMER, "JobMarketplace", "dispute_job", {"job_id": jid})
     assert the_event(receipt, "JobMarketplace", "JobDisputed") == {"job_id": jid}
@@ -330,7 +330,7 @@ def test_cancel_job_unqueues_and_refunds_a_pending_job(s: SubstrateInterface) ->
     payment = 2 * EDSC
     jid, _ = submit_job(s, CONSUMER, payment)
     before = balance(s, CONSUMER.ss58_address)
-    assert error_name(submit(s, PROVIDER, "JobMarketplace", "cancel_job", {"job_id": jid})) == "NotJobOwner"
+    assert error_name(submit(s, PROVIDER, "JobMarketplace", "cancel_job", {"job_id": jid})) == "NotJobSubmitter"
     receipt = submit(s, CONSUMER, "JobMarketplace", "cancel_job", {"job_id": jid})
     assert the_event(receipt, "JobMarketplace", "JobCancelled") == {"job_id": jid}
     assert the_event(receipt, "Balances", "Unreserved") == {"who": CONSUMER.ss58_address, "amount": payment}
@@ -372,7 +372,7 @@ def test_submit_attestation_stores_a_full_size_sev_snp_report(s: SubstrateInterf
     assert error_name(stranger) == "NotGpuOwner"
     empty = submit(s, PROVIDER, "ConfidentialCompute", "submit_attestation",
                    {"gpu_id": gpu_id, "attestation": {**attestation, "quote": "0x"}})
-    assert error_name(empty) == "InvalidQuote"
+    assert error_name(empty) == "InvalidAttestation"
 
 
 def test_enable_and_disable_compliance(s: SubstrateInterface) -> None:
@@ -386,7 +386,7 @@ def test_enable_and_disable_compliance(s: SubstrateInterface) -> None:
     receipt = submit(s, CONSUMER, "Compliance", "disable_compliance")
     assert the_event(receipt, "Compliance", "ComplianceDisabled") == {"account": CONSUMER.ss58_address}
     assert s.query("Compliance", "ComplianceConfigs", [CONSUMER.ss58_address]).value is None
-    assert error_name(submit(s, CONSUMER, "Compliance", "disable_compliance")) == "ComplianceNotEnabled"
+    assert error_name(submit(s, CONSUMER, "Compliance", "disable_compliance")) == "NotEnabled"
 
 
 # Balances and Utility -------------------------------------------------------------------------------
@@ -415,7 +415,7 @@ def test_utility_batch_stops_at_the_first_error_and_keeps_what_ran(s: SubstrateI
     assert receipt.is_success
     interrupted = the_event(receipt, "Utility", "BatchInterrupted")
     assert interrupted["index"] == 1
-    assert interrupted["error"] == {"Module": {"index": 11, "error": "0x00000000"}}  # JobMarketplace.JobNotFound
+    assert interrupted["error"] == {"Module": {"index": 13, "error": "0x00000000"}}  # JobMarketplace.JobNotFound
     assert len(events(receipt, "Utility", "ItemCompleted")) == 1
     assert balance(s, dest).free == EDSC
 

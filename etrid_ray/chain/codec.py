@@ -142,6 +142,7 @@ class VariantInfo:
     field_names: tuple[str | None, ...]
     field_types: tuple[int, ...]
     docs: tuple[str, ...]
+    field_type_names: tuple[str, ...] = ()  # the Rust type names (`BoundedVec<u8, ConstU32<512>>`)
 
 
 class TypeRegistry:
@@ -161,6 +162,12 @@ class TypeRegistry:
     def path(self, type_id: int) -> tuple[str, ...]:
         return tuple(self._types[type_id].get("path") or ())
 
+    def composite_fields(self, type_id: int) -> list[tuple[str | None, int, str]]:
+        """A struct's fields as (name, type id, Rust type name); empty for a type that is not a struct."""
+        d = self.type_def(type_id)
+        fields = (d["composite"].get("fields") or []) if "composite" in d else []
+        return [(f.get("name"), int(f["type"]), f.get("typeName") or f.get("type_name") or "") for f in fields]
+
     def variants(self, type_id: int) -> list[VariantInfo]:
         d = self.type_def(type_id)
         if "variant" not in d:
@@ -175,6 +182,7 @@ class TypeRegistry:
                     tuple(f.get("name") for f in fields),
                     tuple(int(f["type"]) for f in fields),
                     tuple(v.get("docs") or ()),
+                    tuple(f.get("typeName") or f.get("type_name") or "" for f in fields),
                 )
             )
         return out

@@ -10,6 +10,7 @@ the metadata declares, and values decode with the compiled
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,9 @@ def _raw_bytes(value: Any) -> bytes:
         except UnicodeDecodeError:
             return raw
     return text.encode("utf-8")
+
+
+_BOUND = re.compile(r"BoundedVec<.*,\s*ConstU32<\s*(\d+)\s*>\s*>")
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,24 @@ class ChainMetadata:
         if call not in p.calls:
             raise UnsupportedError(f"the runtime's {pallet} pallet has no call {call}")
         return p.calls[call]
+
+    def bound(self, pallet: str, call: str, *path: str) -> int | None:
+        """The `N` of the `BoundedVec<_, ConstU32<N>>` at `path` (an argument of `pallet.call`, then struct fields):
+        V14 metadata encodes a bounded vector as a plain sequence and names its bound only in the Rust type name,
+        so this is the one place a client learns it. None when the runtime declares no bound there."""
+        info = self.require_call(pallet, call)
+        names, types, type_names = info.field_names, info.field_types, info.field_type_names
+        if not path or path[0] not in names:
+            raise UnsupportedError(f"{pallet}.{call} has no argument {path[0] if path else '(none given)'}")
+        i = names.index(path[0])
+        ty, type_name = types[i], type_names[i] if i < len(type_names) else ""
+        for name in path[1:]:
+            fields = {n: (t, tn) for n, t, tn in self.registry.composite_fields(ty)}
+            if name not in fields:
+                raise UnsupportedError(f"{pallet}.{call}: {'.'.join(path)} is not in the runtime's types")
+            ty, type_name = fields[name]
+        found = _BOUND.search(type_name)
+        return int(found.group(1)) if found else None
 
     def storage(self, pallet: str, name: str) -> StorageEntry:
         p = self.pallets.get(pallet)

@@ -11,9 +11,10 @@ assignment to one of our GPUs by reading ``GpuJobs``.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from etrid_ray.chain.connection import Connection
 from etrid_ray.chain.errors import ChainError, ExtrinsicFailed, UnsupportedError
@@ -48,6 +49,23 @@ def truncate_utf8(text: str, limit: int = MAX_REASON_BYTES) -> bytes:
     while cut > 0 and (raw[cut] & 0xC0) == 0x80:
         cut -= 1
     return raw[:cut]
+
+
+#: what stands for a TEE quote longer than the runtime's bound: this prefix and the quote's SHA-256 (39 bytes)
+QUOTE_DIGEST_PREFIX = b"sha256:"
+
+
+def fit_quote(quote: bytes, bound: int | None) -> bytes:
+    """The quote as the chain can hold it: itself when it fits `bound` (None: unbounded), else
+    `QUOTE_DIGEST_PREFIX + sha256(quote)`. Why a digest and not a cut: a truncated report verifies nothing, while
+    the digest pins the exact evidence the provider verified and serves (upstream's bound is 512 bytes; an SEV-SNP
+    report alone is 1184)."""
+    if bound is None or len(quote) <= bound:
+        return quote
+    digest = QUOTE_DIGEST_PREFIX + hashlib.sha256(quote).digest()
+    if len(digest) > bound:
+        raise ValueError(f"the runtime's quote bound ({bound} bytes) cannot even hold a digest ({len(digest)})")
+    return digest
 
 
 class ClaimTimeout(ChainError):
@@ -160,10 +178,16 @@ class ProviderClient:
             )
         )
 
+    def quote_bound(self) -> int | None:
+        """The runtime's bound on a TEE quote, from its metadata (upstream: 512 bytes; the etrid-ray devnet: 8192)."""
+        return self.conn.metadata.bound("ConfidentialCompute", "submit_attestation", "attestation", "quote")
+
     def submit_tee_attestation(self, gpu_id: int, attestation: TeeAttestation) -> Receipt:
-        """``ConfidentialCompute.submit_attestation``: binds a TEE quote to one of our GPUs."""
+        """``ConfidentialCompute.submit_attestation``: binds a TEE quote to one of our GPUs; a quote longer than the
+        runtime's bound is filed as its digest (:func:`fit_quote`)."""
+        fitted = replace(attestation, quote=fit_quote(attestation.quote, self.quote_bound()))
         return self.submitter.submit(
-            Call("ConfidentialCompute", "submit_attestation", {"gpu_id": gpu_id, "attestation": attestation.to_call()})
+            Call("ConfidentialCompute", "submit_attestation", {"gpu_id": gpu_id, "attestation": fitted.to_call()})
         )
 
     def my_gpus(self) -> list[int]:

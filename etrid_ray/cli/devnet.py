@@ -63,6 +63,14 @@ import click
     default=None,
     help="seconds past max_compute_time before a Processing job times out and is refunded",
 )
+@click.option("--runtime", type=click.Choice(["etrid-ray", "upstream"]), default="etrid-ray", show_default=True,
+              help="upstream: the Etrid AI-Compute runtime's shape exactly (indices, calls, errors, constants, no "
+                   "Utility, no claim_job); etrid-ray: that shape with the devnet's extensions appended")
+@click.option("--assigner", is_flag=True, default=False,
+              help="built-in matcher standing in for upstream's off-chain worker: each block, root assign_job of "
+                   "pending jobs (Premium first, then queue order) to the least-busy Active GPU")
+@click.option("--assigner-slots", default=4, show_default=True, type=click.IntRange(min=1),
+              help="with --assigner: Processing jobs per GPU the matcher fills")
 def devnet(
     host: str,
     port: int,
@@ -81,6 +89,9 @@ def devnet(
     request_timeout: float,
     confirm_window: int | None,
     timeout_grace: int | None,
+    runtime: str,
+    assigner: bool,
+    assigner_slots: int,
 ) -> None:
     """Run the embedded Etrid AI-Compute development chain (prints its ws:// URL when ready).
 
@@ -102,4 +113,4 @@ def devnet(
         blob_limit_mb=blob_limit_mb, blob_store_mb=blob_store_mb, max_uploads=max_uploads,
         idle_timeout=idle_timeout, request_timeout=request_timeout)
     main_from_cli(host, port, block_time, str(data_dir) if data_dir else None, limits.blob_limit, limits=limits,
-                  **extra)
+                  runtime=runtime, assigner_slots=assigner_slots if assigner else 0, **extra)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from etrid_ray.devnet.assigner import DEFAULT_SLOTS
+from etrid_ray.devnet.pallet import ETRID_RAY, FLAVOURS
 from etrid_ray.devnet.server import Limits, main_from_cli
 
 LIMIT_OPTIONS = (  # (option, type, default, help): the same limits and defaults as `etrid-ray devnet`
@@ -32,6 +34,12 @@ def main() -> None:
     parser.add_argument("--confirm-window", type=int, default=None, help="blocks before auto-confirm")
     parser.add_argument("--timeout-grace", type=int, default=None,
                         help="seconds past max_compute_time before a Processing job times out (default 30)")
+    parser.add_argument("--runtime", choices=FLAVOURS, default=ETRID_RAY,
+                        help="upstream: Etrid's AI-Compute runtime exactly; etrid-ray: with the devnet's extensions")
+    parser.add_argument("--assigner", action="store_true",
+                        help="built-in matcher: root assign_job of pending jobs to GPUs every block (assigner.py)")
+    parser.add_argument("--assigner-slots", type=int, default=DEFAULT_SLOTS,
+                        help=f"with --assigner: Processing jobs per GPU it fills (default {DEFAULT_SLOTS})")
     args = parser.parse_args()
     try:
         limits = Limits.from_options(**{o[2:].replace("-", "_"): getattr(args, o[2:].replace("-", "_"))
@@ -39,7 +47,8 @@ def main() -> None:
     except ValueError as err:
         parser.error(str(err))
     main_from_cli(args.host, args.port, args.block_time, args.data_dir, limits.blob_limit,
-                  args.confirm_window, args.timeout_grace, limits=limits)
+                  args.confirm_window, args.timeout_grace, limits=limits, runtime=args.runtime,
+                  assigner_slots=args.assigner_slots if args.assigner else 0)
 
 
 if __name__ == "__main__":

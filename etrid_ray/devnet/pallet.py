@@ -45,6 +45,13 @@ class Origin:
 ROOT = Origin("Root")
 NONE = Origin("None")
 
+#: The two runtimes the devnet serves (`etrid-ray devnet --runtime`). `upstream` is the Etrid AI-Compute runtime's
+#: shape exactly, as its source declares it; `etrid-ray` is that shape with the devnet's extensions appended after
+#: upstream's items (calls, events, errors, constants, storage, pallets), so a client built for upstream works on it.
+ETRID_RAY = "etrid-ray"
+UPSTREAM = "upstream"
+FLAVOURS = (ETRID_RAY, UPSTREAM)
+
 
 @dataclass
 class CallDef:
@@ -89,6 +96,11 @@ class Pallet:
     @property
     def reg(self) -> TypeRegistry:
         return self.runtime.registry
+
+    @property
+    def extended(self) -> bool:
+        """Whether the devnet's extensions are on (the `etrid-ray` runtime), or this is upstream's shape alone."""
+        return self.runtime.config.flavour != UPSTREAM
 
     def declare(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -13,6 +13,7 @@ from typing import Any
 
 from etrid_ray.devnet.common_types import to_account
 from etrid_ray.devnet.node import Block, Node
+from etrid_ray.devnet.pallet import ETRID_RAY
 from etrid_ray.devnet.storage import HASHERS, MISSING, StorageItem
 
 SCHEMA = """
@@ -53,10 +54,17 @@ class SqliteStore:
                                     (raw, state.encode_value(item, value)))
             if genesis:
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('genesis', ?)", (block.hash.hex(),))
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('runtime', ?)", (node.runtime.config.flavour,))
 
     def load(self, node: Node) -> None:
         """Restores blocks and state; the runtime's timers are rebuilt from the restored storage."""
         rt = node.runtime
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'runtime'").fetchone()
+        saved = row[0] if row is not None else ETRID_RAY  # chains saved before there were two runtimes
+        if saved != rt.config.flavour:
+            # its blocks' events and calls are encoded with the other runtime's indices: they would decode wrongly
+            raise SystemExit(f"--data-dir holds a chain of the {saved!r} runtime, not {rt.config.flavour!r}: "
+                             f"start it with --runtime {saved}, or use another --data-dir")
         by_prefix = {item.prefix: item for p in rt.pallets for item in p.storage_items}
         for raw, value in self.db.execute("SELECT key, value FROM state"):
             raw = bytes(raw)

@@ -13,7 +13,7 @@ from substrateinterface import Keypair
 from etrid_ray.devnet.codec import Codec, blake2_256, compact_decode
 from etrid_ray.devnet.common_types import CommonTypes, hexstr
 from etrid_ray.devnet.extrinsic import Extrinsic, ExtrinsicFormatError, encode_unsigned
-from etrid_ray.devnet.pallet import NONE, DispatchError, Origin, Pallet
+from etrid_ray.devnet.pallet import ETRID_RAY, FLAVOURS, NONE, UPSTREAM, DispatchError, Origin, Pallet
 from etrid_ray.devnet.pallets.balances import Balances
 from etrid_ray.devnet.pallets.compliance import Compliance
 from etrid_ray.devnet.pallets.confidential_compute import ConfidentialCompute
@@ -23,6 +23,8 @@ from etrid_ray.devnet.pallets.job_marketplace import (
     TIMEOUT_GRACE_SECS,
     JobMarketplace,
 )
+from etrid_ray.devnet.pallets.model_registry import ModelRegistry
+from etrid_ray.devnet.pallets.randomness import RandomnessCollectiveFlip
 from etrid_ray.devnet.pallets.sudo import Sudo
 from etrid_ray.devnet.pallets.system import SS58_PREFIX, System
 from etrid_ray.devnet.pallets.timestamp import Timestamp
@@ -32,7 +34,9 @@ from etrid_ray.devnet.storage import Storage
 from etrid_ray.devnet.type_registry import Field, TypeRegistry, Variant
 
 SPEC_NAME = "ai-compute-pbc"
-SPEC_VERSION = 100
+SPEC_VERSION = 100  # the etrid-ray runtime
+UPSTREAM_SPEC_VERSION = 1  # upstream runtime/src/lib.rs: `spec_version: 1`
+UPSTREAM_SECS_PER_BLOCK = 6  # upstream pallets' `current_timestamp()`: block number × 6
 TRANSACTION_VERSION = 1
 TOKEN_DECIMALS = 18
 DEV_ACCOUNTS = ("Alice", "Bob", "Charlie", "Dave", "Eve", "Ferdie")
@@ -57,6 +61,14 @@ RUNTIME_APIS = [  # (name, version): what `state_getRuntimeVersion.apis` adverti
 class RuntimeConfig:
     confirm_window_blocks: int = DEFAULT_CONFIRM_WINDOW_BLOCKS
     timeout_grace_secs: int = TIMEOUT_GRACE_SECS  # devnet option --timeout-grace (tests shorten it)
+    flavour: str = ETRID_RAY  # --runtime: `upstream` (Etrid's shape exactly) or `etrid-ray` (with our extensions)
+    assigner_slots: int = 0  # --assigner: Processing jobs per GPU the built-in matcher fills (0: no matcher)
+
+    def __post_init__(self) -> None:
+        if self.flavour not in FLAVOURS:
+            raise ValueError(f"runtime {self.flavour!r} is unknown: choose one of {', '.join(FLAVOURS)}")
+        if self.assigner_slots < 0:
+            raise ValueError("assigner slots must be >= 0")
 
 
 class InvalidTransaction(Exception):
@@ -112,14 +124,22 @@ class Runtime:
         self.balances = Balances(self)
         self.transaction_payment = TransactionPayment(self)
         self.sudo = Sudo(self)
-        self.utility = Utility(self)
+        self.randomness = RandomnessCollectiveFlip(self)
         self.gpu_registry = GpuRegistry(self)
         self.job_marketplace = JobMarketplace(self)
+        self.model_registry = ModelRegistry(self)
         self.confidential_compute = ConfidentialCompute(self)
         self.compliance = Compliance(self)
+        # upstream's construct_runtime! order and indices (the pallets of upstream's we do not mirror — consensus,
+        # session, staking, the advanced features, bridges — leave their indices unused); ours come after
         self.pallets: list[Pallet] = [self.system, self.timestamp, self.balances, self.transaction_payment,
-                                      self.sudo, self.utility, self.gpu_registry, self.job_marketplace,
-                                      self.confidential_compute, self.compliance]
+                                      self.sudo, self.randomness, self.gpu_registry, self.job_marketplace,
+                                      self.model_registry, self.confidential_compute, self.compliance]
+        self.utility: Utility | None = None
+        if self.config.flavour == ETRID_RAY:
+            self.utility = Utility(self)
+            self.pallets.append(self.utility)
+        self.spec_version = UPSTREAM_SPEC_VERSION if self.config.flavour == UPSTREAM else SPEC_VERSION
         for pallet in self.pallets:
             pallet.declare()
         self.system.finish_declare()
@@ -244,7 +264,7 @@ class Runtime:
     @property
     def version(self) -> dict[str, Any]:
         return {"specName": SPEC_NAME, "implName": "etrid-ray-devnet", "authoringVersion": 1,
-                "specVersion": SPEC_VERSION, "implVersion": 1,
+                "specVersion": self.spec_version, "implVersion": 1,
                 "apis": [[hexstr(blake2_256(name.encode())[:8]), v] for name, v in RUNTIME_APIS],
                 "transactionVersion": TRANSACTION_VERSION, "stateVersion": 1}
 
@@ -273,6 +293,13 @@ class Runtime:
 
     def now_secs(self) -> int:
         return self.timestamp.now_secs()
+
+    def record_time(self) -> int:
+        """The time the AI-Compute pallets record (`submitted_at`, `registered_at` …): unix seconds in the
+        etrid-ray runtime; upstream's `current_timestamp()`, block number × 6, in the upstream runtime."""
+        if self.config.flavour == UPSTREAM:
+            return self.block_number * UPSTREAM_SECS_PER_BLOCK
+        return self.now_secs()
 
     # dispatch -------------------------------------------------------------------------------------
 
@@ -325,7 +352,7 @@ class Runtime:
         era_hash = block_hash_at(era_birth) if era_birth <= self.block_number else None
         if era_hash is None or self.block_number >= ext.era.death(self.block_number):
             raise invalid("Transaction has an ancient birth block")
-        payload = ext.signing_payload(SPEC_VERSION, TRANSACTION_VERSION, self.genesis_hash, era_hash)
+        payload = ext.signing_payload(self.spec_version, TRANSACTION_VERSION, self.genesis_hash, era_hash)
         if not ext.verify(payload):
             raise invalid("Transaction has a bad signature")
         return ext
@@ -336,7 +363,7 @@ class Runtime:
         if len(call) < 2:
             return  # too short to be a call: decoding says so
         pallet, function = call[0], call[1]
-        if pallet == self.utility.index and function in BATCH_CALL_INDICES:
+        if self.utility is not None and pallet == self.utility.index and function in BATCH_CALL_INDICES:
             try:
                 count, offset = compact_decode(call, 2, bits=32)
             except ValueError as err:

@@ -25,6 +25,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from etrid_ray.devnet.blob_store import DEFAULT_MEMORY_LIMIT, BlobStore, StoreFull
 from etrid_ray.devnet.node import Node
+from etrid_ray.devnet.pallet import ETRID_RAY, FLAVOURS
 from etrid_ray.devnet.persistence import SqliteStore
 from etrid_ray.devnet.rpc import MAX_SUBSCRIPTIONS, RpcError, RpcHandler, Session
 from etrid_ray.devnet.runtime import RuntimeConfig
@@ -441,9 +442,10 @@ class DevnetServer:
 
 
 async def serve(host: str, port: int, block_time: float, data_dir: str | None, limits: Limits,
-                confirm_window_blocks: int | None = None, timeout_grace_secs: int | None = None) -> None:
+                confirm_window_blocks: int | None = None, timeout_grace_secs: int | None = None,
+                runtime: str = ETRID_RAY, assigner_slots: int = 0) -> None:
     store = SqliteStore(Path(data_dir) / "chain.sqlite") if data_dir else None
-    config = RuntimeConfig()
+    config = RuntimeConfig(flavour=runtime, assigner_slots=assigner_slots)
     if confirm_window_blocks is not None:
         config.confirm_window_blocks = confirm_window_blocks
     if timeout_grace_secs is not None:
@@ -460,7 +462,9 @@ async def serve(host: str, port: int, block_time: float, data_dir: str | None, l
         loop.add_signal_handler(sig, stop.set)
     url = await server.start(host, port)
     print(url, flush=True)
-    print(f"etrid-ray devnet: chain {server.rpc.chain_name!r}, best block #{node.best.number}, "
+    matcher = f", assigner: {assigner_slots} jobs per GPU" if assigner_slots else ""
+    print(f"etrid-ray devnet: runtime {runtime!r}{matcher}, chain {server.rpc.chain_name!r}, "
+          f"best block #{node.best.number}, "
           f"block time {'instant' if block_time == 0 else f'{block_time}s'}, "
           f"state {'in ' + str(data_dir) if data_dir else 'in memory (ephemeral)'}", file=sys.stderr, flush=True)
     author = asyncio.create_task(node.run())
@@ -474,7 +478,8 @@ async def serve(host: str, port: int, block_time: float, data_dir: str | None, l
 
 def main_from_cli(host: str = "127.0.0.1", port: int = 9944, block_time: float = 6.0, data_dir: str | None = None,
                   blob_limit_bytes: int = DEFAULT_BLOB_LIMIT, confirm_window_blocks: int | None = None,
-                  timeout_grace_secs: int | None = None, limits: Limits | None = None) -> None:
+                  timeout_grace_secs: int | None = None, limits: Limits | None = None, runtime: str = ETRID_RAY,
+                  assigner_slots: int = 0) -> None:
     if block_time < 0:
         raise SystemExit("--block-time must be >= 0 (0 seals a block per batch of transactions)")
     if timeout_grace_secs is not None and timeout_grace_secs < 0:
@@ -484,4 +489,9 @@ def main_from_cli(host: str = "127.0.0.1", port: int = 9944, block_time: float =
         limits = Limits(**{**limits.__dict__, "blob_limit": blob_limit_bytes})
     if data_dir:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
-    asyncio.run(serve(host, port, block_time, data_dir, limits, confirm_window_blocks, timeout_grace_secs))
+    if runtime not in FLAVOURS:
+        raise SystemExit(f"--runtime {runtime!r} is unknown: choose one of {', '.join(FLAVOURS)}")
+    if assigner_slots < 0:
+        raise SystemExit("--assigner-slots must be >= 0 (0: no built-in matcher)")
+    asyncio.run(serve(host, port, block_time, data_dir, limits, confirm_window_blocks, timeout_grace_secs,
+                      runtime, assigner_slots))

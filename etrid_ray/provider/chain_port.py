@@ -3,7 +3,11 @@
 Claims and settlements go through `Utility.force_batch` when the runtime has
 it: one extrinsic carries hundreds of calls, and a lost claim race (the job
 was taken by another provider a moment earlier) fails only its own item. On a
-runtime without it, calls go as separate extrinsics in flight together.
+runtime without it (upstream's has no Utility), calls go as separate
+extrinsics in flight together, signed with consecutive local nonces. On a
+runtime without `claim_job` (upstream's) the head claims nothing: jobs reach it
+by root `assign_job` (see stages/intake.py). Every pallet, call and storage
+name is looked up in the node's metadata, never an index.
 """
 
 from __future__ import annotations
@@ -87,6 +91,10 @@ class ChainPort:
         for (chunk, _), receipt in zip(flights, receipts, strict=True):
             out.extend(_item_results(receipt, len(chunk), meta))
         return out
+
+    def supports_claim(self) -> bool:
+        """Whether the runtime lets a provider take jobs itself (`JobMarketplace.claim_job`)."""
+        return self.client.supports_claim()
 
     def claim(self, pairs: Sequence[tuple[int, int]]) -> list[ItemResult]:
         return self.each([Call(MARKET, "claim_job", {"job_id": j, "gpu_id": g}) for j, g in pairs])

@@ -113,14 +113,14 @@ class ProviderHead:
         self.scaling = PoolScaling(self.pools, self.book, self.cluster, self.estimates, self._make_scaler,
                                    config.scale_interval_s, gate, clock, time.monotonic)
         self.pace = BlockPace()
-        self.intake = Intake(self.book, self.chain, self.stats, self.scaling.note_departed,
-                             lambda number: self.pace.observe(number, clock()),
-                             lambda job_id, amount, block: self.profit.paid(job_id, amount, self._payment_of(job_id),
-                                                                            clock(), block))
+        self.intake = Intake(self.book, self.chain, self.stats, self.scaling.note_departed, ids,
+                             on_block=lambda number: self.pace.observe(number, clock()),
+                             on_paid=lambda job_id, amount, block: self.profit.paid(
+                                 job_id, amount, self._payment_of(job_id), clock(), block))
         self.admission = Admission(self.book, self.manifests, self.stats, self._offers, clock)
         self.claimer = Claimer(self.book, self.chain, self.journal, self.stats, self.estimates, self.tasks,
                                self.scaling, ids, self.capacity, config.max_inflight_per_gpu, config.claim_batch,
-                               clock, self.pace)
+                               clock, self.pace, assigned=self.intake.assigned)
         self.dispatcher = Dispatcher(self.book, self.tasks, self.manifests, self.journal, self.stats,
                                      self.store_url, config.max_input_bytes, clock, gate)
         self.harvester = Harvester(self.book, self.tasks, self.journal, self.stats, self.estimates,

@@ -1,4 +1,7 @@
-"""pallet_compliance (Etrid): per-account compliance template and data residency."""
+"""pallet_compliance (Etrid, index 23): per-account compliance template and data residency.
+
+Upstream refuses a second `enable_compliance` (`AlreadyEnabled`); the `etrid-ray` runtime lets an account change its
+template by enabling again (its extension), with the same errors in the same order."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ ENCRYPTION_REQUIRED = {"HIPAA", "GDPR", "FedRAMP", "SOC2", "CCPA"}
 
 class Compliance(Pallet):
     def declare(self) -> None:
-        self.name, self.index, self.module = "Compliance", 13, "pallet_compliance"
+        self.name, self.index, self.module = "Compliance", 23, "pallet_compliance"
         c, reg = self.runtime.types, self.reg
         p = ("pallet_compliance",)
         self.template_ty = reg.variant(p + ("ComplianceTemplate",), [Variant(n, i) for i, n in enumerate(TEMPLATES)])
@@ -33,19 +36,22 @@ class Compliance(Pallet):
         self.event("ComplianceEnabled", [("account", c.account_id, "T::AccountId"),
                                          ("template", self.template_ty, "ComplianceTemplate")])
         self.event("ComplianceDisabled", [("account", c.account_id, "T::AccountId")])
-        self.error("ComplianceNotEnabled", "The account has no compliance configuration.")
+        self.error("AlreadyEnabled", "The account has a compliance configuration already.")
+        self.error("NotEnabled", "The account has no compliance configuration.")
 
     def enable_compliance(self, origin: Origin, template: Any, data_residency: Any) -> None:
         who = self.ensure_signed(origin)
+        if not self.extended and self.runtime.state.contains(self.ComplianceConfigs, who):
+            raise self.fail("AlreadyEnabled")
         self.runtime.state.put(self.ComplianceConfigs, who, {
             "account": who, "template": template, "data_residency": to_bytes(data_residency),
             "encryption_required": template in ENCRYPTION_REQUIRED, "audit_logs_required": True,
-            "enabled_at": self.runtime.now_secs()})
+            "enabled_at": self.runtime.record_time()})
         self.emit("ComplianceEnabled", account=who, template=template)
 
     def disable_compliance(self, origin: Origin) -> None:
         who = self.ensure_signed(origin)
         if not self.runtime.state.contains(self.ComplianceConfigs, who):
-            raise self.fail("ComplianceNotEnabled")
+            raise self.fail("NotEnabled")
         self.runtime.state.remove(self.ComplianceConfigs, who)
         self.emit("ComplianceDisabled", account=who)

@@ -1,5 +1,6 @@
-"""pallet_gpu_registry (Etrid): GPU nodes, provider stake, status, heartbeats, reputation — plus the
-devnet's `report_telemetry` extension."""
+"""pallet_gpu_registry (Etrid, index 12): GPU nodes, provider stake, status, heartbeats, reputation — plus, in
+the `etrid-ray` runtime, the `report_telemetry` extension (call 7, storage `GpuTelemetry`, event `TelemetryReported`,
+constant `MaxGpusPerProvider`), each after upstream's items."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ from typing import Any
 from etrid_ray.devnet.pallet import Origin, Pallet
 from etrid_ray.devnet.type_registry import Field, Variant
 
-MINIMUM_STAKE = 100 * 10**18  # 100 ËDSC
+MINIMUM_STAKE = 100 * 10**18  # 100 ËDSC (upstream runtime: `MinimumStake = ConstU128<100_000_000_000_000_000_000>`)
 MAX_GPUS_PER_PROVIDER = 100
-SLASH_PERCENT = 10
+SLASH_BPS = 1_000  # upstream `SlashPercentage = ConstU16<1000>`: basis points of the stake, 10 %
+MAX_OFFLINE_BLOCKS = 1_000  # upstream `MaxOfflineBlocks = ConstU32<1000>` (declared there, not enforced)
 DEFAULT_REPUTATION = {"jobs_completed": 0, "jobs_failed": 0, "uptime_bps": 10_000, "rating": 0, "rating_count": 0}
 
 
 class GpuRegistry(Pallet):
     def declare(self) -> None:
-        self.name, self.index, self.module = "GpuRegistry", 10, "pallet_gpu_registry"
+        self.name, self.index, self.module = "GpuRegistry", 12, "pallet_gpu_registry"
         c, reg = self.runtime.types, self.reg
         p = ("pallet_gpu_registry",)
         self.specs_ty = reg.composite(p + ("GpuSpecs",), [
@@ -40,17 +42,18 @@ class GpuRegistry(Pallet):
             Field("status", self.status_ty, "GpuStatus"), Field("reputation", self.reputation_ty, "Reputation"),
             Field("schedule", self.schedule_ty, "AvailabilitySchedule"), Field("registered_at", c.u64, "u64"),
             Field("last_heartbeat", c.u64, "u64")], params=(("AccountId", c.account_id), ("Balance", c.u128)))
-        self.telemetry_ty = reg.composite(p + ("Telemetry",), [
-            Field("utilization_bps", c.u16, "u16"), Field("jobs_completed", c.u64, "u64"),
-            Field("earnings", c.u128, "u128"), Field("reported_at", c.u64, "u64")],
-            docs=("Devnet extension: utilization and earnings reported by the provider.",))
         self.GpuNodes = self.storage("GpuNodes", self.node_ty, optional=True, key_ty=c.u64)
         self.NextGpuId = self.storage("NextGpuId", c.u64, 0)
         self.ProviderGpus = self.storage("ProviderGpus", reg.bounded_vec(c.u64, MAX_GPUS_PER_PROVIDER), [],
                                          key_ty=c.account_id)
         self.ActiveGpuCount = self.storage("ActiveGpuCount", c.u64, 0)
-        self.GpuTelemetry = self.storage("GpuTelemetry", self.telemetry_ty, optional=True, key_ty=c.u64,
-                                         docs="Devnet extension: last telemetry per GPU.")
+        if self.extended:
+            self.telemetry_ty = reg.composite(p + ("Telemetry",), [
+                Field("utilization_bps", c.u16, "u16"), Field("jobs_completed", c.u64, "u64"),
+                Field("earnings", c.u128, "u128"), Field("reported_at", c.u64, "u64")],
+                docs=("Devnet extension: utilization and earnings reported by the provider.",))
+            self.GpuTelemetry = self.storage("GpuTelemetry", self.telemetry_ty, optional=True, key_ty=c.u64,
+                                             docs="Devnet extension: last telemetry per GPU.")
         gpu_id = ("gpu_id", c.u64, "u64")
         self.call(0, "register_gpu", [("specs", self.specs_ty, "GpuSpecs"),
                                       ("attestation", self.attestation_ty, "HardwareAttestation"),
@@ -64,9 +67,10 @@ class GpuRegistry(Pallet):
         self.call(5, "slash_provider", [gpu_id], self.slash_provider)
         self.call(6, "update_reputation", [gpu_id, ("job_success", c.bool, "bool"),
                                            ("rating", reg.option(c.u32), "Option<u32>")], self.update_reputation)
-        self.call(7, "report_telemetry", [gpu_id, ("utilization_bps", c.u16, "u16"),
-                                          ("jobs_completed", c.u64, "u64"), ("earnings", c.u128, "u128")],
-                  self.report_telemetry, "Devnet extension: report utilization and earnings of a GPU.")
+        if self.extended:
+            self.call(7, "report_telemetry", [gpu_id, ("utilization_bps", c.u16, "u16"),
+                                              ("jobs_completed", c.u64, "u64"), ("earnings", c.u128, "u128")],
+                      self.report_telemetry, "Devnet extension: report utilization and earnings of a GPU.")
         self.event("GpuRegistered", [gpu_id, ("provider", c.account_id, "T::AccountId"),
                                      ("stake", c.u128, "BalanceOf<T>")])
         self.event("GpuUnregistered", [gpu_id, ("provider", c.account_id, "T::AccountId")])
@@ -74,13 +78,16 @@ class GpuRegistry(Pallet):
         self.event("AvailabilityUpdated", [gpu_id])
         self.event("ProviderSlashed", [gpu_id, ("slash_amount", c.u128, "BalanceOf<T>")])
         self.event("ReputationUpdated", [gpu_id, ("reputation", self.reputation_ty, "Reputation")])
-        self.event("TelemetryReported", [gpu_id, ("utilization_bps", c.u16, "u16")],
-                   "Devnet extension.")
+        if self.extended:
+            self.event("TelemetryReported", [gpu_id, ("utilization_bps", c.u16, "u16")], "Devnet extension.")
         for err in ("GpuNotFound", "InsufficientStake", "TooManyGpus", "NotGpuOwner", "GpuAlreadyExists",
                     "InvalidAttestation", "GpuNotActive", "Overflow"):
             self.error(err)
         self.constant("MinimumStake", c.u128, MINIMUM_STAKE)
-        self.constant("MaxGpusPerProvider", c.u32, MAX_GPUS_PER_PROVIDER)
+        self.constant("SlashPercentage", c.u16, SLASH_BPS, "Basis points of the stake a slash takes.")
+        self.constant("MaxOfflineBlocks", c.u32, MAX_OFFLINE_BLOCKS)
+        if self.extended:
+            self.constant("MaxGpusPerProvider", c.u32, MAX_GPUS_PER_PROVIDER)
 
     # helpers used by other pallets ----------------------------------------------------------------
 
@@ -134,7 +141,7 @@ class GpuRegistry(Pallet):
         if state.contains(self.GpuNodes, gpu_id):
             raise self.fail("GpuAlreadyExists")
         self.runtime.balances.reserve(who, stake)
-        now = self.runtime.now_secs()
+        now = self.runtime.record_time()
         state.put(self.GpuNodes, gpu_id, {
             "provider": who, "specs": specs, "attestation": attestation, "stake": stake, "status": "Active",
             "reputation": DEFAULT_REPUTATION, "schedule": schedule, "registered_at": now, "last_heartbeat": now})
@@ -151,7 +158,8 @@ class GpuRegistry(Pallet):
             state.put(self.ActiveGpuCount, None, int(state.get(self.ActiveGpuCount)) - 1)
         self.runtime.balances.unreserve(who, int(node["stake"]))
         state.remove(self.GpuNodes, gpu_id)
-        state.remove(self.GpuTelemetry, gpu_id)
+        if self.extended:
+            state.remove(self.GpuTelemetry, gpu_id)
         state.put(self.ProviderGpus, who, [g for g in state.get(self.ProviderGpus, who) if g != gpu_id])
         self.emit("GpuUnregistered", gpu_id=gpu_id, provider=who)
 
@@ -172,14 +180,14 @@ class GpuRegistry(Pallet):
     def report_heartbeat(self, origin: Origin, gpu_id: Any) -> None:
         gpu_id = int(gpu_id)
         _, node = self.owned_node(origin, gpu_id)
-        self.runtime.state.put(self.GpuNodes, gpu_id, {**node, "last_heartbeat": self.runtime.now_secs()})
+        self.runtime.state.put(self.GpuNodes, gpu_id, {**node, "last_heartbeat": self.runtime.record_time()})
 
     def slash_provider(self, origin: Origin, gpu_id: Any) -> None:
         self.ensure_root(origin)
         gpu_id = int(gpu_id)
         node = self.node(gpu_id)
         stake = int(node["stake"])
-        amount = stake * SLASH_PERCENT // 100
+        amount = stake * SLASH_BPS // 10_000
         self.runtime.balances.repatriate_reserved(node["provider"], self.runtime.treasury, amount)
         node = {**node, "stake": stake - amount}
         self._set_status(gpu_id, node, "Slashed")
@@ -204,7 +212,7 @@ class GpuRegistry(Pallet):
         _, node = self.owned_node(origin, gpu_id)
         if int(utilization_bps) > 10_000:
             raise self.fail("Overflow")
-        now = self.runtime.now_secs()
+        now = self.runtime.record_time()
         self.runtime.state.put(self.GpuTelemetry, gpu_id, {
             "utilization_bps": int(utilization_bps), "jobs_completed": int(jobs_completed),
             "earnings": int(earnings), "reported_at": now})

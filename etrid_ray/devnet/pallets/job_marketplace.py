@@ -1,27 +1,49 @@
-"""pallet_job_marketplace (Etrid): jobs, escrow, results and payment — plus the devnet extensions
-(claim_job, assigned-provider checks, payment on confirm with a 5 % fee, auto-confirm, timeouts)."""
+"""pallet_job_marketplace (Etrid, index 13): jobs, escrow, results and payment.
+
+`upstream` runtime: upstream's calls, storage, events, errors and constants, and upstream's behaviour — jobs reach
+a GPU only through root `assign_job` (the devnet's `--assigner` stands in for the off-chain matcher upstream
+documents), any signed account may submit a job's result or failure (upstream's TODO), `confirm_job` releases the
+escrow back to the submitter and emits `PaymentReleased` with the submitter as `provider` (upstream's placeholder),
+`GpuJobs` only grows, timestamps are `block × 6` and nothing times out.
+
+`etrid-ray` runtime: the same items first, then the devnet's extensions — `claim_job` (call 7), the assigned-provider
+checks, payment on confirm with the 5 % fee, auto-confirm after `ConfirmWindowBlocks`, timeouts (`JobDeadlines`,
+`AwaitingConfirmation`) and their errors and constants.
+"""
 
 from __future__ import annotations
 
 import heapq
 from typing import Any
 
+from etrid_ray.devnet.assigner import GpuLoad, match_jobs
 from etrid_ray.devnet.common_types import to_bytes
-from etrid_ray.devnet.pallet import Origin, Pallet
+from etrid_ray.devnet.pallet import ROOT, DispatchError, Origin, Pallet
 from etrid_ray.devnet.type_registry import Field, Variant
 
-PLATFORM_FEE_BPS = 500
+PLATFORM_FEE_BPS = 500  # upstream `PlatformFeeBps = ConstU16<500>`
+MAX_JOB_DURATION_BLOCKS = 10_000  # upstream `MaxJobDuration = ConstU32<10000>` (declared there, not enforced)
 MAX_PENDING_JOBS = 10_000
 MAX_USER_JOBS = 1_000
 MAX_GPU_JOBS = 100
 MAX_REASON_LEN = 128
 TIMEOUT_GRACE_SECS = 30
 DEFAULT_CONFIRM_WINDOW_BLOCKS = 100
+UPSTREAM_ERRORS = (("JobNotFound", "Job not found"), ("NotJobSubmitter", "Not the job submitter"),
+                   ("InvalidJobStatus", "Job not in correct status"),
+                   ("InsufficientBalance", "Insufficient balance for payment"), ("GpuNotFound", "GPU not found"),
+                   ("Overflow", "Overflow in arithmetic"), ("JobQueueFull", "Job queue full"),
+                   ("InvalidResult", "Invalid result"))  # upstream's names, order and doc comments
+EXTENSION_ERRORS = (("InsufficientPayment", "Payment must be greater than zero."),
+                    ("InvalidComputeTime", "max_compute_time must be greater than zero."),
+                    ("TooManyUserJobs", "UserJobs is at its bound."),
+                    ("TooManyGpuJobs", "GpuJobs is at its bound."),
+                    ("NotAssignedProvider", "Only the provider of the assigned GPU may do this."))
 
 
 class JobMarketplace(Pallet):
     def declare(self) -> None:
-        self.name, self.index, self.module = "JobMarketplace", 11, "pallet_job_marketplace"
+        self.name, self.index, self.module = "JobMarketplace", 13, "pallet_job_marketplace"
         c, reg = self.runtime.types, self.reg
         p = ("pallet_job_marketplace",)
         self.model_type_ty = reg.variant(p + ("ModelType",), [Variant(n, i) for i, n in enumerate(
@@ -33,6 +55,7 @@ class JobMarketplace(Pallet):
         opt_h256 = reg.option(c.h256)
         opt_u64 = reg.option(c.u64)
         self.output_format_ty = reg.bounded_vec(c.u8, 32)
+        self.reason_ty = reg.bounded_vec(c.u8, MAX_REASON_LEN)
         self.job_ty = reg.composite(p + ("Job",), [
             Field("submitter", c.account_id, "AccountId"), Field("model_id", c.u64, "u64"),
             Field("model_type", self.model_type_ty, "ModelType"), Field("input_hash", c.h256, "H256"),
@@ -50,11 +73,13 @@ class JobMarketplace(Pallet):
                                         docs="The global queue of jobs waiting for a GPU.")
         self.TotalJobs = self.storage("TotalJobs", c.u64, 0)
         self.TotalVolume = self.storage("TotalVolume", c.u128, 0)
-        self.JobDeadlines = self.storage("JobDeadlines", c.u64, optional=True, key_ty=c.u64,
-                                         docs="Devnet extension: unix time after which a Processing job times out.")
-        self.AwaitingConfirmation = self.storage(
-            "AwaitingConfirmation", c.u32, optional=True, key_ty=c.u64,
-            docs="Devnet extension: block at which a Completed job is auto-confirmed and paid.")
+        if self.extended:
+            self.JobDeadlines = self.storage(
+                "JobDeadlines", c.u64, optional=True, key_ty=c.u64,
+                docs="Devnet extension: unix time after which a Processing job times out.")
+            self.AwaitingConfirmation = self.storage(
+                "AwaitingConfirmation", c.u32, optional=True, key_ty=c.u64,
+                docs="Devnet extension: block at which a Completed job is auto-confirmed and paid.")
         job_id = ("job_id", c.u64, "u64")
         gpu_id = ("gpu_id", c.u64, "u64")
         self.call(0, "submit_job", [
@@ -65,40 +90,39 @@ class JobMarketplace(Pallet):
         self.call(1, "assign_job", [job_id, gpu_id], self.assign_job)
         self.call(2, "submit_result", [job_id, ("result_hash", c.h256, "H256")], self.submit_result)
         self.call(3, "confirm_job", [job_id], self.confirm_job)
-        self.call(4, "report_failure", [job_id, ("reason", reg.bounded_vec(c.u8, MAX_REASON_LEN),
-                                                 "BoundedVec<u8, ConstU32<128>>")], self.report_failure)
+        self.call(4, "report_failure", [job_id, ("reason", self.reason_ty, "BoundedVec<u8, ConstU32<128>>")],
+                  self.report_failure)
         self.call(5, "dispute_job", [job_id], self.dispute_job)
         self.call(6, "cancel_job", [job_id], self.cancel_job)
-        self.call(7, "claim_job", [job_id, gpu_id], self.claim_job,
-                  "Devnet extension: the owner of an Active GPU takes a Pending job.")
+        if self.extended:
+            self.call(7, "claim_job", [job_id, gpu_id], self.claim_job,
+                      "Devnet extension: the owner of an Active GPU takes a Pending job.")
         self.event("JobSubmitted", [job_id, ("submitter", c.account_id, "T::AccountId"),
                                     ("payment", c.u128, "BalanceOf<T>")])
         self.event("JobAssigned", [job_id, gpu_id])
         self.event("JobCompleted", [job_id, ("result_hash", c.h256, "H256")])
-        self.event("JobFailed", [job_id, ("reason", c.bytes, "Vec<u8>")])
+        self.event("JobFailed", [job_id, ("reason", self.reason_ty, "BoundedVec<u8, ConstU32<128>>")])
         self.event("PaymentReleased", [job_id, ("provider", c.account_id, "T::AccountId"),
                                        ("amount", c.u128, "BalanceOf<T>")])
         self.event("JobDisputed", [job_id])
         self.event("JobCancelled", [job_id])
-        for err, doc in (("JobNotFound", "No job with this id."),
-                         ("NotJobOwner", "Only the submitter may do this."),
-                         ("InvalidJobStatus", "The job is not in a status that allows this call."),
-                         ("InsufficientPayment", "Payment must be greater than zero."),
-                         ("InvalidComputeTime", "max_compute_time must be greater than zero."),
-                         ("QueueFull", "PendingJobs is at its bound."),
-                         ("TooManyUserJobs", "UserJobs is at its bound."),
-                         ("TooManyGpuJobs", "GpuJobs is at its bound."),
-                         ("NotAssignedProvider", "Only the provider of the assigned GPU may do this."),
-                         ("Overflow", "Arithmetic overflow.")):
+        for err, doc in UPSTREAM_ERRORS:
             self.error(err, doc)
-        self.constant("PlatformFeeBps", c.u32, PLATFORM_FEE_BPS)
-        self.constant("TimeoutGraceSecs", c.u64, self.runtime.config.timeout_grace_secs)
-        self.constant("ConfirmWindowBlocks", c.u32, self.runtime.config.confirm_window_blocks)
+        if self.extended:
+            for err, doc in EXTENSION_ERRORS:
+                self.error(err, doc)
+        self.constant("PlatformFeeBps", c.u16, PLATFORM_FEE_BPS)
+        self.constant("MaxJobDuration", c.u32, MAX_JOB_DURATION_BLOCKS, "Maximum job duration (in blocks).")
+        if self.extended:
+            self.constant("TimeoutGraceSecs", c.u64, self.runtime.config.timeout_grace_secs)
+            self.constant("ConfirmWindowBlocks", c.u32, self.runtime.config.confirm_window_blocks)
         self._deadlines: list[tuple[int, int]] = []
         self._confirmations: list[tuple[int, int]] = []
 
     def after_load(self) -> None:
         """Rebuilds the in-memory timers from storage (after genesis or a restart)."""
+        if not self.extended:
+            return
         state = self.runtime.state
         self._deadlines = [(int(v), int(k)) for k, v in state.iter_map(self.JobDeadlines)]
         self._confirmations = [(int(v), int(k)) for k, v in state.iter_map(self.AwaitingConfirmation)]
@@ -115,6 +139,8 @@ class JobMarketplace(Pallet):
 
     def _assigned_provider(self, origin: Origin, job: dict[str, Any]) -> str:
         who = self.ensure_signed(origin)
+        if not self.extended:
+            return who  # upstream: "TODO: Verify provider owns the assigned GPU"
         gpu = job["assigned_gpu"]
         node = self.runtime.state.get(self.runtime.gpu_registry.GpuNodes, gpu) if gpu is not None else None
         if node is None or node["provider"] != who:
@@ -129,24 +155,30 @@ class JobMarketplace(Pallet):
         state, registry = self.runtime.state, self.runtime.gpu_registry
         job = self.job(job_id)
         self._require_status(job, "Pending")
-        node = registry.node(gpu_id)
-        registry.ensure_active(node)
+        if self.extended:
+            registry.ensure_active(registry.node(gpu_id))
+        elif not state.contains(registry.GpuNodes, gpu_id):
+            raise self.fail("GpuNotFound")
         gpu_jobs = list(state.get(self.GpuJobs, gpu_id))
         if len(gpu_jobs) >= MAX_GPU_JOBS:
-            raise self.fail("TooManyGpuJobs")
+            raise self.fail("TooManyGpuJobs" if self.extended else "JobQueueFull")
         state.put(self.Jobs, job_id, {**job, "status": "Processing", "assigned_gpu": gpu_id})
         state.put(self.PendingJobs, None, [j for j in state.get(self.PendingJobs) if j != job_id])
         state.put(self.GpuJobs, gpu_id, gpu_jobs + [job_id])
-        deadline = self.runtime.now_secs() + int(job["max_compute_time"]) + self.runtime.config.timeout_grace_secs
-        state.put(self.JobDeadlines, job_id, deadline)
-        heapq.heappush(self._deadlines, (deadline, job_id))
+        if self.extended:
+            deadline = (self.runtime.now_secs() + int(job["max_compute_time"])
+                        + self.runtime.config.timeout_grace_secs)
+            state.put(self.JobDeadlines, job_id, deadline)
+            heapq.heappush(self._deadlines, (deadline, job_id))
         self.emit("JobAssigned", job_id=job_id, gpu_id=gpu_id)
 
     def _finish(self, job_id: int, job: dict[str, Any], status: str, result_hash: str | None) -> None:
         state = self.runtime.state
         gpu = job["assigned_gpu"]
-        state.put(self.Jobs, job_id, {**job, "status": status, "result_hash": result_hash,
-                                      "completed_at": self.runtime.now_secs()})
+        state.put(self.Jobs, job_id, {**job, "status": status, "result_hash": result_hash or job["result_hash"],
+                                      "completed_at": self.runtime.record_time()})
+        if not self.extended:
+            return  # upstream leaves the job in `GpuJobs`
         if gpu is not None:
             state.put(self.GpuJobs, gpu, [j for j in state.get(self.GpuJobs, gpu) if j != job_id])
         state.remove(self.JobDeadlines, job_id)
@@ -154,7 +186,7 @@ class JobMarketplace(Pallet):
     def _fail_and_refund(self, job_id: int, job: dict[str, Any], reason: bytes) -> None:
         self._finish(job_id, job, "Failed", None)
         self.runtime.balances.unreserve(job["submitter"], int(job["payment"]))
-        if job["assigned_gpu"] is not None and self.runtime.state.contains(
+        if self.extended and job["assigned_gpu"] is not None and self.runtime.state.contains(
                 self.runtime.gpu_registry.GpuNodes, job["assigned_gpu"]):
             self.runtime.gpu_registry.record_job(job["assigned_gpu"], success=False)
         self.emit("JobFailed", job_id=job_id, reason=reason)
@@ -181,23 +213,23 @@ class JobMarketplace(Pallet):
                    max_compute_time: Any, payment: Any, priority: Any) -> None:
         who = self.ensure_signed(origin)
         state, payment = self.runtime.state, int(payment)
-        if payment == 0:
+        if self.extended and payment == 0:
             raise self.fail("InsufficientPayment")
-        if int(max_compute_time) == 0:
+        if self.extended and int(max_compute_time) == 0:
             raise self.fail("InvalidComputeTime")
         pending = list(state.get(self.PendingJobs))
         if len(pending) >= MAX_PENDING_JOBS:
-            raise self.fail("QueueFull")
+            raise self.fail("JobQueueFull")
         user_jobs = list(state.get(self.UserJobs, who))
         if len(user_jobs) >= MAX_USER_JOBS:
-            raise self.fail("TooManyUserJobs")
+            raise self.fail("TooManyUserJobs" if self.extended else "JobQueueFull")
         self.runtime.balances.reserve(who, payment)
         job_id = int(state.get(self.NextJobId))
         state.put(self.Jobs, job_id, {
             "submitter": who, "model_id": int(model_id), "model_type": model_type, "input_hash": input_hash,
             "output_format": to_bytes(output_format), "max_compute_time": int(max_compute_time),
             "payment": payment, "priority": priority, "status": "Pending", "assigned_gpu": None,
-            "result_hash": None, "submitted_at": self.runtime.now_secs(), "completed_at": None})
+            "result_hash": None, "submitted_at": self.runtime.record_time(), "completed_at": None})
         state.put(self.NextJobId, None, job_id + 1)
         state.put(self.PendingJobs, None, pending + [job_id])
         state.put(self.UserJobs, who, user_jobs + [job_id])
@@ -219,25 +251,35 @@ class JobMarketplace(Pallet):
         self._require_status(job, "Processing")
         self._assigned_provider(origin, job)
         self._finish(job_id, job, "Completed", result_hash)
-        self.runtime.gpu_registry.record_job(job["assigned_gpu"], success=True)
-        due = self.runtime.block_number + self.runtime.config.confirm_window_blocks
-        self.runtime.state.put(self.AwaitingConfirmation, job_id, due)
-        heapq.heappush(self._confirmations, (due, job_id))
+        if self.extended:
+            self.runtime.gpu_registry.record_job(job["assigned_gpu"], success=True)
+            due = self.runtime.block_number + self.runtime.config.confirm_window_blocks
+            self.runtime.state.put(self.AwaitingConfirmation, job_id, due)
+            heapq.heappush(self._confirmations, (due, job_id))
         self.emit("JobCompleted", job_id=job_id, result_hash=result_hash)
 
     def _awaiting_submitter(self, origin: Origin, job_id: int) -> dict[str, Any]:
-        """The job, when `origin` submitted it and it is Completed and not yet settled."""
+        """The job, when `origin` submitted it and it is Completed (and, here, not yet settled)."""
         who = self.ensure_signed(origin)
         job = self.job(job_id)
         if job["submitter"] != who:
-            raise self.fail("NotJobOwner")
-        if job["status"] != "Completed" or not self.runtime.state.contains(self.AwaitingConfirmation, job_id):
+            raise self.fail("NotJobSubmitter")
+        if job["status"] != "Completed" or (self.extended
+                                            and not self.runtime.state.contains(self.AwaitingConfirmation, job_id)):
             raise self.fail("InvalidJobStatus")
         return job
 
     def confirm_job(self, origin: Origin, job_id: Any) -> None:
         job_id = int(job_id)
-        self._release_payment(job_id, self._awaiting_submitter(origin, job_id))
+        job = self._awaiting_submitter(origin, job_id)
+        if self.extended:
+            self._release_payment(job_id, job)
+            return
+        # upstream: the escrow goes back to the submitter, who is named as the `provider` (a placeholder there)
+        payment = int(job["payment"])
+        self.runtime.balances.unreserve(job["submitter"], payment)
+        self.emit("PaymentReleased", job_id=job_id, provider=job["submitter"],
+                  amount=payment - payment * PLATFORM_FEE_BPS // 10_000)
 
     def report_failure(self, origin: Origin, job_id: Any, reason: Any) -> None:
         job_id = int(job_id)
@@ -249,7 +291,8 @@ class JobMarketplace(Pallet):
     def dispute_job(self, origin: Origin, job_id: Any) -> None:
         job_id = int(job_id)
         job = self._awaiting_submitter(origin, job_id)
-        self.runtime.state.remove(self.AwaitingConfirmation, job_id)
+        if self.extended:
+            self.runtime.state.remove(self.AwaitingConfirmation, job_id)
         self.runtime.state.put(self.Jobs, job_id, {**job, "status": "Disputed"})
         self.emit("JobDisputed", job_id=job_id)
 
@@ -258,7 +301,7 @@ class JobMarketplace(Pallet):
         job_id = int(job_id)
         job = self.job(job_id)
         if job["submitter"] != who:
-            raise self.fail("NotJobOwner")
+            raise self.fail("NotJobSubmitter")
         self._require_status(job, "Pending")
         state = self.runtime.state
         state.put(self.Jobs, job_id, {**job, "status": "Cancelled"})
@@ -269,7 +312,15 @@ class JobMarketplace(Pallet):
     # hooks ----------------------------------------------------------------------------------------
 
     def on_initialize(self, block_number: int) -> None:
-        """Auto-confirms Completed jobs whose window passed and fails Processing jobs past their deadline."""
+        """Auto-confirms Completed jobs whose window passed and fails Processing jobs past their deadline (the
+        `etrid-ray` runtime), then, with `--assigner`, matches pending jobs to GPUs."""
+        if self.extended:
+            self._timers(block_number)
+        slots = self.runtime.config.assigner_slots
+        if slots > 0:
+            self.assign_pending(slots)
+
+    def _timers(self, block_number: int) -> None:
         state = self.runtime.state
         while self._confirmations and self._confirmations[0][0] <= block_number:
             _, job_id = heapq.heappop(self._confirmations)
@@ -283,3 +334,30 @@ class JobMarketplace(Pallet):
             job = state.get(self.Jobs, job_id)
             if job is not None and job["status"] == "Processing" and state.get(self.JobDeadlines, job_id) == deadline:
                 self._fail_and_refund(job_id, job, b"timeout")
+
+    def assign_pending(self, slots: int) -> list[tuple[int, int]]:
+        """The built-in matcher (`--assigner`): reads the queue and the GPUs, lets `assigner.match_jobs` decide,
+        and dispatches each decision as root `assign_job` — the call an off-chain worker would send. A decision
+        the call refuses is rolled back alone. Returns the assignments made."""
+        state, registry = self.runtime.state, self.runtime.gpu_registry
+        pending = list(state.get(self.PendingJobs))
+        if not pending:
+            return []
+        jobs = {j: state.get(self.Jobs, j) for j in pending}
+        gpus = []
+        for gpu_id, node in state.iter_map(registry.GpuNodes):
+            if node["status"] != "Active":
+                continue
+            on_gpu = list(state.get(self.GpuJobs, int(gpu_id)))
+            busy = sum(1 for j in on_gpu if (state.get(self.Jobs, j) or {}).get("status") == "Processing")
+            gpus.append(GpuLoad(int(gpu_id), busy, MAX_GPU_JOBS - len(on_gpu)))
+        queue = [(j, job["priority"]) for j, job in jobs.items() if job is not None and job["status"] == "Pending"]
+        made = []
+        for job_id, gpu_id in match_jobs(queue, gpus, slots):
+            sp = state.savepoint()
+            try:
+                self.assign_job(ROOT, job_id, gpu_id)
+                made.append((job_id, gpu_id))
+            except DispatchError:
+                state.rollback(sp)
+        return made

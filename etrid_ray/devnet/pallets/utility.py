@@ -7,11 +7,14 @@ from typing import Any
 from etrid_ray.devnet.pallet import DispatchError, Origin, Pallet
 
 BATCHED_CALLS_LIMIT = 10_922
+# The etrid-ray runtime only (upstream has no Utility): after upstream's last pallet (TokenMessenger, 26), so every
+# index upstream uses means the same pallet here.
+UTILITY_INDEX = 27
 
 
 class Utility(Pallet):
     def declare(self) -> None:
-        self.name, self.index, self.module = "Utility", 5, "pallet_utility"
+        self.name, self.index, self.module = "Utility", UTILITY_INDEX, "pallet_utility"
         c, rt = self.runtime.types, self.runtime
         calls = ("calls", self.reg.sequence(rt.runtime_call_ty), "Vec<<T as Config>::RuntimeCall>")
         self.call(0, "batch", [calls], self.batch, "Send a batch of dispatch calls; stops at the first error.")

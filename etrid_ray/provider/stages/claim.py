@@ -12,6 +12,12 @@ where jobs a couple of blocks apart count as equally old and are taken in this h
 (`timing.BlockPace`, `spread_key`), so competing providers do not all claim the same jobs in the same block.
 Each claim takes one of our GPUs with room on chain (`GpuJobs` is bounded per GPU: a claim past the bound
 fails there), the least loaded first.
+
+Jobs the chain assigned to our GPUs (root `assign_job`; intake.py notes them in `assigned`) are taken first, on the
+GPU the chain chose, with no extrinsic and no timing gate: the chain's clock already runs and the job is ours to run
+or to fail. One that admission would skip (a handler we do not serve, a price below our floor) is taken to be failed
+at once, which refunds its consumer instead of leaving it to time out. On a runtime without `claim_job` (upstream's)
+these are the only jobs taken; the rest wait on chain for an assignment.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import Literal
+from typing import Any, Literal
 
+from etrid_ray.admission import reject
 from etrid_ray.chain.models import GPU_JOBS_BOUND
 from etrid_ray.provider.job import JobBook, JobState, TrackedJob
 from etrid_ray.provider.journal import Journal
@@ -49,7 +56,7 @@ class Claimer:
     def __init__(self, book: JobBook, chain: object, journal: Journal, stats: Stats, estimates: Estimates,
                  tasks: RayTasks, scaling: PoolScaling, gpu_ids: Callable[[], Sequence[int]],
                  capacity: Callable[[], float], max_per_gpu: int, batch: int, clock: Callable[[], float],
-                 pace: BlockPace | None = None) -> None:
+                 pace: BlockPace | None = None, assigned: dict[int, int] | None = None) -> None:
         self.book = book
         self.chain = chain
         self.journal = journal
@@ -64,6 +71,8 @@ class Claimer:
         self.clock = clock
         self.pace = pace or BlockPace()
         self.deferral = ClaimDeferral()
+        self.assigned = assigned if assigned is not None else {}  # job id → our GPU, from intake (JobAssigned)
+        self._taken: set[int] = set()  # picked from `assigned`: won without a claim extrinsic
         self._late: set[int] = set()  # jobs counted once as impossible to finish in time here
         self._too_big: set[int] = set()  # jobs counted once as needing more GPUs than the Ray cluster has
         self.last_claim_at = float("-inf")
@@ -72,7 +81,51 @@ class Claimer:
     # choosing ------------------------------------------------------------------------------------------------
 
     def choose(self) -> list[TrackedJob]:
-        """Moves the jobs to claim now to `claiming`, each with its GPU and planned pool."""
+        """Moves the jobs to claim now to `claiming`, each with its GPU and planned pool (jobs the chain assigned
+        us first)."""
+        taken = self._take_assigned()
+        if not self._can_claim():
+            return taken
+        return taken + self._choose()
+
+    def _can_claim(self) -> bool:
+        supports = getattr(self.chain, "supports_claim", None)
+        return supports() if supports is not None else True
+
+    def _take_assigned(self) -> list[TrackedJob]:
+        """The assigned jobs admission has judged, moved to `claiming` on the GPU the chain chose."""
+        if not self.assigned:
+            return []
+        now = self.clock()
+        out: list[TrackedJob] = []
+        with self.book.lock:
+            timelines: dict[str | None, GpuTimeline] | None = None
+            for job_id, gpu in list(self.assigned.items()):
+                tracked = self.book.get(job_id)
+                if tracked is None or tracked.state not in (JobState.QUEUED, JobState.ADMITTED, JobState.SKIPPED):
+                    del self.assigned[job_id]  # ended, or already ours by our own claim
+                    continue
+                if tracked.state is JobState.QUEUED:
+                    continue  # admission has not judged it yet (its manifest is on its way)
+                if tracked.state is JobState.SKIPPED:
+                    tracked.verdict = reject("assigned_unservable", f"assigned here but not served: {tracked.verdict.reason}")
+                    self.book.move(tracked, JobState.QUEUED, "assigned to us", now)
+                    self.book.move(tracked, JobState.ADMITTED, tracked.verdict.reason, now)
+                tracked.gpu_id = gpu
+                tracked.pool, tracked.free_at = None, None
+                if tracked.verdict.action != "reject" and tracked.manifest is not None:
+                    if timelines is None:
+                        timelines = self._timelines(now, self.book.in_state(JobState.RUNNING))
+                    warm = self.tasks.warm_slots({})
+                    # the pool it fits best; when none fits in time it still runs (the chain gave it to us)
+                    self._place(tracked, now, timelines, warm, self.estimates.dispatch_s())
+                del self.assigned[job_id]
+                self._taken.add(job_id)
+                self.book.move(tracked, JobState.CLAIMING, f"assigned to gpu {gpu}", now)
+                out.append(tracked)
+        return out
+
+    def _choose(self) -> list[TrackedJob]:
         now = self.clock()
         with self.book.lock:
             if not self.book.count(JobState.ADMITTED):
@@ -242,17 +295,31 @@ class Claimer:
     # claiming ------------------------------------------------------------------------------------------------
 
     def claim(self, picked: list[TrackedJob]) -> list[TrackedJob]:
-        """Claims `picked` on chain; returns the jobs won (now `claimed`). Lost races end `lost`; an extrinsic
-        that failed as a whole puts every job back to `admitted` and raises."""
+        """Claims `picked` on chain; returns the jobs won (now `claimed`). Jobs the chain assigned us are won
+        without an extrinsic. Lost races end `lost`; an extrinsic that failed as a whole puts every job it claimed
+        back to `admitted` and raises (logs, when assigned jobs were won meanwhile)."""
         if not picked:
             return []
-        try:
-            results = self.chain.claim([(t.job_id, t.gpu_id) for t in picked])  # type: ignore[attr-defined]
-        except Exception:
-            self.book.move_all(picked, JobState.ADMITTED, "claim extrinsic failed")
-            raise
-        won = [t for t, r in zip(picked, results, strict=True) if r.ok]
-        lost = [(t, r) for t, r in zip(picked, results, strict=True) if not r.ok]
+        assigned = [t for t in picked if t.job_id in self._taken]
+        self._taken.difference_update(t.job_id for t in assigned)
+        to_claim = [t for t in picked if t not in assigned]
+        results = []
+        if to_claim:
+            try:
+                results = self.chain.claim([(t.job_id, t.gpu_id) for t in to_claim])  # type: ignore[attr-defined]
+            except Exception:
+                self.book.move_all(to_claim, JobState.ADMITTED, "claim extrinsic failed")
+                if not assigned:
+                    raise
+                # the assigned jobs are ours whatever became of the claims: they go on to run
+                log.exception("claim extrinsic failed; %d assigned jobs go on", len(assigned))
+        won = assigned + [t for t, r in zip(to_claim, results, strict=True) if r.ok]
+        lost = [(t, r) for t, r in zip(to_claim, results, strict=True) if not r.ok]
+        self._won(won, lost)
+        return won
+
+    def _won(self, won: list[TrackedJob], lost: list[tuple[TrackedJob, Any]]) -> None:
+        """Records the jobs now ours (`claimed`) and the races lost (`lost`)."""
         self.journal.claimed([(t.job_id, t.gpu_id) for t in won])
         audit.record_many([("claim", {"job": t.job_id, "gpu": t.gpu_id, "pool": t.pool}) for t in won])
         with self.book.lock:
@@ -265,4 +332,3 @@ class Claimer:
             self.stats.claimed += len(won)
             self.stats.lost_claims += len(lost)
             self.deferral.observe(len(won), len(lost))
-        return won

@@ -5,12 +5,18 @@ enter the book `queued`; jobs that left the chain's queue while we were only wat
 (another provider took them, their consumer cancelled, they expired) and are reported to whoever learns from
 departures (the scaling stage: how long consumers wait before someone else serves them); payments to us are
 counted. Pending ids the book has never seen (a claim lost in a node restart) are read from the chain.
+
+Jobs also reach us without a claim: root `assign_job` (upstream's only way — its runtime has no `claim_job` — and
+the devnet's `--assigner`) puts a job on one of our GPUs and emits `JobAssigned`. Such a job is ours to run or to
+fail: it does not depart when it leaves the queue, it enters the book if it never was there (assigned in the block
+it was submitted), and `assigned` tells the claim stage which GPU the chain gave it (claim.py takes it from there).
+Our own `claim_job` emits `JobAssigned` too; a job the book already holds as claimed is left alone.
 """
 
 from __future__ import annotations
 
 import queue
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from etrid_ray.chain import QueueUpdate
@@ -22,7 +28,7 @@ from etrid_ray.provider.stats import Stats
 class Intake:
     def __init__(self, book: JobBook, chain: Any, stats: Stats,
                  on_departed: Callable[[TrackedJob], None] = lambda _t: None,
-                 on_block: Callable[[int], None] = lambda _n: None,
+                 gpu_ids: Callable[[], Sequence[int]] = tuple, on_block: Callable[[int], None] = lambda _n: None,
                  on_paid: Callable[[int, int, int | None], None] = lambda _j, _a, _b: None) -> None:
         self.book = book
         self.chain = chain
@@ -30,6 +36,8 @@ class Intake:
         self.on_departed = on_departed
         self.on_block = on_block  # each new best block seen (how often the chain makes them: timing.BlockPace)
         self.on_paid = on_paid  # each PaymentReleased to us: (job, amount, block), outside the book's lock
+        self.gpu_ids = gpu_ids
+        self.assigned: dict[int, int] = {}  # job id → our GPU the chain assigned it to, until the claim stage takes it
         self.updates: queue.Queue[QueueUpdate] = queue.Queue()
         self.best_block = 0
         self.pending_ids: list[int] = []
@@ -46,6 +54,8 @@ class Intake:
         book = self.book
         me = self.chain.address
         paid: list[tuple[int, int, int | None]] = []
+        ours = set(self.gpu_ids())
+        fresh: dict[int, int] = {}  # assigned to us in these updates
         while True:
             try:
                 update = self.updates.get_nowait()
@@ -63,10 +73,13 @@ class Intake:
                         self.stats.earnings_planck += int(event.get("amount"))
                         self.stats.payments += 1
                         paid.append((int(event.get("job_id")), int(event.get("amount")), event.block_number))
+                    elif event.is_("JobMarketplace", "JobAssigned") and int(event.get("gpu_id")) in ours:
+                        fresh[int(event.get("job_id"))] = int(event.get("gpu_id"))
         for job_id, amount, block in paid:
             self.on_paid(job_id, amount, block)
         if latest is None:
             return added
+        added += self._take_assigned(fresh)
         self.best_block = latest.block_number
         self.on_block(latest.block_number)
         self.pending_ids = latest.pending_ids
@@ -75,7 +88,8 @@ class Intake:
         # jobs and changes by a few per block
         left, self._last_pending = self._last_pending - pending, pending
         with book.lock:
-            gone = [t for t in (book.get(j) for j in left) if t is not None and t.state in WAITING]
+            gone = [t for t in (book.get(j) for j in left - self.assigned.keys())
+                    if t is not None and t.state in WAITING]
             for tracked in gone:  # taken by someone else, cancelled or expired
                 book.move(tracked, JobState.DEPARTED, "left the chain's queue")
         for tracked in gone:
@@ -89,4 +103,28 @@ class Intake:
                     if job.status == JobStatus.PENDING and job_id not in book:
                         book.add(job, JobState.QUEUED, note="pending on chain, unseen before")
                         added += 1
+        return added
+
+    def _take_assigned(self, fresh: dict[int, int]) -> int:
+        """Notes the jobs the chain assigned to our GPUs for the claim stage; reads those the book never saw.
+        Returns how many entered the book."""
+        if not fresh:
+            return 0
+        book = self.book
+        with book.lock:
+            for job_id, gpu_id in fresh.items():
+                tracked = book.get(job_id)
+                if tracked is None or tracked.state in WAITING:
+                    self.assigned[job_id] = gpu_id
+            unseen = sorted(j for j in fresh if j in self.assigned and j not in book)
+        jobs = self.chain.jobs(unseen) if unseen else {}
+        added = 0
+        with book.lock:
+            for job_id in unseen:
+                job = jobs.get(job_id)
+                if job is None or job.status != JobStatus.PROCESSING or job.assigned_gpu != fresh[job_id]:
+                    self.assigned.pop(job_id, None)  # finished (or moved) before we looked: nothing to run
+                elif job_id not in book:
+                    book.add(job, JobState.QUEUED, note=f"assigned to our gpu {fresh[job_id]}")
+                    added += 1
         return added
