@@ -108,7 +108,8 @@ class Claimer:
                 if tracked.state is JobState.QUEUED:
                     continue  # admission has not judged it yet (its manifest is on its way)
                 if tracked.state is JobState.SKIPPED:
-                    tracked.verdict = reject("assigned_unservable", f"assigned here but not served: {tracked.verdict.reason}")
+                    tracked.verdict = reject("assigned_unservable",
+                                             f"assigned here but not served: {tracked.verdict.reason}")
                     self.book.move(tracked, JobState.QUEUED, "assigned to us", now)
                     self.book.move(tracked, JobState.ADMITTED, tracked.verdict.reason, now)
                 tracked.gpu_id = gpu
