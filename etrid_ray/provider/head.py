@@ -150,7 +150,8 @@ class ProviderHead:
 
     def _make_scaler(self) -> Any:
         kwargs = {} if self._cluster_port is None else {"cluster": self._cluster_port}
-        return Scaler(self.config, self.pools, refresh_in_background=True, **kwargs)
+        return Scaler(self.config, self.pools, refresh_in_background=True,
+                      startup_of=lambda pool: self.estimates.learnt_node_startup_s(pool.name), **kwargs)
 
     def capacity(self) -> float:
         """GPUs the Ray cluster offers new work now (it grows and shrinks with the autoscaler; draining nodes
