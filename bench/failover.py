@@ -19,7 +19,7 @@ real 180–240 s; the rule scales with the declared or learnt startup either way
   the head's last request to Ray holds no AWS bundle, and Ray's own autoscaler state (its cluster
   constraint, what `request_resources` set) asks for no AWS node.
 
-    .venv/bin/python bench/failover.py [--jobs 4] [--startup 20] [--seconds 5]
+    .venv/bin/python bench/failover.py [--jobs 2] [--startup 20] [--seconds 5]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def ray_constraint_demands(gcs_address: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=4, help="8-GPU jobs in the spike")
+    parser.add_argument("--jobs", type=int, default=2, help="8-GPU jobs (≤ 2: 2 nodes a pool)")
     parser.add_argument("--startup", type=float, default=20.0, help="declared startup (s) of both cloud pools")
     parser.add_argument("--seconds", type=float, default=5.0, help="how long each job sleeps")
     parser.add_argument("--idle", type=float, default=10.0, help="idle timeout (s) of the fake cluster")
@@ -157,10 +157,10 @@ def main() -> None:
     print(f"  spike -> first request for {BROKEN}: {since(first_request)}")
     print(f"  spike -> {BROKEN} request withdrawn, pool backing off: {since(withdrawn_at)} "
           f"(rule: startup {args.startup:g} s + margin {margin:g} s)")
-    print(f"  spike -> first job running on {FALLBACK}: {since(first_elsewhere)} (issue target <= startup + 30 s = "
-          f"{target:g} s; the fallback node's own startup comes on top of the withdrawal)")
+    print(f"  spike -> first job dispatched to a live {FALLBACK} node: {since(first_elsewhere)} (issue target <= "
+          f"startup + 30 s = {target:g} s; the fallback node's own startup comes on top of the withdrawal)")
     if withdrawn_at is not None and first_elsewhere is not None:
-        print(f"  withdrawal -> first job running on {FALLBACK}: {first_elsewhere - withdrawn_at:.1f} s")
+        print(f"  withdrawal -> first job dispatched to a live {FALLBACK} node: {first_elsewhere - withdrawn_at:.1f} s")
     print(f"  all jobs reported: {done - spike:.1f} s; completed on chain {completed}/{args.jobs}; head failed "
           f"{dict(status.failed)}; ran on {sorted(set(pools_ran.get(i) or '?' for i in ids))}")
     print(f"  {BROKEN} nodes ever alive: {broken_peak}; head's standing request {requested}; "

@@ -109,7 +109,7 @@ class ProviderHead:
         gate = self._gate
         ids = self._gpu_ids
         self.scaling = PoolScaling(self.pools, self.book, self.cluster, self.estimates, self._make_scaler,
-                                   config.scale_interval_s, gate, clock, time.monotonic)
+                                   config.scale_interval_s, gate, clock, time.monotonic, cancel=self.tasks.withdraw)
         self.intake = Intake(self.book, self.chain, self.stats, self.scaling.note_departed)
         self.admission = Admission(self.book, self.manifests, self.stats, self._offers, clock)
         self.claimer = Claimer(self.book, self.chain, self.journal, self.stats, self.estimates, self.tasks,
@@ -320,6 +320,9 @@ class ProviderHead:
         if won:
             with self.book.lock:
                 self.dispatcher.dispatch(won)
+        if self.scaling.requeued:  # claimed jobs taken back from a pool whose nodes never came, where room is now
+            with self.book.lock:
+                self.dispatcher.dispatch(self.scaling.runnable(self.book.in_state(JobState.RUNNING)))
         self.keepalive.tick()
         return bool(won)
 
@@ -366,6 +369,7 @@ class ProviderHead:
                 result_to_chain_p99=percentile(s.result_to_chain, 99),
                 loop_p50_ms=percentile(s.loop_seconds, 50) * 1000, loop_seconds=tuple(s.loop_seconds),
                 durations=durations, estimates=self.estimates.summary(),
+                pools_unavailable=self.scaling.scaler.unavailable(now) if self.scaling.scaler is not None else {},
                 waits=tuple(s.queue_to_start) if detail else (),
                 result_latencies=tuple(s.result_to_chain) if detail else ())
 

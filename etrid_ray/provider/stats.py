@@ -112,6 +112,8 @@ class HeadStatus:
     estimates: dict[str, Any]
     waits: tuple[float, ...] = ()  # with detail: queue → start per job
     result_latencies: tuple[float, ...] = ()  # with detail: result → on chain per job
+    # pools whose requested nodes never came, backing off (scaling.capacity): pool -> why, and when asked again
+    pools_unavailable: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self, detail: bool = False) -> dict[str, Any]:
         out = asdict(self)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from etrid_ray.admission import MIN_BILLABLE_GPUS, JobTerms, billable_gpus
@@ -112,6 +112,11 @@ class QueuedJob:
     def revenue_usd_per_gpu_hour(self, edsc_usd: float) -> float:
         """The job's offered price as the provider's USD per GPU-hour (fee deducted)."""
         return self.price_per_gpu_s * 3600 * (1 - PLATFORM_FEE_BPS / 10_000) / PLANCK_PER_EDSC * edsc_usd
+
+    def claimed_again(self) -> QueuedJob:
+        """This job, ours already (taken back from a node that went away or never came): placement never judges
+        it too late for a new node, and no other provider can take it."""
+        return self if self.claimed else replace(self, claimed=True)
 
     @classmethod
     def from_manifest(cls, job_id: int, manifest: Manifest, *, price_per_gpu_s: float, expected_duration_s: float,

@@ -43,7 +43,7 @@ import math
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from etrid_ray.clouds.base import BUCKET_RATES, interruption_rate
@@ -541,7 +541,7 @@ class Simulator:
             if node is not None:
                 for job_id in sorted(node.jobs):
                     job = self._stop(job_id, t)
-                    self.queue[job_id] = job if job.claimed else replace(job, claimed=True)
+                    self.queue[job_id] = job.claimed_again()
                     self.requeued += 1
                 self._close_node(node, t)
                 return True
