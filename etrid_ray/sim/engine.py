@@ -262,6 +262,7 @@ class Simulator:
         self.served_waits: list[float] = []  # jobs that started
         self.memory: Any = None
         self.capacity = CapacityMemory()  # the tick's capacity rule's memory (scaling.capacity)
+        self.unavailable: frozenset[str] = frozenset()  # pools the capacity rule held back at the last tick
         self.nid = 0
         self.wakes: set[float] = set()
         self.revenue = 0.0
@@ -580,6 +581,14 @@ class Simulator:
         for d in reply.decisions:
             if d.reason is Reason.UNAVAILABLE:
                 self.by_name[d.pool].withdrawn -= d.delta
+        seen = reply.snapshot if reply.snapshot is not None else snap
+        unavailable = frozenset(ps.name for ps in seen.pools if ps.unavailable is not None)
+        if unavailable != self.unavailable:
+            # a pool became (un)available: jobs move between pools on this tick, and the nodes this tick buys or
+            # cancels are capacity the next tick places on again — the live head, re-planning every interval,
+            # sees them one interval later, so the simulator looks again then too
+            self.unavailable = unavailable
+            self._wake(now + self.grid, now)
         # dispatch: steered jobs start where their pool has room now (what Ray does with the task)
         for p in plan.steered:
             if p.job_id not in self.queue:
