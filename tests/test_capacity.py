@@ -9,11 +9,14 @@ All on a fake clock: the snapshot says what is pending since when.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from etrid_ray.config import ProviderConfig, pools_from_config
 from etrid_ray.prices import default_catalog, quotes_for
+from etrid_ray.provider.scaler import Scaler
+from etrid_ray.provider.timing import Estimates
 from etrid_ray.scaling import POLICIES, PlaceReason, Reason
 from etrid_ray.scaling.capacity import CapacityMemory, backoff_s
 from etrid_ray.scaling.state import PoolState, Snapshot
@@ -185,3 +188,54 @@ def test_in_a_shortage_of_the_cheapest_pool_the_simulator_withdraws_and_serves_t
     # the same spike with capacity everywhere runs on AWS and withdraws nothing
     calm = Simulator(spike, "profit", replace(settings, shortage=None)).run()
     assert calm.withdrawn_requests[AWS] == 0 and calm.node_launches[AZURE] == 0
+
+
+# --- the live scaler: the withdrawal is the next request, and status says why ----------------------------------
+
+
+class NoCloudNodes:
+    """A `ClusterPort` of one busy local node, where requested cloud nodes never join; requests are recorded."""
+
+    def __init__(self) -> None:
+        self.requests: list[list[dict[str, float]]] = []
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [{"NodeID": "local", "Alive": True, "Resources": {"GPU": 4.0, POOLS[LOCAL].resource: 1000.0}}]
+
+    def available_per_node(self) -> dict[str, dict[str, float]]:
+        return {"local": {"GPU": 0.0}}
+
+    def draining(self) -> set[str]:
+        return set()
+
+    def request(self, bundles: list[dict[str, float]]) -> None:
+        self.requests.append(bundles)
+
+
+def test_the_live_scaler_withdraws_by_its_next_request_and_says_why_with_the_learnt_startup():
+    port = NoCloudNodes()
+    scaler = Scaler(CONFIG, list(POOLS.values()), prices=dict(PRICES), cluster=port,
+                    startup_of=lambda pool: 60.0 if pool.name == AWS else None)  # learnt: AWS nodes start in 60 s
+    queue = SPIKE
+    scaler.step(queue, 0.0)
+    assert port.requests[-1] == [{"GPU": 8.0, POOLS[AWS].resource: 1.0}] * 2
+    scaler.step(queue, 89.0)
+    assert scaler.unavailable(89.0) == {}
+    step = scaler.step(queue, 90.0)  # 60 s learnt + 30 s margin (the declared 180 s would wait till 210 s)
+    assert step.decisions[0].reason is Reason.UNAVAILABLE
+    assert all(POOLS[AWS].resource not in b for b in port.requests[-1])  # withdrawn from Ray's request
+    assert port.requests[-1] == [{"GPU": 8.0, POOLS[AZURE].resource: 1.0}] * 2  # the next pool that pays
+    assert AWS not in scaler.requested
+    why = scaler.unavailable(100.0)[AWS]
+    assert why.startswith("no node joined within 90 s of its request (startup 60 s + margin 30 s)")
+    assert why.endswith("asked again in 110 s")
+    # the withdrawn requests' bills closed at the withdrawal (a minute at least, as any withdrawn request)
+    assert scaler.ledger.closed_by_pool[AWS] == pytest.approx(2 * PRICES[AWS].usd_per_node_hour * 90 / 3600)
+
+
+def test_the_head_learns_a_pool_startup_only_from_nodes_it_saw_join():
+    estimates = Estimates()
+    assert estimates.learnt_node_startup_s(AWS) is None  # nothing seen: the capacity rule waits the declared one
+    estimates.observe_node(AWS, 42.0, prior_s=180.0)
+    learnt = estimates.learnt_node_startup_s(AWS)
+    assert learnt is not None and 42.0 <= learnt < 180.0 * 1.5
