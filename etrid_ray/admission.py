@@ -50,13 +50,34 @@ class JobTerms:
     payment: int
 
 
+# Why a job was not claimed, as a label value: metrics count by these (a small fixed set, so a stream of jobs
+# offering ever-new prices cannot grow a metric's series); the particulars — the offered price, the VRAM asked —
+# stay in the reason, which the logs and the audit trail carry.
+REJECT_KINDS = ("manifest_invalid", "handler_unknown", "model_type", "inputs_too_large")
+SKIP_KINDS = ("unevaluated", "handler_not_offered", "gpus_per_node", "vram", "accelerator", "tee", "region", "price",
+              "cannot_finish_in_time", "more_gpus_than_cluster")
+
+
 @dataclass(frozen=True)
 class Verdict:
     action: Literal["claim", "skip", "reject"]
     reason: str = ""
+    kind: str = ""  # one of REJECT_KINDS / SKIP_KINDS; "" for a claim
 
 
 CLAIM = Verdict("claim")
+
+
+def skip(kind: str, reason: str) -> Verdict:
+    if kind not in SKIP_KINDS:
+        raise ValueError(f"skip kind {kind!r} is not one of {SKIP_KINDS}")
+    return Verdict("skip", reason, kind)
+
+
+def reject(kind: str, reason: str) -> Verdict:
+    if kind not in REJECT_KINDS:
+        raise ValueError(f"reject kind {kind!r} is not one of {REJECT_KINDS}")
+    return Verdict("reject", reason, kind)
 
 
 def region_allowed(region: str, manifest: Manifest) -> bool:
@@ -90,30 +111,30 @@ def price_per_gpu_second(terms: JobTerms, manifest: Manifest) -> float:
 
 def admit(terms: JobTerms, manifest: Manifest | ManifestError, caps: Capabilities) -> Verdict:
     if isinstance(manifest, ManifestError):
-        return Verdict("reject", str(manifest))
+        return reject("manifest_invalid", str(manifest))
     workload = REGISTRY.get(manifest.handler)
     if workload is None:
-        return Verdict("reject", f"unknown handler {manifest.handler!r}")
+        return reject("handler_unknown", f"unknown handler {manifest.handler!r}")
     if terms.model_type not in workload.model_types:
-        return Verdict("reject", f"handler {manifest.handler!r} does not serve model type {terms.model_type}")
+        return reject("model_type", f"handler {manifest.handler!r} does not serve model type {terms.model_type}")
     declared = sum(ref.size or 0 for ref in manifest.inputs)
     if declared > caps.max_input_bytes:
-        return Verdict("reject", f"inputs too large: {declared} bytes > {caps.max_input_bytes}")
+        return reject("inputs_too_large", f"inputs too large: {declared} bytes > {caps.max_input_bytes}")
     if manifest.handler not in caps.handlers:
-        return Verdict("skip", f"handler {manifest.handler!r} not offered here")
+        return skip("handler_not_offered", f"handler {manifest.handler!r} not offered here")
     res = manifest.resources
     if res.gpus > caps.gpus_per_node:
-        return Verdict("skip", f"needs {res.gpus:g} GPUs on one node; nodes have {caps.gpus_per_node}")
+        return skip("gpus_per_node", f"needs {res.gpus:g} GPUs on one node; nodes have {caps.gpus_per_node}")
     if res.min_vram_gb > caps.vram_gb:
-        return Verdict("skip", f"needs {res.min_vram_gb} GB VRAM; GPUs have {caps.vram_gb}")
+        return skip("vram", f"needs {res.min_vram_gb} GB VRAM; GPUs have {caps.vram_gb}")
     if res.accelerator and not accelerator_matches(res.accelerator, caps.accelerator):
-        return Verdict("skip", f"needs {res.accelerator}; GPUs are {caps.accelerator}")
+        return skip("accelerator", f"needs {res.accelerator}; GPUs are {caps.accelerator}")
     if res.tee and res.tee != caps.tee:
-        return Verdict("skip", f"needs TEE {res.tee}")
+        return skip("tee", f"needs TEE {res.tee}")
     if not region_allowed(caps.region, manifest):
         allowed = describe_regions(job_regions(manifest.compliance))
-        return Verdict("skip", f"region {caps.region} not allowed by compliance rules (allowed: {allowed})")
+        return skip("region", f"region {caps.region} not allowed by compliance rules (allowed: {allowed})")
     if not pays_enough(terms, manifest, caps.price_per_gpu_second):
         offered = price_per_gpu_second(terms, manifest)
-        return Verdict("skip", f"pays {offered:.3g} planck/GPU-s < {caps.price_per_gpu_second}")
+        return skip("price", f"pays {offered:.3g} planck/GPU-s < {caps.price_per_gpu_second}")
     return CLAIM

@@ -14,11 +14,11 @@ URLs accepted by :func:`open_blob_store`:
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import tempfile
-import urllib.error
-import urllib.request
+import threading
 from abc import ABC, abstractmethod
 from hashlib import blake2b
 from pathlib import Path
@@ -94,51 +94,81 @@ class BlobStore(ABC):
 
 
 class HttpBlobStore(BlobStore):
-    """The devnet's store: ``PUT``/``GET {base}/blobs/0x<hash>``."""
+    """The devnet's store: ``PUT``/``GET {base}/blobs/0x<hash>``.
+
+    Each thread keeps one keep-alive connection: every job's worker stores a result, and a new TCP connection
+    plus urllib's handler chain per request cost client and server twice what the request itself does
+    (bench/throughput.py). Requests are idempotent (content-addressed PUT, GET, DELETE), so one that met a
+    connection the server had closed while idle is sent once more on a fresh one."""
 
     def __init__(self, base_url: str, timeout: float = 30.0) -> None:
         self.url = base_url.rstrip("/")
         self.timeout = timeout
-        self.opener = urllib.request.build_opener()
+        parsed = urlparse(self.url)
+        self._host, self._port, self._prefix = parsed.hostname or "", parsed.port, parsed.path.rstrip("/")
+        self._local = threading.local()
 
     def _endpoint(self, h: str) -> str:
         return f"{self.url}/blobs/{h}"
 
-    def _open(self, req: urllib.request.Request | str) -> bytes:
-        """One request's body through `self.opener`; HTTP errors are raised for the caller to map. A transport
-        brings its own opener (TLS with its own CA: `security.transport.TlsHttpBlobStore`)."""
-        try:
-            with self.opener.open(req, timeout=self.timeout) as resp:
-                return resp.read()
-        except urllib.error.HTTPError:
-            raise
-        except urllib.error.URLError as exc:
-            raise self._unreachable(exc) from None
+    def _new_connection(self) -> http.client.HTTPConnection:
+        """A transport brings its own (TLS with its own CA: `security.transport.TlsHttpBlobStore`)."""
+        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
 
-    def _unreachable(self, exc: urllib.error.URLError) -> BlobError:
-        return BlobError(f"cannot reach blob store {self.url}: {exc.reason}")
+    def request(self, method: str, h: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """One request on this thread's connection: the status and the body. Raises `BlobError` when the
+        store cannot be reached."""
+        headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
+        path = f"{self._prefix}/blobs/{h}"
+        for attempt in (0, 1):
+            conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+            fresh = conn is None
+            if conn is None:
+                conn = self._local.conn = self._new_connection()
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                if resp.will_close:
+                    self._drop()
+                return resp.status, data
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                    http.client.CannotSendRequest, http.client.BadStatusLine) as exc:
+                self._drop()
+                if fresh or attempt:  # not an idle connection the server closed: the store is gone
+                    raise self._unreachable(exc) from None
+            except OSError as exc:  # refused, timed out, TLS failures
+                self._drop()
+                raise self._unreachable(exc) from None
+        raise AssertionError("unreachable")
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
+
+    def _unreachable(self, exc: BaseException) -> BlobError:
+        return BlobError(f"cannot reach blob store {self.url}: {type(exc).__name__}: {exc}")
 
     def _put(self, h: str, data: bytes) -> None:
-        req = urllib.request.Request(
-            self._endpoint(h), data=data, method="PUT", headers={"Content-Type": "application/octet-stream"}
-        )
-        try:
-            self._open(req)
-        except urllib.error.HTTPError as exc:
-            body = exc.read()[:200].decode("utf-8", "replace")
-            if exc.code == 413:
-                raise BlobTooLarge(f"{len(data)} bytes exceed the blob limit of {self.url} ({body})") from None
-            if exc.code == 400:
-                raise BlobIntegrityError(f"{self.url} refused blob {h}: {body}") from None
-            raise BlobError(f"PUT {self._endpoint(h)} failed: HTTP {exc.code} {body}") from None
+        status, body = self.request("PUT", h, data)
+        if status in (200, 201):
+            return
+        text = body[:200].decode("utf-8", "replace")
+        if status == 413:
+            raise BlobTooLarge(f"{len(data)} bytes exceed the blob limit of {self.url} ({text})")
+        if status == 400:
+            raise BlobIntegrityError(f"{self.url} refused blob {h}: {text}")
+        raise BlobError(f"PUT {self._endpoint(h)} failed: HTTP {status} {text}")
 
     def _get(self, h: str) -> bytes:
-        try:
-            return self._open(self._endpoint(h))
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                raise BlobNotFound(f"blob {h} not in {self.url}") from None
-            raise BlobError(f"GET {self._endpoint(h)} failed: HTTP {exc.code}") from None
+        status, body = self.request("GET", h)
+        if status == 200:
+            return body
+        if status == 404:
+            raise BlobNotFound(f"blob {h} not in {self.url}")
+        raise BlobError(f"GET {self._endpoint(h)} failed: HTTP {status}")
 
 
 class FileBlobStore(BlobStore):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etrid_ray.admission import Capabilities, JobTerms, Verdict, admit
+from etrid_ray.admission import REJECT_KINDS, SKIP_KINDS, Capabilities, JobTerms, Verdict, admit
 from etrid_ray.manifest import Manifest, ManifestError
 from etrid_ray.workloads.registry import REGISTRY
 
@@ -52,7 +52,8 @@ def test_a_job_that_fits_and_pays_the_price_is_claimed():
 
 def test_bad_manifest_is_rejected_with_the_manifest_error_as_reason():
     err = ManifestError("invalid manifest: handler: Field required")
-    assert admit(terms(), err, CAPS) == Verdict("reject", "invalid manifest: handler: Field required")
+    assert admit(terms(), err, CAPS) == Verdict("reject", "invalid manifest: handler: Field required",
+                                                "manifest_invalid")
 
 
 def test_bad_manifest_is_rejected_even_by_a_provider_that_would_skip_everything():
@@ -261,3 +262,20 @@ def test_a_job_asking_for_zero_gpus_is_still_priced_as_a_minimum_gpu_fraction():
     assert verdict(zero, payment=1).action == "skip"  # one planck does not buy 100 s of anything
     floor = int(CAPS.price_per_gpu_second * 100 * 0.01) + 1
     assert verdict(zero, payment=floor).action == "claim"
+
+
+@settings(max_examples=200, deadline=None)
+@given(payment=st.integers(0, 10**30), seconds=st.integers(0, 10**6), gpus=st.sampled_from([0, 0.5, 1, 2, 8]),
+       vram=st.integers(0, 200), accelerator=st.sampled_from([None, "A100", "H100", "MI300X", "x" * 32]),
+       region=st.sampled_from(["eu-west-1", "us-east-1", "ap-south-1"]))
+def test_every_verdict_names_one_of_a_fixed_set_of_kinds(payment, seconds, gpus, vram, accelerator, region):
+    """Metrics count skips by kind: whatever price, size or region a consumer writes, the kind is one of a small
+    fixed set (the numbers stay in the reason, for the logs)."""
+    m = manifest(resources={"gpus": gpus, "min_vram_gb": vram, "accelerator": accelerator})
+    v = admit(JobTerms(7, "Custom", seconds, payment), m, caps(region=region))
+    assert (v.action, v.kind) == ("claim", "") or v.kind in (SKIP_KINDS if v.action == "skip" else REJECT_KINDS)
+
+
+def test_a_skip_names_its_kind_and_keeps_the_particulars_in_its_reason():
+    v = admit(terms(max_compute_time=100, payment=10**16), manifest(), caps(price_per_gpu_second=3 * 10**16))
+    assert v.kind == "price" and "1e+14 planck/GPU-s < 30000000000000000" in v.reason

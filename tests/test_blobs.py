@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from hashlib import blake2b
 
 import pytest
@@ -17,6 +18,8 @@ from etrid_ray.blobs import (
     normalize_hash,
     open_blob_store,
 )
+from etrid_ray.devnet.process import DevnetProcess
+from etrid_ray.devnet.server import SMALL_BLOB
 
 DATA = b'{"handler": "matmul", "args": {"n": 64}}'
 
@@ -119,3 +122,44 @@ def test_http_store_against_devnet(devnet) -> None:
     # the server refuses bytes that do not hash to their name
     with pytest.raises(BlobIntegrityError):
         store._put(blob_hash(b"other"), DATA)
+
+
+def test_http_store_keeps_one_connection_per_thread(devnet) -> None:
+    """Every job's worker stores a result: one keep-alive connection, not a TCP connection per blob."""
+    store = HttpBlobStore(devnet.http_url)
+    hashes = [store.put(f"result {i}".encode()) for i in range(20)]
+    conn = store._local.conn
+    assert conn is not None and conn.sock is not None
+    local_port = conn.sock.getsockname()[1]
+    assert [store.get(h) for h in hashes] == [f"result {i}".encode() for i in range(20)]
+    assert store._local.conn.sock.getsockname()[1] == local_port
+
+
+def test_http_store_resends_on_a_connection_the_server_closed_while_idle() -> None:
+    with DevnetProcess(block_time=0, extra_args=["--idle-timeout", "0.3"]) as short_idle:
+        store = HttpBlobStore(short_idle.http_url)
+        first = store.put(b"before the idle timeout")
+        time.sleep(1.0)  # the devnet closes the idle keep-alive connection
+        second = store.put(b"after the idle timeout")
+        assert store.get(first) == b"before the idle timeout"
+        assert store.get(second) == b"after the idle timeout"
+
+
+def test_http_store_small_and_streamed_uploads_agree(devnet) -> None:
+    """Bodies up to SMALL_BLOB are read in one piece, larger ones streamed to a file: same store, same checks."""
+    store = HttpBlobStore(devnet.http_url)
+    for size in (SMALL_BLOB, SMALL_BLOB + 1):
+        data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        assert store.get(store.put(data)) == data
+        with pytest.raises(BlobIntegrityError):
+            store._put(blob_hash(b"not these bytes"), data)
+
+
+def test_devnet_stores_nothing_from_a_client_that_leaves_mid_body(devnet) -> None:
+    h = blob_hash(b"0123456789")
+    with socket.create_connection(("127.0.0.1", devnet.port)) as sock:
+        sock.sendall(f"PUT /blobs/{h} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234".encode())
+    store = HttpBlobStore(devnet.http_url)
+    with pytest.raises(BlobNotFound):
+        store.get(h)
+    assert store.get(store.put(b"0123456789")) == b"0123456789"  # and the devnet serves on

@@ -257,7 +257,7 @@ def test_a_job_that_cannot_finish_within_its_limit_is_left_unclaimed_and_counted
         fine = consumer.submit_job({"handler": "sleep", "args": {"seconds": 0.1}}, payment=10**18,
                                    max_compute_time=30)
         wait_until(lambda: all_final(client, [fine.job_id]), 60, "the servable job completed")
-        wait_until(lambda: head.status().skipped.get("cannot finish within its limit") == 1, 10,
+        wait_until(lambda: head.status().skipped.get("cannot_finish_in_time") == 1, 10,
                    "the late job counted as skipped")
         assert read_jobs(client, [late.job_id])[late.job_id].status == JobStatus.PENDING  # left for others
         assert read_jobs(client, [fine.job_id])[fine.job_id].status == JobStatus.COMPLETED

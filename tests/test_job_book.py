@@ -36,7 +36,7 @@ from etrid_ray.provider.stages.scaling import PoolScaling
 from etrid_ray.provider.stages.settle import Settler
 from etrid_ray.provider.stats import Stats
 from etrid_ray.provider.task import Outcome
-from etrid_ray.provider.timing import Estimates
+from etrid_ray.provider.timing import BlockPace, Estimates
 
 S = JobState
 NOW = 1_800_000_000.0
@@ -187,6 +187,42 @@ def claimer(book: JobBook, chain: FakeChain, gpus: list[int], capacity: float = 
                    lambda: gpus, lambda: capacity, max_per_gpu, batch, clock)
 
 
+def test_competing_heads_take_a_burst_of_equally_old_jobs_in_different_orders() -> None:
+    """Every provider sees the same queue: taking the oldest first, they would all claim the same jobs in the same
+    block and all but one lose. Jobs of the same age are taken in each head's own (hashed) order instead."""
+    picks = []
+    for address in ("5Alpha", "5Beta", "5Gamma"):
+        book = JobBook(Clock())
+        for i in range(300):
+            admitted(book, i, submitted_at=int(NOW) - 30)  # one block's burst
+        c = claimer(book, FakeChain(address=address), gpus=[0], capacity=1000.0, batch=30)
+        picks.append({t.job_id for t in c.claim(c.choose())})
+    assert all(len(p) == 30 for p in picks)
+    overlaps = [len(a & b) for a, b in ((picks[0], picks[1]), (picks[0], picks[2]), (picks[1], picks[2]))]
+    assert max(overlaps) <= 12  # 3 expected by chance; taking the oldest first, all 30 would collide
+
+
+def test_older_jobs_still_come_first_beyond_a_couple_of_blocks() -> None:
+    book = JobBook(Clock())
+    for i in range(50):
+        admitted(book, i, submitted_at=int(NOW) - 60)
+    for i in range(50, 100):
+        admitted(book, i, submitted_at=int(NOW) - 20)  # 40 s younger: well past two 1-second blocks
+    c = claimer(book, FakeChain(), gpus=[0], capacity=1000.0, batch=50)
+    c.pace.observe(1, NOW - 2)
+    c.pace.observe(3, NOW)  # one block a second
+    assert {t.job_id for t in c.claim(c.choose())} == set(range(50))
+
+
+def test_block_pace_learns_the_chain_block_time_and_sets_the_window() -> None:
+    pace = BlockPace()
+    assert pace.window_s() == 1.0  # nothing seen: a job's submitted_at resolution
+    for n in range(1, 12):
+        pace.observe(n, 1000.0 + 6.0 * n)  # 6-second blocks
+    pace.observe(11, 1100.0)  # the same block again: no interval
+    assert pace.window_s() == pytest.approx(2 * 6.0)
+
+
 def test_claims_never_put_more_jobs_on_a_gpu_than_the_chain_holds() -> None:
     book, chain = JobBook(Clock()), FakeChain()
     for i in range(GPU_JOBS_BOUND * 2 + 5):
@@ -228,7 +264,7 @@ def test_a_job_that_cannot_finish_in_its_limit_is_left_on_chain_and_counted_once
     tracked = admitted(book, 1, max_compute_time=1)  # the margin alone exceeds one second
     c = claimer(book, chain, gpus=[0])
     assert c.choose() == [] and c.choose() == []
-    assert tracked.state is S.ADMITTED and c.stats.skipped == {"cannot finish within its limit": 1}
+    assert tracked.state is S.ADMITTED and c.stats.skipped == {"cannot_finish_in_time": 1}
 
 
 # harvest and settle --------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from etrid_ray.admission import SKIP_KINDS
 from etrid_ray.config import ProviderConfig, pools_from_config
 from etrid_ray.kuberay import render as r
 from etrid_ray.provider.cluster_view import ClusterView
@@ -80,7 +81,7 @@ def full_snapshot(source: str) -> Snapshot:
                PoolView("aws-spot-a100", "aws", 0, 0, 8, 0, 1, 0.41, "aws", 30.0)],
         decisions=[("aws-spot-a100", "min_nodes", 1)], claims={"won": 11, "lost": 3},
         failures={"timeout after 60s": 1, "timeout after 5s": 2, "unknown handler 'x'": 1},
-        skipped={"pays 1e+10 planck/GPU-s < 1000000000000": 4}, head_errors={"RpcError": 1},
+        skipped={"price": 4, "pays 1e+16 planck/GPU-s < 3e13": 1}, head_errors={"RpcError": 1},
         loop_s={"0.5": 0.002, "0.99": 0.02},
         running=2, spend_today_usd=12.5, budget_usd=2000.0, scrape_seconds=0.05)
 
@@ -115,7 +116,9 @@ def test_values_of_the_seed_metrics_and_bounded_reason_labels() -> None:
     assert parsed["etrid_gpu_jobs_completed"].samples[0].name == "etrid_gpu_jobs_completed_total"
     failures = {s.labels["reason"]: s.value for s in parsed["etrid_job_failures"].samples if s.name.endswith("_total")}
     assert failures == {"timeout after Ns": 3, "unknown handler '*'": 1}
-    assert reason_label("pays 1e+10 planck/GPU-s < 1000000000000") == "pays N planck/GPU-s < N"
+    skipped = {s.labels["reason"]: s.value for s in parsed["etrid_job_skipped"].samples if s.name.endswith("_total")}
+    assert set(skipped) == {*SKIP_KINDS, "other"}  # a fixed set, every kind from the first scrape
+    assert skipped["price"] == 4 and skipped["other"] == 1 and skipped["vram"] == 0
     assert reason_label('matmul failed: ValueError("n must be positive")') == "matmul failed"
     assert "etrid_cloud_cost_usd" in parsed  # the process-wide counter is served too
     assert "process_cpu_seconds" in parsed or "python_info" in parsed  # and the default collectors
@@ -256,7 +259,7 @@ def test_the_dashboard_and_alerts_query_only_specified_families_of_both_ways_out
 def test_only_families_named_by_their_events_may_start_without_series() -> None:
     """A failure reason or an exception type is not known before it happens: no zero row can name it."""
     assert {m.name for m in METRICS if m.labels_from_events} == {
-        "etrid_job_failures_total", "etrid_job_skipped_total", "etrid_head_errors_total"}
+        "etrid_job_failures_total", "etrid_head_errors_total"}
 
 
 @pytest.mark.parametrize("source", SOURCES)

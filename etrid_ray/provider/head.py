@@ -45,7 +45,7 @@ from etrid_ray.provider.stages.recovery import Recovery
 from etrid_ray.provider.stages.scaling import PoolScaling
 from etrid_ray.provider.stages.settle import Settler
 from etrid_ray.provider.stats import HeadStatus, RunningView, Stats
-from etrid_ray.provider.timing import Estimates
+from etrid_ray.provider.timing import BlockPace, Estimates
 from etrid_ray.security import audit, transport
 from etrid_ray.security.tee.config import load_tee_config
 from etrid_ray.security.tee.node import TeeGate
@@ -110,11 +110,13 @@ class ProviderHead:
         ids = self._gpu_ids
         self.scaling = PoolScaling(self.pools, self.book, self.cluster, self.estimates, self._make_scaler,
                                    config.scale_interval_s, gate, clock, time.monotonic, cancel=self.tasks.withdraw)
-        self.intake = Intake(self.book, self.chain, self.stats, self.scaling.note_departed)
+        self.pace = BlockPace()
+        self.intake = Intake(self.book, self.chain, self.stats, self.scaling.note_departed,
+                             lambda number: self.pace.observe(number, clock()))
         self.admission = Admission(self.book, self.manifests, self.stats, self._offers, clock)
         self.claimer = Claimer(self.book, self.chain, self.journal, self.stats, self.estimates, self.tasks,
                                self.scaling, ids, self.capacity, config.max_inflight_per_gpu, config.claim_batch,
-                               clock)
+                               clock, self.pace)
         self.dispatcher = Dispatcher(self.book, self.tasks, self.manifests, self.journal, self.stats,
                                      self.store_url, config.max_input_bytes, clock, gate)
         self.harvester = Harvester(self.book, self.tasks, self.journal, self.stats, self.estimates,

@@ -22,6 +22,7 @@ import bisect
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from itertools import accumulate
 
 from etrid_ray.chain.models import Job
@@ -61,6 +62,37 @@ class Ewma:
 
     def upper(self) -> float:
         return self.mean + DEV_K * self.dev
+
+
+CLAIM_WINDOW_BLOCKS = 2  # jobs submitted this many blocks apart count as equally old when choosing what to claim
+
+
+@dataclass
+class BlockPace:
+    """How often the chain makes blocks, as this head sees new best blocks arrive. Competing providers all see
+    the same queue; if each took the oldest job first they would all claim the same ones in the same block and
+    all but one would lose. Within a couple of blocks of age, who waited longest is noise anyway, so each head
+    takes those jobs in its own order (`spread_key`); a chain of 6 s blocks gets 12 s windows, an instant-seal
+    devnet whole seconds (the resolution of a job's `submitted_at`)."""
+
+    interval: Ewma = field(default_factory=lambda: Ewma(0.0, 0.0))
+    _last: tuple[int, float] | None = None
+
+    def observe(self, number: int, now: float) -> None:
+        last = self._last
+        if last is not None and number > last[0]:
+            self.interval.observe((now - last[1]) / (number - last[0]))
+        if last is None or number > last[0]:
+            self._last = (number, now)
+
+    def window_s(self) -> float:
+        return max(1.0, CLAIM_WINDOW_BLOCKS * self.interval.mean)
+
+
+def spread_key(address: str, job_id: int) -> int:
+    """A job's place among equally old jobs for the head of `address`: a hash, so each provider's order differs
+    and none is favoured, and stable, so a head's own order does not change from pass to pass."""
+    return int.from_bytes(blake2b(f"{address}:{job_id}".encode(), digest_size=8).digest(), "big")
 
 
 @dataclass

@@ -31,8 +31,6 @@ import secrets
 import struct
 import threading
 import time
-import urllib.error
-import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -621,18 +619,12 @@ def delete_blob(store: BlobStore, hash_hex: str) -> bool | None:
         inner.client.delete_object(Bucket=inner.bucket, Key=inner._key(h))
         return existed
     if isinstance(inner, HttpBlobStore):
-        req = urllib.request.Request(inner._endpoint(h), method="DELETE")
-        opener = getattr(inner, "opener", None)
-        try:
-            with (opener.open if opener else urllib.request.urlopen)(req, timeout=inner.timeout) as resp:
-                resp.read()
+        status, _ = inner.request("DELETE", h)
+        if status in (200, 204):
             return True
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return False
-            return None  # 405/501: this store has no delete (the devnet's): crypto-shredding carries erasure
-        except urllib.error.URLError as exc:
-            raise BlobError(f"cannot reach blob store {inner.url}: {exc.reason}") from None
+        if status == 404:
+            return False
+        return None  # 405/501: this store has no delete (the devnet's): crypto-shredding carries erasure
     return None
 
 

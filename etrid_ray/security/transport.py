@@ -13,11 +13,10 @@ read their CA bundle from the environment; `install_ca_bundle` points all three 
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import os
 import ssl
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse, urlunparse
@@ -146,11 +145,14 @@ class TlsHttpBlobStore(HttpBlobStore):
         if urlparse(base_url).scheme != "https":
             raise ValueError(f"{base_url!r}: TlsHttpBlobStore needs https://")
         super().__init__(base_url, timeout=timeout)
-        self.opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ssl_context(ca)))
+        self._context = ssl_context(ca)
 
-    def _unreachable(self, exc: urllib.error.URLError) -> BlobError:
-        if isinstance(exc.reason, ssl.SSLError):
-            return BlobError(f"TLS to blob store {self.url} failed: {exc.reason} (is its CA in {ENV_CA_BUNDLE}?)")
+    def _new_connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout, context=self._context)
+
+    def _unreachable(self, exc: BaseException) -> BlobError:
+        if isinstance(exc, ssl.SSLError):
+            return BlobError(f"TLS to blob store {self.url} failed: {exc} (is its CA in {ENV_CA_BUNDLE}?)")
         return super()._unreachable(exc)
 
 

@@ -33,6 +33,7 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
+from etrid_ray.admission import SKIP_KINDS
 from etrid_ray.chain.models import GpuStatus
 from etrid_ray.clouds.registry import find as find_cloud
 from etrid_ray.provider.spend import CLOUD_COST_NAME, CLOUD_COST_USD
@@ -104,8 +105,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("etrid_job_failures_total", "counter", ("reason",), "Jobs reported failed, by reason",
                labels_from_events=True),
     MetricSpec("etrid_jobs_running", "gauge", ("provider",), "Jobs running as Ray tasks now", ("head",)),
-    MetricSpec("etrid_job_skipped_total", "counter", ("reason",), "Queued jobs admission declined, by reason",
-               ("head",), labels_from_events=True),
+    MetricSpec("etrid_job_skipped_total", "counter", ("reason",),
+               "Queued jobs left unclaimed, by kind (a fixed set: admission.SKIP_KINDS; the particulars are logged)",
+               ("head",)),
     MetricSpec("etrid_job_queue_to_start_seconds", "gauge", ("quantile",),
                "Submission to task start, over the last 20,000 jobs", ("head",)),
     MetricSpec("etrid_job_result_to_chain_seconds", "gauge", ("quantile",),
@@ -264,6 +266,16 @@ def _by_reason(counts: dict[str, int]) -> list[tuple[str, int]]:
     return sorted(out.items())
 
 
+def _by_kind(counts: Mapping[str, int]) -> dict[tuple[str], int]:
+    """Skips by admission's fixed kinds; anything else (a snapshot from another version) counts as `other`, so
+    the label's values stay that small set whatever the snapshot holds."""
+    out: dict[tuple[str], int] = {}
+    for kind, n in counts.items():
+        key = (kind if kind in SKIP_KINDS else "other",)
+        out[key] = out.get(key, 0) + n
+    return out
+
+
 def project_version() -> str:
     try:
         return version("etrid-ray")
@@ -353,7 +365,8 @@ def families(snap: Snapshot, *, now: float | None = None,
 
     if src == "head":
         yield gauge("etrid_jobs_running", [([snap.address], snap.running)])
-        yield counter("etrid_job_skipped_total", (([reason], n) for reason, n in _by_reason(snap.skipped)))
+        yield counter("etrid_job_skipped_total", (([kind], n) for (kind,), n in with_zeros(
+            _by_kind(snap.skipped), ((kind,) for kind in SKIP_KINDS))))
         yield quantiles("etrid_job_queue_to_start_seconds", snap.queue_to_start_s)
         yield quantiles("etrid_job_result_to_chain_seconds", snap.result_to_chain_s)
         yield gauge("etrid_pool_gpus", (([pool.name, state], v) for pool in snap.pools

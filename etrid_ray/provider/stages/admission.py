@@ -8,15 +8,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from etrid_ray.admission import Capabilities, JobTerms, Verdict, admit
+from etrid_ray.admission import Capabilities, JobTerms, Verdict, admit, skip
 from etrid_ray.manifest import Manifest, ManifestError
 from etrid_ray.provider.job import JobBook, JobState, TrackedJob
 from etrid_ray.provider.manifests import ManifestSource
-from etrid_ray.provider.stats import Stats, failure_kind
+from etrid_ray.provider.stats import Stats
 from etrid_ray.security import audit
 
 MANIFEST_RETRY_S = 5.0
-UNEVALUATED = Verdict("skip", "unevaluated")
+UNEVALUATED = skip("unevaluated", "unevaluated")
 
 
 def terms_of(tracked: TrackedJob) -> JobTerms:
@@ -62,7 +62,7 @@ class Admission:
                 tracked.manifest = manifest if isinstance(manifest, Manifest) else None
                 self._audit(tracked, verdict)
                 if verdict.action == "skip":
-                    self.stats.skipped[failure_kind(verdict.reason)] += 1
+                    self.stats.skipped[verdict.kind] += 1
                     self.book.move(tracked, JobState.SKIPPED, verdict.reason)
                 else:
                     self.book.move(tracked, JobState.ADMITTED, verdict.reason or verdict.action)

@@ -7,7 +7,9 @@ later, or for another provider; what could never finish here in time is counted 
 is claimed on timings never observed: until Ray has been seen starting a task, a probe measures it first.
 
 Order: bad manifests first (failing them costs nothing and refunds their consumers), then the chain's
-priority, then the placement's order (best-paying first, the order the simulator proves), then first come.
+priority, then the placement's order (best-paying first, the order the simulator proves), then first come —
+where jobs a couple of blocks apart count as equally old and are taken in this head's own order
+(`timing.BlockPace`, `spread_key`), so competing providers do not all claim the same jobs in the same block.
 Each claim takes one of our GPUs with room on chain (`GpuJobs` is bounded per GPU: a claim past the bound
 fails there), the least loaded first.
 """
@@ -25,7 +27,15 @@ from etrid_ray.provider.journal import Journal
 from etrid_ray.provider.ray_tasks import RayTasks
 from etrid_ray.provider.stages.scaling import PoolScaling
 from etrid_ray.provider.stats import Stats
-from etrid_ray.provider.timing import COALESCE_S, Estimates, GpuTimeline, finishes_in_time, job_timing
+from etrid_ray.provider.timing import (
+    COALESCE_S,
+    BlockPace,
+    Estimates,
+    GpuTimeline,
+    finishes_in_time,
+    job_timing,
+    spread_key,
+)
 from etrid_ray.security import audit
 
 log = logging.getLogger(__name__)
@@ -37,7 +47,8 @@ SKIPS_REMEMBERED = 4096
 class Claimer:
     def __init__(self, book: JobBook, chain: object, journal: Journal, stats: Stats, estimates: Estimates,
                  tasks: RayTasks, scaling: PoolScaling, gpu_ids: Callable[[], Sequence[int]],
-                 capacity: Callable[[], float], max_per_gpu: int, batch: int, clock: Callable[[], float]) -> None:
+                 capacity: Callable[[], float], max_per_gpu: int, batch: int, clock: Callable[[], float],
+                 pace: BlockPace | None = None) -> None:
         self.book = book
         self.chain = chain
         self.journal = journal
@@ -50,6 +61,7 @@ class Claimer:
         self.max_per_gpu = min(max_per_gpu, GPU_JOBS_BOUND)
         self.batch = batch
         self.clock = clock
+        self.pace = pace or BlockPace()
         self._late: set[int] = set()  # jobs counted once as impossible to finish in time here
         self._too_big: set[int] = set()  # jobs counted once as needing more GPUs than the Ray cluster has
         self.last_claim_at = float("-inf")
@@ -96,10 +108,12 @@ class Claimer:
         """The admitted jobs in claim order. The parts of a job's key that never change are built once per job
         (the queue is re-sorted every pass, thousands of jobs deep at a burst); the placement's rank is looked up
         per pass when there is a plan."""
+        window = self.pace.window_s()
+        address = self.chain.address  # type: ignore[attr-defined]
         for t in admitted:
             if t.order is None:
-                t.order = (t.verdict.action != "reject", PRIORITY_ORDER.get(t.job.priority, 1), t.job.submitted_at,
-                           t.job_id)
+                t.order = (t.verdict.action != "reject", PRIORITY_ORDER.get(t.job.priority, 1),
+                           int(t.job.submitted_at // window), spread_key(address, t.job_id))
         plan = self.scaling.plan
         rank: dict[int, int] = plan.order if plan is not None else {}
         if not rank:
@@ -142,8 +156,13 @@ class Claimer:
 
     def _place(self, tracked: TrackedJob, now: float, timelines: dict[str | None, GpuTimeline],
                warm: dict[str | None, int], dispatch_s: float) -> Literal["placed", "late", "wait"]:
-        """Books the job's GPUs on the first pool that can run it in time (`placed`); `late`: not in time even on
-        idle GPUs now; `wait`: no GPUs in time yet."""
+        """Books the job's GPUs on the first pool that frees them soon and can run it in time (`placed`); `late`:
+        not in time even on idle GPUs now; `wait`: no GPUs soon enough yet.
+
+        Soon: within the claim horizon (`BlockPace.window_s`, a couple of blocks) — what this head can start before
+        a claim it sends later would land. A job that would only start further out stays on chain: claiming it now
+        would hold it from a provider with idle GPUs (the consumer waits longer), and every head claiming all it
+        could ever finish is how competing heads lose most of their claims to one another."""
         manifest = tracked.manifest
         assert manifest is not None
         gpus = manifest.resources.gpus
@@ -154,12 +173,13 @@ class Claimer:
                 self._skip_late(tracked.job_id, limit, run_s)  # not even if Ray started it at once
             return "late"  # not even on idle GPUs now: left on chain (to us later, or to other providers)
         pools = self.scaling.pools_to_try(tracked) if self.scaling.active else [None]
+        horizon = now + self.pace.window_s()
         for pool in pools:
             timeline = timelines.get(pool)
             free_at = timeline.earliest(gpus) if timeline is not None else None
             cold = warm.get(pool, 0) <= 0
             delay = self.estimates.cold_s() if cold else dispatch_s
-            if free_at is not None and finishes_in_time(now, free_at + delay, run_s, limit):
+            if free_at is not None and free_at <= horizon and finishes_in_time(now, free_at + delay, run_s, limit):
                 timelines[pool].reserve(free_at, free_at + delay + run_s, gpus)
                 warm[pool] = warm.get(pool, 0) - 1
                 tracked.pool, tracked.free_at, tracked.cold = pool, free_at, cold
@@ -193,24 +213,25 @@ class Claimer:
         expected = run.free_at + delay + self.estimates.run_s(run.handler, run.declared_s, limit, run.declares)
         return min(run.deadline, max(now, expected))
 
-    def _skip_once(self, seen: set[int], job_id: int, reason: str) -> bool:
-        """Counts `reason` in `stats.skipped` once per job (an unclaimed job is looked at again every pass)."""
+    def _skip_once(self, seen: set[int], job_id: int, kind: str) -> bool:
+        """Counts `kind` (one of admission's SKIP_KINDS) in `stats.skipped` once per job (an unclaimed job is
+        looked at again every pass); the caller logs the particulars."""
         if job_id in seen:
             return False
         seen.add(job_id)
-        self.stats.skipped[reason] += 1
+        self.stats.skipped[kind] += 1
         if len(seen) > SKIPS_REMEMBERED:
             seen.clear()
         return True
 
     def _skip_late(self, job_id: int, limit: float, needs: float) -> None:
-        if self._skip_once(self._late, job_id, "cannot finish within its limit"):
+        if self._skip_once(self._late, job_id, "cannot_finish_in_time"):
             log.info("job %d left unclaimed: needs about %.1fs here, its limit is %.0fs", job_id, needs, limit)
 
     def _skip_too_big(self, job_id: int, gpus: float) -> None:
         # more than the whole cluster offers: never claimed here, left to other providers
-        if job_id not in self._too_big:
-            self._skip_once(self._too_big, job_id, f"needs {gpus:g} GPUs, Ray has {self.capacity():g}")
+        if self._skip_once(self._too_big, job_id, "more_gpus_than_cluster"):
+            log.info("job %d left unclaimed: needs %g GPUs, Ray has %g", job_id, gpus, self.capacity())
 
     # claiming ------------------------------------------------------------------------------------------------
 

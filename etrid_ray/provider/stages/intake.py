@@ -21,11 +21,13 @@ from etrid_ray.provider.stats import Stats
 
 class Intake:
     def __init__(self, book: JobBook, chain: Any, stats: Stats,
-                 on_departed: Callable[[TrackedJob], None] = lambda _t: None) -> None:
+                 on_departed: Callable[[TrackedJob], None] = lambda _t: None,
+                 on_block: Callable[[int], None] = lambda _n: None) -> None:
         self.book = book
         self.chain = chain
         self.stats = stats
         self.on_departed = on_departed
+        self.on_block = on_block  # each new best block seen (how often the chain makes them: timing.BlockPace)
         self.updates: queue.Queue[QueueUpdate] = queue.Queue()
         self.best_block = 0
         self.pending_ids: list[int] = []
@@ -60,6 +62,7 @@ class Intake:
         if latest is None:
             return added
         self.best_block = latest.block_number
+        self.on_block(latest.block_number)
         self.pending_ids = latest.pending_ids
         pending = set(latest.pending_ids)
         # set arithmetic against the last queue seen, not a walk over every waiting job: the queue can hold 10,000
