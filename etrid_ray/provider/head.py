@@ -55,6 +55,8 @@ from etrid_ray.units import PLANCK_PER_EDSC
 log = logging.getLogger(__name__)
 
 OFFLINE_REASON = "provider going offline"
+# a job taken back from a pool whose nodes never came, that no other pool could run before its deadline on chain
+NO_POOL_IN_TIME = "no capacity: its pool's nodes never came and no other pool could run it in time"
 BENCHMARK_SCORE = 1000  # the attestation's score until the head measures one (issue 15)
 DURATIONS_SHOWN = 100
 
@@ -324,6 +326,8 @@ class ProviderHead:
                 self.dispatcher.dispatch(won)
         if self.scaling.requeued:  # claimed jobs taken back from a pool whose nodes never came, where room is now
             with self.book.lock:
+                for tracked in self.scaling.expired(now):
+                    self.dispatcher.fail(tracked, NO_POOL_IN_TIME)
                 self.dispatcher.dispatch(self.scaling.runnable(self.book.in_state(JobState.RUNNING)))
         self.keepalive.tick()
         return bool(won)
@@ -386,4 +390,4 @@ def _running_view(t: TrackedJob) -> RunningView:
     return RunningView(t.job_id, run.gpus, run.pool, t.gpu_id, run.dispatched_at)
 
 
-__all__ = ["OFFLINE_REASON", "ProviderHead"]
+__all__ = ["NO_POOL_IN_TIME", "OFFLINE_REASON", "ProviderHead"]

@@ -46,7 +46,7 @@ class PoolScaling:
         self.gate = gate
         self.clock = clock
         self.monotonic = monotonic
-        self.cancel = cancel  # cancels a Ray task (RayTasks.cancel); None: stranded tasks are left to their deadline
+        self.cancel = cancel  # withdraws a Ray task (RayTasks.withdraw); None: stranded tasks wait for their deadline
         self.scaler: Any = None
         self.requeued: dict[int, TrackedJob] = {}  # claimed jobs taken back from a pool whose nodes never came
         self.plan: Any = None
@@ -163,6 +163,15 @@ class PoolScaling:
                 tracked.pool = pool
                 del self.requeued[job_id]
                 out.append(tracked)
+        return out
+
+    def expired(self, now: float) -> list[TrackedJob]:
+        """Jobs taken back that no pool could run before their deadline on chain: to settle as failures, as the
+        chain would time them out anyway (caller holds the book's lock)."""
+        out = [t for t in self.requeued.values()
+               if t.state is JobState.CLAIMED and t.chain_deadline is not None and now >= t.chain_deadline]
+        for tracked in out:
+            del self.requeued[tracked.job_id]
         return out
 
     def note_departed(self, tracked: TrackedJob) -> None:
