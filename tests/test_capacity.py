@@ -14,8 +14,12 @@ from typing import Any
 import pytest
 
 from etrid_ray.config import ProviderConfig, pools_from_config
+from etrid_ray.manifest import Manifest
 from etrid_ray.prices import default_catalog, quotes_for
+from etrid_ray.provider.cluster_view import ClusterView, ClusterWatch
+from etrid_ray.provider.job import JobBook, JobState, RunInfo
 from etrid_ray.provider.scaler import Scaler
+from etrid_ray.provider.stages.scaling import PoolScaling
 from etrid_ray.provider.timing import Estimates
 from etrid_ray.scaling import POLICIES, PlaceReason, Reason
 from etrid_ray.scaling.capacity import CapacityMemory, backoff_s
@@ -24,6 +28,8 @@ from etrid_ray.scaling.tick import TickReply, TickRequest, tick
 from etrid_ray.sim import SimJob, SimSettings, Simulator
 from etrid_ray.sim.shortage import Shortage, Windows
 from tests.scaling_support import AWS, AZURE, GCP, LOCAL, job, pool_state
+from tests.test_job_book import NOW, Clock
+from tests.test_job_book import admitted as book_job
 
 AWS_OD = "aws-ondemand-a100"
 # AWS p4d spot (0.31 USD/GPU-h, 180 s startup) is the cheapest pool, Azure spot (0.45, 240 s) the next, GCP (2.64)
@@ -239,3 +245,49 @@ def test_the_head_learns_a_pool_startup_only_from_nodes_it_saw_join():
     estimates.observe_node(AWS, 42.0, prior_s=180.0)
     learnt = estimates.learnt_node_startup_s(AWS)
     assert learnt is not None and 42.0 <= learnt < 180.0 * 1.5
+
+
+# --- the head: jobs already sent to the pool that cannot launch are taken back, placed again, or failed in time ---
+
+
+def test_jobs_sent_to_a_pool_whose_nodes_never_came_are_taken_back_and_placed_again() -> None:
+    """A job claimed and dispatched to AWS's coming node (its task waits in Ray): when the request is withdrawn the
+    task is withdrawn too, the job is claimed again (never failed), placed on the next pool that pays, and
+    dispatched there once it has room; one that no pool can run before its chain deadline is failed with why."""
+    clock = Clock(NOW)
+    book = JobBook(clock)
+    port = NoCloudNodes()
+    withdrawn: list[Any] = []
+    view = ClusterWatch(lambda: ClusterView(clock(), connected=False))
+    scaling = PoolScaling(list(POOLS.values()), book, view, Estimates(),
+                          lambda: Scaler(CONFIG, list(POOLS.values()), prices=dict(PRICES), cluster=port),
+                          1.0, lambda: None, clock, clock, cancel=withdrawn.append)
+    scaling.scaler = scaling.make_scaler()
+    tracked = book_job(book, 1, submitted_at=int(NOW))
+    tracked.manifest = Manifest(handler="sleep", args={"seconds": 60}, resources={"gpus": 8})
+    tracked.job = replace(tracked.job, payment=10**20, max_compute_time=3600)  # pays any spot pool
+    scaling.step(NOW, [])
+    assert scaling.plan.pool_for(1) == AWS and scaling.scaler.requested == {AWS: 1}
+    # claimed and sent to the AWS node that is coming
+    for state in (JobState.CLAIMING, JobState.CLAIMED):
+        book.move(tracked, state)
+    tracked.run = RunInfo("ray-task-1", NOW + 3600, NOW, 8.0, AWS)
+    book.move(tracked, JobState.RUNNING, AWS)
+
+    clock.t = NOW + 210  # 180 s declared startup + 30 s margin: the request is withdrawn
+    scaling.step(clock.t, book.in_state(JobState.RUNNING))
+    assert withdrawn == ["ray-task-1"]
+    assert tracked.state is JobState.CLAIMED and tracked.run is None and 1 in scaling.requeued
+    assert tracked.chain_deadline == NOW + 3600
+
+    clock.t += 1  # ours already: placed on Azure, which buys a node for it; no room yet, so nothing to dispatch
+    scaling.step(clock.t, [])
+    assert scaling.plan.pool_for(1) == AZURE and scaling.scaler.requested == {AZURE: 1}
+    assert scaling.runnable([]) == [] and scaling.expired(clock.t) == []
+    scaling.pool_capacity[AZURE] = 8.0  # its node joined
+    assert scaling.runnable([]) == [tracked] and tracked.pool == AZURE and not scaling.requeued
+
+    # a job taken back that nothing can run before its deadline on chain is settled as a failure, not kept
+    scaling.requeued[1] = tracked
+    assert scaling.expired(NOW + 3599) == []
+    assert scaling.expired(NOW + 3600) == [tracked] and not scaling.requeued
