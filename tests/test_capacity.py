@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from etrid_ray.config import ProviderConfig, pools_from_config
+from etrid_ray.kuberay.render import raycluster
 from etrid_ray.manifest import Manifest
 from etrid_ray.prices import default_catalog, quotes_for
 from etrid_ray.provider.cluster_view import ClusterView, ClusterWatch
@@ -30,6 +31,7 @@ from etrid_ray.sim.shortage import Shortage, Windows
 from tests.scaling_support import AWS, AZURE, GCP, LOCAL, job, pool_state
 from tests.test_job_book import NOW, Clock
 from tests.test_job_book import admitted as book_job
+from tests.test_kuberay_manifests import _crd_validator
 
 AWS_OD = "aws-ondemand-a100"
 # AWS p4d spot (0.31 USD/GPU-h, 180 s startup) is the cheapest pool, Azure spot (0.45, 240 s) the next, GCP (2.64)
@@ -291,3 +293,17 @@ def test_jobs_sent_to_a_pool_whose_nodes_never_came_are_taken_back_and_placed_ag
     scaling.requeued[1] = tracked
     assert scaling.expired(NOW + 3599) == []
     assert scaling.expired(NOW + 3600) == [tracked] and not scaling.requeued
+
+
+def test_on_demand_pools_render_as_worker_groups_of_their_own_that_validate_against_the_crd() -> None:
+    """No render change: a fallback pool is a pool, so it is a worker group, on the on-demand capacity type."""
+    cr = raycluster(ProviderConfig(aws_ondemand_max_nodes=2, gcp_ondemand_max_nodes=1))
+    errors = sorted(_crd_validator("ray.io_rayclusters.yaml").iter_errors(cr), key=str)
+    assert not errors, errors[0].message if errors else ""
+    groups = {g["groupName"]: g for g in cr["spec"]["workerGroupSpecs"]}
+    aws = groups["aws-ondemand-a100"]
+    assert aws["maxReplicas"] == 2 and aws["minReplicas"] == 0
+    assert aws["template"]["spec"]["nodeSelector"]["karpenter.sh/capacity-type"] == "on-demand"
+    gcp = groups["gcp-ondemand-a100"]["template"]["spec"]
+    assert "cloud.google.com/gke-spot" not in gcp["nodeSelector"]
+    assert all(t["key"] != "cloud.google.com/gke-spot" for t in gcp["tolerations"])
