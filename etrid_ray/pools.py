@@ -16,6 +16,7 @@ this module its table of kinds when it is imported (`use_kinds`), instead of thi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -56,6 +57,21 @@ def kinds() -> Mapping[str, bool]:
     return _kinds()
 
 
+class DeclaredPrice(BaseModel):
+    """A price the provider's config states for a pool the shipped catalog cannot price (AMD Instinct VM sizes, a
+    GPU cloud's contract): quotes use it only where the catalog has none, and say so (`PriceQuote.source` is
+    "config: <source>"), so an operator's figure never silently replaces a catalogued one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    usd_per_node_hour: float = Field(..., gt=0, description="what one node costs per hour (spot for spot pools)")
+    ondemand_usd_per_node_hour: float | None = Field(None, gt=0, description="the on-demand price, when known "
+                                                     "(spot pools: the discount it implies)")
+    source: str = Field(..., min_length=3, description="where the figure comes from: a price page and the day it "
+                        "was read, a contract, an invoice")
+    as_of: date = Field(..., description="the day the figure was read")
+
+
 class Pool(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -73,6 +89,7 @@ class Pool(BaseModel):
     spot: bool = True
     max_spot_price: float | None = Field(None, gt=0, description="USD per node-hour; above it the pool never grows")
     tee: TeeType | None = None
+    price: DeclaredPrice | None = Field(None, description="the config's price, for a pool the catalog lacks")
     startup_s: float = Field(0.0, ge=0, description="time from request to a node that runs tasks")
     power_watts_per_gpu: float = Field(400.0, ge=0, description="local pools: electricity drawn per busy GPU")
     electricity_usd_per_kwh: float = Field(0.12, ge=0)

@@ -441,8 +441,9 @@ def test_r4_a_spot_notice_drains_the_node_before_the_deadline_and_every_job_comp
         fresh_devnet: Any, tmp_path: Path) -> None:
     """R4. Two 3-GPU spot nodes, each running one long (2 GPUs) and one short (1 GPU) job. The victim's
     IMDS announces a termination 10 s ahead; its watcher drains it with that deadline; the short job
-    finishes there, jobs submitted after the notice land only on the other node, the "cloud" reclaims
-    the instance at the deadline, the long job runs again on the other node; every job once on chain."""
+    finishes there, the long one (`sleep` checkpoints) leaves at once with its progress saved, jobs
+    submitted after the notice land only on the other node, the emptied node stops before the deadline,
+    the long job resumes on the other node (preempted: no retry spent); every job once on chain."""
     import ray
     from ray._private.state import available_resources_per_node, state
     from ray.cluster_utils import Cluster
@@ -478,7 +479,7 @@ def test_r4_a_spot_notice_drains_the_node_before_the_deadline_and_every_job_comp
                 for name in names}
     client = ChainClient(fresh_devnet.url)
     head = start_head(provider_config(fresh_devnet, tmp_path))
-    refs: dict[int, Any] = {}
+    refs: dict[int, list[Any]] = {}  # every task the head started per job, in order
     watching = threading.Event()
     drained_at: list[float] = []
     victim_used: list[float] = []
@@ -490,8 +491,9 @@ def test_r4_a_spot_notice_drains_the_node_before_the_deadline_and_every_job_comp
         drainer = Drainer(cluster.address)
         while not watching.is_set():
             with head.book.lock:
-                refs.update({t.job_id: t.run.ref for t in head.book.iter_state(JobState.RUNNING)
-                             if t.run is not None and t.run.ref is not None})
+                for t in head.book.iter_state(JobState.RUNNING):
+                    if t.run is not None and t.run.ref is not None and t.run.ref not in refs.setdefault(t.job_id, []):
+                        refs[t.job_id].append(t.run.ref)
             try:
                 view = drainer.node(node_id["spot-a"])
                 if drained_at == [] and view is not None and (view.draining or not view.alive):
@@ -516,14 +518,14 @@ def test_r4_a_spot_notice_drains_the_node_before_the_deadline_and_every_job_comp
 
         # one long job per node (2 of 3 GPUs each: two never fit on one node), then one short job per node
         longs = [submit(long_s, 2, n) for n in range(2)]
-        wait_until(lambda: all(refs.get(j) is not None for j in longs) and sum(gpus_used(n) for n in names) == 4,
+        wait_until(lambda: all(refs.get(j) for j in longs) and sum(gpus_used(n) for n in names) == 4,
                    30, "both long jobs running")
         shorts = [submit(short_s, 1, 10 + n) for n in range(2)]
         wait_until(lambda: all(gpus_used(n) == 3 for n in names), 30, "every GPU of both nodes busy")
         # … and every task running in its worker: a drain that lands while a lease's worker process is
         # still starting finds the raylet idle (Ray 2.60) and the node stops at once — no short job
         # would finish there (the tasks are retried elsewhere, nothing lost, but not what R4 checks)
-        first = {refs[j].task_id().hex() for j in longs + shorts}
+        first = {refs[j][0].task_id().hex() for j in longs + shorts}
         wait_until(lambda: {a[0] for a in _task_attempts(first) if a[3] > 0} == first, 30, "every task running")
 
         # the victim's IMDS announces a termination; the deadline is the instance-action's time
@@ -539,7 +541,7 @@ def test_r4_a_spot_notice_drains_the_node_before_the_deadline_and_every_job_comp
 
         wait_until(lambda: time.time() >= deadline, notice_s + 1, "the deadline")
         view = Drainer(cluster.address).node(node_id["spot-a"])
-        assert view is not None and view.alive and view.draining  # its long job kept it up until now
+        assert view is not None and view.draining and not view.alive  # emptied before the deadline: Ray stopped it
         cluster.remove_node(nodes["spot-a"], allow_graceful=True)  # the cloud reclaims the instance
         reclaimed_at = time.time()
 
@@ -549,24 +551,34 @@ def test_r4_a_spot_notice_drains_the_node_before_the_deadline_and_every_job_comp
         assert all(jobs[j].status == JobStatus.COMPLETED for j in ids), failure_reasons(chain_events(client))
         counts = completions(chain_events(client))
         assert {j: counts[j] for j in ids} == {j: 1 for j in ids}  # 0 lost, none reported twice
-        assert head.status().completed == len(ids) and head.status().errors == {}
+        status = head.status()
+        assert status.completed == len(ids) and status.errors == {}
+        assert sum(status.preempted.values()) == 1 and status.retried == 0  # the victim's long job, free
 
         victim, other = node_id["spot-a"], node_id["spot-b"]
-        task_job = {refs[j].task_id().hex(): j for j in ids}
+        task_job = {ref.task_id().hex(): j for j in ids for ref in refs[j]}
         tries: dict[int, list[tuple[int, str, float]]] = {j: [] for j in ids}
         for task_id, attempt, node, began in _task_attempts(set(task_job)):
             tries[task_job[task_id]].append((attempt, node, began))
         for job_tries in tries.values():
-            job_tries.sort()
-        outcomes = {j: ray.get(refs[j], timeout=30) for j in ids}
+            job_tries.sort(key=lambda t: t[2])
+        outcomes = {j: ray.get(refs[j][-1], timeout=30) for j in ids}
         story = {j: (tries[j], outcomes[j].node_id[:8], round(outcomes[j].started_at - announced, 2),
                      round(outcomes[j].finished_at - announced, 2)) for j in ids}  # shown when an assertion fails
-        # the victim's long job: cut short by the reclaim, run again from the start on the other node
+        # the victim's long job: left at the notice with its progress, resumed on the other node (a new task each
+        # run, attempt 0: Ray retried nothing, the head ran it again)
         victim_longs = [j for j in longs if tries[j][0][1] == victim]
         assert len(victim_longs) == 1, story
         victim_long = victim_longs[0]
-        assert [(a, n) for a, n, _ in tries[victim_long]] == [(0, victim), (1, other)], story
-        assert outcomes[victim_long].node_id == other and outcomes[victim_long].started_at >= reclaimed_at - 0.5
+        assert [(a, n) for a, n, _ in tries[victim_long]] == [(0, victim), (0, other)], story
+        left = ray.get(refs[victim_long][0], timeout=30)
+        assert left.preempted and left.checkpoint and left.finished_at < deadline, story
+        progress = json.loads(open_blob_store(fresh_devnet.http_url).get(left.checkpoint))["checkpoint"]["progress"]
+        final = outcomes[victim_long]
+        assert final.node_id == other and final.started_at >= drained_at[0], story
+        ran = final.finished_at - final.started_at  # resumed from what the first run had slept, not from the start
+        assert progress["slept_s"] > 0.2 and ran < long_s - progress["slept_s"] + 1.0, (progress, ran, story)
+        assert reclaimed_at >= deadline
         # the victim's short job finished where it ran, before the deadline, in one attempt
         victim_shorts = [j for j in shorts if tries[j][0][1] == victim]
         assert len(victim_shorts) == 1, story

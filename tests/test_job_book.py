@@ -36,7 +36,7 @@ from etrid_ray.provider.stages.scaling import PoolScaling
 from etrid_ray.provider.stages.settle import Settler
 from etrid_ray.provider.stats import Stats
 from etrid_ray.provider.task import Outcome
-from etrid_ray.provider.timing import BlockPace, Estimates
+from etrid_ray.provider.timing import MAX_DEFER_BLOCKS, BlockPace, ClaimDeferral, Estimates, spread_key
 
 S = JobState
 NOW = 1_800_000_000.0
@@ -335,3 +335,33 @@ def test_settle_reports_each_finished_job_once_even_after_a_lost_connection() ->
     assert s.settle() == 1
     assert [[x.job_id for x in batch] for batch in chain.settled] == [[2]]
     assert len(book) == 0 and book.on_gpu[0] == 0
+
+
+def test_a_head_that_loses_claims_waits_a_hashed_share_of_a_few_blocks_and_alone_stops_waiting() -> None:
+    deferral = ClaimDeferral()
+    assert deferral.delay_s(123_456, 6.0) == 0.0  # nothing lost yet: claim at once
+    deferral.observe(won=6, lost=4)
+    deferral.observe(won=3, lost=3)
+    assert deferral.blocks == 1.0
+    delays = [deferral.delay_s(spread_key("5Me", j), 6.0) for j in range(1000)]
+    assert 0 <= min(delays) < 0.1 and 5.9 < max(delays) <= 6.0  # spread over the window, job by job
+    for _ in range(40):
+        deferral.observe(won=5, lost=0)  # competitors gone
+    assert deferral.blocks == 0.0
+
+
+def test_a_deferred_job_is_left_for_a_moment_and_claimed_when_its_wait_is_over() -> None:
+    book, chain = JobBook(Clock()), FakeChain(lose={0, 1, 2})
+    for i in range(4):
+        admitted(book, i)
+    c = claimer(book, chain, gpus=[0], capacity=1000.0)
+    c.pace.observe(1, NOW - 1)
+    c.pace.observe(2, NOW)  # one-second blocks
+    c.claim(c.choose())  # three of four lost: this head now waits before claiming what it has just seen
+    assert c.deferral.blocks > 0
+    for i in range(10, 30):
+        admitted(book, i)  # seen now
+    first = {t.job_id for t in c.claim(c.choose())}
+    assert first < set(range(10, 30))  # some wait their turn ...
+    book.clock.t += MAX_DEFER_BLOCKS + 1
+    assert first | {t.job_id for t in c.claim(c.choose())} == set(range(10, 30))  # ... and are claimed after it

@@ -23,6 +23,7 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from rich.console import Console
 
 from etrid_ray.admission import SKIP_KINDS
 from etrid_ray.config import ProviderConfig, pools_from_config
@@ -50,6 +51,7 @@ from etrid_ray.telemetry.metrics import (
     scaling_reasons,
 )
 from etrid_ray.telemetry.server import MetricsServer
+from etrid_ray.telemetry.status_view import render
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "cluster"
@@ -517,3 +519,20 @@ def test_dashboard_has_a_panel_for_every_metric() -> None:
     assert {m.name for m in METRICS} - shown == {"etrid_info"}  # what the endpoint is: a label source, no panel
     for seed_metric in (m.name for m in METRICS if m.seed):
         assert seed_metric in exprs
+
+
+def test_preemptions_are_counted_per_pool_apart_from_failures_and_shown_in_the_status_view() -> None:
+    head = _fake_head(_status(preempted={"aws-spot-a100": 2}, retried=1))
+    snap = head_snapshot(head, with_ray=False)
+    assert snap.preemptions == {"aws-spot-a100": 2} and snap.retries == 1
+    parsed = {f.name: f for f in text_string_to_metric_families(
+        generate_latest(build_registry(lambda: snap)).decode())}
+    preempted = {s.labels["pool"]: s.value for s in parsed["etrid_job_preemptions"].samples
+                 if s.name.endswith("_total")}
+    assert preempted == {"aws-spot-a100": 2.0, "local-gpu": 0.0}  # every pool has its series from the start
+    assert [s.value for s in parsed["etrid_job_retries"].samples if s.name.endswith("_total")] == [1.0]
+    assert "preempted" not in " ".join(s.labels.get("reason", "") for s in parsed["etrid_job_failures"].samples)
+    console = Console(width=140, record=True)
+    console.print(render(snap))
+    text = console.export_text()
+    assert "preempted, run again: aws-spot-a100" in text and "crashed, retried" in text

@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 import ray
+from click.testing import CliRunner
 
 from etrid_ray.blobs import open_blob_store
 from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.events import ChainEvent
 from etrid_ray.chain.models import JobStatus
+from etrid_ray.cli import main as cli_main
 from etrid_ray.manifest import encode_manifest
+from etrid_ray.provider.profit import ProfitBook, cost_share_usd
 from tests.provider_support import (
     CONSUMER,
     PROVIDER,
@@ -78,6 +81,7 @@ def test_happy_path_pays_the_provider_payment_minus_five_percent_to_the_planck(f
                 if e.is_("JobMarketplace", "PaymentReleased") and e.get("provider") == provider.address}
         assert paid == {j: p - p * 500 // 10_000 for j, p in zip(ids, payments, strict=True)}
         assert head.status().earnings_planck == sum(paid.values())
+        _profit_records_reconcile(head, paid, dict(zip(ids, payments, strict=True)), tmp_path)
         after = client.balance(provider.address)
         fees = _sum(events, "TransactionPayment", "TransactionFeePaid", "actual_fee", provider.address)
         reserved = _sum(events, "Balances", "Reserved", "amount", provider.address)
@@ -89,6 +93,32 @@ def test_happy_path_pays_the_provider_payment_minus_five_percent_to_the_planck(f
     finally:
         head.stop()
         client.close()
+
+
+def _profit_records_reconcile(head: Any, paid: dict[int, int], payments: dict[int, int], tmp_path: Path) -> None:
+    """Every job's profit row: the chain's PaymentReleased to the planck, the fee as the chain took it, the cost as
+    its pool's electricity for its GPU-seconds; the `earnings` command and the net-profit metric add up the same."""
+    head.profit.flush()
+    book = ProfitBook(ProfitBook.beside(head.journal.path))
+    rows = {r.job_id: r for r in book.rows()}
+    book.close()
+    assert {j: r.paid_planck for j, r in rows.items()} == paid
+    assert {j: r.fee_planck for j, r in rows.items()} == {j: payments[j] - paid[j] for j in paid}
+    local = next(p for p in head.pools if not p.is_cloud)
+    for r in rows.values():
+        assert r.pool == (head.stats.pool_of.get(r.job_id) or local.name) and not r.cloud and r.node
+        assert r.cost_usd == pytest.approx(cost_share_usd(local, r.gpus, r.ended_at - r.started_at, None))
+        assert r.gpu_seconds == pytest.approx((r.ended_at - r.started_at) * r.gpus)
+    rate = head.config.edsc_usd
+    net = sum(paid.values()) / 10**18 * rate - sum(r.cost_usd for r in rows.values())
+    assert sum(head.status().net_profit_usd.values()) == pytest.approx(net)
+    out = CliRunner().invoke(cli_main, ["earnings", "--records", ProfitBook.beside(head.journal.path), "--json"])
+    assert out.exit_code == 0, out.output
+    groups = json.loads(out.output)["groups"]
+    assert sum(int(g["paid_planck"]) for g in groups) == sum(paid.values())
+    assert sum(g["net_usd"] for g in groups) == pytest.approx(net, abs=1e-5)
+    csv_out = CliRunner().invoke(cli_main, ["earnings", "--records", ProfitBook.beside(head.journal.path), "--csv"])
+    assert csv_out.exit_code == 0 and len(csv_out.output.splitlines()) == len(paid) + 1
 
 
 BAD_CASES = {

@@ -20,9 +20,19 @@ from etrid_ray.cli.common import random_seed_option
 @click.option("--keep-open", is_flag=True, help="after the summary, keep the cluster up for the dashboard until Ctrl-C")
 @click.option("--idle-timeout", "idle_timeout_s", default=15.0, show_default=True, type=click.FloatRange(1, 3600),
               help="idle cloud nodes go back after this many seconds (production: 300)")
+@click.option("--providers", default=1, show_default=True, type=click.IntRange(1, 20),
+              help="more than 1: that many competing providers (own keys, prices and Ray clusters) on one devnet of "
+                   "1 s blocks, with each one's share, earnings and wait in the summary")
 def demo(jobs: int, speedup: float, rng_seed: int, gpus: int, bad: int, timeout_s: float, dashboard: bool,
-         keep_open: bool, idle_timeout_s: float) -> None:
+         keep_open: bool, idle_timeout_s: float, providers: int) -> None:
     """Everything on one machine: devnet, local Ray with simulated GPUs, the provider, a trace replay."""
+    if providers > 1:
+        from rich.console import Console
+
+        from etrid_ray.demo.market import market_table, run_market
+
+        Console().print(market_table(run_market(providers, jobs, rng_seed=rng_seed, timeout_s=max(timeout_s, 300))))
+        return
     from etrid_ray.demo.replay import run_demo
 
     run_demo(jobs=jobs, speedup=speedup, rng_seed=rng_seed, gpus=gpus, bad=bad, timeout_s=timeout_s,

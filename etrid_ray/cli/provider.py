@@ -33,8 +33,11 @@ def provider_group() -> None:
     default=1000,
     show_default=True,
     type=click.IntRange(1, 2**32 - 1),
-    help="measured benchmark score put in the hardware attestation",
+    help="the declared benchmark score (GFLOP/s of matmul bf16 n=8192), put in the hardware attestation only "
+    "where no GPU can be measured here; on a GPU the score is measured",
 )
+@click.option("--no-measure", is_flag=True, help="attest the declared --benchmark-score even where a GPU is here "
+              "(registering another machine's GPUs)")
 @click.option("--stake", required=True, help="stake per GPU in ËDSC (minimum 100), e.g. 100 or 250.5")
 @click.option("--schedule", type=click.Choice(["AlwaysOn", "BusinessHours"]), default="AlwaysOn", show_default=True)
 @key_file_option()
@@ -49,17 +52,23 @@ def provider_register(
     clock_mhz: int,
     tdp_watts: int,
     benchmark_score: int,
+    no_measure: bool,
     stake: str,
     schedule: str,
     key_file: str | None,
     as_json: bool,
 ) -> None:
-    """Register GPUs on chain (reserving the stake) and print their ids."""
+    """Register GPUs on chain (reserving the stake) and print their ids.
+
+    The hardware attestation's benchmark score is measured with the `matmul` workload on this machine's GPU
+    (etrid_ray/workloads/benchmark.py: GFLOP/s at bf16, n=8192); without a GPU the declared --benchmark-score is
+    attested, and the output and the attestation's quote say which."""
     import time
 
     from etrid_ray.chain.client import ChainClient
     from etrid_ray.chain.models import GpuSpecs, HardwareAttestation, Schedule
     from etrid_ray.chain.units import format_edsc, to_planck
+    from etrid_ray.workloads.benchmark import SCORE_UNIT, attested_score
 
     if len(model.encode("utf-8")) > 64:
         raise click.BadParameter("at most 64 bytes", param_hint="--model")
@@ -68,7 +77,12 @@ def provider_register(
         raise click.BadParameter("must be positive (the chain's minimum stake is 100 ËDSC)", param_hint="--stake")
     signer = signer_from(key_file)
     specs = GpuSpecs(model, vram_gb, compute_units, clock_mhz, tdp_watts)
-    attestation = HardwareAttestation(b"", benchmark_score, int(time.time()))
+    try:
+        bench = attested_score(benchmark_score, measure_gpu=not no_measure)
+    except RuntimeError as err:  # a GPU that fails the benchmark (out of memory, a driver error) registers nothing
+        raise click.ClickException(f"the GPU benchmark failed: {err} — fix the GPU, or register with --no-measure "
+                                   "and a declared --benchmark-score") from None
+    attestation = HardwareAttestation(bench.quote(), bench.score, int(time.time()))
     with ChainClient(url) as client:
         prov = client.provider(signer)
         if gpus == 1:
@@ -84,10 +98,13 @@ def provider_register(
                 "stake_per_gpu": str(stake_planck),
                 "free": str(bal.free),
                 "reserved": str(bal.reserved),
+                "benchmark": {"score": bench.score, "source": bench.source, "unit": SCORE_UNIT,
+                              "detail": bench.detail, "runs_gflops": bench.runs_gflops},
             }
         )
         return
     click.echo(f"registered {len(ids)} GPU(s) for {signer.address}: ids {', '.join(map(str, ids))}")
+    click.echo(f"benchmark score {bench.score} {SCORE_UNIT}: {bench.source} ({bench.detail})")
     click.echo(
         f"stake {format_edsc(stake_planck)} each; free {format_edsc(bal.free)}, reserved {format_edsc(bal.reserved)}"
     )
@@ -110,7 +127,7 @@ def provider_run(config_path: str | None, address: str | None, run_for: float | 
 
     Ctrl-C or SIGTERM drains it: no new claims, in-flight jobs finish and are settled, then it stops
     (a second Ctrl-C fails them at once). Without a Ray address it starts a local Ray that advertises
-    the config's GPUs (simulated without an NVIDIA driver). The signing key comes from the env var the
+    the config's GPUs (simulated without an NVIDIA or AMD driver). The signing key comes from the env var the
     config names (ETRID_SEED by default) or its seed_file — on a remote cluster, on its head node.
     """
     from etrid_ray.chain.keys import load_signer

@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from etrid_ray.accelerators import vendor_of
 from etrid_ray.clouds.registry import cloud as cloud_of
 from etrid_ray.config import ProviderConfig, ProviderSettings, pools_from_config, seed_env_keys
 from etrid_ray.pools import Pool
@@ -307,9 +308,14 @@ def worker_group(pool: Pool, priority: int, cost: float) -> dict[str, Any]:
     min_replicas = pool.max_nodes if not pool.is_cloud else pool.min_nodes
     max_replicas = max(pool.max_nodes, min_replicas)
     selector, tolerations = _scheduling(pool)
+    # the GPUs through their vendor's device plugin (nvidia.com/gpu, amd.com/gpu), whose nodes may be tainted with
+    # that same resource name: tolerate it as the clouds tolerate NVIDIA's
+    gpu_resource = vendor_of(pool.accelerator).k8s_resource
+    if all(t.get("key") != gpu_resource for t in tolerations):
+        tolerations = [*tolerations, {"key": gpu_resource, "operator": "Exists", "effect": "NoSchedule"}]
     shm, shm_mount = _shm_volume()
     cloud, cloud_mount, cloud_env = _cloud_credentials(WORKER_CLOUD_KEYS)
-    limits = {"cpu": _quantity_cpu(pool), "memory": _quantity_memory(pool), "nvidia.com/gpu": str(pool.gpus_per_node)}
+    limits = {"cpu": _quantity_cpu(pool), "memory": _quantity_memory(pool), gpu_resource: str(pool.gpus_per_node)}
     container = {
         "name": "ray-worker",
         "image": project_image(),

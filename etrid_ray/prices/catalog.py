@@ -20,7 +20,7 @@ import csv
 import io
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from functools import lru_cache
 from importlib import resources
 from typing import Protocol, runtime_checkable
@@ -30,6 +30,7 @@ from etrid_ray.pools import Pool
 # The catalog's facts were read in November 2026 (see etrid_ray/data/README.md); the day is not recorded.
 CATALOG_AS_OF = datetime(2026, 11, 1, tzinfo=UTC)
 PRICES_CSV = "data/gpu_prices.csv"
+DECLARED_SOURCE = "config"  # a quote from a pool's declared price: "config: <where the figure comes from>"
 INTERRUPTION_CSV = "data/aws_spot_interruption.csv"
 
 
@@ -152,9 +153,16 @@ class PriceCatalog:
 
         `zones` (from a live market: the zones that offer the type now) narrows the rows to those
         zones when the catalog knows any of them; zone names it does not know (AWS zone names vs
-        the catalog's zone ids) leave the rows as they are."""
-        if not pool.is_cloud or not pool.instance_type:
+        the catalog's zone ids) leave the rows as they are.
+
+        A pool the catalog cannot price is quoted at the price its config declares (`Pool.price`), if any."""
+        if not pool.is_cloud:
             return None
+        quote = self._catalogued(pool, zones) if pool.instance_type else None
+        return quote if quote is not None else declared_quote(pool)
+
+    def _catalogued(self, pool: Pool, zones: Collection[str] | None) -> PriceQuote | None:
+        assert pool.instance_type is not None
         rows = self.offers(pool.kind, pool.instance_type, pool.region)
         if zones:
             wanted = set(zones)
@@ -178,6 +186,21 @@ class PriceCatalog:
                           source=self.source, as_of=self.as_of,
                           interruption_bucket=self.interruption_bucket(best.cloud, best.instance_type, best.region),
                           instance_type=best.instance_type, spot=pool.spot)
+
+
+def declared_quote(pool: Pool) -> PriceQuote | None:
+    """The price the pool's config declares, as a quote whose source names where the figure comes from."""
+    price = pool.price
+    if price is None or not pool.is_cloud:
+        return None
+    node_hour = price.usd_per_node_hour
+    ondemand = price.ondemand_usd_per_node_hour or node_hour
+    return PriceQuote(pool=pool.name, cloud=pool.kind, region=pool.region, zone=None, usd_per_node_hour=node_hour,
+                      usd_per_gpu_hour=node_hour / pool.gpus_per_node, ondemand_usd_per_hour=ondemand,
+                      spot_discount=max(0.0, 1.0 - node_hour / ondemand) if pool.spot else 0.0,
+                      source=f"{DECLARED_SOURCE}: {price.source}",
+                      as_of=datetime.combine(price.as_of, time.min, tzinfo=UTC),
+                      instance_type=pool.instance_type, spot=pool.spot)
 
 
 class FallbackSource:

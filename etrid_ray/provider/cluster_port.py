@@ -33,14 +33,19 @@ class ClusterPort(Protocol):
         ...
 
 
-def draining_node_ids() -> set[str]:
-    """Nodes Ray is draining (spot notice, preStop, idle removal): no new work may be steered there."""
+def draining_nodes() -> dict[str, float | None]:
+    """Nodes Ray is draining (spot notice, preStop, idle removal), each with its drain deadline (Unix seconds;
+    None: drained without one). No new work may be steered there."""
     try:
         from ray._private.state import state
 
-        return set(state.get_draining_nodes())
+        return {node: ms / 1000 if ms else None for node, ms in state.get_draining_nodes().items()}
     except Exception:  # an older or newer Ray without the call: no node is known to drain
-        return set()
+        return {}
+
+
+def draining_node_ids() -> set[str]:
+    return set(draining_nodes())
 
 
 def refresh_autoscaler_version() -> None:

@@ -33,6 +33,7 @@ from etrid_ray.provider.gpu_info import GpuFacts, gpu_facts
 from etrid_ray.provider.job import ON_CHAIN, WAITING, JobBook, JobState, Settlement, TrackedJob
 from etrid_ray.provider.journal import Journal
 from etrid_ray.provider.manifests import ManifestSource
+from etrid_ray.provider.profit import ProfitBook
 from etrid_ray.provider.ray_tasks import RayTasks
 from etrid_ray.provider.scaler import Scaler
 from etrid_ray.provider.stages.admission import Admission, offers_for
@@ -41,6 +42,7 @@ from etrid_ray.provider.stages.dispatch import Dispatcher
 from etrid_ray.provider.stages.harvest import Harvester
 from etrid_ray.provider.stages.intake import Intake
 from etrid_ray.provider.stages.keepalive import Keepalive
+from etrid_ray.provider.stages.profit import ProfitRecorder
 from etrid_ray.provider.stages.recovery import Recovery
 from etrid_ray.provider.stages.scaling import PoolScaling
 from etrid_ray.provider.stages.settle import Settler
@@ -114,7 +116,9 @@ class ProviderHead:
                                    config.scale_interval_s, gate, clock, time.monotonic, cancel=self.tasks.withdraw)
         self.pace = BlockPace()
         self.intake = Intake(self.book, self.chain, self.stats, self.scaling.note_departed,
-                             lambda number: self.pace.observe(number, clock()))
+                             lambda number: self.pace.observe(number, clock()),
+                             lambda job_id, amount, block: self.profit.paid(job_id, amount, self._payment_of(job_id),
+                                                                            clock(), block))
         self.admission = Admission(self.book, self.manifests, self.stats, self._offers, clock)
         self.claimer = Claimer(self.book, self.chain, self.journal, self.stats, self.estimates, self.tasks,
                                self.scaling, ids, self.capacity, config.max_inflight_per_gpu, config.claim_batch,
@@ -122,7 +126,12 @@ class ProviderHead:
         self.dispatcher = Dispatcher(self.book, self.tasks, self.manifests, self.journal, self.stats,
                                      self.store_url, config.max_input_bytes, clock, gate)
         self.harvester = Harvester(self.book, self.tasks, self.journal, self.stats, self.estimates,
-                                   config.result_batch, clock)
+                                   config.result_batch, clock, redispatch=self.dispatcher.dispatch,
+                                   draining=self._draining_nodes, default_pool=config.pool)
+        self.profit = ProfitRecorder(ProfitBook(ProfitBook.beside(self.journal.path)), {p.name: p for p in self.pools},
+                                     next((p for p in self.pools if not p.is_cloud), None), self._node_rate,
+                                     config.edsc_usd)
+        self.harvester.on_outcome = self.profit.ran
         self.settler = Settler(self.book, self.chain, self.journal, self.stats, config.result_batch, ids, clock)
         self.keepalive = Keepalive(self.chain, self.book, self.stats, self.facts, ids,
                                    config.heartbeat_interval_s, config.telemetry_interval_s,
@@ -142,6 +151,9 @@ class ProviderHead:
     def _gate(self) -> Any:
         return self.tee_gate
 
+    def _draining_nodes(self) -> list[str]:
+        return [n.node_id for n in self.cluster.view().nodes if n.draining]
+
     def _offers(self) -> list[Capabilities]:
         return offers_for(self.caps, self.pool_caps, self.scaling.active, self.tee_gate, self.config.pool)
 
@@ -156,6 +168,17 @@ class ProviderHead:
         kwargs = {} if self._cluster_port is None else {"cluster": self._cluster_port}
         return Scaler(self.config, self.pools, refresh_in_background=True,
                       startup_of=lambda pool: self.estimates.learnt_node_startup_s(pool.name), **kwargs)
+
+    def _node_rate(self, node_id: str) -> float | None:
+        """What the cloud node `node_id` is billed per hour (the scaler's bill for it), None if none is open."""
+        scaler = self.scaling.scaler
+        if scaler is None or node_id not in scaler.ledger:
+            return None
+        return float(scaler.ledger.bill(node_id).usd_per_node_hour)
+
+    def _payment_of(self, job_id: int) -> int:
+        tracked = self.book.get(job_id)
+        return tracked.job.payment if tracked is not None else 0
 
     def capacity(self) -> float:
         """GPUs the Ray cluster offers new work now (it grows and shrinks with the autoscaler; draining nodes
@@ -232,6 +255,7 @@ class ProviderHead:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
         self.manifests.close()
+        self.profit.flush()
         if self.anchorer is not None:
             self.anchorer.stop()  # a final anchor
         self.conn.close()
@@ -333,7 +357,9 @@ class ProviderHead:
         return bool(won)
 
     def _report_pass(self, wait: float = 0.05) -> bool:
-        return bool(self.harvester.harvest(wait) + self.settler.settle())
+        harvested = self.harvester.harvest(wait)
+        self.profit.flush()
+        return bool(harvested + self.settler.settle())
 
     def step(self) -> bool:
         """One pass of both loops, for a caller that drives the head itself (`start(background=False)`)."""
@@ -367,6 +393,7 @@ class ProviderHead:
                 skipped=dict(s.skipped), reported=s.reported, report_errors=s.report_errors,
                 earnings_planck=s.earnings_planck, earnings_edsc=s.earnings_planck / PLANCK_PER_EDSC,
                 payments=s.payments, gpu_seconds=s.gpu_seconds, errors=dict(s.errors),
+                preempted=dict(s.preempted), retried=s.retried,
                 reconnects=int(getattr(self.conn, "reconnects", 0)), uptime_s=now - self.started_at,
                 last_heartbeat=self.keepalive.last_heartbeat,
                 queue_to_start_p50=percentile(s.queue_to_start, 50),
@@ -374,7 +401,7 @@ class ProviderHead:
                 result_to_chain_p50=percentile(s.result_to_chain, 50),
                 result_to_chain_p99=percentile(s.result_to_chain, 99),
                 loop_p50_ms=percentile(s.loop_seconds, 50) * 1000, loop_seconds=tuple(s.loop_seconds),
-                durations=durations, estimates=self.estimates.summary(),
+                durations=durations, estimates=self.estimates.summary(), net_profit_usd=dict(self.profit.net_usd),
                 pools_unavailable=self.scaling.scaler.unavailable(now) if self.scaling.scaler is not None else {},
                 waits=tuple(s.queue_to_start) if detail else (),
                 result_latencies=tuple(s.result_to_chain) if detail else ())
@@ -387,7 +414,7 @@ class ProviderHead:
 def _running_view(t: TrackedJob) -> RunningView:
     run = t.run
     assert run is not None
-    return RunningView(t.job_id, run.gpus, run.pool, t.gpu_id, run.dispatched_at)
+    return RunningView(t.job_id, run.gpus, run.pool, t.gpu_id, run.dispatched_at, t.preemptions)
 
 
 __all__ = ["NO_POOL_IN_TIME", "OFFLINE_REASON", "ProviderHead"]

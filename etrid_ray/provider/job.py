@@ -57,7 +57,7 @@ TRANSITIONS: dict[JobState | None, frozenset[JobState]] = {
     S.SKIPPED: frozenset({S.QUEUED, S.DEPARTED}),
     S.CLAIMING: frozenset({S.CLAIMED, S.LOST, S.ADMITTED}),  # admitted again: the extrinsic failed as a whole
     S.CLAIMED: frozenset({S.RUNNING, S.FINISHED}),
-    S.RUNNING: frozenset({S.FINISHED, S.CLAIMED}),  # claimed again: preempted, to run again
+    S.RUNNING: frozenset({S.FINISHED, S.CLAIMED}),  # claimed again: preempted or crashed, to run again
     S.FINISHED: frozenset({S.REPORTED}),
     S.REPORTED: frozenset(),
     S.DEPARTED: frozenset(),
@@ -126,6 +126,9 @@ class TrackedJob:
     finished_at: float = 0.0
     chain_deadline: float | None = None  # a recovered job's deadline on chain
     order: tuple[object, ...] | None = None  # the claim order's fixed part, once judged (provider/stages/claim.py)
+    preemptions: int = 0  # runs lost to a preempted node (free: provider/preemption.py)
+    retries: int = 0  # runs lost to a crash (each spends one of `TASK_MAX_RETRIES`)
+    checkpoint: str | None = None  # the blob of a preempted run's progress, which the next run resumes from
 
     @property
     def job_id(self) -> int:

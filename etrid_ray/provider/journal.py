@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from etrid_ray.provider.job import JobState, Settlement
+from etrid_ray.provider.preemption import PREEMPTED_NOTE
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     ok INTEGER,                   -- for finished/reported: 1 result, 0 failure
     result_hash TEXT,
     reason TEXT,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    checkpoint TEXT               -- for claimed: the progress a preempted run saved (a blob), resumed from
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS history (  -- every state a job was journalled in, in order
@@ -58,6 +60,7 @@ CREATE TABLE IF NOT EXISTS history (  -- every state a job was journalled in, in
 CREATE INDEX IF NOT EXISTS history_job ON history (job_id);
 """
 
+COLUMNS = "job_id, gpu_id, state, ok, result_hash, reason, updated, checkpoint"  # a `JournalEntry`'s, in order
 #: meta keys holding the binding; written once, when a new or empty journal is first bound
 BINDING_KEYS = ("chain_genesis", "chain_block1", "account")
 NO_BLOCK = "-"  # a chain with no block 1 yet (stored, so a chain that later has one does not match)
@@ -101,6 +104,8 @@ class JournalEntry:
     reason: str | None
     #: when the row last changed (for a claimed row: when the claim was journalled); not part of equality
     updated: float | None = field(default=None, compare=False)
+    #: for a claimed row: the blob of a preempted run's progress, which a rerun (after a restart too) resumes from
+    checkpoint: str | None = field(default=None, compare=False)
 
 
 class Journal:
@@ -116,6 +121,9 @@ class Journal:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        if "checkpoint" not in columns:  # a journal written before checkpoints were kept
+            db.execute("ALTER TABLE jobs ADD COLUMN checkpoint TEXT")
         return db
 
     # binding --------------------------------------------------------------------------------------
@@ -195,7 +203,7 @@ class Journal:
             self.db.executemany(
                 "INSERT INTO jobs (job_id, gpu_id, state, updated) VALUES (?, ?, 'claimed', ?) "
                 "ON CONFLICT(job_id) DO UPDATE SET gpu_id=excluded.gpu_id, state='claimed', ok=NULL, "
-                "result_hash=NULL, reason=NULL, updated=excluded.updated "
+                "result_hash=NULL, reason=NULL, updated=excluded.updated, checkpoint=NULL "
                 "WHERE NOT (jobs.state = 'claimed' AND jobs.gpu_id IS excluded.gpu_id)",
                 [(j, g, now) for j, g in pairs])
             self._history([(j, JobState.CLAIMED, now, f"gpu {g}") for j, g in pairs])
@@ -211,6 +219,24 @@ class Journal:
                 "WHERE jobs.state != 'reported'",
                 [(s.job_id, int(s.ok), s.result_hash, s.reason or None, now) for s in items])
             self._history([(s.job_id, JobState.FINISHED, now, "result" if s.ok else s.reason) for s in items])
+
+    def rerun(self, items: Sequence[tuple[int, str, str | None]]) -> None:
+        """(job_id, why, checkpoint) runs again after its run was lost: preempted (the note starts with
+        `preempted`) or crashed. The row stays `claimed` — to a restarted head the job is simply ours and
+        unfinished — with the checkpoint its next run resumes from (a restarted head's too); the history keeps
+        why, so `preemptions` and an operator reading it can tell a preemption from a failure."""
+        now = time.time()
+        with self._lock, self.db:
+            self.db.executemany("UPDATE jobs SET state='claimed', ok=NULL, result_hash=NULL, reason=NULL, updated=?, "
+                                "checkpoint=? WHERE job_id=? AND state != 'reported'",
+                                [(now, checkpoint, j) for j, _, checkpoint in items])
+            self._history([(j, JobState.CLAIMED, now, note) for j, note, _ in items])
+
+    def preemptions(self, job_id: int) -> int:
+        """How many of `job_id`'s runs were lost to a preemption."""
+        with self._lock:
+            return int(self.db.execute("SELECT COUNT(*) FROM history WHERE job_id=? AND note LIKE ?",
+                                       (job_id, f"{PREEMPTED_NOTE}%")).fetchone()[0])
 
     def reported(self, job_ids: Sequence[int]) -> None:
         now = time.time()
@@ -231,14 +257,12 @@ class Journal:
 
     def get(self, job_id: int) -> JournalEntry | None:
         with self._lock:
-            row = self.db.execute("SELECT job_id, gpu_id, state, ok, result_hash, reason, updated FROM jobs "
-                                  "WHERE job_id=?", (job_id,)).fetchone()
+            row = self.db.execute(f"SELECT {COLUMNS} FROM jobs WHERE job_id=?", (job_id,)).fetchone()
         return _entry(row) if row else None
 
     def in_state(self, state: JobState | str) -> list[JournalEntry]:
         with self._lock:
-            rows = self.db.execute("SELECT job_id, gpu_id, state, ok, result_hash, reason, updated FROM jobs "
-                                   "WHERE state=?", (state,)).fetchall()
+            rows = self.db.execute(f"SELECT {COLUMNS} FROM jobs WHERE state=?", (state,)).fetchall()
         return [_entry(r) for r in rows]
 
     def get_meta(self, key: str) -> str | None:
@@ -256,5 +280,6 @@ class Journal:
 
 
 def _entry(row: tuple) -> JournalEntry:  # type: ignore[type-arg]
-    job_id, gpu_id, state, ok, result_hash, reason, updated = row
-    return JournalEntry(job_id, gpu_id, JobState(state), None if ok is None else bool(ok), result_hash, reason, updated)
+    job_id, gpu_id, state, ok, result_hash, reason, updated, checkpoint = row
+    return JournalEntry(job_id, gpu_id, JobState(state), None if ok is None else bool(ok), result_hash, reason, updated,
+                        checkpoint)

@@ -17,6 +17,8 @@ from typing import Any
 import ray
 
 from etrid_ray.pools import STEER
+from etrid_ray.provider.cluster_port import draining_node_ids
+from etrid_ray.provider.preemption import Lost
 from etrid_ray.provider.task import Outcome, dispatch_options, options_problem, probe, run_job
 from etrid_ray.provider.timing import Estimates
 
@@ -57,8 +59,9 @@ class RayTasks:
         return self._problems[key]
 
     def submit(self, job_id: int, manifest_json: str, store_url: str, max_input_bytes: int, gpus: float,
-               pool: str | None, options: dict[str, Any] | None = None) -> Any:
-        """Starts the job's task (with `options`, e.g. a TEE gate's, instead of the cached shape)."""
+               pool: str | None, options: dict[str, Any] | None = None, checkpoint: str | None = None) -> Any:
+        """Starts the job's task (with `options`, e.g. a TEE gate's, instead of the cached shape; from
+        `checkpoint`, a preempted run's progress, when given)."""
         if options is not None:
             task = run_job.options(**options)
         else:
@@ -68,7 +71,7 @@ class RayTasks:
                 if len(self._shapes) > SHAPES_KEPT:  # consumers choose the GPU counts: keep the cache bounded
                     self._shapes.clear()
                 task = self._shapes[key] = run_job.options(**self.options(gpus, pool))
-        ref = task.remote(job_id, manifest_json, store_url, max_input_bytes)
+        ref = task.remote(job_id, manifest_json, store_url, max_input_bytes, checkpoint)
         key = ref.hex()
         ref.future().add_done_callback(lambda fut, job_id=job_id, key=key: self._collect(job_id, key, fut))
         return ref
@@ -90,14 +93,26 @@ class RayTasks:
         ray.cancel(ref, force=True)
 
     @staticmethod
-    def outcome(future: Any) -> Outcome | str:
-        """The task's outcome, or why there is none (cancelled: timed out; lost with its node or worker)."""
+    def outcome(future: Any) -> Outcome | Lost:
+        """The task's outcome, or why there is none (cancelled: timed out; lost with its node or worker, …)."""
         try:
             return future.result()
-        except ray.exceptions.TaskCancelledError:
-            return "cancelled"
-        except ray.exceptions.RayError as err:  # node lost beyond retries, worker crashed, …
-            return f"execution lost: {type(err).__name__}"
+        except ray.exceptions.RayError as err:
+            return Lost.of(err)
+
+    @staticmethod
+    def preempted_nodes(node_ids: set[str]) -> set[str]:
+        """Which of these nodes were preempted, as the GCS has it: still draining (the task's owner hears that a
+        node is gone seconds before the GCS's health check declares it dead), or recorded dead after a PREEMPTION
+        drain's deadline. Asked only when a task was lost with a node the head had not seen draining."""
+        from ray.core.generated import common_pb2
+
+        found = node_ids & draining_node_ids()
+        if found == node_ids:
+            return found
+        preempted = common_pb2.NodeDeathInfo.Reason.Value("AUTOSCALER_DRAIN_PREEMPTED")
+        return found | {row["NodeID"] for row in ray.nodes()
+                        if row["NodeID"] in node_ids and not row.get("Alive") and row.get("DeathReason") == preempted}
 
     # warm workers and the dispatch probe -----------------------------------------------------------------
 

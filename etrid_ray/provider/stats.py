@@ -51,6 +51,8 @@ class Stats:
     pool_of: dict[int, str | None] = field(default_factory=dict)       # job id -> pool its task was steered to
     loop_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
     errors: Counter[str] = field(default_factory=Counter)  # exceptions a loop pass survived, by type
+    preempted: Counter[str] = field(default_factory=Counter)  # runs lost to a preempted node, by pool (run again)
+    retried: int = 0  # runs lost to a crash and run again (each spends one of a job's retries)
 
     def count_failure(self, reason: str) -> None:
         self.failed[failure_kind(reason)] += 1
@@ -63,6 +65,7 @@ class RunningView:
     pool: str | None
     gpu_id: int | None
     dispatched_at: float
+    preemptions: int = 0  # earlier runs of this job lost to a preempted node
 
 
 @dataclass(frozen=True)
@@ -110,10 +113,13 @@ class HeadStatus:
     loop_seconds: tuple[float, ...]
     durations: tuple[float, ...]  # run times of the most recent finished tasks
     estimates: dict[str, Any]
+    net_profit_usd: dict[str, float] = field(default_factory=dict)  # by pool since start: paid − cost share
     waits: tuple[float, ...] = ()  # with detail: queue → start per job
     result_latencies: tuple[float, ...] = ()  # with detail: result → on chain per job
     # pools whose requested nodes never came, backing off (scaling.capacity): pool -> why, and when asked again
     pools_unavailable: dict[str, str] = field(default_factory=dict)
+    preempted: dict[str, int] = field(default_factory=dict)  # runs lost to a preempted node, run again, by pool
+    retried: int = 0  # runs lost to a crash and run again (each spent one of the job's retries)
 
     def as_dict(self, detail: bool = False) -> dict[str, Any]:
         out = asdict(self)

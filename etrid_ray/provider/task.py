@@ -2,8 +2,15 @@
 
 It is declared with `max_calls=0` so GPU tasks reuse worker processes (Ray's
 default for `num_gpus>0` is one process per task: 3 tasks/s here instead of
-1,500). Application errors come back as a failed outcome, not an exception,
-so Ray retries only what it should: tasks lost with their node.
+1,500). Application errors come back as a failed outcome, not an exception.
+
+Ray does not retry it (`max_retries=0`): the head does (provider/stages/harvest.py), because only the head
+can tell a preemption from a crash and act on each — a preempted job runs again without spending its retry
+budget (`TASK_MAX_RETRIES`, for crashes), is journalled and counted as preempted, and is failed only when its
+deadline can no longer be met. Ray's own exemption (a node that died after its PREEMPTION drain deadline) misses
+a node reclaimed before that deadline or drained without one (a rebalance notice), and Ray's retries are
+invisible to the head. A handler that declares `checkpoints` is told of its node's drain and leaves early with
+its progress saved (`Outcome.checkpoint`); the rerun starts from it.
 """
 
 from __future__ import annotations
@@ -20,12 +27,15 @@ import ray
 from etrid_ray.blobs import BlobError, BlobIntegrityError, BlobNotFound, BlobTooLarge, open_blob_store
 from etrid_ray.manifest import Manifest, chain_reason
 from etrid_ray.pools import pool_resource
+from etrid_ray.provider.cluster_port import draining_nodes
 from etrid_ray.security.compliance import policy_for
 from etrid_ray.security.crypto import CryptoError, KeyringNotConfigured, store_for_job
 from etrid_ray.workloads.matmul import cuda_present
-from etrid_ray.workloads.registry import UnknownHandler, WorkloadContext, get_workload
+from etrid_ray.workloads.registry import Preempted, UnknownHandler, WorkloadContext, get_workload
 
-TASK_MAX_RETRIES = 3
+TASK_MAX_RETRIES = 3  # reruns a job gets after crashes (a node or worker lost without a drain); preemptions are free
+DRAIN_POLL_S = 0.5  # a worker asks the GCS whether its node drains at most this often (shared by its tasks)
+LEAVE_MARGIN_S = 2.0  # a handler that would end closer than this to its node's drain deadline leaves instead
 STORE_RETRY_S = 90.0  # ride out a blob store restart (the devnet's store restarts with the chain)
 PERMANENT = (BlobIntegrityError, BlobNotFound, BlobTooLarge, CryptoError)
 
@@ -56,6 +66,55 @@ class Outcome:
     finished_at: float = 0.0
     node_id: str = ""
     worker: str = ""  # node and pid of the Ray worker that ran it: the head counts the warm workers it has seen
+    preempted: bool = False  # the handler left its draining node early (`Preempted`): to be run again
+    checkpoint: str | None = None  # with `preempted`: the blob holding its progress, for the rerun
+    remaining_s: float | None = None  # with `preempted`: what the handler said the rest needs, when it knew
+
+
+class DrainWatch:
+    """Whether a handler on this worker's node should leave it: the node is being drained (a spot notice, a
+    preStop hook) and the handler would not finish, with `LEAVE_MARGIN_S` to spare, before the drain's deadline
+    (or it cannot say, or the drain has none). A job that will finish in time stays: finishing beats a rerun.
+    The GCS is asked at most once per `DRAIN_POLL_S` however many tasks and calls ask."""
+
+    def __init__(self, poll_s: float = DRAIN_POLL_S, read: Any = draining_nodes, clock: Any = time.time) -> None:
+        self.poll_s = poll_s
+        self.read = read
+        self.clock = clock
+        self._at = float("-inf")
+        self._draining: dict[str, float | None] = {}
+
+    def leave(self, node_id: str, remaining_s: float | None = None) -> bool:
+        now = time.monotonic()
+        if now - self._at >= self.poll_s:
+            self._at = now
+            self._draining = self.read()
+        if node_id not in self._draining:
+            return False
+        deadline = self._draining[node_id]
+        return deadline is None or remaining_s is None or self.clock() + remaining_s + LEAVE_MARGIN_S > deadline
+
+
+_DRAIN_WATCH = DrainWatch()
+
+
+def _checkpoint_payload(job_id: int, handler: str, progress: dict[str, Any]) -> bytes:
+    return json.dumps({"checkpoint": {"job_id": job_id, "handler": handler, "progress": progress}},
+                      sort_keys=True, separators=(",", ":")).encode()
+
+
+def _resumed(store: Any, checkpoint: str | None, job_id: int, handler: str) -> dict[str, Any] | None:
+    """The progress a preempted run of this job saved, or None (no checkpoint; or one that cannot be read or is
+    not this job's: the job then starts over, which is slower but never wrong)."""
+    if not checkpoint:
+        return None
+    try:
+        saved = json.loads(_with_retry(store.get, checkpoint))["checkpoint"]
+    except (BlobError, ValueError, KeyError, TypeError):
+        return None
+    if saved.get("job_id") != job_id or saved.get("handler") != handler or not isinstance(saved.get("progress"), dict):
+        return None
+    return dict(saved["progress"])
 
 
 def _device() -> tuple[str, list[str]]:
@@ -91,8 +150,10 @@ def handler_failure(handler: str, err: BaseException) -> str:
     return chain_reason(text)
 
 
-def execute(job_id: int, manifest_json: str, store_url: str, max_input_bytes: int) -> Outcome:
-    """Runs a job in this process; used by the Ray task and directly by tests."""
+def execute(job_id: int, manifest_json: str, store_url: str, max_input_bytes: int, checkpoint: str | None = None,
+            drain: DrainWatch | None = None) -> Outcome:
+    """Runs a job in this process (from `checkpoint`, a preempted run's progress, when given); used by the Ray
+    task and directly by tests."""
     started = time.time()
     node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
     worker = f"{node_id}:{os.getpid()}"
@@ -128,8 +189,20 @@ def execute(job_id: int, manifest_json: str, store_url: str, max_input_bytes: in
         inputs[ref.name] = data
     device, gpu_ids = _device()
     ctx = WorkloadContext(inputs=inputs, device=device, gpu_ids=gpu_ids, timeout_s=manifest.timeout_s)
+    if workload.checkpoints:
+        watch = drain or _DRAIN_WATCH
+        if node_id or drain is not None:  # outside Ray (tests, benches) only a watch passed in can tell
+            ctx.preempting = lambda remaining_s=None: watch.leave(node_id, remaining_s)
+        ctx.resumed = _resumed(store, checkpoint, job_id, manifest.handler)
     try:
         result = workload.fn(manifest.args, ctx)
+    except Preempted as notice:  # left the draining node early: its progress goes where the rerun finds it
+        try:  # once: the node has seconds left, not the store's restart window
+            saved: str | None = store.put(_checkpoint_payload(job_id, manifest.handler, notice.progress))
+        except (BlobError, TypeError, ValueError):
+            saved = None  # the rerun starts over
+        return Outcome(job_id, False, None, "preempted", started, time.time(), node_id, worker, preempted=True,
+                       checkpoint=saved, remaining_s=notice.remaining_s)
     except Exception as err:  # the handler's failure is the job's failure, not the head's
         return fail(handler_failure(manifest.handler, err))
     if isinstance(result, bytes | bytearray):
@@ -200,9 +273,10 @@ def dispatch_failure(options: dict[str, Any], err: BaseException) -> str:
     return chain_reason(f"cannot dispatch resources.gpus={gpus!r}: {type(err).__name__}: {' '.join(str(err).split())}")
 
 
-@ray.remote(max_calls=0, max_retries=TASK_MAX_RETRIES, retry_exceptions=False)
-def run_job(job_id: int, manifest_json: str, store_url: str, max_input_bytes: int) -> Outcome:
-    return execute(job_id, manifest_json, store_url, max_input_bytes)
+@ray.remote(max_calls=0, max_retries=0, retry_exceptions=False)  # the head reruns: see the module docstring
+def run_job(job_id: int, manifest_json: str, store_url: str, max_input_bytes: int,
+            checkpoint: str | None = None) -> Outcome:
+    return execute(job_id, manifest_json, store_url, max_input_bytes, checkpoint)
 
 
 @ray.remote(max_calls=0, max_retries=0)

@@ -89,6 +89,36 @@ class BlockPace:
         return max(1.0, CLAIM_WINDOW_BLOCKS * self.interval.mean)
 
 
+LOSS_TARGET = 0.05  # share of claim attempts lost to other providers the deferral aims under
+MAX_DEFER_BLOCKS = 4.0
+
+
+@dataclass
+class ClaimDeferral:
+    """How long this head waits before claiming a job it has just seen, learnt from the claims it loses.
+
+    Competing heads that see a job in the same block and claim it at once collide; all but one lose (a failed
+    batch item: cheap, but repeated on every burst). Waiting a different, hashed, share of a few blocks per head
+    and job spreads their claims over blocks: the first claims, the others see the job gone before they try.
+    Alone on a chain nothing is ever lost and the wait decays to nothing; the more competitors collide, the longer
+    it grows (doubling while the share of claims lost is above LOSS_TARGET, up to MAX_DEFER_BLOCKS) — adapting to
+    however many providers there are without knowing them."""
+
+    blocks: float = 0.0
+
+    def observe(self, won: int, lost: int) -> None:
+        if won + lost == 0:
+            return
+        if lost / (won + lost) > LOSS_TARGET:
+            self.blocks = min(MAX_DEFER_BLOCKS, max(2 * self.blocks, 0.5))
+        else:
+            self.blocks = self.blocks * 0.8 if self.blocks > 0.05 else 0.0
+
+    def delay_s(self, spread: int, block_s: float) -> float:
+        """This head's wait for the job of `spread` (its `spread_key`): a uniform share of the current window."""
+        return (spread % 1_000_003) / 1_000_003 * self.blocks * block_s
+
+
 def spread_key(address: str, job_id: int) -> int:
     """A job's place among equally old jobs for the head of `address`: a hash, so each provider's order differs
     and none is favoured, and stable, so a head's own order does not change from pass to pass."""

@@ -198,10 +198,10 @@ def start_local(config: ProviderConfig, echo: Echo) -> Session:
         local.stop()
         raise
     address = local.gcs_address
-    if facts.source == "nvml":
-        echo(f"local Ray at {address}: {facts.count} × {facts.model} GPUs (NVML)")
+    if facts.measured:
+        echo(f"local Ray at {address}: {facts.count} × {facts.model} GPUs ({facts.source_title})")
     else:
-        echo(f"local Ray at {address}: {facts.count} GPUs SIMULATED (no NVIDIA driver; gpus.count from the "
+        echo(f"local Ray at {address}: {facts.count} GPUs SIMULATED (no NVIDIA or AMD driver; gpus.count from the "
              "config) — jobs run on the CPU")
     echo(dashboard_login(local.dashboard_url))
     return Session(config, address, local=True, seed_file=seed_file, owns_ray=True, local_ray=local)

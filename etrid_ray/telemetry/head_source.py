@@ -146,10 +146,13 @@ def head_snapshot(head: Any, decisions: DecisionLog | None = None, *, with_ray: 
         recent_decisions=list(decisions.recent) if decisions is not None else [],
         claims={"won": st.claimed, "lost": st.lost_claims},
         failures=dict(st.failed), skipped=dict(st.skipped), rpc_errors=rpc, head_errors=dict(st.errors),
+        preemptions=dict(st.preempted), retries=st.retried,
         loop_s={"0.5": _quantile(list(st.loop_seconds), 0.5), "0.99": _quantile(list(st.loop_seconds), 0.99)},
         running=st.running,
         running_jobs=[{"job_id": r.job_id, "gpus": r.gpus, "pool": r.pool, "gpu_id": r.gpu_id,
-                       "age_s": max(0.0, now - r.dispatched_at)} for r in running[:RUNNING_SHOWN]],
+                       "age_s": max(0.0, now - r.dispatched_at), "preemptions": r.preemptions}
+                      for r in running[:RUNNING_SHOWN]],
+        net_profit_usd=dict(st.net_profit_usd),
         spend_today_usd=float(scaler.spend_usd) if scaler is not None else 0.0,
         budget_usd=float(head.config.scaling.daily_cloud_budget_usd),
     )

@@ -105,8 +105,18 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("etrid_job_failures_total", "counter", ("reason",), "Jobs reported failed, by reason",
                labels_from_events=True),
     MetricSpec("etrid_jobs_running", "gauge", ("provider",), "Jobs running as Ray tasks now", ("head",)),
+    MetricSpec("etrid_job_preemptions_total", "counter", ("pool",),
+               "Job runs lost to a preempted (drained) node and run again without spending a retry, by pool",
+               ("head",)),
+    MetricSpec("etrid_job_retries_total", "counter", (),
+               "Job runs lost to a crash (no drain) and run again, each spending one of the job's retries",
+               ("head",)),
     MetricSpec("etrid_job_skipped_total", "counter", ("reason",),
                "Queued jobs left unclaimed, by kind (a fixed set: admission.SKIP_KINDS; the particulars are logged)",
+               ("head",)),
+    MetricSpec("etrid_job_net_profit_usd_total", "gauge", ("pool",),
+               "Net profit of this head's jobs since it started, by pool: what the chain paid (after its fee, at "
+               "edsc_usd) minus each job's share of its hardware's cost. A gauge: a job can lose money",
                ("head",)),
     MetricSpec("etrid_job_queue_to_start_seconds", "gauge", ("quantile",),
                "Submission to task start, over the last 20,000 jobs", ("head",)),
@@ -204,9 +214,12 @@ class Snapshot:
     skipped: dict[str, int] = field(default_factory=dict)
     rpc_errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RPC_ERROR_KINDS, 0))
     head_errors: dict[str, int] = field(default_factory=dict)
+    preemptions: dict[str, int] = field(default_factory=dict)  # pool -> runs lost to a preempted node
+    retries: int = 0  # runs lost to a crash and run again
     loop_s: dict[str, float] = field(default_factory=dict)  # quantile -> seconds
     running: int = 0
     running_jobs: list[dict[str, Any]] = field(default_factory=list)  # the oldest few: job_id, gpus, pool, age_s
+    net_profit_usd: dict[str, float] = field(default_factory=dict)  # by pool: paid − cost share of each job
     spend_today_usd: float | None = None
     budget_usd: float | None = None
     scrape_seconds: float | None = None
@@ -365,8 +378,14 @@ def families(snap: Snapshot, *, now: float | None = None,
 
     if src == "head":
         yield gauge("etrid_jobs_running", [([snap.address], snap.running)])
+        yield counter("etrid_job_preemptions_total",
+                      with_zeros({(pool,): n for pool, n in snap.preemptions.items()},
+                                 ((pool.name,) for pool in snap.pools)))
+        yield counter("etrid_job_retries_total", [([], snap.retries)])
         yield counter("etrid_job_skipped_total", (([kind], n) for (kind,), n in with_zeros(
             _by_kind(snap.skipped), ((kind,) for kind in SKIP_KINDS))))
+        yield gauge("etrid_job_net_profit_usd_total", with_zeros(
+            {(pool,): usd for pool, usd in snap.net_profit_usd.items()}, ((pool.name,) for pool in snap.pools)))
         yield quantiles("etrid_job_queue_to_start_seconds", snap.queue_to_start_s)
         yield quantiles("etrid_job_result_to_chain_seconds", snap.result_to_chain_s)
         yield gauge("etrid_pool_gpus", (([pool.name, state], v) for pool in snap.pools

@@ -177,6 +177,10 @@ DASHBOARD: tuple[Row, ...] = (
                                              "{{provider}}"),)),
         Panel("Failures by reason (15 min)", (("max by (reason) (increase(etrid_job_failures_total[15m]))",
                                                "{{reason}}"),), stack=True),
+        Panel("Runs lost and run again (15 min)",
+              (("sum by (pool) (increase(etrid_job_preemptions_total[15m]))", "preempted: {{pool}}"),
+               ("sum(increase(etrid_job_retries_total[15m]))", "crashed (retry spent)")), stack=True,
+              description="not failures: a preempted run is run again free, a crashed one spends a retry"),
     ]),
     Row("GPUs and pools", [
         Panel("GPUs per pool and state", (("sum by (pool, state) (etrid_pool_gpus)", "{{pool}} {{state}}"),),
@@ -207,6 +211,8 @@ DASHBOARD: tuple[Row, ...] = (
     Row("Earnings and claims", [
         Panel("Earnings (ËDSC)", (("max by (provider) (etrid_gpu_earnings_total_edsc)", "{{provider}}"),)),
         Panel("Earnings per hour (ËDSC)", ((EARNED, "{{provider}}"),)),
+        Panel("Net profit by pool (USD)", (("sum by (pool) (etrid_job_net_profit_usd_total)", "{{pool}}"),),
+              description="what the chain paid for this head's jobs minus each job's share of its hardware's cost"),
         Panel("Claims won and lost", (("sum by (job, result) (rate(etrid_job_claims_total[5m])) * 60",
                                        "{{job}} {{result}}"),), description="per minute"),
         Panel("Jobs skipped by admission (15 min)", (("sum by (reason) (increase(etrid_job_skipped_total[15m]))",

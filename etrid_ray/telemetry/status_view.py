@@ -115,6 +115,11 @@ def render(snap: Snapshot, *, where: str = "", now: float | None = None) -> Grou
         f.add_row(f"failed: {reason}", str(n))
     for reason, n in sorted(snap.skipped.items(), key=lambda kv: -kv[1]):
         f.add_row(f"skipped: {reason}", str(n))
+    # not failures: runs lost to a preempted node (run again free) and to crashes (each spends a retry)
+    for pool, n in sorted(snap.preemptions.items(), key=lambda kv: -kv[1]):
+        f.add_row(f"preempted, run again: {pool}", str(n))
+    if snap.retries:
+        f.add_row("crashed, retried", str(snap.retries))
     errors = {k: v for k, v in snap.rpc_errors.items() if v}
     f.add_row("chain RPC errors", ", ".join(f"{k} {v}" for k, v in errors.items()) or "none")
     parts.append(f)

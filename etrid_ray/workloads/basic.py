@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from etrid_ray.workloads.registry import WorkloadContext, number_arg
+from etrid_ray.workloads.registry import Preempted, WorkloadContext, number_arg
 
 MAX_SLEEP_S = 3600.0
+CHECK_S = 0.25  # how often a sleep looks for a preemption notice (a sleep shorter than this never asks)
 
 
 def echo(args: dict[str, Any], ctx: WorkloadContext) -> Any:
@@ -27,5 +28,12 @@ def sleep(args: dict[str, Any], ctx: WorkloadContext) -> Any:
     seconds = number_arg(args, "seconds", 1.0)
     if not 0 <= seconds <= MAX_SLEEP_S:
         raise ValueError(f"seconds must be within 0..{MAX_SLEEP_S}")
-    time.sleep(seconds)
-    return {"slept_s": seconds}
+    done = float((ctx.resumed or {}).get("slept_s", 0.0))  # what a preempted run already slept
+    began = time.monotonic()
+    left = seconds - done
+    while left > 0:
+        time.sleep(min(left, CHECK_S))
+        left = seconds - done - (time.monotonic() - began)
+        if left > 0 and ctx.preempting(left):
+            raise Preempted({"slept_s": seconds - left}, remaining_s=left)
+    return {"slept_s": seconds}  # the same result however many runs it took

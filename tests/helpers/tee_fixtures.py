@@ -441,8 +441,14 @@ def tee_gated_head_class() -> type:
     class TeeGatedHead(ProviderHead):
         def start(self, *, background: bool = True) -> TeeGatedHead:
             self.node_of: dict[int, str] = {}
-            self.harvester.on_outcome = lambda tracked, outcome: self.node_of.__setitem__(
-                tracked.job_id, getattr(outcome, "node_id", ""))
+            profit = self.harvester.on_outcome
+
+            def record(tracked: Any, outcome: Any) -> None:
+                self.node_of[tracked.job_id] = getattr(outcome, "node_id", "")
+                if profit is not None:
+                    profit(tracked, outcome)
+
+            self.harvester.on_outcome = record
             super().start(background=background)
             return self
 

@@ -4,9 +4,10 @@
 is a callable. The one used on the nodes, `kuberay.spot_watch.RayNodeDrain`, drains this node's Ray node
 through the GCS (the same `Drainer` and `drain_and_wait` as the pods' preStop hook) with the notice's time as
 Ray's drain deadline, so no new task lands on it while the running ones go on. Tasks that end before
-the instance goes finish there; the others die with the node and Ray runs them again elsewhere (the
-provider's tasks have `max_retries`, and Ray does not count a retry after a preemption drain). The
-head reports each job once, from the attempt that finishes, so nothing is reported twice. The drain and
+the instance goes finish there; a handler with a checkpoint hook that would not leaves early with its
+progress saved; the others die with the node, and the provider head runs them again elsewhere without
+spending their retry budget (provider/preemption.py). The head reports each job once, from the run that
+finishes, so nothing is reported twice. The drain and
 the `etrid-ray spot-watch` process live with the preStop hook in `kuberay`, above the clouds: a cloud knows
 its notices, the KubeRay pods know their Ray node.
 

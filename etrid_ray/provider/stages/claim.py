@@ -30,6 +30,7 @@ from etrid_ray.provider.stats import Stats
 from etrid_ray.provider.timing import (
     COALESCE_S,
     BlockPace,
+    ClaimDeferral,
     Estimates,
     GpuTimeline,
     finishes_in_time,
@@ -62,6 +63,7 @@ class Claimer:
         self.batch = batch
         self.clock = clock
         self.pace = pace or BlockPace()
+        self.deferral = ClaimDeferral()
         self._late: set[int] = set()  # jobs counted once as impossible to finish in time here
         self._too_big: set[int] = set()  # jobs counted once as needing more GPUs than the Ray cluster has
         self.last_claim_at = float("-inf")
@@ -135,10 +137,14 @@ class Claimer:
                 busy[t.run.pool] = busy.get(t.run.pool, 0) + 1
         warm = self.tasks.warm_slots(busy)
         held = False
+        block_s = self.pace.interval.mean
         for tracked in chosen:
             if tracked.verdict.action == "claim" and not observed:
                 held = True
                 continue  # nothing claimed on timings never seen: the probe measures them first
+            if self.deferral.blocks and tracked.order is not None and \
+                    now - tracked.first_seen < self.deferral.delay_s(tracked.order[-1], block_s):  # type: ignore[arg-type]
+                continue  # just seen: another provider may take it in its own first block (ClaimDeferral)
             gpu = min(load, key=load.__getitem__, default=None)
             if gpu is None or load[gpu] >= self.max_per_gpu:
                 break  # every GPU of ours holds as many jobs as the chain takes
@@ -258,4 +264,5 @@ class Claimer:
                 self.scaling.note_departed(tracked)
             self.stats.claimed += len(won)
             self.stats.lost_claims += len(lost)
+            self.deferral.observe(len(won), len(lost))
         return won

@@ -82,13 +82,14 @@ class Dispatcher:
                 self.fail(tracked, GATE_LAPSED)
                 return
         ref = self.tasks.submit(job.job_id, self.manifests.text(job.input_hash, manifest), self.store_url,
-                                self.max_input_bytes, manifest.resources.gpus, pool, options)
+                                self.max_input_bytes, manifest.resources.gpus, pool, options, tracked.checkpoint)
         now = self.clock()
         handler, declared, declares, limit = job_timing(job, manifest)
         deadline = now + limit
-        if tracked.chain_deadline is not None:  # a rerun after a restart: fail it before the chain does
+        if tracked.chain_deadline is not None:  # a rerun (after a restart, a preemption, a crash): the first deadline
             deadline = min(deadline, tracked.chain_deadline)
         tracked.run = RunInfo(ref, deadline, now, manifest.resources.gpus, pool, handler, declared, declares,
                               max(now, tracked.free_at or now), tracked.cold)
         self.book.move(tracked, JobState.RUNNING, pool or "", now)
-        self.stats.waits.append(max(0.0, now - job.submitted_at))
+        if not tracked.preemptions and not tracked.retries:  # a job's wait is counted once, at its first run
+            self.stats.waits.append(max(0.0, now - job.submitted_at))

@@ -1,25 +1,42 @@
-"""Harvest: finished Ray tasks, and tasks past their deadline, become settlements.
+"""Harvest: finished Ray tasks, and tasks past their deadline, become settlements — or run again.
 
 Ray's futures push each finished task onto the task port's queue (no scan over every running task); a scan
 four times a second cancels what ran past its deadline. Each outcome is journalled before anything else, so a
 crash after this point reports the result instead of running the job again, and what the claim planned is
 compared with what happened (dispatch delay, run time against the declared one) so later claims plan better.
+
+A task lost with its node or worker is the head's to rerun (Ray does not retry `run_job`): a preempted one
+(its node drained: provider/preemption.py) goes back to `claimed` and is dispatched again at once, from its
+checkpoint when its handler saved one, without spending its retry budget, unless its deadline can no longer be
+met; a crashed one spends one retry of `TASK_MAX_RETRIES`. Either rerun keeps the first run's deadline.
 """
 
 from __future__ import annotations
 
+import math
 import queue
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 
 from etrid_ray.provider.job import JobBook, JobState, RunInfo, Settlement, TrackedJob
 from etrid_ray.provider.journal import Journal
+from etrid_ray.provider.preemption import CANCELLED, PREEMPTED_NOTE, Cause, Lost, cause_of, next_step
 from etrid_ray.provider.ray_tasks import RayTasks
 from etrid_ray.provider.stats import Stats
-from etrid_ray.provider.task import Outcome
+from etrid_ray.provider.task import TASK_MAX_RETRIES, Outcome
 from etrid_ray.provider.timing import Estimates
 from etrid_ray.security import audit
 
 DEADLINE_SCAN_S = 0.25
+NODES_REMEMBERED = 10_000  # draining nodes the head remembers (a preemption is told by them after they are gone)
+
+
+def _no_nodes() -> Iterable[str]:
+    return ()
+
+
+def _no_redispatch(jobs: Sequence[TrackedJob]) -> None:
+    raise RuntimeError("a job to run again, but this harvester was given no dispatcher")
 
 
 def timeout_reason(run: RunInfo) -> str:
@@ -28,7 +45,10 @@ def timeout_reason(run: RunInfo) -> str:
 
 class Harvester:
     def __init__(self, book: JobBook, tasks: RayTasks, journal: Journal, stats: Stats, estimates: Estimates,
-                 batch: int, clock: Callable[[], float]) -> None:
+                 batch: int, clock: Callable[[], float], *,
+                 redispatch: Callable[[Sequence[TrackedJob]], None] = _no_redispatch,
+                 draining: Callable[[], Iterable[str]] = _no_nodes, default_pool: str = "",
+                 retry_budget: int = TASK_MAX_RETRIES) -> None:
         self.book = book
         self.tasks = tasks
         self.journal = journal
@@ -36,6 +56,11 @@ class Harvester:
         self.estimates = estimates
         self.batch = batch
         self.clock = clock
+        self.redispatch = redispatch  # the dispatcher's: claimed jobs become Ray tasks (caller holds the lock)
+        self.draining = draining  # ids of the nodes Ray drains now (the head's cluster view)
+        self.default_pool = default_pool  # what a job with no pool counts its preemptions under
+        self.retry_budget = retry_budget
+        self.seen_draining: OrderedDict[str, float] = OrderedDict()  # node id -> first seen draining
         self._last_scan = 0.0
         #: called with each outcome the head collects (tests and the TEE check read which node ran a job)
         self.on_outcome: Callable[[TrackedJob, Outcome], None] | None = None
@@ -53,16 +78,27 @@ class Harvester:
             except queue.Empty:
                 break
         now = self.clock()
+        scan = now - self._last_scan >= DEADLINE_SCAN_S
+        if scan and self.book.count(JobState.RUNNING):
+            self._note_draining(now)  # outside the book's lock: it may read Ray's node table
         finished: list[tuple[TrackedJob, Settlement]] = []
         with self.book.lock:
+            again: list[TrackedJob] = []
             for job_id, future in batch:
                 tracked = self.book.get(job_id)
                 if tracked is None or tracked.state is not JobState.RUNNING or tracked.run is None \
                         or tracked.run.ref is None:
                     continue  # already settled as timed out, or drained
-                finished.append((tracked, self._settlement(tracked, tracked.run, future)))
-                tracked.run.ref = None  # collected: the deadline scan must not take it again
-            if now - self._last_scan >= DEADLINE_SCAN_S:
+                run = tracked.run
+                run.ref = None  # collected: the deadline scan must not take it again
+                settlement = self._settlement(tracked, run, future, now)
+                if settlement is None:
+                    again.append(tracked)
+                else:
+                    finished.append((tracked, settlement))
+            if again:
+                self.redispatch(again)
+            if scan:
                 self._last_scan = now
                 for tracked in self.book.iter_state(JobState.RUNNING):
                     run = tracked.run
@@ -85,11 +121,63 @@ class Harvester:
                     self.stats.count_failure(settlement.reason)
         return len(finished)
 
-    def _settlement(self, tracked: TrackedJob, run: RunInfo, future: object) -> Settlement:
+    def _note_draining(self, now: float) -> None:
+        """Remembers the nodes Ray drains now: once one is gone, a task lost with it was preempted, not crashed
+        (the GCS records a preemption only for a node that died after its drain deadline)."""
+        for node_id in self.draining():
+            if node_id not in self.seen_draining:
+                self.seen_draining[node_id] = now
+                while len(self.seen_draining) > NODES_REMEMBERED:
+                    self.seen_draining.popitem(last=False)
+
+    def _settlement(self, tracked: TrackedJob, run: RunInfo, future: object, now: float) -> Settlement | None:
+        """The job's settlement, or None when it runs again (moved back to claimed, for the dispatcher)."""
         outcome = self.tasks.outcome(future)
-        if isinstance(outcome, str):
-            reason = timeout_reason(run) if outcome == "cancelled" else outcome
-            return Settlement.failure(tracked.job_id, reason)
+        if isinstance(outcome, Lost):
+            if outcome.error == CANCELLED:
+                return Settlement.failure(tracked.job_id, timeout_reason(run))
+            return self._lost(tracked, run, outcome, None, now)
+        if outcome.preempted:  # the handler left its draining node with its progress saved
+            self._account(tracked, run, outcome)
+            return self._lost(tracked, run, Lost("Preempted", outcome.node_id), outcome, now)
+        self._account(tracked, run, outcome)
+        return Settlement(tracked.job_id, outcome.ok, outcome.result_hash, outcome.reason)
+
+    def _lost(self, tracked: TrackedJob, run: RunInfo, lost: Lost, outcome: Outcome | None,
+              now: float) -> Settlement | None:
+        """A run that ended without a result: run again (free when preempted, charged when crashed) or fail."""
+        cause: Cause = "preempted"  # the handler said so itself
+        if outcome is None:
+            if lost.error == "NodeDiedError" and lost.node_id and lost.node_id not in self.seen_draining:
+                # drained and gone before the head's view saw it drain: the GCS's record of why it died
+                self.seen_draining.update(dict.fromkeys(self.tasks.preempted_nodes({lost.node_id}), now))
+            cause = cause_of(lost, self.seen_draining)
+        remaining = outcome.remaining_s if outcome is not None else None
+        limit = max(0.0, run.deadline - run.dispatched_at)
+        rest = remaining if remaining is not None else self.estimates.run_s(run.handler, run.declared_s, limit,
+                                                                            run.declares)
+        step, reason = next_step(cause, retries=tracked.retries, budget=self.retry_budget, now=now,
+                                 deadline=run.deadline, needed_s=self.estimates.cold_s() + rest)  # elsewhere: cold
+        if step == "fail":
+            return Settlement.failure(tracked.job_id, reason or f"execution lost: {lost.error}"
+                                      + (f" (after {tracked.retries} retries)" if tracked.retries else ""))
+        if step == "rerun":
+            tracked.preemptions += 1
+            if outcome is not None and outcome.checkpoint:
+                tracked.checkpoint = outcome.checkpoint  # else the last one saved, if any: still this job's
+            note = f"{PREEMPTED_NOTE} ({lost.describe()})" + (
+                f", resumes from {tracked.checkpoint[:18]}" if tracked.checkpoint else "")
+            self.stats.preempted[run.pool or self.default_pool] += 1
+        else:
+            tracked.retries += 1
+            note = f"retry {tracked.retries}/{self.retry_budget} ({lost.describe()})"
+            self.stats.retried += 1
+        tracked.chain_deadline = min(run.deadline, tracked.chain_deadline or math.inf)  # the rerun keeps it
+        self.journal.rerun([(tracked.job_id, note, tracked.checkpoint)])
+        self.book.move(tracked, JobState.CLAIMED, note, now)
+        return None
+
+    def _account(self, tracked: TrackedJob, run: RunInfo, outcome: Outcome) -> None:
         run.started_at, run.ended_at = outcome.started_at, outcome.finished_at
         self.stats.queue_to_start.append(max(0.0, outcome.started_at - tracked.job.submitted_at))
         self.stats.started_at[tracked.job_id] = outcome.started_at
@@ -99,7 +187,6 @@ class Harvester:
         self._learn(run, outcome)
         if self.on_outcome is not None:
             self.on_outcome(tracked, outcome)
-        return Settlement(tracked.job_id, outcome.ok, outcome.result_hash, outcome.reason)
 
     def _learn(self, run: RunInfo, outcome: Outcome) -> None:
         """What the claim planned against what happened: how late Ray started the task after its GPUs were

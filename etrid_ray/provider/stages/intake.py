@@ -22,12 +22,14 @@ from etrid_ray.provider.stats import Stats
 class Intake:
     def __init__(self, book: JobBook, chain: Any, stats: Stats,
                  on_departed: Callable[[TrackedJob], None] = lambda _t: None,
-                 on_block: Callable[[int], None] = lambda _n: None) -> None:
+                 on_block: Callable[[int], None] = lambda _n: None,
+                 on_paid: Callable[[int, int, int | None], None] = lambda _j, _a, _b: None) -> None:
         self.book = book
         self.chain = chain
         self.stats = stats
         self.on_departed = on_departed
         self.on_block = on_block  # each new best block seen (how often the chain makes them: timing.BlockPace)
+        self.on_paid = on_paid  # each PaymentReleased to us: (job, amount, block), outside the book's lock
         self.updates: queue.Queue[QueueUpdate] = queue.Queue()
         self.best_block = 0
         self.pending_ids: list[int] = []
@@ -43,6 +45,7 @@ class Intake:
         added = 0
         book = self.book
         me = self.chain.address
+        paid: list[tuple[int, int, int | None]] = []
         while True:
             try:
                 update = self.updates.get_nowait()
@@ -59,6 +62,9 @@ class Intake:
                     if event.is_("JobMarketplace", "PaymentReleased") and event.get("provider") == me:
                         self.stats.earnings_planck += int(event.get("amount"))
                         self.stats.payments += 1
+                        paid.append((int(event.get("job_id")), int(event.get("amount")), event.block_number))
+        for job_id, amount, block in paid:
+            self.on_paid(job_id, amount, block)
         if latest is None:
             return added
         self.best_block = latest.block_number

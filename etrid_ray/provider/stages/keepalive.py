@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from etrid_ray.provider.gpu_info import GpuFacts
+from etrid_ray.provider.gpu_info import GpuFacts, refresh
 from etrid_ray.provider.job import JobBook
 from etrid_ray.provider.stats import Stats
 
@@ -38,10 +38,11 @@ class Keepalive:
             self.chain.telemetry(self._readings(gpus))  # type: ignore[attr-defined]
 
     def _readings(self, gpus: list[int]) -> list[tuple[int, int, int, int]]:
-        """(gpu, utilization in basis points, jobs completed, earnings) per GPU: NVML's utilization when the
-        head reads real GPUs, else how full each GPU's share of our in-flight jobs is."""
-        if self.facts.source == "nvml":
-            utils = self.facts.utilization_pct
+        """(gpu, utilization in basis points, jobs completed, earnings) per GPU: the GPU library's current
+        utilization (NVML or AMD SMI, read now, not at the head's start) when the head reads real GPUs, else how
+        full each GPU's share of our in-flight jobs is."""
+        if self.facts.measured:
+            utils = refresh(self.facts).utilization_pct
             busy = {g: (utils[i] / 100 if i < len(utils) else 0.0) for i, g in enumerate(gpus)}
         else:
             on_gpu = self.book.on_gpu

@@ -97,6 +97,8 @@ class Recovery:
             if entry.job_id not in ours:
                 self.journal.reported([entry.job_id])  # settled before the crash (or timed out on chain)
         rerun, late = self._rerun_or_fail(redo)
+        resume = {job.job_id: entry.checkpoint for job, _, entry in redo
+                  if entry is not None and entry.state == JobState.CLAIMED and entry.checkpoint}
         settle.extend(late)
         if rerun:  # a fresh run of a job the chain shows as ours: its old row (e.g. an unverified result) goes
             self.journal.claimed([(job.job_id, gpu_id) for job, gpu_id, _ in rerun])
@@ -110,6 +112,7 @@ class Recovery:
                     tracked = self.book.recovered(job, gpu_id, JobState.CLAIMED)
                     tracked.manifest = manifest
                     tracked.verdict = CLAIM
+                    tracked.checkpoint = resume.get(job.job_id)  # preempted before the restart: resumes
                     if deadline is not None:
                         tracked.chain_deadline = deadline - RERUN_MARGIN_S  # fail it before the chain does
                     claimed.append(tracked)
