@@ -28,6 +28,7 @@ from etrid_ray.scaling.state import PoolState, Snapshot
 from etrid_ray.scaling.tick import TickReply, TickRequest, tick
 from etrid_ray.sim import SimJob, SimSettings, Simulator
 from etrid_ray.sim.shortage import Shortage, Windows
+from etrid_ray.telemetry.head_source import DecisionLog
 from tests.scaling_support import AWS, AZURE, GCP, LOCAL, job, pool_state
 from tests.test_job_book import NOW, Clock
 from tests.test_job_book import admitted as book_job
@@ -221,6 +222,7 @@ class NoCloudNodes:
 
 
 def test_the_live_scaler_withdraws_by_its_next_request_and_says_why_with_the_learnt_startup():
+    shown = DecisionLog().attach()  # what `etrid-ray status` lists as recent scaling decisions
     port = NoCloudNodes()
     scaler = Scaler(CONFIG, list(POOLS.values()), prices=dict(PRICES), cluster=port,
                     startup_of=lambda pool: 60.0 if pool.name == AWS else None)  # learnt: AWS nodes start in 60 s
@@ -237,6 +239,10 @@ def test_the_live_scaler_withdraws_by_its_next_request_and_says_why_with_the_lea
     why = scaler.unavailable(100.0)[AWS]
     assert why.startswith("no node joined within 90 s of its request (startup 60 s + margin 30 s)")
     assert why.endswith("asked again in 110 s")
+    shown.detach()
+    withdrawal = next(d for d in shown.recent if d["reason"] == "unavailable")
+    assert [withdrawal[k] for k in ("pool", "direction", "target", "delta")] == [AWS, "down", 0, -2]
+    assert withdrawal["text"].startswith("withdrew 2 node request(s): no node joined within 90 s")
     # the withdrawn requests' bills closed at the withdrawal (a minute at least, as any withdrawn request)
     assert scaler.ledger.closed_by_pool[AWS] == pytest.approx(2 * PRICES[AWS].usd_per_node_hour * 90 / 3600)
 
