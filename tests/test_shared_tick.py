@@ -32,6 +32,7 @@ from etrid_ray.scaling import PlacementPlan, PlaceReason, Reason
 from etrid_ray.scaling.billing import MIN_BILLED_S
 from etrid_ray.scaling.state import Snapshot
 from etrid_ray.sim import SimJob, SimSettings, Simulator
+from etrid_ray.sim.shortage import Shortage
 from tests.scaling_support import AWS
 from tests.sim_support import AWS_H
 
@@ -90,8 +91,8 @@ class Lockstep(Simulator):
     touch the state (they saw the cluster as the previous tick left it), the one at the tick right before
     the simulator's own decision."""
 
-    def __init__(self, jobs: list[SimJob]) -> None:
-        super().__init__(jobs, "profit", SETTINGS)
+    def __init__(self, jobs: list[SimJob], settings: SimSettings = SETTINGS) -> None:
+        super().__init__(jobs, "profit", settings)
         self.cluster = SimCluster(self)
         self.live = Scaler(self.config, list(self.scenario.pools), prices=dict(self.prices), cluster=self.cluster)
         self.live_t = -self.grid  # the live loop's last step
@@ -191,3 +192,20 @@ def test_the_live_scaler_and_the_simulator_decide_place_and_bill_alike():
     totals = run.live_totals
     assert all(b >= a for a, b in zip(totals, totals[1:], strict=False))
     assert cost_counter(AWS) - counter_before == pytest.approx(totals[-1], rel=1e-9)
+
+
+def test_requests_that_never_come_are_withdrawn_alike_live_and_simulated():
+    """AWS short of capacity through the second burst (a seeded window to t = 7879 s), Azure there to fall back
+    on: the live scaler and the simulator withdraw the same requests at the same instants, back the pool off
+    alike, place the jobs on Azure alike and bill the withdrawn requests alike."""
+    short = replace(SETTINGS, base_config=CONFIG.model_copy(update={"clouds": CONFIG.clouds.model_copy(
+        update={"azure": CONFIG.clouds.azure.model_copy(update={"enabled": True})})}),
+        shortage=Shortage(rate_per_day=24, mean_s=1200, pools=(AWS,)))
+    run = Lockstep(trace(), short)
+    result = run.run()
+    withdrawals = [d for d in run.sim_decisions if d[3] is Reason.UNAVAILABLE]
+    assert withdrawals and result.withdrawn_requests[AWS] >= len(withdrawals)
+    assert run.mismatches == []
+    assert run.live_decisions == run.sim_decisions
+    assert run.live.capacity == run.capacity
+    assert run.live.ledger.closed_usd == pytest.approx(result.cloud_cost_usd, rel=1e-12)

@@ -21,6 +21,7 @@ from etrid_ray.sim.demand import (
     window,
 )
 from etrid_ray.sim.run import POLICY_NAMES
+from etrid_ray.sim.scenario import build_scenario
 from etrid_ray.sim.suite import (
     BASELINES,
     PHILLY_WINDOW_DAYS,
@@ -28,6 +29,7 @@ from etrid_ray.sim.suite import (
     local_gpus_for,
     markdown_table,
     patience_label,
+    philly_window,
     run_suite,
     select,
     suite,
@@ -230,7 +232,7 @@ def test_the_report_suite_varies_one_axis_at_a_time_plus_corners_and_covers_ever
     names = [s.name for s in suite("report")]
     assert len(names) == len(set(names))
     start, end = PHILLY_WINDOW_DAYS["report"]
-    philly = [s for s in suite("report") if s.name.startswith(f"philly-d{start}-{end}/")]
+    philly = [s for s in suite("report") if s.name.startswith(f"philly-d{start}-{end}/") and s.shortage is None]
     settings = {(s.capacity_x, s.price_per_gpu_hour, s.patience_s) for s in philly}
     assert {x for x, _, _ in settings} == {0.25, 0.5, 1.0, 2.0}
     assert {p for _, p, _ in settings} == {0.6, 1.0, 2.0}
@@ -241,6 +243,17 @@ def test_the_report_suite_varies_one_axis_at_a_time_plus_corners_and_covers_ever
     for fam in FAMILIES:
         assert sum(n.startswith(fam + ".") for n in names) == 2
     assert [s.name for s in select(suite("report"), "/0.25x/")] == [f"philly-d{start}-{end}/0.25x/1.00usd/1h"]
+    # capacity shortages (issue 15): the cheapest spot pool short at the defaults, and every spot pool short with
+    # on-demand fallbacks at a price on-demand pays at
+    short = {s.name: s for s in select(suite("report"), "/short-")}
+    assert set(short) == {f"philly-d{start}-{end}/1x/1.00usd/1h/short-aws-spot-a100",
+                          f"philly-d{start}-{end}/1x/4.00usd/1h/short-spot+ondemand"}
+    aws_only, every = short.values()
+    assert aws_only.shortage.pools == ("aws-spot-a100",) and aws_only.ondemand_max_nodes == 0
+    assert every.shortage.pools is None and every.ondemand_max_nodes > 0
+    tr = philly_window(start, end)
+    assert any(not p.spot and p.is_cloud for p in build_scenario(every.settings(tr)).pools)
+    assert all(p.spot or not p.is_cloud for p in build_scenario(aws_only.settings(tr)).pools)
 
 
 def test_tune_and_report_suites_use_disjoint_data():

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from etrid_ray import pools
 from etrid_ray.pools import Pool
@@ -49,6 +49,11 @@ class CloudSettings(BaseModel):
     Azure's `vm_size`), `spot_max_price` (USD per node-hour) and `max_nodes`, in the order its users read them."""
 
     model_config = ConfigDict(extra="forbid")
+
+    ondemand_max_nodes: int = Field(0, ge=0, description="most nodes of this cloud's on-demand fallback pool (same "
+                                    "instance type and region as its spot pool, priced at the catalog's on-demand "
+                                    "price): it gets nodes only while the spot pool cannot launch any (no node came "
+                                    "within its startup time) and only for jobs that pay its price; 0: no such pool")
 
 
 class Cloud:
@@ -85,15 +90,29 @@ class Cloud:
     # --- pools ----------------------------------------------------------------------------------
 
     def pools(self, settings: Any, config: ProviderConfig) -> list[Pool]:
-        """The pools this cloud contributes: its spot pool when enabled."""
+        """The pools this cloud contributes: its spot pool when enabled, and its on-demand fallback pool when
+        `ondemand_max_nodes` allows one."""
         if not getattr(settings, "enabled", False):
             return []
-        return [self.spot_pool(settings)]
+        spot = self.spot_pool(settings)
+        fallback = self.ondemand_pool(spot, getattr(settings, "ondemand_max_nodes", 0))
+        return [spot] if fallback is None else [spot, fallback]
 
     def spot_pool(self, settings: Any) -> Pool:
         return Pool(name=self.pool_name, kind=self.name, instance_type=getattr(settings, "instance_type", None),
                     region=settings.region, max_spot_price=settings.spot_max_price, max_nodes=settings.max_nodes,
                     startup_s=self.startup_s, memory_gib=self.node_memory_gib, cpus_per_node=self.node_cpus)
+
+    def ondemand_pool(self, spot: Pool, max_nodes: int) -> Pool | None:
+        """The on-demand twin of a spot pool (None when `max_nodes` is 0): the same machines, priced at the
+        on-demand rate (`PriceCatalog.quote` reads `spot=False`), no spot max price (it is no spot market). Why a
+        pool of its own: it is a separate node group (KubeRay worker group, its own capacity type), and placement
+        prices it apart; `scaling.capacity` lets it grow only while the spot pool cannot launch."""
+        if max_nodes <= 0:
+            return None
+        name = ondemand_name(spot.name)
+        return spot.model_copy(update={"name": name, "spot": False, "max_spot_price": None, "max_nodes": max_nodes,
+                                       "min_nodes": 0})
 
     # --- KubeRay --------------------------------------------------------------------------------
 
@@ -202,6 +221,12 @@ def _load() -> None:
     for info in sorted(pkgutil.iter_modules(importlib.import_module(package).__path__), key=lambda m: m.name):
         if not info.ispkg and info.name not in _INFRASTRUCTURE:
             importlib.import_module(f"{package}.{info.name}")
+
+
+def ondemand_name(spot_pool: str) -> str:
+    """The on-demand fallback pool's name: `aws-spot-a100` → `aws-ondemand-a100` (`-ondemand` appended when the
+    name has no `spot` in it)."""
+    return spot_pool.replace("spot", "ondemand", 1) if "spot" in spot_pool else f"{spot_pool}-ondemand"
 
 
 def clouds() -> list[Cloud]:

@@ -88,6 +88,9 @@ class FakeKubeRayCluster:
     idle_timeout_s: float | None = 10.0
     max_workers_per_type: int | None = 2
     cpus_per_node: float | None = 2
+    # per node type (worker group name): the most nodes the fake provider may launch, below the manifest's own;
+    # 0 = a group whose nodes never come (a quota of zero), what bench/failover.py measures failover on
+    max_workers_by_type: dict[str, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     dashboard: bool = False  # Ray's dashboard on 127.0.0.1 (token login); off where nobody looks at it
     proc: subprocess.Popen[bytes] | None = None
@@ -109,6 +112,9 @@ class FakeKubeRayCluster:
         self.config = fake_autoscaling_config(self.ray_cr, self.address, idle_timeout_s=self.idle_timeout_s,
                                               max_workers_per_type=self.max_workers_per_type,
                                               cpus_per_node=self.cpus_per_node)
+        for name, most in self.max_workers_by_type.items():
+            node_type = self.config["available_node_types"][name]  # KeyError: no such worker group
+            node_type["max_workers"] = min(node_type["max_workers"], most)
         config_path = self.workdir / "autoscaling.json"
         config_path.write_text(json.dumps(self.config, indent=1))
         ray_bin = str(Path(sys.executable).with_name("ray"))

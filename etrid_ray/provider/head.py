@@ -57,6 +57,8 @@ from etrid_ray.units import PLANCK_PER_EDSC
 log = logging.getLogger(__name__)
 
 OFFLINE_REASON = "provider going offline"
+# a job taken back from a pool whose nodes never came, that no other pool could run before its deadline on chain
+NO_POOL_IN_TIME = "no capacity: its pool's nodes never came and no other pool could run it in time"
 BENCHMARK_SCORE = 1000  # the attestation's score until the head measures one (issue 15)
 DURATIONS_SHOWN = 100
 
@@ -111,7 +113,7 @@ class ProviderHead:
         gate = self._gate
         ids = self._gpu_ids
         self.scaling = PoolScaling(self.pools, self.book, self.cluster, self.estimates, self._make_scaler,
-                                   config.scale_interval_s, gate, clock, time.monotonic)
+                                   config.scale_interval_s, gate, clock, time.monotonic, cancel=self.tasks.withdraw)
         self.pace = BlockPace()
         self.intake = Intake(self.book, self.chain, self.stats, self.scaling.note_departed, ids,
                              on_block=lambda number: self.pace.observe(number, clock()),
@@ -164,7 +166,8 @@ class ProviderHead:
 
     def _make_scaler(self) -> Any:
         kwargs = {} if self._cluster_port is None else {"cluster": self._cluster_port}
-        return Scaler(self.config, self.pools, refresh_in_background=True, **kwargs)
+        return Scaler(self.config, self.pools, refresh_in_background=True,
+                      startup_of=lambda pool: self.estimates.learnt_node_startup_s(pool.name), **kwargs)
 
     def _node_rate(self, node_id: str) -> float | None:
         """What the cloud node `node_id` is billed per hour (the scaler's bill for it), None if none is open."""
@@ -344,6 +347,11 @@ class ProviderHead:
         if won:
             with self.book.lock:
                 self.dispatcher.dispatch(won)
+        if self.scaling.requeued:  # claimed jobs taken back from a pool whose nodes never came, where room is now
+            with self.book.lock:
+                for tracked in self.scaling.expired(now):
+                    self.dispatcher.fail(tracked, NO_POOL_IN_TIME)
+                self.dispatcher.dispatch(self.scaling.runnable(self.book.in_state(JobState.RUNNING)))
         self.keepalive.tick()
         return bool(won)
 
@@ -393,6 +401,7 @@ class ProviderHead:
                 result_to_chain_p99=percentile(s.result_to_chain, 99),
                 loop_p50_ms=percentile(s.loop_seconds, 50) * 1000, loop_seconds=tuple(s.loop_seconds),
                 durations=durations, estimates=self.estimates.summary(), net_profit_usd=dict(self.profit.net_usd),
+                pools_unavailable=self.scaling.scaler.unavailable(now) if self.scaling.scaler is not None else {},
                 waits=tuple(s.queue_to_start) if detail else (),
                 result_latencies=tuple(s.result_to_chain) if detail else ())
 
@@ -407,4 +416,4 @@ def _running_view(t: TrackedJob) -> RunningView:
     return RunningView(t.job_id, run.gpus, run.pool, t.gpu_id, run.dispatched_at, t.preemptions)
 
 
-__all__ = ["OFFLINE_REASON", "ProviderHead"]
+__all__ = ["NO_POOL_IN_TIME", "OFFLINE_REASON", "ProviderHead"]

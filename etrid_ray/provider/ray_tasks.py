@@ -36,6 +36,7 @@ class RayTasks:
         self.done: queue.Queue[tuple[int, Any]] = queue.Queue()  # (job id, finished future), from Ray's threads
         self._shapes: dict[tuple[float, str | None], Any] = {}
         self._problems: dict[tuple[float, str | None], str | None] = {}
+        self._withdrawn: set[str] = set()  # tasks cancelled to run their job elsewhere (`withdraw`)
         self._workers: dict[str | None, set[str]] = {}  # pool -> Ray workers seen running our tasks (warm ones)
         self._probe: tuple[Any, float, str | None] | None = None
         self._probe_sent_at = float("-inf")
@@ -70,11 +71,24 @@ class RayTasks:
                     self._shapes.clear()
                 task = self._shapes[key] = run_job.options(**self.options(gpus, pool))
         ref = task.remote(job_id, manifest_json, store_url, max_input_bytes, checkpoint)
-        ref.future().add_done_callback(lambda fut, job_id=job_id: self.done.put((job_id, fut)))
+        key = ref.hex()
+        ref.future().add_done_callback(lambda fut, job_id=job_id, key=key: self._collect(job_id, key, fut))
         return ref
+
+    def _collect(self, job_id: int, key: str, future: Any) -> None:
+        if key in self._withdrawn:  # taken back for another pool: its end is no outcome of the job
+            self._withdrawn.discard(key)
+            return
+        self.done.put((job_id, future))
 
     @staticmethod
     def cancel(ref: Any) -> None:
+        ray.cancel(ref, force=True)
+
+    def withdraw(self, ref: Any) -> None:
+        """Cancels a task whose job is placed again elsewhere (its pool's nodes never came): unlike `cancel`, its
+        end never reaches `done`, so the harvest cannot mistake it for the job's next run."""
+        self._withdrawn.add(ref.hex())
         ray.cancel(ref, force=True)
 
     @staticmethod

@@ -8,6 +8,13 @@ the same function the simulator runs — and turns per-pool targets into node-sh
 fake multi-node provider in tests) grows exactly those worker groups before any task exists,
 and releases them when the queue drains. Every decision is logged with its reason and counted.
 
+Requests that never come (no spot capacity, quota, an image that cannot be pulled) are judged in the
+pure tick (`scaling.capacity`): each pool's pending requests carry their request times
+(`PoolState.pending_since`, from their open bills) and the startup the head has learnt for the pool
+(`startup_of`); the tick answers targets without the overdue ones, and sending those targets is the
+withdrawal — Ray's `request_resources` replaces the whole request, so the pool's bundles are gone
+from it, and the pool is marked unavailable (`unavailable()`) for the backoff.
+
 Cloud spend follows the one billing rule (`scaling.billing`, as in the simulator): a node is
 billed from its request — per pool, the oldest pending request becomes the next node of that
 pool Ray shows alive — until it is gone (the last instant this loop saw it alive) or its pending
@@ -21,7 +28,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
@@ -33,7 +40,16 @@ from etrid_ray.prices.catalog import PriceQuote, PriceSource
 from etrid_ray.provider.cluster_port import ClusterPort, RayCluster, draining_node_ids, refresh_autoscaler_version
 from etrid_ray.provider.cluster_view import ClusterView
 from etrid_ray.provider.spend import CLOUD_COST_USD
-from etrid_ray.scaling import POLICIES, Decision, PlacementPlan, Policy, PoolState, QueuedJob, Snapshot
+from etrid_ray.scaling import (
+    POLICIES,
+    CapacityMemory,
+    Decision,
+    PlacementPlan,
+    Policy,
+    PoolState,
+    QueuedJob,
+    Snapshot,
+)
 from etrid_ray.scaling.billing import NodeLedger
 from etrid_ray.scaling.state import Departure
 from etrid_ray.scaling.tick import TickRequest, tick
@@ -69,6 +85,9 @@ class Scaler:
     # must keep its 1 s pace meanwhile, deciding on the last quotes (the head sets this)
     refresh_in_background: bool = False
     memory: Any = None
+    capacity: CapacityMemory = field(default_factory=CapacityMemory)  # the capacity rule's memory (scaling.capacity)
+    # the startup the head has learnt for a pool (None: not learnt yet; the pool's declared startup_s is used)
+    startup_of: Callable[[Pool], float | None] | None = None
     requested: dict[str, int] = field(default_factory=dict)   # nodes asked for per pool (cloud pools)
     decisions_total: Counter[tuple[str, str]] = field(default_factory=Counter)  # (pool, reason) → count
     history: list[tuple[float, dict[str, int]]] = field(default_factory=list)  # alive nodes per pool over time
@@ -167,11 +186,15 @@ class Scaler:
         states = []
         for pool in self.pools:
             pending = max(0, self.requested.get(pool.name, 0) - alive[pool.name]) if pool.is_cloud else 0
+            since: tuple[float, ...] = ()
             if pool.is_cloud:
                 self._sync_pending_bills(pool, pending, now)  # e.g. Ray relaunching a node that went away
+                since = tuple(self.ledger.bill(k).opened_at for k in self._pending_bills.get(pool.name, ()))
+            startup = self.startup_of(pool) if self.startup_of is not None and pool.is_cloud else None
             states.append(PoolState(pool, alive=alive[pool.name], pending=pending,
                                     idle_since=tuple(idle.get(pool.name, [])), gpus_busy=busy[pool.name],
-                                    gpus_free=free[pool.name], node_free=tuple(node_free.get(pool.name, []))))
+                                    gpus_free=free[pool.name], node_free=tuple(node_free.get(pool.name, [])),
+                                    pending_since=since, startup_s=startup))
         self.history.append((now, dict(alive)))
         self._account(now)
         return Snapshot(now=now, pools=tuple(states), queue=tuple(queue), spend_today_usd=self.spend_usd,
@@ -227,8 +250,8 @@ class Scaler:
     def step(self, queue: Sequence[QueuedJob], now: float | None = None,
              departed: Sequence[Departure] = ()) -> ScaleStep:
         snapshot = self.observe(queue, now, departed)
-        reply = tick(self.policy, TickRequest(snapshot, self.config, self.memory))
-        self.memory = reply.memory
+        reply = tick(self.policy, TickRequest(snapshot, self.config, self.memory, self.capacity))
+        self.memory, self.capacity = reply.memory, reply.capacity
         for d in reply.decisions:
             self.decisions_total[(d.pool, str(d.reason))] += 1
             log.info("scale %s %s → %d nodes (%+d): %s [%s]", d.pool, d.direction, d.target, d.delta, d.text,
@@ -251,6 +274,12 @@ class Scaler:
             if ps.pool.is_cloud:
                 self._sync_pending_bills(ps.pool, max(0, self.requested.get(ps.name, 0) - ps.alive), snapshot.now)
         log.info("requested capacity: %s", wanted or "none (released)")
+
+    def unavailable(self, now: float | None = None) -> dict[str, str]:
+        """Pools the capacity rule holds back now (their requests never came), with why: what status shows."""
+        now = time.time() if now is None else now
+        return {name: f"{self.capacity.get(name).why}; asked again in {until - now:.0f} s"
+                for name, until in self.capacity.backing_off(now).items()}
 
     def release(self) -> None:
         if self.requested:

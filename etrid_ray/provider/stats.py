@@ -116,6 +116,8 @@ class HeadStatus:
     net_profit_usd: dict[str, float] = field(default_factory=dict)  # by pool since start: paid − cost share
     waits: tuple[float, ...] = ()  # with detail: queue → start per job
     result_latencies: tuple[float, ...] = ()  # with detail: result → on chain per job
+    # pools whose requested nodes never came, backing off (scaling.capacity): pool -> why, and when asked again
+    pools_unavailable: dict[str, str] = field(default_factory=dict)
     preempted: dict[str, int] = field(default_factory=dict)  # runs lost to a preempted node, run again, by pool
     retried: int = 0  # runs lost to a crash and run again (each spent one of the job's retries)
 

@@ -161,6 +161,12 @@ class Estimates:
     def node_startup_s(self, pool: str, prior_s: float) -> float:
         return max(0.0, self._node(pool, prior_s).upper())
 
+    def learnt_node_startup_s(self, pool: str) -> float | None:
+        """The pool's node startup as observed (pessimistic), or None before a node of it was seen to join: the
+        capacity rule (scaling.capacity) then waits the pool's declared startup."""
+        e = self.node_startup.get(pool)
+        return max(0.0, e.upper()) if e is not None and e.count else None
+
     def run_s(self, handler: str, declared_s: float, limit_s: float, declares: bool) -> float:
         """Expected run time: the learnt ratio (pessimistic) times the declared time, never beyond the limit
         (the head cancels a job there)."""

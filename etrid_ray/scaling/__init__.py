@@ -15,6 +15,7 @@ from etrid_ray.scaling.baselines import (
     place_local_only,
     ray_default,
 )
+from etrid_ray.scaling.capacity import CapacityMemory, PoolCapacity
 from etrid_ray.scaling.hpa import HpaMemory, first_scale_up, hpa_decide, hpa_place
 from etrid_ray.scaling.placement import Placement, PlacementPlan, PlaceReason, place
 from etrid_ray.scaling.policy import (
@@ -43,8 +44,8 @@ POLICIES: dict[str, Policy] = {p.name: p for p in (
            "every job that does not fit locally bursts to the cheapest pool, within the budget"),
 )}
 
-__all__ = ["POLICIES", "DecideFn", "DecideOnPlan", "Decision", "Departure", "HpaMemory", "PlaceFn", "PlaceReason",
-           "Placement", "PlacementPlan", "Policy", "PolicyMemory", "PoolMemory", "PoolState", "QueuedJob", "Reason",
-           "Snapshot", "TickReply", "TickRequest", "always_burst_cheapest", "apply", "decide", "first_scale_up",
-           "hpa_decide", "hpa_place", "never_burst", "place", "place_always_burst_cheapest", "place_cheapest",
-           "place_local_only", "place_profit", "ray_default"]
+__all__ = ["POLICIES", "CapacityMemory", "DecideFn", "DecideOnPlan", "Decision", "Departure", "HpaMemory",
+           "PlaceFn", "PlaceReason", "Placement", "PlacementPlan", "Policy", "PolicyMemory", "PoolCapacity",
+           "PoolMemory", "PoolState", "QueuedJob", "Reason", "Snapshot", "TickReply", "TickRequest",
+           "always_burst_cheapest", "apply", "decide", "first_scale_up", "hpa_decide", "hpa_place", "never_burst",
+           "place", "place_always_burst_cheapest", "place_cheapest", "place_local_only", "place_profit", "ray_default"]

@@ -48,7 +48,7 @@ def place_cheapest(snapshot: Snapshot, config: ScalingSettings, memory: Any = No
     pools = [(ps, q) for ps, q in cloud_pools_cheapest_first(snapshot)
              if q is not None and within_max_price(ps.pool, q)]
     free = {ps.name: ps.free_capacity for ps, _ in pools}
-    room = {ps.name: max(0, ps.pool.max_nodes - ps.nodes) for ps, _ in pools}
+    room = {ps.name: 0 if ps.unavailable is not None else max(0, ps.pool.max_nodes - ps.nodes) for ps, _ in pools}
     new_nodes: dict[str, int] = {}
     budget_left = config.daily_cloud_budget_usd - snapshot.spend_today_usd
     projected = 0.0
@@ -64,7 +64,9 @@ def place_cheapest(snapshot: Snapshot, config: ScalingSettings, memory: Any = No
                 choice = Placement(j.job_id, pool.name, PlaceReason.CLOUD_CAPACITY, f"room on {pool.name}")
                 break
             if room[pool.name] <= 0:
-                why = (PlaceReason.POOL_FULL, f"{pool.name} at max {pool.max_nodes} nodes")
+                why = ((PlaceReason.UNAVAILABLE, f"{pool.name} unavailable: {ps.unavailable}")
+                       if ps.unavailable is not None else
+                       (PlaceReason.POOL_FULL, f"{pool.name} at max {pool.max_nodes} nodes"))
                 continue
             cost = quote.usd_per_node_hour * (pool.startup_s + j.expected_duration_s + config.idle_timeout_s) / 3600
             if respect_budget and projected + cost > budget_left:

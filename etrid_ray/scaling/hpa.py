@@ -109,9 +109,10 @@ def _floor(ps: PoolState) -> int:
 
 
 def _cloud_would_fill(ps: PoolState, snapshot: Snapshot) -> bool:
-    """A spot request above the pool's max price is never filled by the cloud, HPA or not."""
+    """A spot request above the pool's max price is never filled by the cloud, HPA or not; nor is one to a pool
+    whose last requests never came (`scaling.capacity`)."""
     quote = snapshot.prices.get(ps.name)
-    return quote is not None and within_max_price(ps.pool, quote)
+    return quote is not None and within_max_price(ps.pool, quote) and ps.unavailable is None
 
 
 def hpa_place(snapshot: Snapshot, config: ScalingSettings, memory: Any = None) -> PlacementPlan:

@@ -50,6 +50,8 @@ class PlaceReason(StrEnum):
     BUDGET = "budget"  # the daily cloud budget would be exceeded
     POOL_FULL = "pool_full"  # the eligible cloud pools are at max nodes
     NO_CAPACITY = "no_capacity"  # the cloud's quota or capacity allows no more nodes in the eligible pools
+    UNAVAILABLE = "unavailable"  # the pool's last requests never came (backing off), or it is an on-demand
+    # fallback while its spot pool can launch (scaling.capacity)
     CLOUD_DISABLED = "cloud_disabled"  # policy does not burst (never-burst baseline)
     LOCAL_SOON = "local_soon"  # local GPUs reach it before its consumer is expected to leave: cloud earns nothing
     TOO_LATE = "too_late"  # its consumer is expected to leave before a new node could start
@@ -59,7 +61,7 @@ class PlaceReason(StrEnum):
 # a later stage (budget) says more than an earlier one (eligibility).
 _STAGE = {PlaceReason.NO_ELIGIBLE_POOL: 0, PlaceReason.CLOUD_DISABLED: 0, PlaceReason.NO_PRICE: 1,
           PlaceReason.OVER_MAX_PRICE: 2, PlaceReason.TOO_LATE: 3, PlaceReason.UNPROFITABLE: 3,
-          PlaceReason.POOL_FULL: 4, PlaceReason.NO_CAPACITY: 4, PlaceReason.BUDGET: 5}
+          PlaceReason.POOL_FULL: 4, PlaceReason.NO_CAPACITY: 4, PlaceReason.UNAVAILABLE: 4, PlaceReason.BUDGET: 5}
 
 
 @dataclass(slots=True)
@@ -178,7 +180,10 @@ def within_max_price(pool: Pool, quote: PriceQuote) -> bool:
 
 
 def new_node_room(ps: PoolState, quote: PriceQuote | None) -> int:
-    """New nodes a pool may still get: up to max_nodes, and no more than the quota/capacity headroom."""
+    """New nodes a pool may still get: up to max_nodes, and no more than the quota/capacity headroom; none while
+    the pool is unavailable (`scaling.capacity`)."""
+    if ps.unavailable is not None:
+        return 0
     room = max(0, ps.pool.max_nodes - ps.nodes)
     if quote is not None and quote.quota_headroom_nodes is not None:
         room = min(room, max(0, quote.quota_headroom_nodes))
@@ -462,7 +467,8 @@ def place(snapshot: Snapshot, config: ScalingSettings, *, horizon_s: float | Non
             if len(candidates) < len(paying):
                 note(partial(_where, paying, _SINCE, partial(ge, late)), PlaceReason.TOO_LATE, ps, quote)
         room = new_node_room(ps, quote)
-        full = PlaceReason.POOL_FULL if room >= max(0, pool.max_nodes - ps.nodes) else PlaceReason.NO_CAPACITY
+        full = (PlaceReason.UNAVAILABLE if ps.unavailable is not None
+                else PlaceReason.POOL_FULL if room >= max(0, pool.max_nodes - ps.nodes) else PlaceReason.NO_CAPACITY)
         if not candidates or room <= 0:
             if candidates:
                 note(candidates, full, ps, quote)
@@ -630,6 +636,8 @@ def _why_text(job: QueuedJob, reason: PlaceReason, ps: PoolState, quote: PriceQu
         return f"{pool.name}: a new node would pass the daily cloud budget of {config.daily_cloud_budget_usd:g} USD"
     if reason is PlaceReason.POOL_FULL:
         return f"{pool.name} at max {pool.max_nodes} nodes"
+    if reason is PlaceReason.UNAVAILABLE:
+        return f"{pool.name} unavailable: {ps.unavailable}"
     if reason is PlaceReason.NO_CAPACITY:
         return f"{pool.name}: the cloud allows {quote.quota_headroom_nodes} more nodes (quota or capacity)"
     even = break_even_usd_per_gpu_hour(pool, quote, job.expected_duration_s, config)

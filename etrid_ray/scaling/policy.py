@@ -52,6 +52,7 @@ class Reason(StrEnum):
     QUEUE_LOW = "queue_low"
     IDLE_TIMEOUT = "idle_timeout"
     DRAINED = "drained"
+    UNAVAILABLE = "unavailable"  # requested nodes never joined: requests withdrawn, the pool backs off
     # baselines
     PENDING_DEMAND = "pending_demand"
     NO_BURST = "no_burst"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from etrid_ray.admission import MIN_BILLABLE_GPUS, JobTerms, billable_gpus
@@ -113,6 +113,11 @@ class QueuedJob:
         """The job's offered price as the provider's USD per GPU-hour (fee deducted)."""
         return self.price_per_gpu_s * 3600 * (1 - PLATFORM_FEE_BPS / 10_000) / PLANCK_PER_EDSC * edsc_usd
 
+    def claimed_again(self) -> QueuedJob:
+        """This job, ours already (taken back from a node that went away or never came): placement never judges
+        it too late for a new node, and no other provider can take it."""
+        return self if self.claimed else replace(self, claimed=True)
+
     @classmethod
     def from_manifest(cls, job_id: int, manifest: Manifest, *, price_per_gpu_s: float, expected_duration_s: float,
                       waiting_since: float) -> QueuedJob:
@@ -141,6 +146,11 @@ class PoolState:
     `alive` nodes run tasks; `pending` nodes were requested and are still starting (they count
     as capacity for steering, so a request is not repeated every tick while a node boots).
     `idle_since` has one entry per alive node: when it became idle, or None while it is busy.
+    `pending_since` has one entry per pending node, oldest first: when it was requested (empty: unknown, and
+    no request is ever judged overdue); `startup_s` is the startup the observer has learnt for the pool (None:
+    the pool's declared `startup_s`). `unavailable` is set by the tick (`scaling.capacity`), never by an
+    observer: why the pool may get no new nodes now (its requests did not come, or it is an on-demand fallback
+    while its spot pool can launch).
     """
 
     pool: Pool
@@ -152,10 +162,15 @@ class PoolState:
     # free GPUs on each alive node; () = unknown (room is then judged on the pool's total). A job runs on
     # one node, so 60 free GPUs spread over 40 nodes have no room for an 8-GPU job.
     node_free: tuple[float, ...] = ()
+    pending_since: tuple[float, ...] = ()
+    startup_s: float | None = None
+    unavailable: str | None = None
 
     def __post_init__(self) -> None:
         if self.alive < 0 or self.pending < 0:
             raise ValueError(f"pool {self.pool.name}: node counts must be ≥ 0")
+        if len(self.pending_since) > self.pending:
+            raise ValueError(f"pool {self.pool.name}: pending_since has more entries than pending nodes")
         if len(self.idle_since) > self.alive:
             raise ValueError(f"pool {self.pool.name}: idle_since has more entries than alive nodes")
         if len(self.node_free) > self.alive:
@@ -171,6 +186,11 @@ class PoolState:
     @property
     def name(self) -> str:
         return self.pool.name
+
+    @property
+    def expected_startup_s(self) -> float:
+        """How long a requested node of this pool takes to join: learnt where the observer knows, else declared."""
+        return self.pool.startup_s if self.startup_s is None else self.startup_s
 
     @property
     def nodes(self) -> int:

@@ -9,14 +9,20 @@ for its targets; the simulator starts jobs and launches or removes nodes.
 Every policy decides on the plan it is handed (`plan=`), so the pools are sized for exactly the
 placement the jobs are steered by — no policy is special-cased by name. Policies that size pools
 by their own rules (the HPA model, never-burst) take the plan and ignore it.
+
+Before any policy runs, `scaling.capacity.assess` judges the pools' requests: nodes requested longer
+ago than the pool's startup plus a margin are withdrawn and the pool backs off; the policies see the
+snapshot without them, with unavailable pools marked, and no policy's decision may grow such a pool.
+Its memory (`CapacityMemory`) rides beside the policy's own, in the request and the reply.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from etrid_ray.config import ScalingSettings
+from etrid_ray.scaling.capacity import CapacityMemory, assess, hold
 from etrid_ray.scaling.placement import PlacementPlan
 from etrid_ray.scaling.policy import Decision, PlaceFn, apply
 from etrid_ray.scaling.state import Snapshot
@@ -54,6 +60,7 @@ class TickRequest:
     snapshot: Snapshot
     config: ScalingSettings
     memory: Any = None
+    capacity: CapacityMemory | None = None  # the capacity rule's memory from the previous tick (None: the first)
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, ScalingSettings):  # the live scaler hands its whole ProviderConfig
@@ -62,19 +69,25 @@ class TickRequest:
 
 @dataclass(frozen=True)
 class TickReply:
-    """What a tick answers: where each queued job goes, the decisions with their reasons, the node
-    target of every pool (alive + starting; unchanged pools keep their count), and the memory to pass
-    back next tick."""
+    """What a tick answers: where each queued job goes, the decisions with their reasons (withdrawals of
+    requests that never came first), the node target of every pool (alive + starting; unchanged pools keep
+    their count), the memories to pass back next tick, and the snapshot the policy acted on (the observed
+    one less withdrawn requests, unavailable pools marked)."""
 
     plan: PlacementPlan
     decisions: list[Decision]
     targets: dict[str, int]
     memory: Any
+    capacity: CapacityMemory = field(default_factory=CapacityMemory)
+    snapshot: Snapshot | None = None
 
 
 def tick(policy: Policy, request: TickRequest) -> TickReply:
-    """Places the snapshot's queue and sizes every pool on that placement: pure."""
-    snap, config = request.snapshot, request.config
+    """Judges the pools' requests, places the snapshot's queue and sizes every pool on that placement: pure."""
+    config = request.config
+    snap, withdrawn, capacity = assess(request.snapshot, config, request.capacity)
     plan = policy.place(snap, config, request.memory)
     decisions, memory = policy.decide(snap, config, request.memory, plan=plan)
-    return TickReply(plan, decisions, apply(decisions, snap), memory)
+    if withdrawn or snap is not request.snapshot:
+        decisions = withdrawn + hold(decisions, snap)
+    return TickReply(plan, decisions, apply(decisions, snap), memory, capacity, snap)

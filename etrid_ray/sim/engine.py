@@ -19,6 +19,12 @@ What is modelled, and why each rule:
   10–15 % a month). At the notice the node is drained (no new work, out of the policy's view); at
   the deadline (its cloud's `Cloud.notice_s`: AWS 120 s, GCP and Azure 30 s) jobs still on it go
   back to the queue, already claimed (never lost to other providers), and run again from the start.
+- **Capacity shortages** (`SimSettings.shortage`, off by default; `sim.shortage`): seeded windows
+  per pool in which a launch does not join until the window ends (then `startup_s` later). The
+  tick's capacity rule (`scaling.capacity`) withdraws such requests after the startup plus a
+  margin and backs the pool off, as the live head does; a withdrawn request is billed like any
+  withdrawn request (from the request, a minute at least — the rule the live scaler bills by,
+  which cannot tell a booting node from one that never comes).
 - **Money**: a job earns the offered price × its billable GPU-hours less the chain's 5 % fee when
   it completes (`QueuedJob.revenue_usd`); local GPUs cost their electricity per busy GPU-second;
   cloud nodes cost their quote per node-second.
@@ -37,7 +43,7 @@ import math
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from etrid_ray.clouds.base import BUCKET_RATES, interruption_rate
@@ -46,7 +52,7 @@ from etrid_ray.durations import format_duration
 from etrid_ray.percentiles import percentile
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote
-from etrid_ray.scaling import POLICIES, Policy, PolicyMemory
+from etrid_ray.scaling import POLICIES, CapacityMemory, Policy, PolicyMemory, Reason
 from etrid_ray.scaling.billing import MIN_BILLED_S, NodeLedger, billed_cost  # noqa: F401 (the rule, re-exported)
 from etrid_ray.scaling.eligibility import eligible
 from etrid_ray.scaling.hpa import HPA_SYNC_PERIOD_S, HpaMemory
@@ -55,6 +61,7 @@ from etrid_ray.scaling.policy import steered_jobs
 from etrid_ray.scaling.state import Departure, PoolState, QueuedJob, Snapshot
 from etrid_ray.scaling.tick import TickReply, TickRequest, tick
 from etrid_ray.sim.scenario import Scenario, SimSettings, build_scenario
+from etrid_ray.sim.shortage import Windows
 from etrid_ray.sim.trace import SimJob, Trace
 
 # pools with no Spot Advisor bucket (GCP, Azure) are interrupted at the middle bucket's rate
@@ -96,9 +103,10 @@ class _PoolRt:
     """A pool while the simulation runs: its nodes (starting, alive, draining) and counters."""
 
     __slots__ = ("pool", "quote", "usd_h", "nodes", "launches", "interruptions", "cost", "node_s", "power_usd_s",
-                 "rate", "name", "is_cloud", "seen", "notice_s")
+                 "rate", "name", "is_cloud", "seen", "notice_s", "shortage", "withdrawn")
 
-    def __init__(self, pool: Pool, quote: PriceQuote | None, interruptions: bool) -> None:
+    def __init__(self, pool: Pool, quote: PriceQuote | None, interruptions: bool,
+                 shortage: Windows | None = None) -> None:
         self.pool = pool
         self.name = pool.name
         self.is_cloud = pool.is_cloud
@@ -113,6 +121,8 @@ class _PoolRt:
         self.rate = interruption_rate_per_s(quote) if (interruptions and pool.is_cloud) else 0.0
         self.notice_s = notice_period(pool.kind)  # from a spot notice to the node's end
         self.seen: PoolState | None = None  # the last state(), until a node or a job on one changes (changed())
+        self.shortage = shortage  # when it can launch nothing (None: always can)
+        self.withdrawn = 0  # requests withdrawn because they never came (scaling.capacity)
 
     def changed(self) -> None:
         self.seen = None
@@ -122,9 +132,10 @@ class _PoolRt:
         pool or none, and a local pool of many nodes is costly to read)."""
         if self.seen is not None:
             return self.seen
-        alive = pending = 0
+        alive = 0
         idle: list[float | None] = []
         node_free: list[float] = []
+        since: list[float] = []  # request times of starting nodes, oldest first (launch order)
         busy = free = 0.0
         for n in self.nodes:
             if n.draining:
@@ -136,9 +147,9 @@ class _PoolRt:
                 busy += n.gpus - n.free
                 free += n.free
             else:
-                pending += 1
-        self.seen = PoolState(self.pool, alive=alive, pending=pending, idle_since=tuple(idle), gpus_busy=busy,
-                              gpus_free=free, node_free=tuple(node_free))
+                since.append(n.requested_at)
+        self.seen = PoolState(self.pool, alive=alive, pending=len(since), idle_since=tuple(idle), gpus_busy=busy,
+                              gpus_free=free, node_free=tuple(node_free), pending_since=tuple(since))
         return self.seen
 
 
@@ -185,6 +196,7 @@ class SimResult:
     ticks: int
     wall_s: float
     series: dict[str, Any] = field(default_factory=dict, repr=False)
+    withdrawn_requests: dict[str, int] = field(default_factory=dict)  # per cloud pool: never came (capacity rule)
     explanation: list[Explained] = field(default_factory=list, repr=False)  # the `explain` job's timeline
 
     @property
@@ -202,6 +214,7 @@ class SimResult:
                 "lost_while_profitable": self.lost_while_profitable,
                 "cloud_cost_by_pool": {k: round(v, 2) for k, v in self.cloud_cost_by_pool.items()},
                 "node_hours_by_pool": {k: round(v, 1) for k, v in self.node_hours_by_pool.items()},
+                "withdrawn_requests": self.withdrawn_requests,
                 "end_s": self.end_s, "ticks": self.ticks, "wall_s": round(self.wall_s, 2)}
 
 
@@ -221,7 +234,11 @@ class Simulator:
         self.all_jobs = jobs
         prices: Mapping[str, PriceQuote] = self.scenario.prices
         self.prices = dict(prices)
-        self.pools = [_PoolRt(p, self.prices.get(p.name), self.settings.interruptions) for p in self.scenario.pools]
+        shortage = self.settings.shortage
+        self.pools = [_PoolRt(p, self.prices.get(p.name), self.settings.interruptions,
+                              Windows(shortage, self.settings.seed, p.name)
+                              if shortage is not None and p.is_cloud and shortage.applies(p.name, p.spot) else None)
+                      for p in self.scenario.pools]
         self.by_name = {p.name: p for p in self.pools}
         self.grid = self.config.scale_interval_s
         self.rng = random.Random(self.settings.seed)
@@ -244,6 +261,8 @@ class Simulator:
         self.waits: list[float] = []  # every job: time to start, or the patience it waited when lost
         self.served_waits: list[float] = []  # jobs that started
         self.memory: Any = None
+        self.capacity = CapacityMemory()  # the tick's capacity rule's memory (scaling.capacity)
+        self.unavailable: frozenset[str] = frozenset()  # pools the capacity rule held back at the last tick
         self.nid = 0
         self.wakes: set[float] = set()
         self.revenue = 0.0
@@ -523,7 +542,7 @@ class Simulator:
             if node is not None:
                 for job_id in sorted(node.jobs):
                     job = self._stop(job_id, t)
-                    self.queue[job_id] = job if job.claimed else replace(job, claimed=True)
+                    self.queue[job_id] = job.claimed_again()
                     self.requeued += 1
                 self._close_node(node, t)
                 return True
@@ -533,11 +552,13 @@ class Simulator:
         """E3: a new node of the cheapest eligible cloud pool with room, within the max price and the
         daily budget, would have paid for this job alone."""
         budget_left = self.config.daily_cloud_budget_usd - self._spend_today(now)
+        seen = self.last_tick.snapshot if self.last_tick is not None else None
+        unavailable = {ps.name for ps in seen.pools if ps.unavailable is not None} if seen is not None else set()
         for rt in sorted((p for p in self.pools if p.is_cloud and p.quote is not None),
                          key=lambda p: p.quote.usd_per_gpu_hour):  # type: ignore[union-attr]
             q = rt.quote
             assert q is not None
-            if not eligible(job, rt.pool) or not within_max_price(rt.pool, q):
+            if not eligible(job, rt.pool) or not within_max_price(rt.pool, q) or rt.name in unavailable:
                 continue
             if sum(1 for n in rt.nodes if not n.draining) >= rt.pool.max_nodes:
                 continue
@@ -555,8 +576,19 @@ class Simulator:
         self.ticks += 1
         snap = self._snapshot(now)
         self.departed = []
-        reply = self.last_tick = tick(self.policy, TickRequest(snap, self.config, self.memory))
-        self.memory, plan, targets = reply.memory, reply.plan, reply.targets
+        reply = self.last_tick = tick(self.policy, TickRequest(snap, self.config, self.memory, self.capacity))
+        self.memory, self.capacity, plan, targets = reply.memory, reply.capacity, reply.plan, reply.targets
+        for d in reply.decisions:
+            if d.reason is Reason.UNAVAILABLE:
+                self.by_name[d.pool].withdrawn -= d.delta
+        seen = reply.snapshot if reply.snapshot is not None else snap
+        unavailable = frozenset(ps.name for ps in seen.pools if ps.unavailable is not None)
+        if unavailable != self.unavailable:
+            # a pool became (un)available: jobs move between pools on this tick, and the nodes this tick buys or
+            # cancels are capacity the next tick places on again — the live head, re-planning every interval,
+            # sees them one interval later, so the simulator looks again then too
+            self.unavailable = unavailable
+            self._wake(now + self.grid, now)
         # dispatch: steered jobs start where their pool has room now (what Ray does with the task)
         for p in plan.steered:
             if p.job_id not in self.queue:
@@ -596,7 +628,12 @@ class Simulator:
             rt.launches += 1
             self.ledger.open(node.nid, now, node.usd_h, rt.name)
         if startup > 0:
-            self._push(now + startup, _READY, node.nid)
+            short_until = rt.shortage.until(now) if rt.shortage is not None else None
+            if short_until is None:
+                self._push(now + startup, _READY, node.nid)
+            else:  # no capacity now: served when the shortage ends, unless withdrawn before (the head's wake-up)
+                self._push(short_until + startup, _READY, node.nid)
+                self._wake(now + startup + self.config.capacity_margin_s, now)
         if rt.rate > 0:
             self._push(now + self.rng.expovariate(rt.rate), _NOTICE, node.nid)
 
@@ -619,6 +656,8 @@ class Simulator:
             for n in rt.nodes:
                 if n.ready and not n.draining and not n.jobs and n.idle_since is not None:
                     self._wake(n.idle_since + cfg.idle_timeout_s, now)
+        for until in self.capacity.backing_off(now).values():  # a pool backing off may be asked again then
+            self._wake(until, now)
         mem = self.memory
         if isinstance(mem, PolicyMemory):
             # what the queue teaches moves at fixed instants, and a job left for local GPUs becomes overflow
@@ -740,7 +779,9 @@ class Simulator:
             lost_while_profitable=self.lost_profitable,
             cloud_cost_by_pool={rt.name: rt.cost for rt in self.pools if rt.is_cloud},
             node_hours_by_pool={rt.name: rt.node_s / 3600 for rt in self.pools if rt.is_cloud},
-            end_s=end, ticks=self.ticks, wall_s=wall, series=self.series, explanation=self.explanation)
+            end_s=end, ticks=self.ticks, wall_s=wall, series=self.series,
+            withdrawn_requests={rt.name: rt.withdrawn for rt in self.pools if rt.is_cloud},
+            explanation=self.explanation)
 
 
 def simulate(trace: Trace | list[SimJob], policy: str | Policy,

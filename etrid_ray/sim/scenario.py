@@ -49,6 +49,7 @@ from etrid_ray.prices.catalog import (
     quotes_for,
 )
 from etrid_ray.scaling.state import PLATFORM_FEE_BPS
+from etrid_ray.sim.shortage import Shortage
 from etrid_ray.units import PLANCK_PER_EDSC
 
 DEFAULT_LOCAL_GPUS = 320
@@ -74,6 +75,7 @@ class SimSettings:
     # more looks cheaper per GPU-second and longer to a new node's cost)
     declared_slack: float = 1.0
     record: bool = True  # keep time series for plots
+    shortage: Shortage | None = None  # capacity shortages per cloud pool (sim.shortage); None: capacity is always there
 
     def __post_init__(self) -> None:
         if self.local_gpus < 0:

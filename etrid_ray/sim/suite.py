@@ -29,6 +29,11 @@ on one and judged on the other:
 - **Philly split in time** at its midpoint (`split_in_time`, day 54.4): `report` runs the later half
   (30,486 jobs, median demand 251), `tune` the earlier one (51,761, median 465), both at the
   defaults. Both windows above lie in their own half, so tuning on `tune` never sees a reported job.
+- **Capacity shortages** (`etrid_ray.sim.shortage`, issue 15): the Philly window at the defaults while
+  the cheapest spot pool (AWS) runs short about once a day for four hours on average; and while every
+  spot pool does, with on-demand fallback pools of 4 nodes per cloud, at 4.00 USD/GPU-h (on-demand A100s
+  cost 2.74–4.10 USD/GPU-h in the catalog: at the default price they never pay, and the scenario is
+  about the fallback). Seeded like everything else; the other scenarios have no shortages.
 - **Synthetic families** (`etrid_ray.sim.synth.FAMILIES`) at 0.5× and 1× their median demand, default
   price and patience: seed 1 in `report`, seed 101 in `tune`.
 
@@ -46,10 +51,12 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache, partial
 from typing import Any
 
+from etrid_ray.clouds.registry import cloud, clouds
+from etrid_ray.config import ProviderConfig
 from etrid_ray.durations import format_duration
 from etrid_ray.sim.demand import demand_stats, jobs_up_to, split_in_time, window
 from etrid_ray.sim.run import POLICY_NAMES, compare
@@ -60,6 +67,7 @@ from etrid_ray.sim.scenario import (
     SimSettings,
     build_scenario,
 )
+from etrid_ray.sim.shortage import Shortage
 from etrid_ray.sim.synth import FAMILIES, generate
 from etrid_ray.sim.trace import Trace, philly_trace
 
@@ -132,10 +140,17 @@ class SuiteScenario:
     capacity_x: float = 1.0  # local GPUs as a multiple of the trace's median demand
     price_per_gpu_hour: float = DEFAULT_PRICE_PER_GPU_HOUR
     patience_s: float | None = DEFAULT_PATIENCE_S
+    shortage: Shortage | None = None  # capacity shortages (None: capacity is always there)
+    ondemand_max_nodes: int = 0  # on-demand fallback pools per cloud (0: none, the config's default)
 
     def settings(self, trace: Trace) -> SimSettings:
+        base = None
+        if self.ondemand_max_nodes:
+            base = ProviderConfig(**{cloud.flat_key("ondemand_max_nodes"): self.ondemand_max_nodes
+                                     for cloud in clouds() if cloud.is_cloud})
         return SimSettings(local_gpus=local_gpus_for(trace, self.capacity_x),
-                           price_per_gpu_hour=self.price_per_gpu_hour, patience_s=self.patience_s, record=False)
+                           price_per_gpu_hour=self.price_per_gpu_hour, patience_s=self.patience_s, record=False,
+                           shortage=self.shortage, base_config=base)
 
 
 def _scenario(label: str, factory: Callable[[], Trace], capacity_x: float = 1.0,
@@ -156,6 +171,21 @@ def philly_axes(label: str, factory: Callable[[], Trace]) -> list[SuiteScenario]
     return out
 
 
+SHORTAGE = Shortage(rate_per_day=1.0, mean_s=4 * 3600.0)  # per pool: about one a day, four hours on average
+SHORTAGE_PRICE = 4.0  # USD/GPU-h at which on-demand A100s pay (the catalog's: 2.74–4.10)
+ONDEMAND_NODES = 4
+
+
+def shortage_scenarios(label: str, factory: Callable[[], Trace]) -> list[SuiteScenario]:
+    """The cheapest spot pool short at the defaults; every spot pool short with on-demand fallbacks that pay."""
+    base = _scenario(label, factory)
+    aws = cloud("aws").pool_name
+    spot = _scenario(label, factory, price=SHORTAGE_PRICE)
+    return [replace(base, name=f"{base.name}/short-{aws}", shortage=replace(SHORTAGE, pools=(aws,))),
+            replace(spot, name=f"{spot.name}/short-spot+ondemand", shortage=SHORTAGE,
+                    ondemand_max_nodes=ONDEMAND_NODES)]
+
+
 def suite(which: str = "report") -> tuple[SuiteScenario, ...]:
     """The `report` or `tune` suite, heaviest scenario first (so a process pool finishes sooner)."""
     if which not in SUITES:
@@ -164,6 +194,7 @@ def suite(which: str = "report") -> tuple[SuiteScenario, ...]:
     start, end = PHILLY_WINDOW_DAYS[which]
     out = [_scenario(half, partial(philly_half, which))]
     out += philly_axes(f"philly-d{start}-{end}", partial(philly_window, start, end))
+    out += shortage_scenarios(f"philly-d{start}-{end}", partial(philly_window, start, end))
     seed = SYNTH_SEED[which]
     for name in FAMILIES:
         out += [_scenario(f"{name}.s{seed}", partial(synthetic, name, seed), capacity_x=x) for x in (0.5, 1.0)]

@@ -4,6 +4,12 @@ Scaling turns on once the cluster advertises one of our pools (KubeRay worker gr
 autoscaler). Each step turns the admitted jobs into the policy's `QueuedJob`s (once per job), hands the
 scaler the departures seen since the last step, keeps the plan (where each job should run, in which order to
 claim), and learns each pool's node startup from when a request made a node pending to when it was seen alive.
+
+When the tick withdraws a pool's requests because its nodes never came (`scaling.capacity`), the jobs this head
+had already claimed and sent to that pool's coming nodes are stranded: their Ray tasks wait for nodes that will
+not join. They are taken back (task cancelled before it started, job claimed again, never failed), go into the
+next snapshot's queue as ours (`QueuedJob.claimed`: never too late for a node), and are dispatched again as soon
+as the pool the placement steers them to has room (`runnable`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from etrid_ray.provider.cluster_view import ClusterWatch
 from etrid_ray.provider.job import JobBook, JobState, TrackedJob
 from etrid_ray.provider.stages.admission import terms_of
 from etrid_ray.provider.timing import Estimates, GpuTimeline
-from etrid_ray.scaling import Departure, QueuedJob
+from etrid_ray.scaling import Departure, QueuedJob, Reason
 from etrid_ray.scaling.eligibility import eligible
 
 log = logging.getLogger(__name__)
@@ -29,7 +35,8 @@ POOL_CHECK_S = 2.0  # how often a head without pools looks for nodes with a pool
 class PoolScaling:
     def __init__(self, pools: Sequence[Pool], book: JobBook, cluster: ClusterWatch, estimates: Estimates,
                  make_scaler: Callable[[], Any], interval_s: float, gate: Callable[[], Any],
-                 clock: Callable[[], float], monotonic: Callable[[], float]) -> None:
+                 clock: Callable[[], float], monotonic: Callable[[], float],
+                 cancel: Callable[[Any], None] | None = None) -> None:
         self.pools = list(pools)
         self.book = book
         self.cluster = cluster
@@ -39,7 +46,9 @@ class PoolScaling:
         self.gate = gate
         self.clock = clock
         self.monotonic = monotonic
+        self.cancel = cancel  # withdraws a Ray task (RayTasks.withdraw); None: stranded tasks wait for their deadline
         self.scaler: Any = None
+        self.requeued: dict[int, TrackedJob] = {}  # claimed jobs taken back from a pool whose nodes never came
         self.plan: Any = None
         self.pool_capacity: dict[str, float] = {}  # GPUs of each pool's alive nodes at the last step
         self.pool_nodes: dict[str, tuple[int, int]] = {}  # pool -> (alive, pending) at the last step
@@ -93,6 +102,10 @@ class PoolScaling:
         live = {t.job_id for t in admitted}
         for job_id in [j for j in self._queued if j not in live]:
             del self._queued[job_id]
+        for tracked in self.requeued.values():  # ours already: placed like any job, never too late for a node
+            if tracked.manifest is not None:
+                queue.append(QueuedJob.from_chain(terms_of(tracked), tracked.manifest,
+                                                  waiting_since=tracked.first_seen).claimed_again())
         departed, self._departed = tuple(self._departed), []
         step = self.scaler.step(queue, now, departed)
         self.plan = step.plan
@@ -101,6 +114,65 @@ class PoolScaling:
             # running): Ray's "available" lags tasks not yet scheduled, and only we use these GPUs.
             self.pool_capacity = {ps.name: ps.alive * ps.pool.gpus_per_node for ps in step.snapshot.pools}
             self._observe_nodes(step.snapshot.pools, now)
+            withdrawn = {d.pool for d in step.decisions if d.reason is Reason.UNAVAILABLE}
+            if withdrawn:
+                self._take_back(withdrawn, list(running), now)
+
+    def _take_back(self, pools: set[str], running: list[TrackedJob], now: float) -> None:
+        """Jobs sent to a pool whose requested nodes were just withdrawn, beyond what its alive nodes can be running
+        (all of them when none is alive; else the latest dispatched), are claimed again: their Ray tasks waited
+        for nodes that will not come (caller holds the book's lock)."""
+        if self.cancel is None:
+            return
+        for name in pools:
+            on_pool = sorted((t for t in running if t.state is JobState.RUNNING and t.run is not None
+                              and t.run.pool == name), key=lambda t: t.run.dispatched_at)  # type: ignore[union-attr]
+            room = self.pool_capacity.get(name, 0.0)
+            for tracked in on_pool:
+                run = tracked.run
+                assert run is not None
+                if run.gpus <= room + 1e-9:
+                    room -= run.gpus  # may be running on an alive node: left alone
+                    continue
+                self.cancel(run.ref)
+                tracked.chain_deadline = min(run.deadline, tracked.chain_deadline or run.deadline)
+                tracked.run, tracked.pool, tracked.free_at = None, None, None
+                self.book.move(tracked, JobState.CLAIMED, f"taken back from {name}: its nodes never came", now)
+                self.requeued[tracked.job_id] = tracked
+                log.warning("job %d taken back from pool %s (its requested nodes never came): placed again",
+                            tracked.job_id, name)
+
+    def runnable(self, running: Iterable[TrackedJob]) -> list[TrackedJob]:
+        """Jobs taken back that the placement now steers to a pool with room for them, each with that pool: to
+        dispatch again (caller holds the book's lock)."""
+        if not self.requeued or self.plan is None:
+            return []
+        room = self.pool_room(running)
+        out: list[TrackedJob] = []
+        for job_id, tracked in list(self.requeued.items()):
+            if tracked.state is not JobState.CLAIMED:  # finished meanwhile (e.g. failed on its deadline)
+                del self.requeued[job_id]
+                continue
+            try:
+                pool = self.plan.pool_for(job_id)
+            except KeyError:
+                continue  # not placed yet: the next step places it
+            gpus = tracked.manifest.resources.gpus if tracked.manifest is not None else 0.0
+            if pool is not None and room.get(pool, 0.0) >= gpus - 1e-9:
+                room[pool] -= gpus
+                tracked.pool = pool
+                del self.requeued[job_id]
+                out.append(tracked)
+        return out
+
+    def expired(self, now: float) -> list[TrackedJob]:
+        """Jobs taken back that no pool could run before their deadline on chain: to settle as failures, as the
+        chain would time them out anyway (caller holds the book's lock)."""
+        out = [t for t in self.requeued.values()
+               if t.state is JobState.CLAIMED and t.chain_deadline is not None and now >= t.chain_deadline]
+        for tracked in out:
+            del self.requeued[tracked.job_id]
+        return out
 
     def note_departed(self, tracked: TrackedJob) -> None:
         """A job the policy saw in its queue (admitted to claim, manifest read) left it without being ours: the
