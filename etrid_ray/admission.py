@@ -80,6 +80,9 @@ def reject(kind: str, reason: str) -> Verdict:
     return Verdict("reject", reason, kind)
 
 
+UNEVALUATED = skip("unevaluated", "unevaluated")  # a job not judged yet (one shared, immutable verdict)
+
+
 def region_allowed(region: str, manifest: Manifest) -> bool:
     """Residency: the manifest's `allowed_regions` (prefixes of region names) ∩ its compliance template's
     regions (GDPR → EU), as `security/compliance.py` computes them for admission and placement alike."""

@@ -117,8 +117,7 @@ class ProviderHead:
         self.pace = BlockPace()
         self.intake = Intake(self.book, self.chain, self.stats, self.scaling.note_departed, ids,
                              on_block=lambda number: self.pace.observe(number, clock()),
-                             on_paid=lambda job_id, amount, block: self.profit.paid(
-                                 job_id, amount, self._payment_of(job_id), clock(), block))
+                             on_paid=self._paid)
         self.admission = Admission(self.book, self.manifests, self.stats, self._offers, clock)
         self.claimer = Claimer(self.book, self.chain, self.journal, self.stats, self.estimates, self.tasks,
                                self.scaling, ids, self.capacity, config.max_inflight_per_gpu, config.claim_batch,
@@ -176,9 +175,12 @@ class ProviderHead:
             return None
         return float(scaler.ledger.bill(node_id).usd_per_node_hour)
 
-    def _payment_of(self, job_id: int) -> int:
-        tracked = self.book.get(job_id)
-        return tracked.job.payment if tracked is not None else 0
+    def _paid(self, payments: list[tuple[int, int, int | None]]) -> None:
+        """The intake's payments to us, onto their jobs' profit rows (with each job's escrow, while the book has it)."""
+        now = self.clock()
+        with self.book.lock:
+            escrow = {j: t.job.payment for j, _a, _b in payments if (t := self.book.get(j)) is not None}
+        self.profit.paid_many([(j, amount, escrow.get(j, 0), now, block) for j, amount, block in payments])
 
     def capacity(self) -> float:
         """GPUs the Ray cluster offers new work now (it grows and shrinks with the autoscaler; draining nodes

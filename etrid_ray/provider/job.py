@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from etrid_ray.admission import Verdict, skip
+from etrid_ray.admission import UNEVALUATED, Verdict
 from etrid_ray.chain.models import Job
 from etrid_ray.manifest import Manifest
 
@@ -114,7 +114,7 @@ class TrackedJob:
     state: JobState
     first_seen: float
     history: list[tuple[JobState, float, str]] = field(default_factory=list)
-    verdict: Verdict = field(default_factory=lambda: skip("unevaluated", "unevaluated"))
+    verdict: Verdict = UNEVALUATED
     manifest: Manifest | None = None
     retry_manifest_at: float = 0.0
     gpu_id: int | None = None

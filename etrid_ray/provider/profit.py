@@ -167,17 +167,24 @@ class ProfitBook:
     def paid(self, job_id: int, paid_planck: int, payment_planck: int, at: float, block: int | None) -> None:
         """The chain released `paid_planck` to us for `job_id` (its consumer escrowed `payment_planck`; 0: as its
         row already says). The fee is the difference: the platform's share, whatever the runtime's rate."""
+        self.paid_many([(job_id, paid_planck, payment_planck, at, block)])
+
+    def paid_many(self, items: Iterable[tuple[int, int, int, float, int | None]]) -> None:
+        """`paid` for many payments (job, paid, payment, at, block) in one transaction: a block's worth at once."""
+        rows = []
         with self._lock, self.db:
-            if not payment_planck:
-                found = self.db.execute("SELECT payment_planck FROM job_profit WHERE job_id = ?", (job_id,)).fetchone()
-                payment_planck = int(found[0] or 0) if found else 0
-            fee = max(0, payment_planck - paid_planck) if payment_planck else 0
-            self.db.execute(
+            for job_id, paid_planck, payment_planck, at, block in items:
+                if not payment_planck:
+                    found = self.db.execute("SELECT payment_planck FROM job_profit WHERE job_id = ?",
+                                            (job_id,)).fetchone()
+                    payment_planck = int(found[0] or 0) if found else 0
+                fee = max(0, payment_planck - paid_planck) if payment_planck else 0
+                rows.append((job_id, str(payment_planck), str(paid_planck), str(fee), at, block))
+            self.db.executemany(
                 "INSERT INTO job_profit (job_id, payment_planck, paid_planck, fee_planck, paid_at, block) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO UPDATE SET payment_planck=excluded.payment_planck,"
                 " paid_planck=excluded.paid_planck, fee_planck=excluded.fee_planck, paid_at=excluded.paid_at,"
-                " block=excluded.block",
-                (job_id, str(payment_planck), str(paid_planck), str(fee), at, block))
+                " block=excluded.block", rows)
 
     def rows(self, since: float | None = None) -> list[JobProfit]:
         """Every job, or those paid (else ended) at or after `since`, in job order."""

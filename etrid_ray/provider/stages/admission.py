@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from etrid_ray.admission import Capabilities, JobTerms, Verdict, admit, skip
+from etrid_ray.admission import UNEVALUATED, Capabilities, JobTerms, Verdict, admit
 from etrid_ray.manifest import Manifest, ManifestError
 from etrid_ray.provider.job import JobBook, JobState, TrackedJob
 from etrid_ray.provider.manifests import ManifestSource
@@ -16,7 +16,6 @@ from etrid_ray.provider.stats import Stats
 from etrid_ray.security import audit
 
 MANIFEST_RETRY_S = 5.0
-UNEVALUATED = skip("unevaluated", "unevaluated")
 
 
 def terms_of(tracked: TrackedJob) -> JobTerms:

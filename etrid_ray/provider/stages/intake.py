@@ -29,13 +29,13 @@ class Intake:
     def __init__(self, book: JobBook, chain: Any, stats: Stats,
                  on_departed: Callable[[TrackedJob], None] = lambda _t: None,
                  gpu_ids: Callable[[], Sequence[int]] = tuple, on_block: Callable[[int], None] = lambda _n: None,
-                 on_paid: Callable[[int, int, int | None], None] = lambda _j, _a, _b: None) -> None:
+                 on_paid: Callable[[list[tuple[int, int, int | None]]], None] = lambda _p: None) -> None:
         self.book = book
         self.chain = chain
         self.stats = stats
         self.on_departed = on_departed
         self.on_block = on_block  # each new best block seen (how often the chain makes them: timing.BlockPace)
-        self.on_paid = on_paid  # each PaymentReleased to us: (job, amount, block), outside the book's lock
+        self.on_paid = on_paid  # the PaymentReleased to us of a pass: [(job, amount, block)], outside the book's lock
         self.gpu_ids = gpu_ids
         self.assigned: dict[int, int] = {}  # job id → our GPU the chain assigned it to, until the claim stage takes it
         self.updates: queue.Queue[QueueUpdate] = queue.Queue()
@@ -75,8 +75,8 @@ class Intake:
                         paid.append((int(event.get("job_id")), int(event.get("amount")), event.block_number))
                     elif event.is_("JobMarketplace", "JobAssigned") and int(event.get("gpu_id")) in ours:
                         fresh[int(event.get("job_id"))] = int(event.get("gpu_id"))
-        for job_id, amount, block in paid:
-            self.on_paid(job_id, amount, block)
+        if paid:
+            self.on_paid(paid)
         if latest is None:
             return added
         added += self._take_assigned(fresh)

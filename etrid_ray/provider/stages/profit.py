@@ -55,9 +55,16 @@ class ProfitRecorder:
             self.book.ran(rows)
 
     def paid(self, job_id: int, amount: int, payment: int, at: float, block: int | None) -> None:
-        """`PaymentReleased` to us (the intake's callback)."""
-        self.flush()  # its row first, so the payment lands on it
-        self.book.paid(job_id, amount, payment, at, block)
+        """`PaymentReleased` to us."""
+        self.paid_many([(job_id, amount, payment, at, block)])
+
+    def paid_many(self, items: list[tuple[int, int, int, float, int | None]]) -> None:
+        """Payments to us (job, amount, escrow, at, block): the intake's callback, once per pass."""
+        if not items:
+            return
+        self.flush()  # their rows first, so the payments land on them
+        self.book.paid_many(items)
         with self._lock:
-            pool, cost = self._unpaid.pop(job_id, ("", 0.0))
-            self.net_usd[pool or "unknown"] += amount / PLANCK_PER_EDSC * self.edsc_usd - cost
+            for job_id, amount, _payment, _at, _block in items:
+                pool, cost = self._unpaid.pop(job_id, ("", 0.0))
+                self.net_usd[pool or "unknown"] += amount / PLANCK_PER_EDSC * self.edsc_usd - cost
