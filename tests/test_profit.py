@@ -10,8 +10,9 @@ import pytest
 
 from etrid_ray.chain.models import Job, JobStatus
 from etrid_ray.config import ProviderConfig, pools_from_config
+from etrid_ray.profit import JobProfit, cost_share_usd, group, unattributed_cloud_usd
 from etrid_ray.provider.job import JobState, RunInfo, TrackedJob
-from etrid_ray.provider.profit import JobProfit, ProfitBook, cost_share_usd, group, unattributed_cloud_usd
+from etrid_ray.provider.profit import ProfitBook
 from etrid_ray.provider.stages.profit import ProfitRecorder
 from etrid_ray.provider.task import Outcome
 from etrid_ray.scaling.billing import NodeLedger

@@ -22,7 +22,8 @@ from etrid_ray.chain.models import JobStatus
 from etrid_ray.cli import main as cli_main
 from etrid_ray.manifest import encode_manifest
 from etrid_ray.pools import pool_selector
-from etrid_ray.provider.profit import ProfitBook, cost_share_usd
+from etrid_ray.profit import cost_share_usd
+from etrid_ray.provider.profit import ProfitBook
 from tests.provider_support import (
     CONSUMER,
     PROVIDER,

@@ -412,3 +412,27 @@ def test_the_policy_sees_the_declared_max_compute_time_and_the_job_runs_its_real
     assert padded.jobs["completed"] == 0 and sum(padded.node_launches.values()) == 0
     with pytest.raises(ValueError, match="declared_slack"):
         SimSettings(declared_slack=0.5)
+
+
+def test_the_simulator_prices_each_job_as_the_head_does_and_the_rows_add_up_to_its_totals(tmp_path):
+    """Per-job rows (etrid_ray.profit, as the live head records them): their payments add up to the run's revenue,
+    local jobs' cost shares to its local power, and cloud shares never exceed the cloud bill (idle and starting
+    node time is nobody's share)."""
+    from dataclasses import replace
+
+    trace = philly_trace().head(1500)
+    scenario = build_scenario(replace(settings(), per_job=True, local_gpus=64, record=False, interruptions=False))
+    result = Simulator(trace, "profit", scenario).run()
+    rows = result.job_profits
+    assert len(rows) == result.jobs["completed"] > 0
+    paid_usd = sum(r.paid_planck for r in rows) / 10**18 * scenario.settings.edsc_usd
+    assert paid_usd == pytest.approx(result.revenue_usd, rel=1e-9)
+    assert all(r.fee_planck == r.payment_planck * 500 // 10_000 for r in rows)
+    assert sum(r.cost_usd for r in rows if not r.cloud) == pytest.approx(result.local_power_usd, rel=1e-6)
+    cloud = sum(r.cost_usd for r in rows if r.cloud)
+    assert 0 < cloud <= result.cloud_cost_usd + 1e-6
+    out = CliRunner().invoke(main, ["simulate", "--limit", "300", "--policy", "profit", "--per-job", "--no-plots",
+                                    "--out", str(tmp_path), "--local-gpus", "16"])
+    assert out.exit_code == 0, out.output
+    header = (tmp_path / "jobs-profit.csv").read_text().splitlines()[0]
+    assert header.startswith("job_id,pool,node,handler,cloud,gpus") and header.endswith("net_usd")

@@ -38,7 +38,8 @@ def earnings(config_path: str | None, records_path: str | None, since: str | Non
     from rich.table import Table
 
     from etrid_ray.config import load_config
-    from etrid_ray.provider.profit import ProfitBook, group, to_csv
+    from etrid_ray.profit import group, to_csv
+    from etrid_ray.provider.profit import ProfitBook
     from etrid_ray.units import PLANCK_PER_EDSC
 
     config = load_config(config_path)

@@ -46,6 +46,8 @@ def _policy_names() -> tuple[str, ...]:
 @click.option("--no-interruptions", is_flag=True, help="no spot interruptions")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N jobs of the trace")
 @click.option("--no-plots", is_flag=True, help="write JSON only")
+@click.option("--per-job", is_flag=True, help="also write each policy's jobs as profit rows (OUT/jobs-POLICY.csv: "
+              "the columns `etrid-ray earnings --csv` prints for a live head)")
 @json_option("print the summary JSON instead of the table")
 @click.option("--explain-breakeven", is_flag=True, help="print per-GPU-hour break-even prices per pool and exit")
 @click.option("--explain", "explain_job", type=int, default=None, metavar="JOB_ID",
@@ -57,7 +59,7 @@ def _policy_names() -> tuple[str, ...]:
 def simulate(trace_path: str, policies: tuple[str, ...], local_gpus: int, price_per_gpu_hour: float,
              prices_path: str | None, edsc_usd: float, patience: float, declared_slack: float,
              config_path: str | None, out_dir: str,
-             rng_seed: int, no_interruptions: bool, limit: int | None, no_plots: bool, as_json: bool,
+             rng_seed: int, no_interruptions: bool, limit: int | None, no_plots: bool, per_job: bool, as_json: bool,
              explain_breakeven: bool, explain_job: int | None) -> None:
     """Replay a job trace through the scaling policies (the head's own code) and compare their economics."""
     from etrid_ray.config import load_config
@@ -71,7 +73,7 @@ def simulate(trace_path: str, policies: tuple[str, ...], local_gpus: int, price_
     try:
         settings = SimSettings(local_gpus=local_gpus, price_per_gpu_hour=price_per_gpu_hour, edsc_usd=edsc_usd,
                                patience_s=patience or None, seed=rng_seed, interruptions=not no_interruptions,
-                               declared_slack=declared_slack, base_config=base)
+                               declared_slack=declared_slack, base_config=base, per_job=per_job)
         scenario = build_scenario(settings)
         if prices_path:
             from dataclasses import replace
@@ -109,6 +111,13 @@ def simulate(trace_path: str, policies: tuple[str, ...], local_gpus: int, price_
     written = report.write_json(out, scenario, comparison.results, comparison.oracle, extra)
     if not no_plots:
         written += report.plot(out, comparison.results, comparison.oracle)
+    if per_job:
+        from etrid_ray.profit import to_csv
+
+        for result in comparison.results:
+            path = out / f"jobs-{result.policy}.csv"
+            path.write_text(to_csv(result.job_profits, edsc_usd))
+            written.append(path)
     if as_json:
         print_json(json.loads((out / "summary.json").read_text()))
         return

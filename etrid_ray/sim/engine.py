@@ -52,13 +52,14 @@ from etrid_ray.durations import format_duration
 from etrid_ray.percentiles import percentile
 from etrid_ray.pools import Pool
 from etrid_ray.prices.catalog import PriceQuote
+from etrid_ray.profit import JobProfit, cost_share_usd
 from etrid_ray.scaling import POLICIES, CapacityMemory, Policy, PolicyMemory, Reason
 from etrid_ray.scaling.billing import MIN_BILLED_S, NodeLedger, billed_cost  # noqa: F401 (the rule, re-exported)
 from etrid_ray.scaling.eligibility import eligible
 from etrid_ray.scaling.hpa import HPA_SYNC_PERIOD_S, HpaMemory
 from etrid_ray.scaling.placement import PlacementPlan, node_cost_usd, within_max_price
 from etrid_ray.scaling.policy import steered_jobs
-from etrid_ray.scaling.state import Departure, PoolState, QueuedJob, Snapshot
+from etrid_ray.scaling.state import PLATFORM_FEE_BPS, Departure, PoolState, QueuedJob, Snapshot
 from etrid_ray.scaling.tick import TickReply, TickRequest, tick
 from etrid_ray.sim.scenario import Scenario, SimSettings, build_scenario
 from etrid_ray.sim.shortage import Windows
@@ -198,6 +199,7 @@ class SimResult:
     series: dict[str, Any] = field(default_factory=dict, repr=False)
     withdrawn_requests: dict[str, int] = field(default_factory=dict)  # per cloud pool: never came (capacity rule)
     explanation: list[Explained] = field(default_factory=list, repr=False)  # the `explain` job's timeline
+    job_profits: list[JobProfit] = field(default_factory=list, repr=False)  # with SimSettings.per_job
 
     @property
     def net_profit_usd(self) -> float:
@@ -284,6 +286,7 @@ class Simulator:
         self._last_rec: tuple[Any, ...] | None = None
         self._node_by_id: dict[int, _Node] = {}
         self._jobs_meta: dict[int, QueuedJob] = {}
+        self.job_profits: list[JobProfit] = []
         # one job's timeline: the hooks replace the event handlers on this instance only, so a run
         # without `explain` pays nothing for it
         self.explain = explain
@@ -473,6 +476,18 @@ class Simulator:
         self._push(now + self.run_s[job_id], _FINISH, job_id, self.run_id)
         self._jobs_meta[job_id] = job
 
+    def _profit_row(self, job: QueuedJob, node: _Node, start: float, end: float) -> JobProfit:
+        """A finished job's row, priced as the head prices its own (`etrid_ray.profit.cost_share_usd`): its share of
+        its node's hourly price, or its GPUs' electricity; paid = what it offered less the chain's fee."""
+        seconds = max(0.0, end - start)
+        payment = int(job.price_per_gpu_s * job.billable_gpus * job.expected_duration_s)
+        paid = payment - payment * PLATFORM_FEE_BPS // 10_000
+        pool = node.pool.pool
+        return JobProfit(job.job_id, pool.name, str(node.nid), "", pool.is_cloud, job.gpus, start, end,
+                         seconds * job.gpus, cost_share_usd(pool, job.gpus, seconds, node.usd_h if pool.is_cloud
+                                                            else None),
+                         payment, paid, payment - paid, end, None)
+
     def _stop(self, job_id: int, t: float) -> QueuedJob:
         node, _ = self.running.pop(job_id)
         job = self._jobs_meta[job_id]
@@ -507,8 +522,11 @@ class Simulator:
             run = self.running.get(a)
             if run is None or run[1] != b:
                 return False
+            node = run[0]
             job = self._stop(a, t)
             self.revenue += job.revenue_usd(self.edsc_usd)
+            if self.settings.per_job:
+                self.job_profits.append(self._profit_row(job, node, self.started_at.get(a, t), t))
             self.completed += 1
             self.last_work = t
             return True
@@ -781,7 +799,7 @@ class Simulator:
             node_hours_by_pool={rt.name: rt.node_s / 3600 for rt in self.pools if rt.is_cloud},
             end_s=end, ticks=self.ticks, wall_s=wall, series=self.series,
             withdrawn_requests={rt.name: rt.withdrawn for rt in self.pools if rt.is_cloud},
-            explanation=self.explanation)
+            explanation=self.explanation, job_profits=self.job_profits)
 
 
 def simulate(trace: Trace | list[SimJob], policy: str | Policy,

@@ -75,6 +75,7 @@ class SimSettings:
     # more looks cheaper per GPU-second and longer to a new node's cost)
     declared_slack: float = 1.0
     record: bool = True  # keep time series for plots
+    per_job: bool = False  # keep each finished job's profit row (etrid_ray.profit.JobProfit), as the head records it
     shortage: Shortage | None = None  # capacity shortages per cloud pool (sim.shortage); None: capacity is always there
 
     def __post_init__(self) -> None:

@@ -8,8 +8,9 @@ from collections import Counter
 from collections.abc import Callable
 
 from etrid_ray.pools import Pool
+from etrid_ray.profit import JobProfit, cost_share_usd
 from etrid_ray.provider.job import TrackedJob
-from etrid_ray.provider.profit import JobProfit, ProfitBook, cost_share_usd
+from etrid_ray.provider.profit import ProfitBook
 from etrid_ray.provider.task import Outcome
 from etrid_ray.units import PLANCK_PER_EDSC
 
