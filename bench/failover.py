@@ -12,7 +12,7 @@ Both cloud pools are declared to start in `--startup` seconds (a fake node joins
 real 180–240 s; the rule scales with the declared or learnt startup either way). What is printed:
 
 - spike → the head's first request (AWS, the cheapest) and → its withdrawal (target: startup +
-  `capacity_margin_s`, default 30 s);
+  `capacity_margin_s`, default 15 s);
 - spike → the first job running on Azure, the next pool that pays (target, issue 15: ≤ startup + 30 s —
   reachable only when the fallback pool starts faster than the margin; the figure says which);
 - no job lost (every job completed on chain, none failed or retried), and no request left dangling:

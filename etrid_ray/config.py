@@ -165,7 +165,7 @@ class ScalingSettings(Section):
                                     "interruption: effective cost × (1 + interruption rate × this)")
     edsc_usd: float = Field(1.0, ge=0, description="ËDSC→USD rate: what a job's payment is worth against cloud "
                             "costs (placement) and in reports")
-    capacity_margin_s: float = Field(30.0, ge=0, description="a requested cloud node not joined within its pool's "
+    capacity_margin_s: float = Field(15.0, ge=0, description="a requested cloud node not joined within its pool's "
                                      "startup time (the learnt one, else the pool's startup_s) plus this is taken as "
                                      "capacity that will not come: the request is withdrawn and the pool backs off")
     capacity_backoff_s: float = Field(120.0, gt=0, description="how long a pool whose nodes did not come gets no new "

@@ -16,6 +16,7 @@ import pytest
 from etrid_ray.config import ProviderConfig, pools_from_config
 from etrid_ray.kuberay.render import raycluster
 from etrid_ray.manifest import Manifest
+from etrid_ray.pools import CapacityRequest
 from etrid_ray.prices import default_catalog, quotes_for
 from etrid_ray.provider.cluster_view import ClusterView, ClusterWatch
 from etrid_ray.provider.job import JobBook, JobState, RunInfo
@@ -206,10 +207,10 @@ class NoCloudNodes:
     """A `ClusterPort` of one busy local node, where requested cloud nodes never join; requests are recorded."""
 
     def __init__(self) -> None:
-        self.requests: list[list[dict[str, float]]] = []
+        self.requests: list[CapacityRequest] = []
 
     def nodes(self) -> list[dict[str, Any]]:
-        return [{"NodeID": "local", "Alive": True, "Resources": {"GPU": 4.0, POOLS[LOCAL].resource: 1000.0}}]
+        return [{"NodeID": "local", "Alive": True, "Resources": {"GPU": 4.0}, "Labels": POOLS[LOCAL].labels()}]
 
     def available_per_node(self) -> dict[str, dict[str, float]]:
         return {"local": {"GPU": 0.0}}
@@ -217,8 +218,8 @@ class NoCloudNodes:
     def draining(self) -> set[str]:
         return set()
 
-    def request(self, bundles: list[dict[str, float]]) -> None:
-        self.requests.append(bundles)
+    def request(self, request: CapacityRequest) -> None:
+        self.requests.append(request)
 
 
 def test_the_live_scaler_withdraws_by_its_next_request_and_says_why_with_the_learnt_startup():
@@ -228,13 +229,13 @@ def test_the_live_scaler_withdraws_by_its_next_request_and_says_why_with_the_lea
                     startup_of=lambda pool: 60.0 if pool.name == AWS else None)  # learnt: AWS nodes start in 60 s
     queue = SPIKE
     scaler.step(queue, 0.0)
-    assert port.requests[-1] == [{"GPU": 8.0, POOLS[AWS].resource: 1.0}] * 2
+    assert port.requests[-1].per_pool() == {AWS: 2}
+    assert port.requests[-1].bundles == ({"GPU": 8.0},) * 2
     scaler.step(queue, 89.0)
     assert scaler.unavailable(89.0) == {}
     step = scaler.step(queue, 90.0)  # 60 s learnt + 30 s margin (the declared 180 s would wait till 210 s)
     assert step.decisions[0].reason is Reason.UNAVAILABLE
-    assert all(POOLS[AWS].resource not in b for b in port.requests[-1])  # withdrawn from Ray's request
-    assert port.requests[-1] == [{"GPU": 8.0, POOLS[AZURE].resource: 1.0}] * 2  # the next pool that pays
+    assert port.requests[-1].per_pool() == {AZURE: 2}  # withdrawn from Ray's request; the next pool that pays
     assert AWS not in scaler.requested
     why = scaler.unavailable(100.0)[AWS]
     assert why.startswith("no node joined within 90 s of its request (startup 60 s + margin 30 s)")
