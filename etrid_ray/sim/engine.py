@@ -607,6 +607,9 @@ class Simulator:
             # sees them one interval later, so the simulator looks again then too
             self.unavailable = unavailable
             self._wake(now + self.grid, now)
+        elif self.capacity.pools and any(d.direction == "up" for d in reply.decisions):
+            # after a shortage, pools ramp up tick by tick as the live head re-plans every interval
+            self._wake(now + self.grid, now)
         # dispatch: steered jobs start where their pool has room now (what Ray does with the task)
         for p in plan.steered:
             if p.job_id not in self.queue:
