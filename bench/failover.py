@@ -47,6 +47,7 @@ from etrid_ray.config import load_config, pools_from_config  # noqa: E402
 from etrid_ray.demo.fake_cluster import FakeKubeRayCluster  # noqa: E402
 from etrid_ray.devnet.process import DevnetProcess  # noqa: E402
 from etrid_ray.kuberay.render import raycluster  # noqa: E402
+from etrid_ray.pools import CapacityRequest  # noqa: E402
 from etrid_ray.provider.cluster_port import RayCluster  # noqa: E402
 from etrid_ray.provider.head import ProviderHead  # noqa: E402
 from etrid_ray.provider.journal import Journal  # noqa: E402
@@ -60,20 +61,17 @@ class RecordingCluster(RayCluster):
 
     def __init__(self) -> None:
         super().__init__()
-        self.requests: list[tuple[float, list[dict[str, float]]]] = []
+        self.requests: list[tuple[float, CapacityRequest]] = []
 
-    def request(self, bundles: list[dict[str, float]]) -> None:
-        self.requests.append((time.time(), [dict(b) for b in bundles]))
-        super().request(bundles)
-
-
-def names_pool(bundle: dict[str, float] | str, pool: str) -> bool:
-    """Whether a request bundle asks for `pool` (by its resource or label: read as text, whatever the format)."""
-    return pool in str(bundle)
+    def request(self, request: CapacityRequest) -> None:
+        self.requests.append((time.time(), request))
+        super().request(request)
 
 
 def ray_constraint_demands(gcs_address: str) -> list[str]:
-    """What Ray's autoscaler holds as the cluster constraint (`request_resources`), as text per bundle."""
+    """What Ray's autoscaler holds as the cluster constraint (`request_resources`), as text per bundle (its status
+    reports shapes only, not the label selectors: that the head's last request and Ray's agree in number is the
+    check on Ray's side)."""
     status = get_cluster_status(gcs_address)
     out: list[str] = []
     for demand in status.resource_demands.cluster_constraint_demand:
@@ -135,8 +133,8 @@ def main() -> None:
             status = head.status()
             scaler = head.scaler
             requested = dict(scaler.requested) if scaler is not None else {}
-            last_request = port.requests[-1][1] if port.requests else []
-            first_request = next((t for t, b in port.requests if any(names_pool(x, BROKEN) for x in b)), None)
+            last_request = port.requests[-1][1] if port.requests else CapacityRequest()
+            first_request = next((t for t, r in port.requests if r.per_pool().get(BROKEN)), None)
             ray_demands = ray_constraint_demands(cluster.address)
             pools_ran = dict(head.stats.pool_of)
         finally:
@@ -150,7 +148,7 @@ def main() -> None:
         return f"{t - spike:.1f} s" if t is not None else "never"
 
     completed = sum(1 for j in jobs.values() if j is not None and j.status == JobStatus.COMPLETED)
-    dangling = [b for b in last_request if names_pool(b, BROKEN)] + [d for d in ray_demands if names_pool(d, BROKEN)]
+    dangling = last_request.per_pool().get(BROKEN, 0) + max(0, len(ray_demands) - len(last_request.bundles))
     target = args.startup + 30
     print(f"spike of {args.jobs} jobs × 8 GPUs; {BROKEN} (cheapest) can launch nothing; both cloud pools declared "
           f"to start in {args.startup:g} s; capacity margin {margin:g} s")
@@ -164,7 +162,8 @@ def main() -> None:
     print(f"  all jobs reported: {done - spike:.1f} s; completed on chain {completed}/{args.jobs}; head failed "
           f"{dict(status.failed)}; ran on {sorted(set(pools_ran.get(i) or '?' for i in ids))}")
     print(f"  {BROKEN} nodes ever alive: {broken_peak}; head's standing request {requested}; "
-          f"bundles naming {BROKEN} left in the head's last request and in Ray's cluster constraint: {len(dangling)}")
+          f"bundles for {BROKEN} left in the head's last request, plus bundles Ray's cluster constraint holds beyond "
+          f"that request: {dangling}")
     print(f"  decisions by (pool, reason): {dict(scaler.decisions_total) if scaler is not None else {}}")
     ok = completed == args.jobs and not dangling and first_elsewhere is not None
     print("OK: no job lost, no request left dangling" if ok else "FAILED: see above")
