@@ -71,8 +71,8 @@ def test_a_payment_lands_on_its_job_with_the_fee_the_chain_took(tmp_path: Path) 
     book = ProfitBook(tmp_path / "p.sqlite")
     recorder = ProfitRecorder(book, POOLS, LOCAL, lambda _n: None, edsc_usd=2.0)
     recorder.ran(tracked(1, None, 1, payment=10 * EDSC), outcome(1, "n", T0, 3600))
-    recorder.paid(1, 9_500_000_000_000_000_000, 0, T0 + 4000, 42)  # the row's payment: the job's escrow
-    recorder.paid(2, EDSC, 0, T0 + 4100, 43)  # a job run before a restart: paid, its cost unknown here
+    recorder.paid_many([(1, 9_500_000_000_000_000_000, 0, T0 + 4000, 42),  # the row's payment: the job's escrow
+                        (2, EDSC, 0, T0 + 4100, 43)])  # a job run before a restart: paid, its cost unknown here
     one, two = book.rows()
     assert (one.paid_planck, one.fee_planck, one.block) == (9_500_000_000_000_000_000, 5 * 10**17, 42)
     assert one.net_usd(2.0) == pytest.approx(19.0 - one.cost_usd)
@@ -94,6 +94,6 @@ def test_totals_group_by_pool_day_and_handler() -> None:
 def test_rows_since_a_date_are_those_paid_or_ended_then(tmp_path: Path) -> None:
     book = ProfitBook(tmp_path / "p.sqlite")
     book.ran([JobProfit(1, "local-gpu", ended_at=T0), JobProfit(2, "local-gpu", ended_at=T0 + 10)])
-    book.paid(1, EDSC, 2 * EDSC, T0 + 86_400, 7)
+    book.paid_many([(1, EDSC, 2 * EDSC, T0 + 86_400, 7)])
     assert [r.job_id for r in book.rows(since=T0 + 5)] == [1, 2]
     assert [r.job_id for r in book.rows(since=T0 + 3600)] == [1]

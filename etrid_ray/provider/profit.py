@@ -64,13 +64,10 @@ class ProfitBook:
                 [(r.job_id, r.pool, r.node, r.handler, int(r.cloud), r.gpus, r.started_at, r.ended_at, r.gpu_seconds,
                   r.cost_usd, str(r.payment_planck)) for r in items])
 
-    def paid(self, job_id: int, paid_planck: int, payment_planck: int, at: float, block: int | None) -> None:
-        """The chain released `paid_planck` to us for `job_id` (its consumer escrowed `payment_planck`; 0: as its
-        row already says). The fee is the difference: the platform's share, whatever the runtime's rate."""
-        self.paid_many([(job_id, paid_planck, payment_planck, at, block)])
-
     def paid_many(self, items: Iterable[tuple[int, int, int, float, int | None]]) -> None:
-        """`paid` for many payments (job, paid, payment, at, block) in one transaction: a block's worth at once."""
+        """The chain released `paid` to us for each `job` (its consumer escrowed `payment`; 0: as its row already
+        says), in one transaction: a pass's worth at once. The fee is the difference: the platform's share,
+        whatever the runtime's rate. Items: (job, paid, payment, at, block)."""
         rows = []
         with self._lock, self.db:
             for job_id, paid_planck, payment_planck, at, block in items:

@@ -55,10 +55,6 @@ class ProfitRecorder:
         if rows:
             self.book.ran(rows)
 
-    def paid(self, job_id: int, amount: int, payment: int, at: float, block: int | None) -> None:
-        """`PaymentReleased` to us."""
-        self.paid_many([(job_id, amount, payment, at, block)])
-
     def paid_many(self, items: list[tuple[int, int, int, float, int | None]]) -> None:
         """Payments to us (job, amount, escrow, at, block): the intake's callback, once per pass."""
         if not items:
