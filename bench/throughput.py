@@ -54,15 +54,9 @@ def submit_call(input_hash: str) -> Call:
         "max_compute_time": 600, "payment": 10**16, "priority": "Standard"})
 
 
-def fund(client: ChainClient, names: list[str]) -> None:
-    alice = client.consumer(dev_signer("Alice"))
-    alice.submitter.batch([Call("Balances", "transfer_keep_alive", {"dest": dev_signer(n).address,
-                                                                    "value": 10_000 * 10**18}) for n in names])
-
-
 def queue_jobs(client: ChainClient, n: int, input_hash: str) -> None:
     names = [f"bench-consumer-{i}" for i in range((n + PER_CONSUMER - 1) // PER_CONSUMER + 1)]
-    fund(client, names)
+    client.fund(dev_signer("Alice"), [dev_signer(n).address for n in names], 10_000 * 10**18)
     left = n
     for name in names[:-1]:
         consumer = client.consumer(dev_signer(name))

@@ -7,6 +7,8 @@ constructor keeps them from drifting apart.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from etrid_ray.blobs import BlobStore
 from etrid_ray.chain.connection import Connection, RetryPolicy
 from etrid_ray.chain.consumer import ConsumerClient
@@ -14,6 +16,7 @@ from etrid_ray.chain.keys import Signer
 from etrid_ray.chain.models import AccountBalance, ChainInfo
 from etrid_ray.chain.provider import ProviderClient
 from etrid_ray.chain.reader import ChainReader
+from etrid_ray.chain.submit import Call
 
 
 class ChainClient:
@@ -66,3 +69,8 @@ class ChainClient:
 
     def consumer(self, signer: Signer, blobs: BlobStore | None = None) -> ConsumerClient:
         return ConsumerClient(self.conn, signer, blobs)
+
+    def fund(self, payer: Signer, addresses: Sequence[str], planck: int) -> None:
+        """`planck` from `payer` to each of `addresses`, in batches (a demo's or a bench's accounts, from Alice)."""
+        self.consumer(payer).submitter.batch(
+            [Call("Balances", "transfer_keep_alive", {"dest": a, "value": planck}) for a in addresses])

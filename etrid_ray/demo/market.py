@@ -29,7 +29,7 @@ from typing import Any
 from rich.table import Table
 
 from etrid_ray.blobs import open_blob_store
-from etrid_ray.chain import Call, ChainClient, dev_signer
+from etrid_ray.chain import ChainClient, dev_signer
 from etrid_ray.chain.events import events_in_range
 from etrid_ray.chain.models import JobStatus
 from etrid_ray.config import load_config
@@ -86,12 +86,6 @@ class MarketResult:
         return self.lost / self.claim_attempts if self.claim_attempts else 0.0
 
 
-def _fund(client: ChainClient, addresses: list[str]) -> None:
-    alice = client.consumer(dev_signer("Alice"))
-    alice.submitter.batch([Call("Balances", "transfer_keep_alive", {"dest": a, "value": FUNDS_EDSC * PLANCK_PER_EDSC})
-                           for a in addresses])
-
-
 def provider_main(argv: list[str]) -> None:
     """One competing provider (`python -m etrid_ray.demo.market URL NAME PRICE JOURNAL OUT`): its own Ray, its own
     head; on SIGTERM it writes its head's final status to OUT (JSON) and stops."""
@@ -127,7 +121,7 @@ def run_market(providers: int = 3, jobs: int = 120, *, block_time: float = 1.0, 
     # the chain pays a provider when the consumer confirms or CONFIRM_WINDOW blocks after the result: the latter here
     with DevnetProcess(block_time=block_time, extra_args=["--confirm-window", str(CONFIRM_WINDOW)]) as devnet:
         client = ChainClient(devnet.url)
-        _fund(client, [dev_signer(n).address for n in names])
+        client.fund(dev_signer("Alice"), [dev_signer(n).address for n in names], FUNDS_EDSC * PLANCK_PER_EDSC)
         procs: list[subprocess.Popen[str]] = []
         outs = [workdir / f"{n}.json" for n in names]
         try:
