@@ -245,6 +245,34 @@ def test_the_claim_order_is_rejects_then_priority_then_first_come() -> None:
     assert [t.job_id for t in picked] == [2, 3, 1] and late_premium.state is S.CLAIMING
 
 
+def test_the_claim_order_holds_across_passes_as_jobs_arrive_leave_and_come_back() -> None:
+    """The order is kept between passes (not sorted anew each pass): what it picks must still be exactly the order
+    a full sort would give."""
+    book, chain = JobBook(Clock()), FakeChain()
+    c = claimer(book, chain, gpus=[0], batch=2)
+    for i in (5, 6, 7):
+        admitted(book, i, submitted_at=int(NOW) - 100 + 10 * i)
+    assert [t.job_id for t in c.claim(c.choose())] == [5, 6]
+    admitted(book, 1, submitted_at=int(NOW) - 200)  # older than every waiting job: it goes first
+    admitted(book, 9, priority="Premium")
+    book.move(book.get(7), S.DEPARTED)  # another provider took it meanwhile
+    assert [t.job_id for t in c.choose()] == [9, 1]
+    book.move_all(book.in_state(S.CLAIMING), S.ADMITTED, "claim extrinsic failed")  # both back, same places
+    admitted(book, 3, submitted_at=int(NOW) - 150)
+    assert [t.job_id for t in c.claim(c.choose())] == [9, 1]
+    assert [t.job_id for t in c.claim(c.choose())] == [3]
+
+
+def test_the_book_tells_which_jobs_entered_a_followed_state() -> None:
+    book = JobBook(Clock())
+    book.follow(S.ADMITTED)
+    first, second = admitted(book, 1), admitted(book, 2)
+    assert book.arrivals(S.ADMITTED) == [first, second] and book.arrivals(S.ADMITTED) == []
+    book.move(first, S.CLAIMING)
+    book.move(first, S.ADMITTED, "claim extrinsic failed")
+    assert book.arrivals(S.ADMITTED) == [first]
+
+
 def test_a_lost_race_ends_the_job_and_a_failed_extrinsic_puts_the_batch_back() -> None:
     book, chain = JobBook(Clock()), FakeChain(lose={1})
     for i in range(3):

@@ -125,7 +125,8 @@ class TrackedJob:
     settlement: Settlement | None = None
     finished_at: float = 0.0
     chain_deadline: float | None = None  # a recovered job's deadline on chain
-    order: tuple[object, ...] | None = None  # the claim order's fixed part, once judged (provider/stages/claim.py)
+    order: tuple[int, int] | None = None  # the claim order's fixed parts, once judged (provider/claim_order.py)
+    spread: int | None = None  # this head's hash of the job (`timing.spread_key`), set with `order`
     preemptions: int = 0  # runs lost to a preempted node (free: provider/preemption.py)
     retries: int = 0  # runs lost to a crash (each spends one of `TASK_MAX_RETRIES`)
     checkpoint: str | None = None  # the blob of a preempted run's progress, which the next run resumes from
@@ -148,6 +149,7 @@ class JobBook:
         self.on_gpu: Counter[int] = Counter()
         self._ended: OrderedDict[int, list[tuple[JobState, float, str]]] = OrderedDict()
         self.moves: Counter[tuple[str, str]] = Counter()
+        self._arrivals: dict[JobState, list[TrackedJob]] = {}  # states followed: jobs that entered since last read
 
     # reading ---------------------------------------------------------------------------------------
 
@@ -179,6 +181,18 @@ class JobBook:
         with self.lock:
             return {s.value: len(self._by_state[s]) for s in JobState if s not in TERMINAL}
 
+    def follow(self, state: JobState) -> None:
+        """From now on, remember which jobs enter `state` (read them with `arrivals`)."""
+        with self.lock:
+            self._arrivals.setdefault(state, [])
+
+    def arrivals(self, state: JobState) -> list[TrackedJob]:
+        """The jobs that entered `state` (a followed one) since the last call, oldest first; some may have left it
+        again since (caller holds `lock`)."""
+        out = self._arrivals[state]
+        self._arrivals[state] = []
+        return out
+
     def history(self, job_id: int) -> list[tuple[JobState, float, str]]:
         with self.lock:
             tracked = self._jobs.get(job_id)
@@ -200,6 +214,8 @@ class JobBook:
             self._jobs[job.job_id] = tracked
             self._by_state[state][job.job_id] = tracked
             self.moves[("", state.value)] += 1
+            if state in self._arrivals:
+                self._arrivals[state].append(tracked)
             return tracked
 
     def recovered(self, job: Job, gpu_id: int, state: JobState, note: str = "recovered") -> TrackedJob:
@@ -216,6 +232,8 @@ class JobBook:
             self._by_state[state][job.job_id] = tracked
             self.on_gpu[gpu_id] += 1
             self.moves[("", state.value)] += 1
+            if state in self._arrivals:
+                self._arrivals[state].append(tracked)
             return tracked
 
     def move(self, tracked: TrackedJob, to: JobState, note: str = "", at: float | None = None) -> None:
@@ -240,6 +258,8 @@ class JobBook:
                     self._ended.popitem(last=False)
             else:
                 self._by_state[to][tracked.job_id] = tracked
+                if to in self._arrivals:
+                    self._arrivals[to].append(tracked)
 
     def move_all(self, jobs: Iterable[TrackedJob], to: JobState, note: str = "") -> None:
         with self.lock:

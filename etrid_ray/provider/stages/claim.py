@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from operator import attrgetter
 from typing import Any, Literal
 
 from etrid_ray.admission import reject
 from etrid_ray.chain.models import GPU_JOBS_BOUND
+from etrid_ray.provider.claim_order import ClaimOrder
 from etrid_ray.provider.job import JobBook, JobState, TrackedJob
 from etrid_ray.provider.journal import Journal
 from etrid_ray.provider.ray_tasks import RayTasks
@@ -77,6 +77,10 @@ class Claimer:
         self._too_big: set[int] = set()  # jobs counted once as needing more GPUs than the Ray cluster has
         self.last_claim_at = float("-inf")
         self.claim_again_at = float("-inf")  # when a claim held back to coalesce may go (the loop wakes for it)
+        self.order: ClaimOrder[TrackedJob] = ClaimOrder(self._fixed, lambda t: t.state is JobState.ADMITTED)
+        self._order_stale = True  # arrivals were dropped (no claiming meanwhile): rebuild from the book
+        self._window = 1.0
+        book.follow(JobState.ADMITTED)
 
     # choosing ------------------------------------------------------------------------------------------------
 
@@ -85,6 +89,9 @@ class Claimer:
         us first)."""
         taken = self._take_assigned()
         if not self._can_claim():
+            with self.book.lock:
+                self.book.arrivals(JobState.ADMITTED)  # nothing to order them for
+            self._order_stale = True
             return taken
         return taken + self._choose()
 
@@ -129,6 +136,7 @@ class Claimer:
     def _choose(self) -> list[TrackedJob]:
         now = self.clock()
         with self.book.lock:
+            self._sync_order()
             if not self.book.count(JobState.ADMITTED):
                 return []
             load = {g: self.book.on_gpu[g] for g in self.gpu_ids()}  # our jobs the chain holds per GPU
@@ -137,9 +145,9 @@ class Claimer:
                 return []  # every GPU of ours holds as many jobs as the chain takes: nothing to sort for
             if self._coalesce(now, free, len(load) * self.max_per_gpu):
                 return []
-            chosen = self._ordered(list(self.book.iter_state(JobState.ADMITTED)))
+            chosen = self.order.top(self.batch, self.book.count(JobState.ADMITTED))
             picked: list[TrackedJob] = []
-            held = self._pick(chosen[: self.batch], now, load, picked)
+            held = self._pick(chosen, now, load, picked)
             if picked:
                 self.last_claim_at = now
             for tracked in picked:
@@ -160,23 +168,28 @@ class Claimer:
         self.claim_again_at = self.last_claim_at + COALESCE_S
         return True
 
-    def _ordered(self, admitted: list[TrackedJob]) -> list[TrackedJob]:
-        """The admitted jobs in claim order. The parts of a job's key that never change are built once per job
-        (the queue is re-sorted every pass, thousands of jobs deep at a burst); the placement's rank is looked up
-        per pass when there is a plan."""
-        window = self.pace.window_s()
-        address = self.chain.address  # type: ignore[attr-defined]
-        for t in admitted:
-            if t.order is None:
-                t.order = (t.verdict.action != "reject", PRIORITY_ORDER.get(t.job.priority, 1),
-                           int(t.job.submitted_at // window), spread_key(address, t.job_id))
+    def _sync_order(self) -> None:
+        """Brings the claim order up to date with the book (caller holds its lock): the jobs admitted since the last
+        pass join it (provider/claim_order.py); all are sorted anew only when the placement ranks jobs differently."""
+        self._window = self.pace.window_s()
         plan = self.scaling.plan
-        rank: dict[int, int] = plan.order if plan is not None else {}
-        if not rank:
-            return sorted(admitted, key=attrgetter("order"))
-        last = len(rank)
-        return sorted(admitted, key=lambda t: (t.order[0], t.order[1], rank.get(t.job_id, last), t.order[2],  # type: ignore[index]
-                                               t.order[3]))  # type: ignore[index]
+        rank = (plan.order if plan is not None else None) or None
+        arrivals = self.book.arrivals(JobState.ADMITTED)
+        if self._order_stale or rank is not self.order.rank:
+            self.order.rerank(rank, self.book.iter_state(JobState.ADMITTED))
+            self._order_stale = False
+        else:
+            self.order.arrive(arrivals)
+
+    def _fixed(self, t: TrackedJob) -> tuple[int, int]:
+        """A job's place apart from the plan's rank, fixed once judged: bad manifests first, then the chain's
+        priority; after the rank, age in claim windows (jobs a couple of blocks apart are equally old), then this
+        head's hash of the job."""
+        if t.order is None:
+            t.spread = spread_key(self.chain.address, t.job_id)  # type: ignore[attr-defined]
+            high = (int(t.verdict.action != "reject") << 2) | PRIORITY_ORDER.get(t.job.priority, 1)
+            t.order = (high, (int(t.job.submitted_at // self._window) << 64) | t.spread)
+        return t.order
 
     def _pick(self, chosen: list[TrackedJob], now: float, load: dict[int, int], picked: list[TrackedJob]) -> bool:
         """Fills `picked`, counting each pick into `load` (our jobs the chain holds per GPU); returns whether a job
@@ -196,8 +209,8 @@ class Claimer:
             if tracked.verdict.action == "claim" and not observed:
                 held = True
                 continue  # nothing claimed on timings never seen: the probe measures them first
-            if self.deferral.blocks and tracked.order is not None and \
-                    now - tracked.first_seen < self.deferral.delay_s(tracked.order[-1], block_s):  # type: ignore[arg-type]
+            if self.deferral.blocks and tracked.spread is not None and \
+                    now - tracked.first_seen < self.deferral.delay_s(tracked.spread, block_s):
                 continue  # just seen: another provider may take it in its own first block (ClaimDeferral)
             gpu = min(load, key=load.__getitem__, default=None)
             if gpu is None or load[gpu] >= self.max_per_gpu:
