@@ -120,7 +120,8 @@ def main() -> None:
         print(f"P1 end to end: {args.jobs} no-op jobs in {wall:.1f}s = {rate:.0f} jobs/s "
               f"(target >= 500); head process CPU {cpu / args.jobs * 1000:.2f} ms/job (target <= 1)")
         st = head.status()
-        print(f"claims: {st.claimed} won, {st.lost_claims} lost (another provider, or the chain said no)")
+        print(f"claims: {st.claimed} won, {st.lost_claims} lost (another provider, or the chain said no); "
+              f"{head.stats.tasks} Ray tasks, {head.stats.shared} job runs in shared tasks")
         print(f"P7 head process RSS: {rss_before:.0f} MB before, peak {peak_rss:.0f} MB with {args.jobs} queued "
               f"(+{peak_rss - rss_before:.0f} MB; target <= 300 MB); max RSS ever "
               f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

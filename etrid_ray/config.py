@@ -123,6 +123,9 @@ class ProviderSettings(Section):
         description="largest job input fetched from the blob store; larger jobs fail with a reason")
     max_inflight_per_gpu: int = Field(64, ge=1, description="claimed-but-unfinished jobs allowed per GPU")
     task_cpus: float = Field(1.0, ge=0, le=64, description="CPUs each job's Ray task reserves besides its GPUs")
+    max_jobs_per_task: int = Field(16, ge=1, le=256,
+        description="short jobs of one shape that may share a Ray task, one after another (1: a task per job); "
+                    "only jobs of handlers seen to run shorter than Ray takes to start a task share one")
     journal_path: Path = Field(Path("~/.etrid-ray/journal.sqlite"),
         description="SQLite journal of claimed and finished jobs not yet settled, bound to the chain and the "
                     "account (another's is renamed aside as .stale-<time>, never used): keep it on a disk that "

@@ -270,7 +270,7 @@ def test_jobs_sent_to_a_pool_whose_nodes_never_came_are_taken_back_and_placed_ag
     view = ClusterWatch(lambda: ClusterView(clock(), connected=False))
     scaling = PoolScaling(list(POOLS.values()), book, view, Estimates(),
                           lambda: Scaler(CONFIG, list(POOLS.values()), prices=dict(PRICES), cluster=port),
-                          1.0, lambda: None, clock, clock, cancel=withdrawn.append)
+                          1.0, lambda: None, clock, clock, cancel=lambda ref, job: withdrawn.append((ref, job)))
     scaling.scaler = scaling.make_scaler()
     tracked = book_job(book, 1, submitted_at=int(NOW))
     tracked.manifest = Manifest(handler="sleep", args={"seconds": 60}, resources={"gpus": 8})
@@ -285,7 +285,7 @@ def test_jobs_sent_to_a_pool_whose_nodes_never_came_are_taken_back_and_placed_ag
 
     clock.t = NOW + 210  # 180 s declared startup + 30 s margin: the request is withdrawn
     scaling.step(clock.t, book.in_state(JobState.RUNNING))
-    assert withdrawn == ["ray-task-1"]
+    assert withdrawn == [("ray-task-1", 1)]
     assert tracked.state is JobState.CLAIMED and tracked.run is None and 1 in scaling.requeued
     assert tracked.chain_deadline == NOW + 3600
 

@@ -29,6 +29,7 @@ from etrid_ray.provider.job import (
     Settlement,
 )
 from etrid_ray.provider.journal import Journal
+from etrid_ray.provider.preemption import CANCELLED, Lost
 from etrid_ray.provider.stages.claim import Claimer
 from etrid_ray.provider.stages.harvest import Harvester
 from etrid_ray.provider.stages.intake import Intake
@@ -298,10 +299,10 @@ def test_a_job_that_cannot_finish_in_its_limit_is_left_on_chain_and_counted_once
 # harvest and settle --------------------------------------------------------------------------------------------
 
 class DoneFuture:
-    def __init__(self, outcome: Outcome) -> None:
+    def __init__(self, outcome: Outcome | Lost) -> None:
         self._outcome = outcome
 
-    def result(self) -> Outcome:
+    def result(self) -> Outcome | Lost:
         return self._outcome
 
 
@@ -345,6 +346,27 @@ def test_harvest_settles_finished_tasks_and_times_out_late_ones_once() -> None:
     assert tasks.cancelled == ["ref2"] and late.run.ref is None
     tasks.done.put((2, DoneFuture(Outcome(2, True, "0xbb"))))  # the cancelled task's future fires later
     assert h.harvest() == 0 and journal.get(2).ok is False
+
+
+def test_a_job_whose_shared_task_was_cancelled_for_a_pack_mate_runs_again_alone_and_free() -> None:
+    """Two jobs shared a Ray task; the first ran past its deadline, so the task was cancelled: that job timed out,
+    its pack-mate did not — it runs again in a task of its own, spending no retry, keeping its deadline."""
+    clock = Clock()
+    book, tasks = JobBook(clock), FakeRay()
+    late, mate = running(book, 1, NOW - 0.5), running(book, 2, NOW + 60)
+    for index, tracked in enumerate((late, mate)):
+        tracked.run.ref, tracked.run.pack_size, tracked.run.pack_index = "pack", 2, index
+    again: list[Any] = []
+    h = Harvester(book, tasks, Journal(":memory:"), Stats(), Estimates(), 100, clock,  # type: ignore[arg-type]
+                  redispatch=again.extend)
+    assert h.harvest() == 1 and tasks.cancelled == ["pack"]
+    assert late.settlement == Settlement.failure(1, "timeout after 0s")
+    tasks.done.put((2, DoneFuture(Lost(CANCELLED))))  # the cancelled task's end reaches the mate
+    assert h.harvest() == 0
+    assert again == [mate] and mate.state is S.CLAIMED and mate.runs_alone and mate.retries == 0
+    assert mate.chain_deadline == NOW + 60
+    tasks.done.put((1, DoneFuture(Lost(CANCELLED))))  # and the job that timed out is not settled twice
+    assert h.harvest() == 0 and book.count(S.FINISHED) == 1
 
 
 def test_settle_reports_each_finished_job_once_even_after_a_lost_connection() -> None:

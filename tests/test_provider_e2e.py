@@ -16,7 +16,7 @@ import ray
 from click.testing import CliRunner
 
 from etrid_ray.blobs import open_blob_store
-from etrid_ray.chain import ChainClient, dev_signer
+from etrid_ray.chain import Call, ChainClient, dev_signer
 from etrid_ray.chain.events import ChainEvent
 from etrid_ray.chain.models import JobStatus
 from etrid_ray.cli import main as cli_main
@@ -258,6 +258,34 @@ def test_only_registry_handlers_ever_run(fresh_devnet: Any, tmp_path: Path) -> N
         assert all(j.status == JobStatus.FAILED for j in read_jobs(client, ids).values())
         assert not marker.exists()
         assert sum(completions(chain_events(client)).values()) == 0
+    finally:
+        head.stop()
+        client.close()
+
+
+def test_a_burst_of_short_jobs_shares_ray_tasks_and_each_job_gets_its_own_result(fresh_devnet: Any,
+                                                                                 tmp_path: Path) -> None:
+    """Once the head has seen echo run in a millisecond, a burst of echo jobs goes several to a Ray task
+    (provider/packing.py): fewer tasks than jobs, and still every job completes with its own result on chain."""
+    client = ChainClient(fresh_devnet.url)
+    head = start_head(provider_config(fresh_devnet, tmp_path))
+    try:
+        consumer = client.consumer(dev_signer(CONSUMER), blobs=open_blob_store(fresh_devnet.http_url))
+        first = consumer.submit_job({"handler": "echo", "args": {"payload": -1}}, payment=PAY, max_compute_time=60)
+        wait_until(lambda: all_final(client, [first.job_id]), 60, "the first echo job final")
+        tasks_before = head.stats.tasks
+        hashes = [consumer.store_manifest({"handler": "echo", "args": {"payload": i}}) for i in range(40)]
+        receipts = consumer.submitter.batch([Call("JobMarketplace", "submit_job", {
+            "model_id": 0, "model_type": "Custom", "input_hash": h, "output_format": b"json",
+            "max_compute_time": 60, "payment": PAY, "priority": "Standard"}) for h in hashes])  # one block
+        ids = [int(e.get("job_id")) for r in receipts for e in r.find("JobMarketplace", "JobSubmitted")]
+        assert len(ids) == 40
+        wait_until(lambda: all_final(client, ids), 60, "the burst final")
+        jobs = read_jobs(client, ids)
+        for i, job_id in enumerate(ids):
+            assert jobs[job_id].status == JobStatus.COMPLETED
+            assert json.loads(consumer.fetch_result(jobs[job_id]))["result"] == {"payload": i}
+        assert head.stats.tasks - tasks_before < 40 and head.stats.shared > 0
     finally:
         head.stop()
         client.close()

@@ -123,7 +123,8 @@ class ProviderHead:
                                self.scaling, ids, self.capacity, config.max_inflight_per_gpu, config.claim_batch,
                                clock, self.pace, assigned=self.intake.assigned)
         self.dispatcher = Dispatcher(self.book, self.tasks, self.manifests, self.journal, self.stats,
-                                     self.store_url, config.max_input_bytes, clock, gate)
+                                     self.store_url, config.max_input_bytes, clock, gate, self.estimates,
+                                     config.max_jobs_per_task)
         self.harvester = Harvester(self.book, self.tasks, self.journal, self.stats, self.estimates,
                                    config.result_batch, clock, redispatch=self.dispatcher.dispatch,
                                    draining=self._draining_nodes, default_pool=config.pool)

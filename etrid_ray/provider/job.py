@@ -106,6 +106,8 @@ class RunInfo:
     cold: bool = False  # planned on a new Ray worker
     started_at: float = 0.0  # from the task's outcome
     ended_at: float = 0.0
+    pack_size: int = 1  # jobs sharing its Ray task (provider/packing.py), run one after another
+    pack_index: int = 0  # its place among them
 
 
 @dataclass
@@ -130,6 +132,7 @@ class TrackedJob:
     preemptions: int = 0  # runs lost to a preempted node (free: provider/preemption.py)
     retries: int = 0  # runs lost to a crash (each spends one of `TASK_MAX_RETRIES`)
     checkpoint: str | None = None  # the blob of a preempted run's progress, which the next run resumes from
+    runs_alone: bool = False  # its shared task was cancelled for a pack-mate: it runs in a task of its own
 
     @property
     def job_id(self) -> int:

@@ -18,7 +18,7 @@ import ray
 
 from etrid_ray.provider.cluster_port import draining_node_ids
 from etrid_ray.provider.preemption import Lost
-from etrid_ray.provider.task import Outcome, dispatch_options, options_problem, probe, run_job
+from etrid_ray.provider.task import Outcome, dispatch_options, options_problem, probe, run_job, run_jobs
 from etrid_ray.provider.timing import Estimates
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,12 @@ class RayTasks:
         self.task_cpus = task_cpus
         self.estimates = estimates
         self.own_pool = own_pool  # the head's own pool when the cluster has nodes of it (else None)
-        self.done: queue.Queue[tuple[int, Any]] = queue.Queue()  # (job id, finished future), from Ray's threads
+        #: (job id, its outcome: `Outcome` or `Lost`), put by Ray's threads as tasks end
+        self.done: queue.Queue[tuple[int, Any]] = queue.Queue()
         self._shapes: dict[tuple[float, str | None], Any] = {}
+        self._pack_shapes: dict[tuple[float, str | None], Any] = {}
         self._problems: dict[tuple[float, str | None], str | None] = {}
-        self._withdrawn: set[str] = set()  # tasks cancelled to run their job elsewhere (`withdraw`)
+        self._withdrawn: dict[str, set[int]] = {}  # task -> its jobs taken back to run elsewhere (`withdraw`)
         self._workers: dict[str | None, set[str]] = {}  # pool -> Ray workers seen running our tasks (warm ones)
         self._probe: tuple[Any, float, str | None] | None = None
         self._probe_sent_at = float("-inf")
@@ -64,36 +66,57 @@ class RayTasks:
         if options is not None:
             task = run_job.options(**options)
         else:
-            key = (gpus, pool)
-            task = self._shapes.get(key)
-            if task is None:
-                if len(self._shapes) > SHAPES_KEPT:  # consumers choose the GPU counts: keep the cache bounded
-                    self._shapes.clear()
-                task = self._shapes[key] = run_job.options(**self.options(gpus, pool))
+            task = self._shape(self._shapes, run_job, gpus, pool)
         ref = task.remote(job_id, manifest_json, store_url, max_input_bytes, checkpoint)
         key = ref.hex()
-        ref.future().add_done_callback(lambda fut, job_id=job_id, key=key: self._collect(job_id, key, fut))
+        ref.future().add_done_callback(lambda fut, key=key: self._collect((job_id,), key, fut, packed=False))
         return ref
 
-    def _collect(self, job_id: int, key: str, future: Any) -> None:
-        if key in self._withdrawn:  # taken back for another pool: its end is no outcome of the job
-            self._withdrawn.discard(key)
-            return
-        self.done.put((job_id, future))
+    def submit_pack(self, jobs: list[tuple[int, str, str | None]], store_url: str, max_input_bytes: int,
+                    gpus: float, pool: str | None) -> Any:
+        """Starts one task running `jobs` (`(job id, manifest, checkpoint)`) one after another, each an outcome of
+        its own (provider/packing.py says which jobs)."""
+        task = self._shape(self._pack_shapes, run_jobs, gpus, pool)
+        ref = task.remote(jobs, store_url, max_input_bytes)
+        key, ids = ref.hex(), tuple(j for j, _, _ in jobs)
+        ref.future().add_done_callback(lambda fut, key=key: self._collect(ids, key, fut, packed=True))
+        return ref
+
+    def _shape(self, cache: dict[tuple[float, str | None], Any], fn: Any, gpus: float, pool: str | None) -> Any:
+        key = (gpus, pool)
+        task = cache.get(key)
+        if task is None:
+            if len(cache) > SHAPES_KEPT:  # consumers choose the GPU counts: keep the cache bounded
+                cache.clear()
+            task = cache[key] = fn.options(**self.options(gpus, pool))
+        return task
+
+    def _collect(self, job_ids: tuple[int, ...], key: str, future: Any, packed: bool) -> None:
+        """A task ended (on one of Ray's threads): each of its jobs' outcome goes to `done`, but for jobs taken back
+        to run elsewhere (`withdraw`), whose run this no longer is."""
+        dropped = self._withdrawn.pop(key, ())
+        outcome = self.outcome(future)
+        for i, job_id in enumerate(job_ids):
+            if job_id not in dropped:
+                self.done.put((job_id, outcome[i] if packed and not isinstance(outcome, Lost) else outcome))
 
     @staticmethod
     def cancel(ref: Any) -> None:
         ray.cancel(ref, force=True)
 
-    def withdraw(self, ref: Any) -> None:
-        """Cancels a task whose job is placed again elsewhere (its pool's nodes never came): unlike `cancel`, its
-        end never reaches `done`, so the harvest cannot mistake it for the job's next run."""
-        self._withdrawn.add(ref.hex())
+    def withdraw(self, ref: Any, job_id: int) -> None:
+        """Cancels the task of a job placed again elsewhere (its pool's nodes never came): unlike `cancel`, that
+        job's end never reaches `done`, so the harvest cannot mistake it for the job's next run (pack-mates not
+        taken back hear that their task was cancelled)."""
+        self._withdrawn.setdefault(ref.hex(), set()).add(job_id)
         ray.cancel(ref, force=True)
 
     @staticmethod
-    def outcome(future: Any) -> Outcome | Lost:
-        """The task's outcome, or why there is none (cancelled: timed out; lost with its node or worker, …)."""
+    def outcome(future: Any) -> Any:
+        """The task's outcome (a list of them for a pack), or why there is none (cancelled: timed out; lost with
+        its node or worker, …). One already taken from its future is returned as it is."""
+        if isinstance(future, Outcome | Lost):
+            return future
         try:
             return future.result()
         except ray.exceptions.RayError as err:

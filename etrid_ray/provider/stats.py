@@ -53,6 +53,8 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)  # exceptions a loop pass survived, by type
     preempted: Counter[str] = field(default_factory=Counter)  # runs lost to a preempted node, by pool (run again)
     retried: int = 0  # runs lost to a crash and run again (each spends one of a job's retries)
+    tasks: int = 0  # Ray tasks started for jobs
+    shared: int = 0  # job runs that shared their Ray task with other jobs (provider/packing.py)
 
     def count_failure(self, reason: str) -> None:
         self.failed[failure_kind(reason)] += 1

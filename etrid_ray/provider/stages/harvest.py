@@ -135,6 +135,8 @@ class Harvester:
         outcome = self.tasks.outcome(future)
         if isinstance(outcome, Lost):
             if outcome.error == CANCELLED:
+                if run.pack_size > 1 and now < run.deadline:
+                    return self._alone(tracked, run, now)  # its pack was cancelled for a pack-mate's deadline
                 return Settlement.failure(tracked.job_id, timeout_reason(run))
             return self._lost(tracked, run, outcome, None, now)
         if outcome.preempted:  # the handler left its draining node with its progress saved
@@ -177,6 +179,15 @@ class Harvester:
         self.book.move(tracked, JobState.CLAIMED, note, now)
         return None
 
+    def _alone(self, tracked: TrackedJob, run: RunInfo, now: float) -> None:
+        """A job whose shared task was cancelled for another job (a pack-mate past its deadline, or taken back to
+        another pool) runs again in a task of its own, free (not its failure), keeping its deadline."""
+        tracked.runs_alone = True
+        tracked.chain_deadline = min(run.deadline, tracked.chain_deadline or math.inf)
+        note = "its shared task was cancelled for another job: runs again alone"
+        self.journal.rerun([(tracked.job_id, note, tracked.checkpoint)])
+        self.book.move(tracked, JobState.CLAIMED, note, now)
+
     def _account(self, tracked: TrackedJob, run: RunInfo, outcome: Outcome) -> None:
         run.started_at, run.ended_at = outcome.started_at, outcome.finished_at
         self.stats.queue_to_start.append(max(0.0, outcome.started_at - tracked.job.submitted_at))
@@ -194,7 +205,8 @@ class Harvester:
         that fails at once says nothing about how long the work takes)."""
         if not run.handler or outcome.started_at <= 0:
             return
-        self.tasks.observe_start(run.pool, outcome.worker, outcome.started_at - run.free_at)
+        if run.pack_index == 0:  # later jobs of a pack also waited for the ones before them: not Ray's delay
+            self.tasks.observe_start(run.pool, outcome.worker, outcome.started_at - run.free_at)
         if outcome.ok:
             self.estimates.observe_run(run.handler, outcome.finished_at - outcome.started_at, run.declared_s,
                                        run.declares)

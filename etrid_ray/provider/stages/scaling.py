@@ -36,7 +36,7 @@ class PoolScaling:
     def __init__(self, pools: Sequence[Pool], book: JobBook, cluster: ClusterWatch, estimates: Estimates,
                  make_scaler: Callable[[], Any], interval_s: float, gate: Callable[[], Any],
                  clock: Callable[[], float], monotonic: Callable[[], float],
-                 cancel: Callable[[Any], None] | None = None) -> None:
+                 cancel: Callable[[Any, int], None] | None = None) -> None:
         self.pools = list(pools)
         self.book = book
         self.cluster = cluster
@@ -134,7 +134,7 @@ class PoolScaling:
                 if run.gpus <= room + 1e-9:
                     room -= run.gpus  # may be running on an alive node: left alone
                     continue
-                self.cancel(run.ref)
+                self.cancel(run.ref, tracked.job_id)
                 tracked.chain_deadline = min(run.deadline, tracked.chain_deadline or run.deadline)
                 tracked.run, tracked.pool, tracked.free_at = None, None, None
                 self.book.move(tracked, JobState.CLAIMED, f"taken back from {name}: its nodes never came", now)
