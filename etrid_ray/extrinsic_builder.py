@@ -112,7 +112,7 @@ class ExtrinsicBuilder:
     def compose(self, module: str, function: str, args: dict[str, Any]) -> ComposedCall:
         """The call's bytes; args in scalecodec's shapes, inner calls as ComposedCall (or call dicts).
         Raises `EncodeFallback` for what the compiled encoders do not mirror."""
-        return ComposedCall(module, function, self.encoder.encode_call(module, function, args))
+        return ComposedCall(module, function, self.encoder.encode_call(module, function, args), args)
 
     # signing ----------------------------------------------------------------------------------------
     def sign(self, call: ComposedCall | bytes, key: SigningKey, nonce: int, context: ChainContext,

@@ -15,7 +15,7 @@ field names and types, variant indices.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from scalecodec import types as sc
@@ -43,11 +43,13 @@ def derives(cls: Any, base: Any) -> bool:
 @dataclass(frozen=True, slots=True)
 class ComposedCall:
     """A RuntimeCall already encoded: `data` is pallet index ‖ call index ‖ args. Inside a batch or a signed
-    extrinsic its bytes are used as they are, never encoded again from values."""
+    extrinsic its bytes are used as they are, never encoded again from values. `args` are the values it was
+    composed from, for a caller that must hand the call to scalecodec after all."""
 
     module: str
     function: str
     data: bytes
+    args: Any = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.module}.{self.function}"

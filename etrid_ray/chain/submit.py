@@ -25,7 +25,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scalecodec.base import ScaleBytes
 from substrateinterface import SubstrateInterface
 
 from etrid_ray.chain.codec import blake2_256
@@ -318,12 +317,11 @@ class _BatchCall:
 
 
 def _scalecodec_values(sub: SubstrateInterface, value: Any) -> Any:
-    """`value` with every ComposedCall in it (inner calls of a batch, sudo's call) turned into the scalecodec
-    call object substrate-interface takes, decoded from its bytes."""
+    """`value` with every ComposedCall in it (inner calls of a batch, sudo's call) composed again by
+    substrate-interface, from the values it was composed from: scalecodec re-encodes a batch's inner calls from
+    their values, which a call decoded from bytes does not hold in the shape it encodes."""
     if isinstance(value, ComposedCall):
-        obj = sub.runtime_config.create_scale_object("Call", data=ScaleBytes(value.data), metadata=sub.metadata)
-        obj.decode()
-        return obj
+        return sub.compose_call(value.module, value.function, _scalecodec_values(sub, value.args))
     if isinstance(value, dict):
         return {k: _scalecodec_values(sub, v) for k, v in value.items()}
     if isinstance(value, list):
