@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from scalecodec.utils.ss58 import ss58_encode
 from substrateinterface import Keypair, KeypairType, SubstrateInterface
 
-from etrid_ray.chain import ChainClient
+from etrid_ray.chain import Call, ChainClient, Submitter
+from etrid_ray.chain.keys import Signer, dev_signer
 from etrid_ray.devnet.process import DevnetProcess
-from etrid_ray.extrinsic_builder import ChainContext, ExtrinsicBuilder
+from etrid_ray.extrinsic_builder import ChainContext, ExtrinsicBuilder, UnsupportedExtrinsic
 from etrid_ray.scale_codec import decode_compact, encode_compact
 from etrid_ray.scale_encoder import ComposedCall
 
@@ -208,3 +209,65 @@ def test_a_1000_call_batch_is_signed_over_its_hashed_payload(chain) -> None:
     signed = builder.sign(big, SR_ALICE, 1, context_of(sub))
     assert len(signed.payload) == 32
     assert_signed_like_substrate_interface(sub, builder, big, SR_ALICE, 1)
+
+
+# the devnet takes them, and the fallback ----------------------------------------------------------------------
+def funded(chain: ChainClient, seed: int) -> Signer:
+    key = Keypair.create_from_seed("0x" + f"{seed:064x}")
+    chain.fund(dev_signer("Alice"), [key.ss58_address], 10 * EDSC)
+    return Signer(key, source=f"test seed {seed}")
+
+
+class SubstrateInterfaceCalls:
+    """Counts what goes through substrate-interface's composing and signing (and lets it through)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, sub: SubstrateInterface) -> None:
+        self.count = 0
+        for name in ("compose_call", "create_signed_extrinsic"):
+            real = getattr(sub, name)
+
+            def counted(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+                self.count += 1
+                return _real(*args, **kwargs)
+            monkeypatch.setattr(sub, name, counted)
+
+
+def test_the_devnet_accepts_what_the_builder_signs_single_and_batched(chain, monkeypatch) -> None:
+    signer = funded(chain, 0xB0)
+    submitter = Submitter(chain.conn, signer)
+    through_substrate_interface = SubstrateInterfaceCalls(monkeypatch, chain.conn.substrate)
+    receipt = submitter.submit(Call("System", "remark", {"remark": b"built, not composed by scalecodec"}))
+    assert receipt.success
+    receipts = submitter.submit_many([Call("Balances", "transfer_keep_alive",
+                                           {"dest": SR_ALICE.ss58_address, "value": EDSC // 10 + i})
+                                      for i in range(5)])
+    assert all(r.success for r in receipts) and len({r.extrinsic_hash for r in receipts}) == 5
+    if chain.conn.metadata.has_call("Utility", "batch_all"):
+        batch = submitter.batch([Call("System", "remark", {"remark": f"item {i}".encode()}) for i in range(300)])
+        assert len(batch) == 2 and all(r.success for r in batch)  # max_batch 256: two extrinsics
+    assert through_substrate_interface.count == 0
+    assert chain.balance(signer.address).nonce == submitter.nonces.peek()
+
+
+def test_an_unknown_signed_extension_signs_through_substrate_interface(chain, monkeypatch) -> None:
+    sub = reference(chain)
+    v14 = sub.metadata.value[1]["V14"]
+    empty = next(int(e["ty"]) for e in v14["extrinsic"]["signed_extensions"] if e["identifier"] == "CheckWeight")
+    unknown = {"identifier": "CheckSomethingNew", "ty": empty, "additional_signed": empty}
+    changed = copy.deepcopy(v14)
+    changed["extrinsic"]["signed_extensions"].append(unknown)
+    with pytest.raises(UnsupportedExtrinsic, match="CheckSomethingNew"):
+        ExtrinsicBuilder(changed, sub.runtime_config)
+    version_5 = copy.deepcopy(v14)
+    version_5["extrinsic"]["version"] = 5
+    with pytest.raises(UnsupportedExtrinsic, match="version 5"):
+        ExtrinsicBuilder(version_5, sub.runtime_config)
+
+    # The Submitter reads the metadata the connection holds: there, the extension is unknown to the builder only
+    # (substrate-interface reads its own copy), so the node still takes what substrate-interface signs.
+    monkeypatch.setitem(v14["extrinsic"], "signed_extensions", [*v14["extrinsic"]["signed_extensions"], unknown])
+    submitter = Submitter(chain.conn, funded(chain, 0xB1))
+    through_substrate_interface = SubstrateInterfaceCalls(monkeypatch, chain.conn.substrate)
+    assert submitter.builder(chain.conn.substrate) is None
+    assert submitter.submit(Call("System", "remark", {"remark": b"signed by substrate-interface"})).success
+    assert through_substrate_interface.count == 2  # compose_call and create_signed_extrinsic
