@@ -212,8 +212,8 @@ def test_a_1000_call_batch_is_signed_over_its_hashed_payload(chain) -> None:
 
 
 # the devnet takes them, and the fallback ----------------------------------------------------------------------
-def funded(chain: ChainClient, seed: int) -> Signer:
-    key = Keypair.create_from_seed("0x" + f"{seed:064x}")
+def funded(chain: ChainClient, seed: int, crypto_type: int = KeypairType.SR25519) -> Signer:
+    key = Keypair.create_from_seed("0x" + f"{seed:064x}", crypto_type=crypto_type)
     chain.fund(dev_signer("Alice"), [key.ss58_address], 10 * EDSC)
     return Signer(key, source=f"test seed {seed}")
 
@@ -245,6 +245,8 @@ def test_the_devnet_accepts_what_the_builder_signs_single_and_batched(chain, mon
     if chain.conn.metadata.has_call("Utility", "batch_all"):
         batch = submitter.batch([Call("System", "remark", {"remark": f"item {i}".encode()}) for i in range(300)])
         assert len(batch) == 2 and all(r.success for r in batch)  # max_batch 256: two extrinsics
+    ed = Submitter(chain.conn, funded(chain, 0xED, KeypairType.ED25519))  # MultiSignature::Ed25519
+    assert ed.submit(Call("System", "remark", {"remark": b"an ed25519 signer"})).success
     assert through_substrate_interface.count == 0
     assert chain.balance(signer.address).nonce == submitter.nonces.peek()
 
@@ -271,3 +273,15 @@ def test_an_unknown_signed_extension_signs_through_substrate_interface(chain, mo
     assert submitter.builder(chain.conn.substrate) is None
     assert submitter.submit(Call("System", "remark", {"remark": b"signed by substrate-interface"})).success
     assert through_substrate_interface.count == 2  # compose_call and create_signed_extrinsic
+
+
+def test_a_value_shape_the_encoders_do_not_mirror_is_composed_by_substrate_interface(chain, monkeypatch) -> None:
+    """scalecodec takes a `Vec<u8>` as a list of ints too; the compiled encoders leave that shape to it, and the
+    builder still signs what substrate-interface composed."""
+    submitter = Submitter(chain.conn, funded(chain, 0xB2))
+    calls = SubstrateInterfaceCalls(monkeypatch, chain.conn.substrate)
+    receipt = submitter.submit(Call("System", "remark", {"remark": [104, 105]}))
+    assert receipt.success and calls.count == 1  # compose_call only: signed by the builder
+    included = chain.conn.rpc("chain_getBlock", [receipt.block_hash])["block"]["extrinsics"][receipt.extrinsic_index]
+    remark = chain.conn.substrate.compose_call("System", "remark", {"remark": "hi"})
+    assert included.endswith(bytes(remark.data.data).hex())
