@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etrid_ray.devnet.codec import FastEncoder
 from etrid_ray.devnet.node import Node
 from etrid_ray.devnet.runtime import dev_account
+from etrid_ray.scale_encoder import FastEncoder
 
 
 @pytest.fixture(scope="module")

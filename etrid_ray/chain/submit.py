@@ -9,6 +9,10 @@ their hashes; each block's events are decoded once. ``Utility.batch_all`` folds
 many calls into one extrinsic when the runtime has it, and degrades to the
 many-in-flight path when it does not.
 
+Calls are composed and extrinsics signed by :class:`~etrid_ray.extrinsic_builder.ExtrinsicBuilder` (compiled
+encoders over the metadata; a batch copies its inner calls' bytes); where the metadata declares something the
+builder does not build, or a value has a shape its encoders do not mirror, substrate-interface does it instead.
+
 A failed dispatch raises :class:`~etrid_ray.chain.errors.ExtrinsicFailed` with
 the pallet error as the metadata names it (module, name, docs).
 """
@@ -29,6 +33,8 @@ from etrid_ray.chain.errors import ExtrinsicFailed, InclusionTimeout, PalletErro
 from etrid_ray.chain.events import ChainEvent, block_events
 from etrid_ray.chain.keys import Signer
 from etrid_ray.chain.nonce import NonceManager
+from etrid_ray.extrinsic_builder import ChainContext, ExtrinsicBuilder, UnsupportedExtrinsic
+from etrid_ray.scale_encoder import ComposedCall, EncodeFallback
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +113,47 @@ class Submitter:
         self.signer = signer
         self.nonces = nonces or NonceManager(conn, signer.address)
         self.inclusion_timeout = inclusion_timeout
+        self._built: tuple[Any, ExtrinsicBuilder | None] | None = None
 
     # composing ------------------------------------------------------------------------------------
-    def _compose(self, sub: SubstrateInterface, call: Call) -> Any:
+    def builder(self, sub: SubstrateInterface) -> ExtrinsicBuilder | None:
+        """The builder for the runtime `sub` holds now (rebuilt when its metadata changes); ``None`` when the
+        metadata declares something it does not build, and then substrate-interface composes and signs."""
+        sub.init_runtime()  # what compose_call does first: keeps the runtime checks as they were
+        metadata = sub.metadata
+        if self._built is None or self._built[0] is not metadata:
+            try:
+                builder: ExtrinsicBuilder | None = ExtrinsicBuilder(metadata.value[1]["V14"], sub.runtime_config)
+            except (UnsupportedExtrinsic, KeyError, TypeError) as err:
+                log.info("signing through substrate-interface: the metadata has %s", err)
+                builder = None
+            self._built = (metadata, builder)
+        return self._built[1]
+
+    def _compose(self, sub: SubstrateInterface, call: Call) -> ComposedCall | Any:
         self.conn.metadata.require_call(call.pallet, call.function)
-        return sub.compose_call(call.pallet, call.function, call.params)
+        builder = self.builder(sub)
+        if builder is not None:
+            try:
+                return builder.compose(call.pallet, call.function, call.params)
+            except EncodeFallback:
+                pass
+        return sub.compose_call(call.pallet, call.function, _scalecodec_values(sub, call.params))
+
+    def _signed(self, sub: SubstrateInterface, composed: ComposedCall | Any, nonce: int) -> tuple[str, bytes]:
+        """(0x extrinsic hash, extrinsic bytes) of `composed` signed with `nonce`."""
+        builder = self.builder(sub)
+        if builder is not None:
+            call = composed if isinstance(composed, ComposedCall) else bytes(composed.data.data)
+            context = ChainContext(bytes.fromhex(sub.get_block_hash(0)[2:]), int(sub.runtime_version),
+                                   int(sub.transaction_version))
+            try:
+                ext = builder.sign(call, self.signer.keypair, nonce, context)
+                return "0x" + ext.hash.hex(), ext.data
+            except UnsupportedExtrinsic as err:
+                log.info("signing through substrate-interface: %s", err)
+        signed = sub.create_signed_extrinsic(_scalecodec_values(sub, composed), self.signer.keypair, nonce=nonce)
+        return "0x" + signed.extrinsic_hash.hex(), bytes(signed.data.data)
 
     def has_batch(self, function: str = "batch_all") -> bool:
         """Whether to batch: ``use_batch`` when set, else whether the runtime has ``Utility.<function>``."""
@@ -136,9 +178,7 @@ class Submitter:
 
             def sign(sub: SubstrateInterface) -> tuple[str, bytes]:
                 composed = self._compose(sub, call)
-                nonce = self.nonces.take()
-                ext = sub.create_signed_extrinsic(composed, self.signer.keypair, nonce=nonce)
-                return "0x" + ext.extrinsic_hash.hex(), bytes(ext.data.data)
+                return self._signed(sub, composed, self.nonces.take())
 
             ext_hash, raw = self.conn.run(sign)
             try:
@@ -220,9 +260,9 @@ class Submitter:
         return self._sign_and_send(self.wrap(batch.function, batch.calls), index)
 
     def wrap(self, function: str, calls: Sequence[Call]) -> Call:
-        """``Utility.<function>`` over `calls`, each composed once. The inner calls stay composed objects, not
-        their values: scalecodec reuses an object's bytes when it encodes the batch and then the signed
-        extrinsic, where values would be encoded again, call by call, twice (most of a claim's cost)."""
+        """``Utility.<function>`` over `calls`, each composed once. The inner calls stay composed (their bytes, or
+        scalecodec objects where substrate-interface composed them), not their values: the batch then copies their
+        bytes (pallet ‖ call ‖ Compact(n) ‖ inner calls) where values would be encoded again, call by call."""
         inner = self.conn.run(lambda sub: [self._compose(sub, c) for c in calls])
         return Call("Utility", function, {"calls": inner})
 
@@ -274,6 +314,19 @@ class Submitter:
 class _BatchCall:
     function: str
     calls: list[Call]
+
+
+def _scalecodec_values(sub: SubstrateInterface, value: Any) -> Any:
+    """`value` with every ComposedCall in it (inner calls of a batch, sudo's call) composed again by
+    substrate-interface, from the values it was composed from: scalecodec re-encodes a batch's inner calls from
+    their values, which a call decoded from bytes does not hold in the shape it encodes."""
+    if isinstance(value, ComposedCall):
+        return sub.compose_call(value.module, value.function, _scalecodec_values(sub, value.args))
+    if isinstance(value, dict):
+        return {k: _scalecodec_values(sub, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scalecodec_values(sub, v) for v in value]
+    return value
 
 
 def calls_of(pallet: str, function: str, params: Iterable[dict[str, Any]]) -> list[Call]:

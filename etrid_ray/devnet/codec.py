@@ -25,6 +25,7 @@ from etrid_ray.scale_codec import (  # noqa: F401 - re-exported: the devnet's mo
     twox_64_seed,
     twox_128,
 )
+from etrid_ray.scale_encoder import FastEncoder, derives
 
 # Shared with the chain client (one definition in etrid_ray.scale_codec), under the devnet's names.
 twox64 = twox_64
@@ -112,15 +113,6 @@ def _process_raw_bytes(self: Any) -> bytes:
     return bytes(self.value_object)
 
 
-def derives(cls: Any, base: Any) -> bool:
-    """`issubclass` along the class's own bases. scalecodec's types are ABCs, and every `Codec` derives new
-    classes from them; ABC's `issubclass` walks (and caches against) all subclasses ever made, so it grew slower
-    with every devnet a process had started (a test session's 3rd data-dir node took 40 s). The MRO is enough:
-    nothing here registers virtual subclasses."""
-    bases = getattr(cls, "__mro__", ())
-    return any(b in bases for b in base) if isinstance(base, tuple) else base in bases
-
-
 class Codec:
     """Encodes and decodes `scale_info::<id>` types of one metadata."""
 
@@ -133,7 +125,7 @@ class Codec:
         self._bytes_as_bytes()
         self._strict_decoding()
         self._classes: dict[int, Any] = {}
-        self.fast = FastEncoder(self.metadata.value[1]["V14"]["types"]["types"], self.config)
+        self.fast = FastEncoder.from_metadata(self.metadata.value[1]["V14"], self.config)
 
     def _bytes_as_bytes(self) -> None:
         """Makes every `Vec<u8>` decode to `bytes`.
@@ -169,7 +161,7 @@ class Codec:
     def encode(self, type_id: int, value: Any) -> bytes:
         try:
             return self.fast.encoder(type_id)(value)
-        except Exception:  # _Fallback, or a shape the fast path does not mirror: scalecodec decides
+        except Exception:  # EncodeFallback, or a shape the fast path does not mirror: scalecodec decides
             pass
         return self.encode_slow(type_id, value)
 
@@ -203,204 +195,3 @@ class Codec:
         finally:
             _budget.remaining = None
         return obj.value
-
-
-class _Fallback(Exception):
-    """The fast encoder met a value shape it does not mirror; scalecodec encodes it instead."""
-
-
-_UINT_BITS = {"u8": 8, "u16": 16, "u32": 32, "u64": 64, "u128": 128}
-
-
-class FastEncoder:
-    """Compiled SCALE encoders for the runtime's types, byte-for-byte what scalecodec produces.
-
-    scalecodec builds a tree of objects per value, which made encoding a block's events the
-    devnet's hottest path. Each type id here compiles once into a closure over the value shapes
-    the runtime uses (ints, bools, 0x-hex, bytes, dicts, lists, variant names). Any other shape
-    raises `_Fallback`, and `Codec.encode` hands the value to scalecodec, so results and errors
-    stay exactly scalecodec's.
-    """
-
-    def __init__(self, types: list[dict[str, Any]], config: RuntimeConfigurationObject) -> None:
-        from scalecodec import types as sc
-
-        self._types = {int(t["id"]): t["type"] for t in types}
-        self._config = config
-        self._sc = sc
-        self._encoders: dict[int, Any] = {}
-
-    def encoder(self, type_id: int) -> Any:
-        enc = self._encoders.get(type_id)
-        if enc is None:
-            cell: list[Any] = []
-            self._encoders[type_id] = lambda v: cell[0](v)  # recursion (RuntimeCall) terminates
-            real = self._compile(type_id)
-            cell.append(real)
-            self._encoders[type_id] = real
-            enc = real
-        return enc
-
-    def _is_u8(self, type_id: int) -> bool:
-        return self._types[type_id]["def"].get("primitive") == "u8"
-
-    def _compile(self, type_id: int) -> Any:  # noqa: C901 - one branch per scalecodec class
-        sc, entry = self._sc, self._types[type_id]
-        definition = entry["def"]
-        cls = self._config.get_decoder_class(f"scale_info::{type_id}")
-
-        def fallback(value: Any) -> bytes:
-            raise _Fallback
-
-        if cls is None or derives(cls, (sc.GenericMultiAddress, sc.GenericCall, sc.Era)):
-            return fallback
-        if derives(cls, sc.GenericAccountId) or derives(cls, sc.H256):
-            def enc_h256(value: Any) -> bytes:
-                if type(value) is not str or value[0:2] != "0x" or len(value) != 66:
-                    raise _Fallback
-                try:
-                    return bytes.fromhex(value[2:])
-                except ValueError as err:
-                    raise _Fallback from err
-            return enc_h256
-        if "primitive" in definition:
-            prim = definition["primitive"]
-            if prim == "bool":
-                def enc_bool(value: Any) -> bytes:
-                    if value is True:
-                        return b"\x01"
-                    if value is False:
-                        return b"\x00"
-                    raise _Fallback
-                return enc_bool
-            bits = _UINT_BITS.get(prim)
-            if bits is None:
-                return fallback
-            size, limit = bits // 8, 1 << bits
-
-            def enc_uint(value: Any) -> bytes:
-                if type(value) is not int or not 0 <= value < limit:
-                    raise _Fallback
-                return value.to_bytes(size, "little")
-            return enc_uint
-        if derives(cls, sc.Option):
-            inner_id = int(entry["params"][0]["type"])
-
-            def enc_option(value: Any) -> bytes:
-                if value is None:
-                    return b"\x00"
-                return b"\x01" + self.encoder(inner_id)(value)
-            return enc_option
-        if derives(cls, sc.Vec):  # Vec and BoundedVec (whose element type is its first param)
-            elem_id = int(entry["params"][0]["type"]) if derives(cls, sc.BoundedVec) else \
-                int(definition["sequence"]["type"])
-            if self._is_u8(elem_id):
-                def enc_bytes(value: Any) -> bytes:
-                    kind = type(value)
-                    if kind is str:
-                        if value[0:2] == "0x":
-                            try:
-                                value = bytes.fromhex(value[2:])
-                            except ValueError as err:
-                                raise _Fallback from err
-                        else:
-                            value = value.encode()
-                    elif kind is bytearray:
-                        value = bytes(value)
-                    elif kind is not bytes:
-                        raise _Fallback
-                    return compact_encode(len(value)) + value
-                return enc_bytes
-
-            def enc_seq(value: Any) -> bytes:
-                if type(value) is not list:
-                    raise _Fallback
-                enc = self.encoder(elem_id)
-                return compact_encode(len(value)) + b"".join([enc(v) for v in value])
-            return enc_seq
-        if derives(cls, sc.FixedLengthArray):
-            length, elem_id = int(definition["array"]["len"]), int(definition["array"]["type"])
-            if not self._is_u8(elem_id):
-                return fallback
-
-            def enc_array(value: Any) -> bytes:
-                if type(value) is str and value[0:2] == "0x":
-                    try:
-                        value = bytes.fromhex(value[2:])
-                    except ValueError as err:
-                        raise _Fallback from err
-                if type(value) is not bytes or len(value) != length:
-                    raise _Fallback
-                return value
-            return enc_array
-        if derives(cls, sc.Compact):
-            def enc_compact(value: Any) -> bytes:
-                if type(value) is not int or value < 0 or value >= 1 << 536:
-                    raise _Fallback
-                return compact_encode(value)
-            return enc_compact
-        if derives(cls, sc.Struct) and "composite" in definition:
-            fields = [(f["name"], int(f["type"])) for f in definition["composite"]["fields"]]
-            if not all(name for name, _ in fields):
-                return fallback
-
-            def enc_struct(value: Any) -> bytes:
-                if type(value) is not dict:
-                    raise _Fallback
-                try:
-                    return b"".join([self.encoder(ty)(value[name]) for name, ty in fields])
-                except KeyError as err:
-                    raise _Fallback from err
-            return enc_struct
-        if derives(cls, sc.Tuple) and ("composite" in definition or "tuple" in definition):
-            member_ids = ([int(f["type"]) for f in definition["composite"]["fields"]] if "composite" in definition
-                          else [int(t) for t in definition["tuple"]])
-
-            def enc_tuple(value: Any) -> bytes:
-                if type(value) not in (list, tuple):
-                    value = [value]
-                if len(value) != len(member_ids):
-                    raise _Fallback
-                return b"".join([self.encoder(ty)(v) for ty, v in zip(member_ids, value, strict=True)])
-            return enc_tuple
-        if derives(cls, sc.Enum) and "variant" in definition:
-            by_name: dict[str, tuple[int, Any]] = {}
-            for variant in sorted(definition["variant"]["variants"], key=lambda v: int(v["index"])):
-                fields = variant.get("fields") or []
-                if not fields:
-                    shape: Any = None
-                elif all(f.get("name") for f in fields):
-                    shape = [(f["name"], int(f["type"])) for f in fields]
-                elif len(fields) == 1:
-                    shape = int(fields[0]["type"])
-                else:
-                    shape = False  # several unnamed fields: left to scalecodec
-                by_name.setdefault(variant["name"], (int(variant["index"]), shape))
-
-            def enc_enum(value: Any) -> bytes:
-                if type(value) is str:
-                    name, inner = value, None
-                elif type(value) is dict and len(value) == 1:
-                    (name, inner), = value.items()
-                else:
-                    raise _Fallback
-                found = by_name.get(name)
-                if found is None:
-                    raise _Fallback
-                index, shape = found
-                if shape is None:
-                    if inner is not None:
-                        raise _Fallback
-                    return bytes((index,))
-                if shape is False or inner is None:
-                    raise _Fallback
-                if type(shape) is int:
-                    return bytes((index,)) + self.encoder(shape)(inner)
-                if type(inner) is not dict:
-                    raise _Fallback
-                try:
-                    return bytes((index,)) + b"".join([self.encoder(ty)(inner[n]) for n, ty in shape])
-                except KeyError as err:
-                    raise _Fallback from err
-            return enc_enum
-        return fallback

@@ -16,6 +16,7 @@ import ed25519_zebra
 import sr25519
 
 from etrid_ray.devnet.codec import blake2_256, compact_decode, compact_encode
+from etrid_ray.extrinsic_builder import signing_payload
 
 
 class ExtrinsicFormatError(ValueError):
@@ -126,7 +127,7 @@ class Extrinsic:
     def signing_payload(self, spec_version: int, tx_version: int, genesis_hash: bytes, era_hash: bytes) -> bytes:
         payload = (self.call + self.extra + spec_version.to_bytes(4, "little") + tx_version.to_bytes(4, "little")
                    + genesis_hash + era_hash)
-        return blake2_256(payload) if len(payload) > 256 else payload
+        return signing_payload(payload)  # the client signs the same bytes (etrid_ray.extrinsic_builder)
 
     def verify(self, payload: bytes) -> bool:
         assert self.signature is not None and self.signer is not None
