@@ -188,3 +188,26 @@ def test_a_failed_batch_item_leaves_no_job_event(market: Market) -> None:
         assert update is not None
     assert update.pending_ids == market.client.reader.pending_job_ids(update.block_hash)
     assert watcher.mismatches == 0
+
+
+def test_a_node_back_with_another_chain_starts_the_watcher_over() -> None:
+    """The node restarts without its state: best is lower than the last block seen and not the same chain. The
+    watcher reads the queue in full at the new chain's best instead of waiting for it to pass the old height."""
+    with DevnetProcess(block_time=0) as devnet:
+        with ChainClient(devnet.url) as client:
+            consumer = client.consumer(_fund(client, "before"), open_blob_store(devnet.url))
+            consumer.submit_jobs([{"i": i} for i in range(3)], payment=EDSC, max_compute_time=60)
+        with Connection(devnet.url) as conn:
+            watcher = QueueWatcher(conn, lambda _u: None, full_read_every_s=1e9)
+            before = watcher.poll_once()
+            assert before is not None and len(before.pending_ids) == 3
+            devnet.stop()
+            devnet.start()  # same port, empty chain
+            with ChainClient(devnet.url) as client:
+                job = client.consumer(dev_signer("Bob"), open_blob_store(devnet.url)).submit_job(
+                    {"after": 1}, payment=EDSC, max_compute_time=60)
+                update = watcher.poll_once()
+                assert update is not None and update.block_number < before.block_number
+                assert update.pending_ids == client.reader.pending_job_ids(update.block_hash) == [job.job_id]
+                assert job.job_id in update.new_jobs
+    assert watcher.full_reads == {"start": 1, "another chain": 1}

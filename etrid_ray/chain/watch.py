@@ -16,8 +16,8 @@ last update (``JobSubmitted``, ``JobAssigned``, ``PaymentReleased`` …).
 Why the cost per block is what changed, not the queue's length: ``PendingJobs``
 holds up to 10,000 ids, and reading it on every block was most of the watcher's
 work. The queue is read in full only when the watcher cannot vouch for a replay
-(at start, after skipped blocks, a reconnect, a reorg, an error, or an event that
-contradicts the kept queue) and every ``full_read_every_s`` as a safety net; in
+(at start, after skipped blocks, a reconnect, a reorg, another chain behind the
+same URL, an error, or an event that contradicts the kept queue) and every ``full_read_every_s`` as a safety net; in
 between it is kept from the block events (:mod:`etrid_ray.chain.pending` says
 why that is exact). A new best block costs one request (its hash, number,
 parent hash and events in one ``state_queryStorageAt``), one more for the hashes
@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import websocket
 
 from etrid_ray.chain.connection import Connection
+from etrid_ray.chain.errors import RpcError
 from etrid_ray.chain.events import ChainEvent, block_events, remember_block_events
 from etrid_ray.chain.models import Job, JobStatus
 from etrid_ray.chain.pending import PendingQueue
@@ -71,6 +72,11 @@ class BestBlock:
     hash: str
     parent_hash: str
     events_raw: bytes | None
+
+
+def _bytes(value: str | None) -> bytes | None:
+    """A storage value as the RPC gives it (``0x…`` or ``None``) as bytes."""
+    return None if value is None else bytes.fromhex(value[2:])
 
 
 class QueueWatcher:
@@ -132,19 +138,25 @@ class QueueWatcher:
         (snapshot,) = self.conn.rpc("state_queryStorageAt", [list(self._keys)])
         values = {k: v for k, v in snapshot["changes"]}
         number_raw, parent_raw, events_raw = (values.get(k) for k in (number_key, parent_key, events_key))
-        number = meta.storage("System", "Number").decode(None if number_raw is None else bytes.fromhex(number_raw[2:]))
-        return BestBlock(int(number or 0), snapshot["block"], parent_raw or "",
-                         None if events_raw is None else bytes.fromhex(events_raw[2:]))
+        number = meta.storage("System", "Number").decode(_bytes(number_raw))
+        return BestBlock(int(number or 0), snapshot["block"], parent_raw or "", _bytes(events_raw))
 
     def poll_once(self) -> QueueUpdate | None:
         """Processes blocks since the last call; ``None`` when the best block has not moved."""
+        try:
+            return self._poll()
+        except Exception:
+            # the kept queue may hold part of a replay whose block was not recorded as processed
+            self.request_full_read("after an error")
+            raise
+
+    def _poll(self) -> QueueUpdate | None:
         best = self.best_block()
         last = self._last
         if last is not None and best.number <= last:
             if best.hash == self._last_hash:
                 return None
-            # another block at our height or below is best (a fork, or a node back with another chain): start over
-            self.request_full_read("best block replaced")
+            self._left_our_chain()  # another block at our height or below is best
             last = None
         first = best.number if last is None else max(last + 1, best.number - self.max_catch_up + 1)
         if last is not None and first > last + 1:
@@ -162,13 +174,13 @@ class QueueWatcher:
         they make does not join the last block to ``best``."""
         if not numbers:
             if last is not None and best.parent_hash != self._last_hash:
-                self.request_full_read("reorg")
+                self._left_our_chain()
             return []
         asked = ([last] if last is not None and numbers[0] == last + 1 else []) + numbers
         hashes = self.conn.rpc("chain_getBlockHash", [asked])
         if asked[0] == last and hashes[0] != self._last_hash:
-            self.request_full_read("reorg")
-        if hashes[-1] != best.parent_hash:
+            self._left_our_chain()
+        elif hashes[-1] != best.parent_hash:  # the best chain moved between the two requests
             self.request_full_read("reorg")
         events: list[ChainEvent] = []
         for number, block_hash in zip(asked[-len(numbers):], hashes[-len(numbers):], strict=True):
@@ -177,6 +189,21 @@ class QueueWatcher:
                 continue
             events.extend(block_events(self.conn, block_hash, number))
         return events
+
+    def _left_our_chain(self) -> None:
+        """The last block processed is not on the best chain any more. When the node still knows it, that is a
+        reorg: the queue is read in full. When it does not, this is another chain (a node back without its
+        state), where the same job ids name other jobs: the watcher starts over as if new, so every pending job
+        is handed over again."""
+        try:
+            known = self.conn.rpc("chain_getHeader", [self._last_hash]) is not None
+        except RpcError:  # the devnet answers "Unknown block"; Substrate answers null
+            known = False
+        if known:
+            self.request_full_read("reorg")
+        else:
+            self.queue = PendingQueue()
+            self._full_read_reason = "another chain"
 
     def _update_queue(self, best: BestBlock, events: list[ChainEvent]) -> QueueUpdate:
         """Replays ``events`` into the kept queue or reads it in full, then reads the jobs that entered."""
@@ -256,7 +283,6 @@ class QueueWatcher:
                     self.callback(update)
             except Exception:  # noqa: BLE001 - the watcher must outlive one bad block or callback
                 self.errors += 1
-                self.request_full_read("after an error")
                 log.exception("queue watcher step failed")
             # with a live subscription we sleep until a head arrives (and re-check now and then)
             wait = self.poll_interval * (10 if self.mode == "subscription" else 1)
