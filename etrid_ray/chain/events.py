@@ -59,12 +59,23 @@ EVENTS_CACHED = 64  # blocks per connection whose decoded events are kept
 def block_events(conn: Connection, block_hash: str, block_number: int | None = None) -> list[ChainEvent]:
     """All events of one block. A block's events never change, and the queue watcher and the submitter waiting for
     its extrinsics read the same recent blocks: each is decoded once per connection (the newest few are kept)."""
+    events = conn.block_events.get(block_hash)
+    if events is None:
+        raw = conn.storage(conn.metadata.storage("System", "Events").key_hex(), block_hash)
+        return remember_block_events(conn, block_hash, block_number, raw)
+    return list(events)
+
+
+def remember_block_events(
+    conn: Connection, block_hash: str, block_number: int | None, raw: bytes | None
+) -> list[ChainEvent]:
+    """The events of one block from ``System.Events`` bytes read elsewhere (the queue watcher reads them with the
+    block's number in one request), kept in the same per-connection cache as :func:`block_events`: a block
+    another reader already decoded is not decoded again."""
     cache = conn.block_events
     events = cache.get(block_hash)
     if events is None:
-        meta = conn.metadata
-        raw = conn.storage(meta.storage("System", "Events").key_hex(), block_hash)
-        events = decode_event_records(meta, raw, block_number=block_number, block_hash=block_hash)
+        events = decode_event_records(conn.metadata, raw, block_number=block_number, block_hash=block_hash)
         cache[block_hash] = events
         while len(cache) > EVENTS_CACHED:
             cache.popitem(last=False)

@@ -289,6 +289,17 @@ class Runtime:
         inner: Any = {name: fields} if fields is not None else name
         self._events.append({"phase": self._phase, "event": {pallet: inner}, "topics": []})
 
+    def savepoint(self) -> tuple[int, int]:
+        """Where a failed dispatch rolls back to: its storage writes *and its events*. In Substrate the events
+        are storage, so a transactional call that fails reverts them with the rest; a `Utility.batch` item or a
+        `Sudo.sudo` call that fails must not leave, say, a `JobSubmitted` for a job that was never stored."""
+        return self.state.savepoint(), len(self._events)
+
+    def rollback(self, savepoint: tuple[int, int]) -> None:
+        state_mark, events_mark = savepoint
+        self.state.rollback(state_mark)
+        del self._events[events_mark:]
+
     # time -----------------------------------------------------------------------------------------
 
     def now_secs(self) -> int:
@@ -407,18 +418,15 @@ class Runtime:
         self.balances.withdraw(sender, checked.fee, keep_alive=False)
         self.balances.emit("Withdraw", who=sender, amount=checked.fee)
         self.system.inc_nonce(sender)
-        sp = self.state.savepoint()
-        events_mark = len(self._events)
+        sp = self.savepoint()
         try:
             self.dispatch(Origin.signed(sender), checked.call)
             error = None
         except DispatchError as err:
-            self.state.rollback(sp)
-            del self._events[events_mark:]
+            self.rollback(sp)
             error = err.value
         except Exception as err:  # a bug in a pallet must not take the chain down; it fails the extrinsic
-            self.state.rollback(sp)
-            del self._events[events_mark:]
+            self.rollback(sp)
             error = "Other"
             print(f"devnet: dispatch raised {type(err).__name__}: {err}", flush=True)
         self.balances.deposit(self.treasury, checked.fee, event=True)

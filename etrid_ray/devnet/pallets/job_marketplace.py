@@ -354,10 +354,10 @@ class JobMarketplace(Pallet):
         queue = [(j, job["priority"]) for j, job in jobs.items() if job is not None and job["status"] == "Pending"]
         made = []
         for job_id, gpu_id in match_jobs(queue, gpus, slots):
-            sp = state.savepoint()
+            sp = self.runtime.savepoint()
             try:
                 self.assign_job(ROOT, job_id, gpu_id)
                 made.append((job_id, gpu_id))
             except DispatchError:
-                state.rollback(sp)
+                self.runtime.rollback(sp)
         return made

@@ -32,13 +32,12 @@ class Sudo(Pallet):
         return who
 
     def _dispatch_as(self, origin: Origin, call: Any, event: str) -> None:
-        state = self.runtime.state
-        sp = state.savepoint()
+        sp = self.runtime.savepoint()
         try:
             self.runtime.dispatch(origin, call)
             result: Any = {"Ok": ()}
         except DispatchError as err:
-            state.rollback(sp)
+            self.runtime.rollback(sp)
             result = {"Err": err.value}
         self.emit(event, sudo_result=result)
 

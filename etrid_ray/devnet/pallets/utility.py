@@ -37,13 +37,12 @@ class Utility(Pallet):
 
     def batch(self, origin: Origin, calls: list[Any]) -> None:
         self._check_len(calls)
-        state = self.runtime.state
         for index, call in enumerate(calls):
-            sp = state.savepoint()
+            sp = self.runtime.savepoint()
             try:
                 self.runtime.dispatch(origin, call)
             except DispatchError as err:
-                state.rollback(sp)
+                self.runtime.rollback(sp)
                 self.emit("BatchInterrupted", index=index, error=err.value)
                 return
             self.emit("ItemCompleted")
@@ -59,15 +58,14 @@ class Utility(Pallet):
 
     def force_batch(self, origin: Origin, calls: list[Any]) -> None:
         self._check_len(calls)
-        state = self.runtime.state
         failed = False
         for call in calls:
-            sp = state.savepoint()
+            sp = self.runtime.savepoint()
             try:
                 self.runtime.dispatch(origin, call)
                 self.emit("ItemCompleted")
             except DispatchError as err:
-                state.rollback(sp)
+                self.runtime.rollback(sp)
                 failed = True
                 self.emit("ItemFailed", error=err.value)
         self.emit("BatchCompletedWithErrors" if failed else "BatchCompleted")
