@@ -92,6 +92,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--stream", type=int, default=200)
+    parser.add_argument("--max-jobs-per-task", type=int, default=None,
+                        help="the head's provider.max_jobs_per_task (default: the config's; 1: a Ray task per job)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="etrid-bench-"))
     with DevnetProcess(block_time=0) as devnet:
@@ -106,7 +108,8 @@ def main() -> None:
             "websocket_url": devnet.url, "rpc_url": devnet.http_url, "PRICE_PER_SECOND": 1,
             "journal_path": str(workdir / "journal.sqlite"), "claim_batch": 1000, "result_batch": 1000,
             "max_inflight_per_gpu": 1000, "heartbeat_interval_s": 30, "telemetry_interval_s": 30,
-            "poll_interval_s": 0.05})
+            "poll_interval_s": 0.05,
+            **({"max_jobs_per_task": args.max_jobs_per_task} if args.max_jobs_per_task else {})})
         rss_before = rss_mb()
         cpu0, wall0 = time.process_time(), time.perf_counter()
         head = ProviderHead(config, dev_signer("Bob"), journal=Journal(config.journal_file)).start()

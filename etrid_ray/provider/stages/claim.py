@@ -200,7 +200,7 @@ class Claimer:
         observed = self.estimates.cold.count > 0 or not self.tasks.connected()
         busy: dict[str | None, int] = {}
         for t in running:
-            if t.run is not None:
+            if t.run is not None and t.run.pack_index == 0:  # a Ray task (shared by a pack) holds one worker
                 busy[t.run.pool] = busy.get(t.run.pool, 0) + 1
         warm = self.tasks.warm_slots(busy)
         held = False
