@@ -22,44 +22,54 @@ from etrid_ray.provider.task import Outcome
 from etrid_ray.provider.timing import Estimates
 
 SHORT = 0.001
-GPU = (1.0, None)
+NONE_FREE: dict[str | None, int] = {}
 
 
-# the rule ------------------------------------------------------------------------------------------------------
+def short(n: int, pool: str | None = None, gpus: float = 1.0, run_s: float = SHORT) -> list[Candidate]:
+    return [Candidate(gpus, pool, run_s)] * n
 
-def test_short_jobs_of_one_shape_share_a_task_within_the_budget() -> None:
-    groups = packs([Candidate(GPU, SHORT)] * 5, budget_s=0.0035)
-    assert groups == [[0, 1, 2], [3, 4]]  # three fit 3.5 ms, the rest start the next pack
+
+def test_short_jobs_beyond_the_free_workers_share_a_task_within_the_budget() -> None:
+    assert packs(short(5), 0.0035, NONE_FREE) == [[0, 1, 2], [3, 4]]  # three fit 3.5 ms; the rest start the next
+
+
+def test_jobs_with_an_idle_warm_worker_each_run_alone_in_parallel() -> None:
+    """Sharing only ever replaces waiting: two warm workers free means the first two jobs take them."""
+    assert packs(short(5), 1.0, {None: 2}) == [[0], [1], [2, 3, 4]]
+    assert packs(short(3), 1.0, {None: 3}) == [[0], [1], [2]]
+    assert packs(short(3), 1.0, {"other-pool": 3}) == [[0, 1, 2]]  # another pool's free workers are no use
 
 
 def test_jobs_of_different_shapes_never_share_and_keep_their_order() -> None:
-    half = (0.5, None)
-    cloud = (1.0, "aws-spot-a100")
-    groups = packs([Candidate(GPU, SHORT), Candidate(half, SHORT), Candidate(GPU, SHORT), Candidate(cloud, SHORT)],
-                   budget_s=1.0)
-    assert groups == [[0, 2], [1], [3]]
+    jobs = [Candidate(1.0, None, SHORT), Candidate(0.5, None, SHORT), Candidate(1.0, None, SHORT),
+            Candidate(1.0, "aws-spot-a100", SHORT)]
+    assert packs(jobs, 1.0, NONE_FREE) == [[0, 2], [1], [3]]
 
 
 def test_a_long_job_or_one_that_may_not_share_runs_alone() -> None:
-    groups = packs([Candidate(GPU, SHORT), Candidate(GPU, 5.0), Candidate(GPU, SHORT, may_share=False),
-                    Candidate(GPU, SHORT)], budget_s=0.1)
-    assert groups == [[0, 3], [1], [2]]
+    jobs = [Candidate(1.0, None, SHORT), Candidate(1.0, None, 5.0), Candidate(1.0, None, SHORT, may_share=False),
+            Candidate(1.0, None, SHORT)]
+    assert packs(jobs, 0.1, NONE_FREE) == [[0, 3], [1], [2]]
 
 
 def test_a_pack_holds_at_most_max_pack_jobs() -> None:
-    groups = packs([Candidate(GPU, 0.0)] * (2 * MAX_PACK + 1), budget_s=1.0)
+    groups = packs(short(2 * MAX_PACK + 1, run_s=0.0), 1.0, NONE_FREE)
     assert [len(g) for g in groups] == [MAX_PACK, MAX_PACK, 1]
-    assert packs([Candidate(GPU, 0.0)] * 3, budget_s=1.0, max_size=1) == [[0], [1], [2]]  # max_jobs_per_task: 1
+    assert packs(short(3, run_s=0.0), 1.0, NONE_FREE, max_size=1) == [[0], [1], [2]]  # max_jobs_per_task: 1
 
 
-def test_a_handler_never_observed_is_not_short() -> None:
-    """Before the head has seen a handler run, its estimate is half its limit: it runs alone, however short."""
+def test_nothing_shares_before_the_head_has_observed_runs_and_warm_starts() -> None:
+    """Before the head has seen a handler run, its estimate is half its limit; before it has seen Ray start a task
+    on a warm worker, the budget is nothing: either way every job runs alone."""
     est = Estimates()
+    assert est.observed_dispatch_s() == 0.0
     unobserved = est.run_s("echo", 60.0, 60.0, False)
-    assert packs([Candidate(GPU, unobserved)] * 2, budget_s=est.dispatch_s()) == [[0], [1]]
+    est.observe_dispatch(0.02)
+    assert packs(short(2, run_s=unobserved), est.observed_dispatch_s(), NONE_FREE) == [[0], [1]]
     est.observe_run("echo", 0.002, 60.0, False)
     observed = est.run_s("echo", 60.0, 60.0, False)
-    assert packs([Candidate(GPU, observed)] * 2, budget_s=0.05) == [[0, 1]]
+    assert packs(short(2, run_s=observed), est.observed_dispatch_s(), NONE_FREE) == [[0, 1]]
+    assert packs(short(2, run_s=observed), Estimates().observed_dispatch_s(), NONE_FREE) == [[0], [1]]
 
 
 # on a real Ray -------------------------------------------------------------------------------------------------

@@ -265,16 +265,23 @@ def test_only_registry_handlers_ever_run(fresh_devnet: Any, tmp_path: Path) -> N
 
 def test_a_burst_of_short_jobs_shares_ray_tasks_and_each_job_gets_its_own_result(fresh_devnet: Any,
                                                                                  tmp_path: Path) -> None:
-    """Once the head has seen echo run in a millisecond, a burst of echo jobs goes several to a Ray task
-    (provider/packing.py): fewer tasks than jobs, and still every job completes with its own result on chain."""
+    """Once the head has seen echo run in a millisecond and Ray take longer than that to start a task, a burst of
+    echo jobs beyond its free warm workers goes several to a Ray task (provider/packing.py): fewer tasks than jobs,
+    and still every job completes with its own result on chain."""
     client = ChainClient(fresh_devnet.url)
     head = start_head(provider_config(fresh_devnet, tmp_path))
     try:
         consumer = client.consumer(dev_signer(CONSUMER), blobs=open_blob_store(fresh_devnet.http_url))
-        first = consumer.submit_job({"handler": "echo", "args": {"payload": -1}}, payment=PAY, max_compute_time=60)
-        wait_until(lambda: all_final(client, [first.job_id]), 60, "the first echo job final")
+        tiny = {"gpus": 0.01}  # the whole burst fits the GPUs at once: claimed and dispatched in one pass
+        for warmup in range(3):  # echo seen to run in a millisecond or so
+            first = consumer.submit_job({"handler": "echo", "args": {"payload": -1 - warmup}, "resources": tiny},
+                                        payment=PAY, max_compute_time=60)
+            wait_until(lambda first=first: all_final(client, [first.job_id]), 60, "an echo job final")
+        for _ in range(20):  # and, as on a busy cluster, Ray taking a quarter second to start a task
+            head.estimates.observe_dispatch(0.25)
         tasks_before = head.stats.tasks
-        hashes = [consumer.store_manifest({"handler": "echo", "args": {"payload": i}}) for i in range(40)]
+        hashes = [consumer.store_manifest({"handler": "echo", "args": {"payload": i}, "resources": tiny})
+                  for i in range(40)]
         receipts = consumer.submitter.batch([Call("JobMarketplace", "submit_job", {
             "model_id": 0, "model_type": "Custom", "input_hash": h, "output_format": b"json",
             "max_compute_time": 60, "payment": PAY, "priority": "Standard"}) for h in hashes])  # one block

@@ -139,6 +139,16 @@ class TrackedJob:
         return self.job.job_id
 
 
+def tasks_by_pool(running: Iterable[TrackedJob]) -> dict[str | None, int]:
+    """Per pool, the Ray tasks these running jobs hold — the warm workers they keep busy (the jobs of a pack share
+    one task: provider/packing.py)."""
+    busy: dict[str | None, int] = {}
+    for t in running:
+        if t.run is not None and t.run.pack_index == 0:
+            busy[t.run.pool] = busy.get(t.run.pool, 0) + 1
+    return busy
+
+
 class JobBook:
     """The head's jobs, by state. Every stage reads and moves jobs through it; `lock` guards it (the intake
     and the reporter loops share it). Keeps per-state indexes in arrival order and, per GPU, how many of our

@@ -158,6 +158,11 @@ class Estimates:
     def dispatch_s(self) -> float:
         return max(0.0, self.dispatch.upper())
 
+    def observed_dispatch_s(self) -> float:
+        """The warm dispatch delay as observed (pessimistic); 0 before any task was seen starting on a warm worker
+        (what may share a task is decided on observations only: provider/packing.py)."""
+        return self.dispatch_s() if self.dispatch.count else 0.0
+
     def node_startup_s(self, pool: str, prior_s: float) -> float:
         return max(0.0, self._node(pool, prior_s).upper())
 

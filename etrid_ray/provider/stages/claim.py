@@ -29,7 +29,7 @@ from typing import Any, Literal
 from etrid_ray.admission import reject
 from etrid_ray.chain.models import GPU_JOBS_BOUND
 from etrid_ray.provider.claim_order import ClaimOrder
-from etrid_ray.provider.job import JobBook, JobState, TrackedJob
+from etrid_ray.provider.job import JobBook, JobState, TrackedJob, tasks_by_pool
 from etrid_ray.provider.journal import Journal
 from etrid_ray.provider.ray_tasks import RayTasks
 from etrid_ray.provider.stages.scaling import PoolScaling
@@ -198,11 +198,7 @@ class Claimer:
         timelines = self._timelines(now, running)
         dispatch_s = self.estimates.dispatch_s()
         observed = self.estimates.cold.count > 0 or not self.tasks.connected()
-        busy: dict[str | None, int] = {}
-        for t in running:
-            if t.run is not None and t.run.pack_index == 0:  # a Ray task (shared by a pack) holds one worker
-                busy[t.run.pool] = busy.get(t.run.pool, 0) + 1
-        warm = self.tasks.warm_slots(busy)
+        warm = self.tasks.warm_slots(tasks_by_pool(running))
         held = False
         block_s = self.pace.interval.mean
         for tracked in chosen:

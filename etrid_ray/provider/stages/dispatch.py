@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from etrid_ray.manifest import Manifest, chain_reason
-from etrid_ray.provider.job import JobBook, JobState, RunInfo, Settlement, TrackedJob
+from etrid_ray.provider.job import JobBook, JobState, RunInfo, Settlement, TrackedJob, tasks_by_pool
 from etrid_ray.provider.journal import Journal
 from etrid_ray.provider.manifests import ManifestSource
 from etrid_ray.provider.packing import MAX_PACK, Candidate, packs
@@ -70,9 +70,11 @@ class Dispatcher:
                 starts.append(start)
         if not starts:
             return
-        candidates = [Candidate((s.manifest.resources.gpus, s.tracked.pool), self._run_s(s), self._may_share(s))
+        candidates = [Candidate(s.manifest.resources.gpus, s.tracked.pool, self._run_s(s), self._may_share(s))
                       for s in starts]
-        for group in packs(candidates, budget_s=self.estimates.dispatch_s(), max_size=self.max_pack):
+        groups = packs(candidates, self.estimates.observed_dispatch_s(), self._spare_workers(), self.max_pack) \
+            if len(starts) > 1 and self.max_pack > 1 else [[i] for i in range(len(starts))]
+        for group in groups:
             members = [starts[i] for i in group]
             try:
                 ref = self._submit(members)
@@ -117,6 +119,10 @@ class Dispatcher:
                 self.fail(tracked, GATE_LAPSED)
                 return None
         return _Start(tracked, manifest, options, job_timing(job, manifest))
+
+    def _spare_workers(self) -> dict[str | None, int]:
+        """Per pool, the warm Ray workers not running one of our tasks now."""
+        return self.tasks.warm_slots(tasks_by_pool(self.book.iter_state(JobState.RUNNING)))
 
     def _run_s(self, s: _Start) -> float:
         handler, declared, declares, limit = s.timing
