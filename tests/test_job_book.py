@@ -160,6 +160,25 @@ def test_intake_adds_pending_jobs_once_and_ends_those_that_left_the_queue() -> N
     assert [t.job_id for t in departed] == [1] and 1 not in book and book.history(1)[-1][0] is S.DEPARTED
 
 
+def test_intake_works_from_what_the_watcher_says_left_and_compares_the_queue_only_after_a_full_read() -> None:
+    """A replayed update names the ids that left: those depart, whatever else the queue holds (no pass over a
+    10,000-id queue). An update after a full read (`left` None) is compared with the last queue seen, and a
+    pending id the book never saw (a claim lost in a node restart) is read from the chain and enters."""
+    book, departed, chain = JobBook(Clock()), [], FakeChain()
+    intake = Intake(book, chain, Stats(), departed.append)
+    intake.offer(QueueUpdate(1, "0x01", [1, 2, 3], {1: job(1), 2: job(2), 3: job(3)}))  # the start: a full read
+    intake.offer(QueueUpdate(2, "0x02", [1, 3, 4], {4: job(4)}, left=[2]))
+    assert intake.take() == 4 and [t.job_id for t in departed] == [2]
+    intake.offer(QueueUpdate(3, "0x03", [3, 4], {}, left=[1]))
+    intake.offer(QueueUpdate(4, "0x04", [4], {}, left=[3]))
+    intake.take()
+    assert [t.job_id for t in departed] == [2, 1, 3] and book.count(S.QUEUED) == 1
+    chain.on_chain[9] = job(9)  # pending again after a node restart lost our claim: only a full read shows it
+    intake.offer(QueueUpdate(5, "0x05", [9], {}))
+    assert intake.take() == 1 and book.get(9).history[-1][2] == "pending on chain, unseen before"
+    assert [t.job_id for t in departed] == [2, 1, 3, 4]
+
+
 # claim ---------------------------------------------------------------------------------------------------------
 
 class FakeTasks:

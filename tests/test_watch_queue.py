@@ -69,13 +69,17 @@ def market(request: pytest.FixtureRequest) -> Iterator[Market]:
             yield Market(devnet, client, consumer, provider, gpus, Submitter(client.conn, dev_signer("Alice")))
 
 
-def _check(update: QueueUpdate, reader: ChainReader, known: set[int]) -> None:
-    """The update's queue is `PendingJobs` at its block, in order; every id in it was handed over with its job."""
+def _check(update: QueueUpdate, reader: ChainReader, known: set[int], before: list[int] | None = None) -> list[int]:
+    """The update's queue is `PendingJobs` at its block, in order; every id in it was handed over with its job; the
+    ids it says left are exactly those of the queue `before` it that are gone. Returns its queue."""
     assert update.pending_ids == reader.pending_job_ids(update.block_hash)
     for job_id, job in update.new_jobs.items():
         assert job.status == JobStatus.PENDING and job_id in update.pending_ids
     assert set(update.pending_ids) <= known | update.new_jobs.keys()
+    if update.left is not None:
+        assert before is not None and set(update.left) == set(before) - set(update.pending_ids)
     known.update(update.new_jobs)
+    return update.pending_ids
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -87,8 +91,9 @@ def test_the_kept_queue_is_the_chains_queue_after_random_operations(market: Mark
     with Connection(market.devnet.url) as conn:
         watcher = QueueWatcher(conn, lambda _u: None, full_read_every_s=1e9)  # no safety net: events alone
         first = watcher.poll_once()
-        assert first is not None
-        _check(first, reader, known)
+        assert first is not None and first.left is None  # the start is a full read
+        queue = _check(first, reader, known)
+        told = 0
         for _ in range(50):
             pending = reader.pending_job_ids()
             op = rng.choice(["submit", "submit", "cancel", "assign", "claim", "result", "poll", "poll"])
@@ -111,10 +116,11 @@ def test_the_kept_queue_is_the_chains_queue_after_random_operations(market: Mark
                 update = watcher.poll_once()
                 if update is not None:
                     polled += 1
-                    _check(update, reader, known)
+                    told += bool(update.left)
+                    queue = _check(update, reader, known, queue)
         while (update := watcher.poll_once()) is not None:
-            _check(update, reader, known)
-    assert polled > 10
+            queue = _check(update, reader, known, queue)
+    assert polled > 10 and told > 0
     assert watcher.full_reads == {"start": 1} and watcher.mismatches == 0
 
 

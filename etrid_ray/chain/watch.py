@@ -56,6 +56,9 @@ class QueueUpdate:
     pending_ids: list[int]
     new_jobs: dict[int, Job]
     events: list[ChainEvent] = field(default_factory=list)
+    #: ids that left the queue since the previous update, when the watcher knows from the events alone; None after
+    #: a full read of ``PendingJobs`` (compare ``pending_ids`` with the last ones seen instead)
+    left: list[int] | None = None
 
     @property
     def submitted(self) -> list[ChainEvent]:
@@ -211,23 +214,24 @@ class QueueWatcher:
         if reason is None and self.clock() >= self._next_full_read:
             reason = PERIODIC
         entered: list[int] = []
+        left: list[int] | None = None
         if reason is None or reason == PERIODIC:
             delta = self.queue.apply(events)
-            entered = delta.entered
+            entered, left = delta.entered, delta.left
             if delta.anomalies:
                 reason = "events contradict the queue"
                 self.mismatches += 1
         full = reason is not None
         if full:
-            entered = self._full_read(best.hash, reason, entered)
+            entered, left = self._full_read(best.hash, reason, entered), None
         jobs = self.reader.jobs(entered, best.hash) if entered else {}
         stale = [i for i in entered if i not in jobs or jobs[i].status != JobStatus.PENDING]
         if stale and not full:  # a job entered by the events is not pending at the block: trust a full read
             self.mismatches += 1
-            entered = self._full_read(best.hash, "entered job not pending", entered)
+            entered, left = self._full_read(best.hash, "entered job not pending", entered), None
             jobs.update(self.reader.jobs([i for i in entered if i not in jobs], best.hash))
         new_jobs = {i: jobs[i] for i in entered if i in jobs}
-        return QueueUpdate(best.number, best.hash, self.queue.ids(), new_jobs, events)
+        return QueueUpdate(best.number, best.hash, self.queue.ids(), new_jobs, events, left)
 
     def _full_read(self, at: str, reason: str, entered: list[int]) -> list[int]:
         """Replaces the kept queue with ``PendingJobs`` at ``at``; returns the ids new since the last update

@@ -56,12 +56,19 @@ class Intake:
         paid: list[tuple[int, int, int | None]] = []
         ours = set(self.gpu_ids())
         fresh: dict[int, int] = {}  # assigned to us in these updates
+        left: set[int] | None = set()  # ids that left the queue in these updates (None: some update cannot say)
+        entered: set[int] = set()
         while True:
             try:
                 update = self.updates.get_nowait()
             except queue.Empty:
                 break
             latest = update
+            if left is not None and update.left is not None:
+                left.update(update.left)
+                entered.update(update.new_jobs)
+            else:
+                left = None
             with book.lock:
                 for job_id, job in update.new_jobs.items():
                     if job.status == JobStatus.PENDING and job_id not in book:
@@ -83,19 +90,23 @@ class Intake:
         self.best_block = latest.block_number
         self.on_block(latest.block_number)
         self.pending_ids = latest.pending_ids
-        pending = set(latest.pending_ids)
-        # set arithmetic against the last queue seen, not a walk over every waiting job: the queue can hold 10,000
-        # jobs and changes by a few per block
-        left, self._last_pending = self._last_pending - pending, pending
+        incremental = left is not None
+        unknown: list[int] = []
+        if left is not None:  # the watcher said what left: work from the change, not the whole queue
+            self._last_pending.difference_update(left)
+            self._last_pending.update(entered)
+        else:  # after a full read: set arithmetic against the last queue seen (in C, not a walk over the jobs)
+            pending = set(latest.pending_ids)
+            left, self._last_pending = self._last_pending - pending, pending
         with book.lock:
             gone = [t for t in (book.get(j) for j in left - self.assigned.keys())
                     if t is not None and t.state in WAITING]
             for tracked in gone:  # taken by someone else, cancelled or expired
                 book.move(tracked, JobState.DEPARTED, "left the chain's queue")
+            if not incremental:  # pending ids the book never saw (a claim lost in a node restart)
+                unknown = sorted(self._last_pending - book.ids())
         for tracked in gone:
             self.on_departed(tracked)
-        with book.lock:
-            unknown = sorted(pending - book.ids())
         if unknown:
             jobs = self.chain.jobs(unknown)
             with book.lock:
