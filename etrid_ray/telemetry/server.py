@@ -5,7 +5,7 @@ it should be scraped and trusted (it reads the head or the chain right now); bot
 with a small JSON body saying why. `/metrics` speaks the Prometheus text format, or OpenMetrics
 when the scraper asks for it.
 
-Served by a bounded pool of threads behind a 128-deep listen backlog, each connection with a socket
+Served by a bounded pool of threads behind a 1,024-deep listen backlog, each connection with a socket
 timeout: a client that sends half a request (or never reads) holds one thread for at most
 `request_timeout` seconds, and a burst of scrapers waits in the backlog instead of being refused.
 """
@@ -29,7 +29,9 @@ Check = Callable[[], tuple[bool, dict[str, Any]]]
 
 REQUEST_TIMEOUT_S = 10.0  # a connection's whole request, and each write of the answer
 MAX_THREADS = 128         # connections served at once; more wait in the backlog
-BACKLOG = 128             # the stdlib's default listen backlog is 5: a burst of scrapes was refused or retried
+# the stdlib's default backlog is 5; 128 still overflowed when the accept loop lagged behind 50 half-sent requests
+# and 100 scrapers on a loaded machine: a full accept queue drops SYNs, each a 1 s retransmit for its client
+BACKLOG = 1024
 
 
 class _BoundedThreadingServer(ThreadingHTTPServer):
