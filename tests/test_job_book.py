@@ -317,22 +317,10 @@ def test_a_job_that_cannot_finish_in_its_limit_is_left_on_chain_and_counted_once
 
 # harvest and settle --------------------------------------------------------------------------------------------
 
-class DoneFuture:
-    def __init__(self, outcome: Outcome | Lost) -> None:
-        self._outcome = outcome
-
-    def result(self) -> Outcome | Lost:
-        return self._outcome
-
-
 @dataclass
 class FakeRay:
     done: queue.Queue[tuple[int, Any]] = field(default_factory=queue.Queue)
     cancelled: list[Any] = field(default_factory=list)
-
-    @staticmethod
-    def outcome(future: Any) -> Any:
-        return future.result()
 
     def cancel(self, ref: Any) -> None:
         self.cancelled.append(ref)
@@ -356,14 +344,14 @@ def test_harvest_settles_finished_tasks_and_times_out_late_ones_once() -> None:
     book, tasks = JobBook(clock), FakeRay()
     running(book, 1, NOW + 60)
     late = running(book, 2, NOW - 0.5)
-    tasks.done.put((1, DoneFuture(Outcome(1, True, "0xaa", "", NOW - 0.5, NOW - 0.1))))
+    tasks.done.put((1, Outcome(1, True, "0xaa", "", NOW - 0.5, NOW - 0.1)))
     journal = Journal(":memory:")
     h = Harvester(book, tasks, journal, Stats(), Estimates(), 100, clock)  # type: ignore[arg-type]
     assert h.harvest() == 2
     assert [t.settlement for t in book.in_state(S.FINISHED)] == [
         Settlement(1, True, "0xaa", ""), Settlement.failure(2, "timeout after 0s")]
     assert tasks.cancelled == ["ref2"] and late.run.ref is None
-    tasks.done.put((2, DoneFuture(Outcome(2, True, "0xbb"))))  # the cancelled task's future fires later
+    tasks.done.put((2, Outcome(2, True, "0xbb")))  # the cancelled task's future fires later
     assert h.harvest() == 0 and journal.get(2).ok is False
 
 
@@ -380,11 +368,11 @@ def test_a_job_whose_shared_task_was_cancelled_for_a_pack_mate_runs_again_alone_
                   redispatch=again.extend)
     assert h.harvest() == 1 and tasks.cancelled == ["pack"]
     assert late.settlement == Settlement.failure(1, "timeout after 0s")
-    tasks.done.put((2, DoneFuture(Lost(CANCELLED))))  # the cancelled task's end reaches the mate
+    tasks.done.put((2, Lost(CANCELLED)))  # the cancelled task's end reaches the mate
     assert h.harvest() == 0
     assert again == [mate] and mate.state is S.CLAIMED and mate.runs_alone and mate.retries == 0
     assert mate.chain_deadline == NOW + 60
-    tasks.done.put((1, DoneFuture(Lost(CANCELLED))))  # and the job that timed out is not settled twice
+    tasks.done.put((1, Lost(CANCELLED)))  # and the job that timed out is not settled twice
     assert h.harvest() == 0 and book.count(S.FINISHED) == 1
 
 

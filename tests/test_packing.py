@@ -91,14 +91,14 @@ def outcomes(tasks: RayTasks, n: int, timeout: float = 60.0) -> dict[int, Any]:
     deadline = time.time() + timeout
     while len(got) < n:
         job_id, outcome = tasks.done.get(timeout=max(0.1, deadline - time.time()))
-        got[job_id] = tasks.outcome(outcome)
+        got[job_id] = outcome
     return got
 
 
 def test_a_shared_task_runs_its_jobs_in_one_worker_and_reports_each_alone(local_ray: Any, devnet: Any) -> None:
     tasks = RayTasks(0.0, Estimates(), lambda: None)
-    jobs = [(j, manifest("echo", payload=j), None) for j in (11, 12, 13)]
-    tasks.submit_pack(jobs + [(14, manifest("no-such-handler"), None)], devnet.http_url, 1 << 20, 0.5, None)
+    jobs = [(j, manifest("echo", payload=j)) for j in (11, 12, 13)]
+    tasks.submit_pack(jobs + [(14, manifest("no-such-handler"))], devnet.http_url, 1 << 20, 0.5, None)
     got = outcomes(tasks, 4)
     store = open_blob_store(devnet.http_url)
     for job_id in (11, 12, 13):
@@ -113,7 +113,7 @@ def test_a_shared_task_runs_its_jobs_in_one_worker_and_reports_each_alone(local_
 def test_a_job_taken_back_from_a_shared_task_hears_nothing_and_its_mates_hear_cancelled(local_ray: Any,
                                                                                       devnet: Any) -> None:
     tasks = RayTasks(0.0, Estimates(), lambda: None)
-    ref = tasks.submit_pack([(21, manifest("sleep", seconds=30), None), (22, manifest("echo", payload=1), None)],
+    ref = tasks.submit_pack([(21, manifest("sleep", seconds=30)), (22, manifest("echo", payload=1))],
                             devnet.http_url, 1 << 20, 0.5, None)
     time.sleep(1.0)  # running: the sleep holds the task
     tasks.withdraw(ref, 21)

@@ -28,7 +28,7 @@ from etrid_ray.provider.stages.recovery import Recovery
 from etrid_ray.provider.stats import Stats
 from etrid_ray.provider.task import DrainWatch, Outcome, execute
 from etrid_ray.provider.timing import Estimates
-from tests.test_job_book import NOW, Clock, DoneFuture, admitted
+from tests.test_job_book import NOW, Clock, admitted
 
 S = JobState
 NODE_A, NODE_B = "a" * 56, "b" * 56
@@ -73,10 +73,6 @@ class LossyRay:
     gcs_preempted: set[str] = field(default_factory=set)  # dead after their PREEMPTION drain deadline
     asked: list[set[str]] = field(default_factory=list)
 
-    @staticmethod
-    def outcome(future: Any) -> Any:
-        return future.result()
-
     def cancel(self, ref: Any) -> None:
         pass
 
@@ -115,13 +111,6 @@ def sleep_job(book: JobBook, job_id: int, deadline: float) -> TrackedJob:
     return tracked
 
 
-class Lose:
-    def __init__(self, err: Lost) -> None:
-        self.err = err
-
-    def result(self) -> Lost:
-        return self.err
-
 
 def harvester(book: JobBook, clock: Clock, tasks: LossyRay, draining: set[str]) -> tuple[Harvester, Journal, Stats]:
     journal, stats = Journal(":memory:"), Stats()
@@ -138,16 +127,16 @@ def test_a_job_preempted_twice_runs_again_each_time_and_completes_once_with_no_r
     journal.claimed([(1, 0)])
     h.harvest()  # the deadline scan sees node A draining (the head's cluster view)
     # 1: its handler saw the drain and left with its progress saved
-    tasks.done.put((1, DoneFuture(Outcome(1, False, None, "preempted", NOW, NOW + 3, NODE_A, preempted=True,
-                                          checkpoint="0x" + "c" * 64, remaining_s=7.0))))
+    tasks.done.put((1, Outcome(1, False, None, "preempted", NOW, NOW + 3, NODE_A, preempted=True,
+                               checkpoint="0x" + "c" * 64, remaining_s=7.0)))
     clock.t += 4
     assert h.harvest() == 0 and tracked.state is S.RUNNING and tracked.run.ref == "ref1.1"
     # 2: node B reclaimed at once (no time to checkpoint): the GCS records it dead after its drain deadline
     tasks.gcs_preempted.add(NODE_B)
-    tasks.done.put((1, Lose(Lost("NodeDiedError", NODE_B))))
+    tasks.done.put((1, Lost("NodeDiedError", NODE_B)))
     clock.t += 2
     assert h.harvest() == 0 and tracked.state is S.RUNNING and tasks.asked == [{NODE_B}]
-    tasks.done.put((1, DoneFuture(Outcome(1, True, "0xaa", "", NOW + 7, NOW + 14))))
+    tasks.done.put((1, Outcome(1, True, "0xaa", "", NOW + 7, NOW + 14)))
     clock.t += 8
     assert h.harvest() == 1
     assert tracked.state is S.FINISHED and tracked.settlement.ok and tracked.settlement.result_hash == "0xaa"
@@ -168,7 +157,7 @@ def test_a_crash_spends_the_retry_budget_and_fails_the_job_once_it_is_spent() ->
     tracked = sleep_job(book, 2, NOW + 600)
     h, journal, stats = harvester(book, clock, tasks, set())
     for attempt in range(4):
-        tasks.done.put((2, Lose(Lost("NodeDiedError", NODE_B))))  # no drain seen, none recorded: a crash
+        tasks.done.put((2, Lost("NodeDiedError", NODE_B)))  # no drain seen, none recorded: a crash
         clock.t += 1
         h.harvest()
         assert tracked.retries == min(attempt + 1, 3)
@@ -184,8 +173,8 @@ def test_a_preempted_job_whose_deadline_cannot_be_met_is_failed_at_once_with_why
     h, _, stats = harvester(book, clock, tasks, {NODE_A})
     h.harvest()
     clock.t += 5  # 7 s left; the handler says 8 s remain (plus dispatch)
-    tasks.done.put((3, DoneFuture(Outcome(3, False, None, "preempted", NOW, NOW + 5, NODE_A, preempted=True,
-                                          checkpoint="0x" + "d" * 64, remaining_s=8.0))))
+    tasks.done.put((3, Outcome(3, False, None, "preempted", NOW, NOW + 5, NODE_A, preempted=True,
+                               checkpoint="0x" + "d" * 64, remaining_s=8.0)))
     assert h.harvest() == 1 and tracked.state is S.FINISHED
     assert tracked.settlement.reason.startswith("preempted too late for its deadline (needs ")
     assert stats.failed == {"preempted too late for its deadline": 1} and stats.preempted == {}

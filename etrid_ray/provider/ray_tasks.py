@@ -69,17 +69,17 @@ class RayTasks:
             task = self._shape(self._shapes, run_job, gpus, pool)
         ref = task.remote(job_id, manifest_json, store_url, max_input_bytes, checkpoint)
         key = ref.hex()
-        ref.future().add_done_callback(lambda fut, key=key: self._collect((job_id,), key, fut, packed=False))
+        ref.future().add_done_callback(lambda fut, key=key: self._collect((job_id,), key, fut))
         return ref
 
-    def submit_pack(self, jobs: list[tuple[int, str, str | None]], store_url: str, max_input_bytes: int,
-                    gpus: float, pool: str | None) -> Any:
-        """Starts one task running `jobs` (`(job id, manifest, checkpoint)`) one after another, each an outcome of
-        its own (provider/packing.py says which jobs)."""
+    def submit_pack(self, jobs: list[tuple[int, str]], store_url: str, max_input_bytes: int, gpus: float,
+                    pool: str | None) -> Any:
+        """Starts one task running `jobs` (`(job id, manifest)`) one after another, each an outcome of its own
+        (provider/packing.py says which jobs; none resumes from a checkpoint)."""
         task = self._shape(self._pack_shapes, run_jobs, gpus, pool)
         ref = task.remote(jobs, store_url, max_input_bytes)
-        key, ids = ref.hex(), tuple(j for j, _, _ in jobs)
-        ref.future().add_done_callback(lambda fut, key=key: self._collect(ids, key, fut, packed=True))
+        key, ids = ref.hex(), tuple(j for j, _ in jobs)
+        ref.future().add_done_callback(lambda fut, key=key: self._collect(ids, key, fut))
         return ref
 
     def _shape(self, cache: dict[tuple[float, str | None], Any], fn: Any, gpus: float, pool: str | None) -> Any:
@@ -91,14 +91,14 @@ class RayTasks:
             task = cache[key] = fn.options(**self.options(gpus, pool))
         return task
 
-    def _collect(self, job_ids: tuple[int, ...], key: str, future: Any, packed: bool) -> None:
+    def _collect(self, job_ids: tuple[int, ...], key: str, future: Any) -> None:
         """A task ended (on one of Ray's threads): each of its jobs' outcome goes to `done`, but for jobs taken back
         to run elsewhere (`withdraw`), whose run this no longer is."""
         dropped = self._withdrawn.pop(key, ())
         outcome = self.outcome(future)
         for i, job_id in enumerate(job_ids):
             if job_id not in dropped:
-                self.done.put((job_id, outcome[i] if packed and not isinstance(outcome, Lost) else outcome))
+                self.done.put((job_id, outcome[i] if isinstance(outcome, list) else outcome))
 
     @staticmethod
     def cancel(ref: Any) -> None:
@@ -112,11 +112,9 @@ class RayTasks:
         ray.cancel(ref, force=True)
 
     @staticmethod
-    def outcome(future: Any) -> Any:
-        """The task's outcome (a list of them for a pack), or why there is none (cancelled: timed out; lost with
-        its node or worker, …). One already taken from its future is returned as it is."""
-        if isinstance(future, Outcome | Lost):
-            return future
+    def outcome(future: Any) -> Outcome | list[Outcome] | Lost:
+        """The finished task's outcome (a list of them for a pack), or why there is none (cancelled: timed out;
+        lost with its node or worker, …)."""
         try:
             return future.result()
         except ray.exceptions.RayError as err:

@@ -286,13 +286,13 @@ def run_job(job_id: int, manifest_json: str, store_url: str, max_input_bytes: in
 
 
 @ray.remote(max_calls=0, max_retries=0, retry_exceptions=False)
-def run_jobs(jobs: list[tuple[int, str, str | None]], store_url: str, max_input_bytes: int) -> list[Outcome]:
-    """Several short jobs of one shape, one after another (provider/packing.py): `(job id, manifest, checkpoint)`
-    each, an outcome each. A job that raises fails alone; its pack goes on."""
+def run_jobs(jobs: list[tuple[int, str]], store_url: str, max_input_bytes: int) -> list[Outcome]:
+    """Several short jobs of one shape, one after another (provider/packing.py): `(job id, manifest)` each, an
+    outcome each (a job resuming from a checkpoint runs alone). A job that raises fails alone; its pack goes on."""
     out = []
-    for job_id, manifest_json, checkpoint in jobs:
+    for job_id, manifest_json in jobs:
         try:
-            out.append(execute(job_id, manifest_json, store_url, max_input_bytes, checkpoint))
+            out.append(execute(job_id, manifest_json, store_url, max_input_bytes))
         except Exception as err:  # noqa: BLE001 - one job's error is its own failure, not its pack-mates'
             now = time.time()
             out.append(Outcome(job_id, False, None, chain_reason(f"execution error: {type(err).__name__}"), now, now))

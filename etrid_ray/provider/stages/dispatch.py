@@ -141,7 +141,7 @@ class Dispatcher:
             t = first.tracked
             return self.tasks.submit(t.job_id, self.manifests.text(t.job.input_hash, first.manifest), self.store_url,
                                      self.max_input_bytes, gpus, pool, first.options, t.checkpoint)
-        jobs = [(s.tracked.job_id, self.manifests.text(s.tracked.job.input_hash, s.manifest), None) for s in members]
+        jobs = [(s.tracked.job_id, self.manifests.text(s.tracked.job.input_hash, s.manifest)) for s in members]
         return self.tasks.submit_pack(jobs, self.store_url, self.max_input_bytes, gpus, pool)
 
     def _running(self, members: list[_Start], ref: Any) -> None:

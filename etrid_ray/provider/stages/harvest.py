@@ -84,14 +84,14 @@ class Harvester:
         finished: list[tuple[TrackedJob, Settlement]] = []
         with self.book.lock:
             again: list[TrackedJob] = []
-            for job_id, future in batch:
+            for job_id, outcome in batch:
                 tracked = self.book.get(job_id)
                 if tracked is None or tracked.state is not JobState.RUNNING or tracked.run is None \
                         or tracked.run.ref is None:
                     continue  # already settled as timed out, or drained
                 run = tracked.run
                 run.ref = None  # collected: the deadline scan must not take it again
-                settlement = self._settlement(tracked, run, future, now)
+                settlement = self._settlement(tracked, run, outcome, now)
                 if settlement is None:
                     again.append(tracked)
                 else:
@@ -130,9 +130,9 @@ class Harvester:
                 while len(self.seen_draining) > NODES_REMEMBERED:
                     self.seen_draining.popitem(last=False)
 
-    def _settlement(self, tracked: TrackedJob, run: RunInfo, future: object, now: float) -> Settlement | None:
+    def _settlement(self, tracked: TrackedJob, run: RunInfo, outcome: Outcome | Lost, now: float
+                    ) -> Settlement | None:
         """The job's settlement, or None when it runs again (moved back to claimed, for the dispatcher)."""
-        outcome = self.tasks.outcome(future)
         if isinstance(outcome, Lost):
             if outcome.error == CANCELLED:
                 if run.pack_size > 1 and now < run.deadline:
